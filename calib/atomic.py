@@ -1,0 +1,70 @@
+"""Atomic output: write to a temporary file in the same folder, then rename.
+
+Nothing half-written is ever left at the destination, and an input is never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import DetcalError
+
+
+def check_writable(path: str | os.PathLike, *, inputs: tuple = ()) -> Path:
+    """Validate an output path before any work: its folder exists (or can be made), it is not an input."""
+    out = Path(path)
+    for src in inputs:
+        if src is not None and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
+            raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
+        if src is not None and out.resolve() == Path(src).resolve():
+            raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DetcalError(f"cannot create output folder {parent}: {exc.strerror or exc}") from None
+    if out.is_dir():
+        raise DetcalError(f"output path is a folder, expected a file: {out}")
+    if not os.access(parent, os.W_OK):
+        raise DetcalError(f"output folder is not writable: {parent}")
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + rename in the same folder)."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise DetcalError(f"cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise DetcalError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
