@@ -1,0 +1,86 @@
+"""Detector head layouts: recognising them from output shapes, and decoding raw outputs.
+
+| layout         | raw output  | content                                                        |
+|----------------|-------------|----------------------------------------------------------------|
+| `xywh_cls`     | [B, 4+C, N] | cx, cy, w, h in input px; C class scores after sigmoid (YOLOv8) |
+| `xywh_obj_cls` | [B, N, 5+C] | cx, cy, w, h; objectness; C class probabilities (YOLOv5/7, X)   |
+| `end2end`      | [B, K, 6]   | x1, y1, x2, y2, score, class (YOLOv10, exports with NMS inside) |
+
+Decoded form (`Decoded`): boxes (B, N, 4) xyxy input px float32, and either dense scores
+(B, N, C) (`classes is None`) or one score and class per candidate (B, N), (B, N).
+For `xywh_obj_cls` the score of class c is objectness * p(c), as YOLOv5 ranks them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .boxes import cxcywh_to_xyxy
+
+LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
+
+
+@dataclass
+class Decoded:
+    boxes_xyxy: np.ndarray            # (B, N, 4) float32, input px
+    scores: np.ndarray                # (B, N, C) dense, or (B, N) with `classes`
+    classes: np.ndarray | None = None  # (B, N) int64 for end2end, else None
+
+    @property
+    def is_dense(self) -> bool:
+        return self.classes is None
+
+
+def num_classes_of(layout: str, output_shape: tuple) -> int | None:
+    """Class count implied by a raw output shape (None where the layout does not fix it)."""
+    if layout == "xywh_cls":
+        return output_shape[1] - 4 if isinstance(output_shape[1], int) else None
+    if layout == "xywh_obj_cls":
+        return output_shape[2] - 5 if isinstance(output_shape[2], int) else None
+    return None
+
+
+def guess_layout(output_shape: tuple, *, has_topk_or_nms: bool = False, num_classes: int | None = None) -> str | None:
+    """Recognise a layout from one output's shape (ints, or str/None for dynamic dims).
+
+    has_topk_or_nms: whether the graph selects candidates itself (an end-to-end head).
+    Returns None when nothing fits.
+    """
+    if len(output_shape) != 3:
+        return None
+    _, d1, d2 = output_shape
+    i1 = d1 if isinstance(d1, int) and d1 > 0 else None
+    i2 = d2 if isinstance(d2, int) and d2 > 0 else None
+    if i2 == 6 and (has_topk_or_nms or (i1 is not None and i1 <= 1000 and num_classes not in (None, 1))):
+        return "end2end"
+    if num_classes is not None:
+        if i1 == 4 + num_classes and (i2 is None or i2 > i1):
+            return "xywh_cls"
+        if i2 == 5 + num_classes and (i1 is None or i1 > i2):
+            return "xywh_obj_cls"
+        return None
+    if i1 is not None and i1 >= 5 and (i2 is None or i2 > i1):
+        return "xywh_cls"
+    if i2 is not None and i2 >= 6 and (i1 is None or i1 > i2):
+        return "xywh_obj_cls"
+    return None
+
+
+def decode(raw: np.ndarray, layout: str) -> Decoded:
+    """Raw head output (B, ...) as in the table above -> Decoded (boxes xyxy input px)."""
+    raw = np.asarray(raw)
+    if raw.ndim != 3:
+        raise ValueError(f"raw output must be 3-D [B, ., .], got shape {raw.shape}")
+    raw = raw.astype(np.float32, copy=False)
+    if layout == "xywh_cls":
+        boxes = cxcywh_to_xyxy(raw[:, :4, :].transpose(0, 2, 1))
+        return Decoded(boxes, raw[:, 4:, :].transpose(0, 2, 1))
+    if layout == "xywh_obj_cls":
+        boxes = cxcywh_to_xyxy(raw[:, :, :4])
+        return Decoded(boxes, raw[:, :, 4:5] * raw[:, :, 5:])
+    if layout == "end2end":
+        if raw.shape[2] != 6:
+            raise ValueError(f"end2end output must be [B, K, 6], got {raw.shape}")
+        return Decoded(np.ascontiguousarray(raw[:, :, :4]), raw[:, :, 4], np.rint(raw[:, :, 5]).astype(np.int64))
+    raise ValueError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")

@@ -1,0 +1,160 @@
+"""Reading an exported detector: its input, its head output, its layout and identity (sha256)."""
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import DetcalError
+from .layouts import LAYOUTS, guess_layout, num_classes_of
+
+SELECTING_OPS = {"TopK", "NonMaxSuppression"}
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    sha256: str
+    input_name: str
+    input_shape: tuple          # e.g. (1, 3, 640, 640) or ('batch', 3, 'height', 'width')
+    input_dtype: str            # 'float32' | 'float16'
+    output_name: str
+    output_shape: tuple
+    layout: str
+    num_classes: int | None     # None where the layout does not fix it (end2end)
+    class_names: list[str] | None = None   # from Ultralytics metadata `names`, if present
+    metadata: dict = field(default_factory=dict)
+    opset: int = 0
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) where fixed, else None (dynamic spatial axes)."""
+        h, w = self.input_shape[2], self.input_shape[3]
+        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return not isinstance(self.input_shape[0], int)
+
+    @property
+    def is_patched(self) -> bool:
+        return "detcal" in self.metadata or "detcal_version" in self.metadata
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dims(value_info) -> tuple:
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return tuple(dims)
+
+
+def _dtype(value_info) -> str:
+    return onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type).name
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    """Ultralytics' `names` metadata ("{0: 'person', 1: 'bicycle'}") -> list, or None."""
+    if not text:
+        return None
+    try:
+        obj = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(obj, dict):
+        return [str(obj[k]) for k in sorted(obj)]
+    if isinstance(obj, (list, tuple)):
+        return [str(v) for v in obj]
+    return None
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file (with external data), or raise a one-line DetcalError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise DetcalError(f"model file not found: {p}")
+    if p.is_dir():
+        raise DetcalError(f"model path is a folder, expected an .onnx file: {p}")
+    try:
+        return onnx.load(str(p))
+    except Exception as exc:  # onnx raises DecodeError, google.protobuf errors, OSError...
+        raise DetcalError(f"cannot read {p} as an ONNX model ({type(exc).__name__}); is the file complete?") from None
+
+
+def read_model_info(
+    path: str | Path, *, layout: str | None = None, num_classes: int | None = None, model: onnx.ModelProto | None = None
+) -> ModelInfo:
+    """Inspect an exported detector. layout: override the recognised one; num_classes: a hint
+    (usually the dataset's class count) to disambiguate shapes."""
+    p = Path(path)
+    model = model if model is not None else load_onnx(p)
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init_names]
+    if len(inputs) < 1:
+        raise DetcalError(f"{p}: the model has no image input")
+    image_inputs = [i for i in inputs if len(_dims(i)) == 4]
+    if not image_inputs:
+        shapes = ", ".join(f"{i.name} {list(_dims(i))}" for i in inputs)
+        raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] found (inputs: {shapes})")
+    inp = image_inputs[0]
+    if layout is not None and layout not in LAYOUTS:
+        raise DetcalError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")
+    has_select = any(n.op_type in SELECTING_OPS for n in graph.node)
+    metadata = {m.key: m.value for m in model.metadata_props}
+    names = parse_names(metadata.get("names"))
+    hint = num_classes if num_classes is not None else (len(names) if names else None)
+    found = []
+    for out in graph.output:
+        shape = _dims(out)
+        guess = layout or guess_layout(shape, has_topk_or_nms=has_select, num_classes=hint)
+        if layout is None and guess is None and hint is not None:
+            guess = guess_layout(shape, has_topk_or_nms=has_select)
+        found.append((out, shape, guess))
+        if guess is not None:
+            break
+    out, shape, guess = found[-1]
+    if guess is None:
+        listing = "; ".join(f"{o.name} {list(s)}" for o, s, _ in found)
+        raise DetcalError(
+            f"{p}: no output fits a supported layout (found: {listing}); supported: "
+            "xywh_cls [B, 4+C, N], xywh_obj_cls [B, N, 5+C], end2end [B, K, 6]; use --layout to choose one"
+        )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelInfo(
+        path=p,
+        sha256=sha256_file(p),
+        input_name=inp.name,
+        input_shape=_dims(inp),
+        input_dtype=_dtype(inp),
+        output_name=out.name,
+        output_shape=shape,
+        layout=guess,
+        num_classes=num_classes_of(guess, shape) or (num_classes if guess == "end2end" else None) or (
+            len(names) if guess == "end2end" and names else None),
+        class_names=names,
+        metadata=metadata,
+        opset=opset,
+    )
+
+
+def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str) -> int:
+    """The class count both agree on, or a DetcalError naming both files."""
+    n = len(dataset_names)
+    if info.num_classes is not None and info.num_classes != n:
+        raise DetcalError(
+            f"class count mismatch: {info.path} predicts {info.num_classes} classes, "
+            f"{data_path} names {n}"
+        )
+    return n
