@@ -211,8 +211,14 @@ def load_dataset(
 def _list_images(folder: Path) -> list[Path]:
     """Every supported image under ``folder``, recursively; hidden files (e.g. macOS ``._x.jpg``) skipped."""
     out = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):   # symlinked image folders are common
+        real = os.path.realpath(root)
+        if real in seen:            # a symlink loop, or the same folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if not name.startswith(".") and is_image_file(name):
                 out.append(Path(root) / name)

@@ -274,7 +274,8 @@ _NOTES: dict[tuple[str, str], tuple[str | None, str, str]] = {
                            "filters it out (runs on CUDA/CPU)", "ort-trt-ep-nms"),
     ("NonZero", "trt10"): (None, "data-dependent output shape; filtered out by onnxruntime's TensorRT EP",
                            "ort-trt-ep-nms"),
-    ("ScatterND", "trt86"): (None, "no `reduction` attribute at all (even 'none' fails to import)", "trt-scatter"),
+    ("ScatterND", "trt86"): (None, "reduction other than none is ignored (wrong results, no error): "
+                             "omit the `reduction` attribute", "trt-scatter"),
     ("ScatterND", "trt10"): (None, "`reduction` other than none unsupported; older 10.x reject the attribute "
                              "even when 'none': omit it", "trt-scatter"),
     ("ScatterElements", "trt86"): (None, "reduction must be 'none' (8.6.1 silently ignores 'add')", "trt-scatter"),
@@ -483,9 +484,9 @@ def _trt_constraints(node: onnx.NodeProto, ep: str, opset: int, ctx: _Ctx) -> li
         if red not in (None, "none"):
             out.append((ERROR, f"reduction='{red}' is unsupported (only 'none')", "trt-scatter"))
         elif op == "ScatterND" and red is not None:
-            out.append((ERROR if ep == "trt86" else WARNING,
-                        "ScatterND with a `reduction` attribute fails to import on TRT <= 10.7 even "
-                        "when 'none': omit the attribute", "trt-scatter"))
+            out.append((ERROR if ep == "trt10" else WARNING,
+                        "a `reduction` attribute, even 'none', fails to import on TensorRT 10.x up to "
+                        "10.7: omit the attribute", "trt-scatter"))
     elif op == "Resize":
         mode = _attr(node, "mode", "nearest")
         coord = _attr(node, "coordinate_transformation_mode", "half_pixel")

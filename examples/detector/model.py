@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 STRIDES = (8, 16, 32)
 LAYOUTS = ("xywh_cls", "xywh_obj_cls")
@@ -44,7 +45,6 @@ class TinyYolo(nn.Module):
         self.s3 = nn.Sequential(ConvBNAct(c2, c3, 3, 2), ConvBNAct(c3, c3, 3, 1))           # /8
         self.s4 = nn.Sequential(ConvBNAct(c3, c4, 3, 2), ConvBNAct(c4, c4, 3, 1))           # /16
         self.s5 = nn.Sequential(ConvBNAct(c4, c5, 3, 2), ConvBNAct(c5, c5, 3, 1))           # /32
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.n4 = ConvBNAct(c4 + c5, c4, 3, 1)
         self.n3 = ConvBNAct(c3 + c4, c3, 3, 1)
         if layout == "xywh_cls":
@@ -83,8 +83,9 @@ class TinyYolo(nn.Module):
         p3 = self.s3(self.stem(x))
         p4 = self.s4(p3)
         p5 = self.s5(p4)
-        f4 = self.n4(torch.cat([p4, self.up(p5)], 1))
-        f3 = self.n3(torch.cat([p3, self.up(f4)], 1))
+        # upsample to the skip's size: sizes that are multiples of 16 but not 32 (208) work too
+        f4 = self.n4(torch.cat([p4, F.interpolate(p5, size=p4.shape[2:], mode="nearest")], 1))
+        f3 = self.n3(torch.cat([p3, F.interpolate(f4, size=p3.shape[2:], mode="nearest")], 1))
         outs = []
         for head, f in zip(self.heads, (f3, f4, p5)):
             y = head(f)
@@ -146,6 +147,7 @@ def export_onnx(model: TinyYolo, path, imgsz: int, names, metadata: dict | None 
     """Export to ONNX (opset 17, dynamic batch 'batch', input 'images' [B,3,imgsz,imgsz] RGB 0..1,
     output 'output0') with Ultralytics-style metadata_props. Written to a temp file, then renamed."""
     import os
+    import warnings
 
     import onnx
 
@@ -154,10 +156,12 @@ def export_onnx(model: TinyYolo, path, imgsz: int, names, metadata: dict | None 
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     tmp = str(path) + ".tmp"
     try:
-        torch.onnx.export(
-            model, dummy, tmp, opset_version=17, input_names=["images"], output_names=["output0"],
-            dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}, dynamo=False,
-        )
+        with warnings.catch_warnings():  # the legacy exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, dummy, tmp, opset_version=17, input_names=["images"], output_names=["output0"],
+                dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}, dynamo=False,
+            )
     finally:
         model.export = False
     m = onnx.load(tmp)

@@ -1,0 +1,379 @@
+"""`detcal fit`: run the raw model over a validation set, fit calibration and rejection thresholds.
+
+Every "after" number is cross-validated: images are split into k folds; for each fold the
+calibrator and thresholds are fitted on the other folds and measured on it, and the held-out
+results are pooled. The artifact's calibrator and thresholds are then fitted on all images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import Artifact
+from .atomic import atomic_write_json, atomic_write_text, check_writable
+from .calibrators import CANDIDATES, make_calibrator, select_calibrator
+from .collect import Collected, collect_detections
+from .data import Dataset, load_dataset
+from .errors import DetcalError
+from .matching import MatchedDetections, match_dataset
+from .metrics import mean_ap, summarize, survives
+from .model_info import ModelInfo, check_class_count, read_model_info
+from .pipeline import PostprocessConfig
+from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
+from .preprocess import Preprocess
+from .runner import resolve_input_size
+from .thresholds import RejectionThresholds, fit_rejection_thresholds_matched
+
+
+@dataclass
+class FitOptions:
+    calibrator: str = "auto"
+    max_negative_rate: float = 0.01
+    confidence: float = 0.95
+    match_iou: float = 0.5
+    base_conf: float = 0.001
+    baseline_conf: float = 0.25
+    folds: int = 5
+    seed: int = 0
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def validate(self) -> None:
+        if self.calibrator != "auto" and self.calibrator not in CANDIDATES + ("identity",):
+            raise DetcalError(f"unknown calibrator {self.calibrator!r}")
+        if not 0 < self.max_negative_rate < 1:
+            raise DetcalError(f"--max-negative-rate must be in (0, 1), got {self.max_negative_rate}")
+        if not 0.5 <= self.confidence < 1:
+            raise DetcalError(f"--confidence must be in [0.5, 1), got {self.confidence}")
+        if not 0 < self.match_iou <= 1:
+            raise DetcalError(f"--match-iou must be in (0, 1], got {self.match_iou}")
+        if not 0 <= self.base_conf < 1 or not 0 <= self.baseline_conf < 1:
+            raise DetcalError("--base-conf and --baseline-conf must be in [0, 1)")
+        if self.folds < 2:
+            raise DetcalError(f"--folds must be >= 2, got {self.folds}")
+
+
+@dataclass
+class FitResult:
+    artifact: Artifact
+    matched: MatchedDetections        # raw detections matched at match_iou
+    before: dict                      # metrics of the raw model at baseline_conf
+    after: dict                       # cross-validated metrics of calibrated + thresholded
+    oof_scores: np.ndarray            # (K,) held-out calibrated scores
+    oof_survive: np.ndarray           # (K,) bool, survived held-out thresholds
+    thresholds: RejectionThresholds
+    calibrator: object
+    selection: dict
+    seconds: dict
+    summary: str = ""
+
+
+def match_collected(collected: Collected, num_classes: int, iou: float) -> MatchedDetections:
+    dets = [(d.boxes_xyxy, d.scores, d.classes) for d in collected.detections]
+    gts = list(zip(collected.gt_boxes_xyxy, collected.gt_classes))
+    return match_dataset(dets, gts, iou_threshold=iou, num_classes=num_classes)
+
+
+def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
+    """Fitted calibrator on all detections, and the selection report."""
+    c = matched.num_classes
+    if kind == "auto":
+        cal, report = select_calibrator(matched.scores, matched.classes, matched.is_tp, matched.image_index, c,
+                                        n_folds=opts.folds, seed=opts.seed)
+        return cal, {"mode": "auto", **report}
+    cal = make_calibrator(kind, c).fit(matched.scores, matched.classes, matched.is_tp)
+    return cal, {"mode": "explicit", "winner": kind}
+
+
+def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, base: float) -> RejectionThresholds:
+    return fit_rejection_thresholds_matched(
+        matched, scores=scores, max_negative_rate=opts.max_negative_rate, confidence=opts.confidence,
+        base_threshold=base,
+    )
+
+
+def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
+    """k-fold by image: held-out calibrated scores (K,) and whether each survived the thresholds
+    fitted on the other folds (K,) bool."""
+    k = min(opts.folds, matched.n_images)
+    image_fold = np.random.default_rng(opts.seed).permutation(matched.n_images) % k
+    det_fold = image_fold[matched.image_index]
+    oof = matched.scores.astype(np.float64).copy()
+    keep = np.zeros(matched.n_detections, dtype=bool)
+    for f in range(k):
+        train_img = image_fold != f
+        train = train_img[matched.image_index]
+        test = det_fold == f
+        sub = _subset_images(matched, train_img)
+        n_pos = int(sub.is_tp.sum())
+        if kind == "identity" or n_pos == 0 or n_pos == sub.n_detections:
+            # identity, or a training part with one label only: leave the scores as they are
+            train_scores = sub.scores
+            oof[test] = matched.scores[test]
+        else:
+            cal = make_calibrator(kind, matched.num_classes).fit(sub.scores, sub.classes, sub.is_tp)
+            train_scores = cal.transform(sub.scores, sub.classes)
+            oof[test] = cal.transform(matched.scores[test], matched.classes[test])
+        thr = _fit_thresholds(sub, train_scores, opts, opts.base_conf)
+        keep[test] = survives(oof[test], matched.classes[test], thr.score_)
+    return oof, keep
+
+
+def _subset_images(matched: MatchedDetections, image_mask: np.ndarray) -> MatchedDetections:
+    """The detections and ground truth of the images selected by image_mask, re-indexed."""
+    new_index = np.cumsum(image_mask) - 1
+    det = image_mask[matched.image_index]
+    gt = image_mask[matched.gt_image_index]
+    sub = matched.subset(det)
+    return dataclasses.replace(
+        sub,
+        image_index=new_index[sub.image_index],
+        gt_image_index=new_index[matched.gt_image_index[gt]],
+        gt_classes=matched.gt_classes[gt],
+        n_gt_per_class=np.bincount(matched.gt_classes[gt], minlength=matched.num_classes),
+        n_images=int(image_mask.sum()),
+        negative_image_mask=matched.negative_image_mask[image_mask],
+    )
+
+
+def after_metrics(matched: MatchedDetections, oof: np.ndarray, keep: np.ndarray, class_names) -> dict:
+    """Metrics of held-out calibrated scores with held-out thresholds (survivors = keep)."""
+    masked = dataclasses.replace(matched, scores=np.where(keep, oof, 0.0), pair_det=matched.pair_det,
+                                 pair_gt=matched.pair_gt, pair_iou=matched.pair_iou)
+    out = summarize(masked, 0.0, class_names=class_names)
+    ranked = dataclasses.replace(matched, scores=oof)
+    out["ap50"] = _num(mean_ap(ranked, [0.5]))
+    out["ap50_95"] = _num(mean_ap(ranked))
+    return out
+
+
+def _num(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def fit(
+    model: str | Path,
+    data: str | Path,
+    *,
+    split: str = "val",
+    out: str | Path | None = None,
+    preprocess: Preprocess = Preprocess(),
+    options: FitOptions = FitOptions(),
+    layout: str | None = None,
+    imgsz=None,
+    batch_size: int = 8,
+    threads: int | None = None,
+    names: list[str] | None = None,
+    progress: bool = True,
+    log=print,
+) -> FitResult:
+    """The whole fit as a library call. Writes `out` (and its report folder) when given."""
+    options.validate()
+    t0 = time.perf_counter()
+    if out is not None:
+        check_writable(out, inputs=(model, data))
+    dataset = load_dataset(data, split, names=names)
+    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes)
+    num_classes = check_class_count(info, dataset.names, str(data))
+    if info.is_patched:
+        raise DetcalError(f"{model} is already patched by detcal; fit the raw exported model")
+    if all(s.is_negative for s in dataset.samples):
+        raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
+    size = resolve_input_size(info, imgsz)
+    collected = collect_detections(
+        dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
+        config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
+    )
+    t_run = time.perf_counter()
+    matched = match_collected(collected, num_classes, options.match_iou)
+    if matched.n_detections == 0 or not matched.is_tp.any():
+        raise DetcalError(
+            f"{model}: no detection above {options.base_conf} matches any labelled object in {data}; "
+            "check --layout, the preprocessing options and the class order")
+    if matched.is_tp.all():
+        raise DetcalError(f"{model}: every detection is a true positive; there is nothing to calibrate against")
+
+    try:
+        calibrator, selection = _fit_calibrator(options.calibrator, matched, options)
+    except ValueError as exc:
+        raise DetcalError(f"cannot fit the calibrator: {exc}") from None
+    kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
+    calibrated = calibrator.transform(matched.scores, matched.classes)
+    thresholds = _fit_thresholds(matched, calibrated, options, options.base_conf)
+    oof, keep = cross_validate(matched, kind, options)
+    t_fit = time.perf_counter()
+
+    before = summarize(matched, options.baseline_conf, class_names=dataset.names)
+    after = after_metrics(matched, oof, keep, dataset.names)
+    model_block = {
+        "file": Path(model).name,
+        "sha256": info.sha256,
+        "input_name": info.input_name,
+        "input_size": [int(size[0]), int(size[1])],
+        "input_dtype": info.input_dtype,
+        "output_name": info.output_name,
+        "layout": info.layout,
+        "num_classes": num_classes,
+        "class_names": list(dataset.names),
+    }
+    seconds = {"inference": round(t_run - t0, 3), "matching_and_fitting": round(t_fit - t_run, 3)}
+    artifact = Artifact(
+        model=model_block,
+        preprocess=preprocess,
+        calibration=calibrator.map_,
+        thresholds=thresholds.to_artifact(),
+        nms=options.postprocess,
+        metrics={"before": before, "after": after,
+                 "before_definition": f"raw scores, threshold {options.baseline_conf} (all images)",
+                 "after_definition": f"{options.folds}-fold cross-validated by image: calibrator and thresholds "
+                                     "fitted on the other folds, measured on held-out images"},
+        selection=selection,
+        extra={"source": str(dataset.source), "split": split, "n_images_used": len(collected),
+               "labels": dataset.report.to_dict(), "seconds": seconds},
+    )
+    result = FitResult(artifact, matched, before, after, oof, keep, thresholds, calibrator, selection, seconds)
+    if out is not None:
+        write_outputs(result, Path(out), dataset, options)
+    return result
+
+
+def report_dir_for(out: Path) -> Path:
+    return out.with_name(out.stem + "_report")
+
+
+def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOptions) -> None:
+    """calibration.json (atomic) and the report folder: PNGs, report.json, summary.txt."""
+    report_dir = report_dir_for(out)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    m = result.matched
+    raw_keep = survives(m.scores, m.classes, options.baseline_conf)
+    save_reliability_diagrams(report_dir / "reliability.png", [
+        (f"before: raw scores > {options.baseline_conf:g}", m.scores[raw_keep], m.is_tp[raw_keep]),
+        ("after: calibrated, held-out", result.oof_scores[result.oof_survive], m.is_tp[result.oof_survive]),
+    ])
+    grid = np.linspace(0, 1, 201)
+    neg_images = np.nonzero(m.negative_image_mask)[0]
+    n_gt = int(m.n_gt_per_class.sum())
+    curves = {
+        "raw": operating_curves(m.scores, m.is_tp, m.image_index, neg_images, n_gt, grid),
+        "calibrated (held-out)": operating_curves(result.oof_scores, m.is_tp, m.image_index, neg_images, n_gt, grid),
+    }
+    thr = np.asarray(result.thresholds.score_)
+    save_operating_curves(report_dir / "thresholds.png", curves,
+                          markers={"baseline": options.baseline_conf, "fitted (median class)": float(np.median(thr))})
+    report = {
+        "artifact": str(out),
+        "data": result.artifact.extra,
+        "calibrator": result.selection,
+        "thresholds": result.thresholds.report(dataset.names),
+        "metrics": result.artifact.metrics,
+    }
+    summary = format_summary(result, dataset, out, report_dir)
+    atomic_write_json(report_dir / "report.json", _jsonable(report))
+    atomic_write_text(report_dir / "summary.txt", summary + "\n")
+    result.artifact.save(out)
+    result.summary = summary
+
+
+def _jsonable(obj):
+    from .artifact import _jsonable as j
+    return j(obj)
+
+
+ROWS = [
+    ("D-ECE", "dece", "{:.4f}"),
+    ("LaECE_0", "laece0", "{:.4f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("AP50", "ap50", "{:.3f}"),
+    ("AP50:95", "ap50_95", "{:.3f}"),
+    ("FP per negative image", "fp_per_negative_image", "{:.3f}"),
+    ("negative images firing", "negative_image_rate", "{:.1%}"),
+    ("negative images > 0.8", "negative_image_rate_above_0.8", "{:.1%}"),
+]
+
+
+def format_table(columns: list[tuple[str, dict]]) -> str:
+    """A plain-text metrics table: one row per metric, one column per (title, metrics dict)."""
+    width = max(24, *(len(t) + 2 for t, _ in columns))
+    lines = ["metric".ljust(26) + "".join(t.rjust(width) for t, _ in columns)]
+    for label, key, fmt in ROWS:
+        cells = []
+        for _, m in columns:
+            v = m.get(key)
+            cells.append(("n/a" if v is None else fmt.format(v)).rjust(width))
+        lines.append(label.ljust(26) + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: Path) -> str:
+    a = result.artifact
+    m = result.matched
+    sel = result.selection
+    lines = [
+        f"detcal fit: {a.model['file']} on {a.extra['source']}: {m.n_images} images "
+        f"({m.n_negative_images} negative), {int(m.n_gt_per_class.sum())} labelled objects, {m.n_detections} raw detections",
+    ]
+    rep = dataset.report
+    if rep.n_clipped_boxes or rep.n_dropped_zero_size or rep.n_unreadable_images or rep.n_missing_label_files:
+        lines.append(f"labels: {rep.n_clipped_boxes} boxes clipped to the image, {rep.n_dropped_zero_size} zero-size dropped, "
+                     f"{rep.n_missing_label_files} images without a label file (negative), {rep.n_unreadable_images} unreadable images skipped")
+    if sel.get("mode") == "auto":
+        cands = sel.get("candidates", {})
+        ident = cands.get("identity", {}).get("log_loss")
+        win = sel["winner"]
+        lines.append(f"calibrator: {win} (auto, {sel.get('n_folds')}-fold CV log-loss {cands[win]['log_loss']:.4f} vs identity {ident:.4f})")
+    else:
+        lines.append(f"calibrator: {sel.get('winner')} (chosen with --calibrator)")
+    t = result.thresholds
+    lines.append(f"thresholds: {t.note}")
+    if t.recall_ is not None and np.any(np.isfinite(t.recall_)):
+        lines.append(f"  recall at the fitted thresholds {np.nanmean(t.recall_):.3f} vs {np.nanmean(t.base_recall_):.3f} "
+                     f"at the score floor (mean over classes, fitting data)")
+    lines.append("")
+    lines.append(format_table([(f"before (raw > {a.metrics['before_definition'].split('threshold ')[1].split(' ')[0]})", result.before),
+                               ("after (held-out CV)", result.after)]))
+    lines.append("")
+    lines.append(f"wrote {out} and the report in {report_dir}/ (reliability.png, thresholds.png, report.json)")
+    return "\n".join(lines)
+
+
+def _read_names(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise DetcalError(f"names file not found: {p}")
+    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise DetcalError(f"names file is empty: {p}")
+    return names
+
+
+def run_fit_cli(args) -> int:
+    try:
+        pre = Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))
+        post = PostprocessConfig(iou_threshold=args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
+                                 multi_label=args.multi_label)
+    except ValueError as exc:
+        raise DetcalError(str(exc)) from None
+    opts = FitOptions(
+        calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
+        match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
+        folds=args.folds, seed=args.seed, postprocess=post,
+    )
+    result = fit(
+        args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
+        imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=_read_names(args.names),
+        progress=not args.quiet,
+    )
+    print(result.summary)
+    if not result.thresholds.certified_:
+        print(f"warning: the negative-scene target was not certified: {result.thresholds.note}", file=sys.stderr)
+    return 0

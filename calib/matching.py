@@ -1,0 +1,427 @@
+"""Match detections to ground truth, COCO style, for a single image or a whole dataset.
+
+Rules (those of pycocotools' ``COCOeval.evaluateImg`` for boxes, no crowd or ignore flags):
+
+- matching is per class: a detection only ever matches a ground-truth box of its own class;
+- within an image and class, detections are processed by score, highest first, ties in
+  their original order (a stable sort);
+- each detection takes the still-unmatched ground-truth box with the highest IoU, provided
+  that IoU >= ``iou_threshold`` (ties between boxes: the later ground-truth box, as
+  pycocotools does); each ground-truth box is used at most once;
+- a pair with IoU 0 never matches, so ``iou_threshold=0`` means "any overlap" (the IoU > 0
+  matching that LaECE_0 uses).
+
+Unlike COCOeval there is no per-image ``maxDets`` cap: the detections given are the
+detections evaluated (the reference pipeline already applies ``max_det``).
+
+How it is fast: all same-image same-class pairs with IoU > 0 are found once (a join on
+(image, class) and one vectorised IoU over the joined pairs), then the greedy is run
+on the sparse pairs for the whole dataset at once, in rounds: a detection is decided in a
+round when it has the highest priority among the undecided detections competing for each
+of its candidate boxes, which is exactly when the sequential greedy would decide it the
+same way. Rounds are as many as the longest chain of competing detections (a handful in
+practice), each one a few vectorised numpy operations over the remaining pairs. Matching at
+another IoU threshold reuses the pairs (``MatchedDetections.rematch``), which is what makes
+AP50:95 cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .boxes import box_area, box_iou_pairs
+from .errors import DetcalError
+
+__all__ = [
+    "MatchResult",
+    "MatchedDetections",
+    "match_image",
+    "match_dataset",
+    "match_flat",
+]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Matching of one image's detections, in the detections' original order.
+
+    is_tp:    (K,) bool, matched to a ground-truth box of its class.
+    iou:      (K,) float64, IoU with the matched ground-truth box; 0.0 when not matched
+              (so it is directly the LaECE "accuracy": IoU if TP else 0).
+    gt_index: (K,) int64, index into the image's ground-truth arrays, -1 when not matched.
+    """
+
+    is_tp: np.ndarray
+    iou: np.ndarray
+    gt_index: np.ndarray
+
+
+@dataclass(frozen=True)
+class MatchedDetections:
+    """Detections of a whole dataset matched to its ground truth, as flat arrays.
+
+    Detections are in input order: image 0's detections first, each image's in the order given.
+
+    image_index:         (K,) int64, the image each detection belongs to.
+    scores:              (K,) float64.
+    classes:             (K,) int64.
+    is_tp:               (K,) bool, matched at ``iou_threshold``.
+    iou:                 (K,) float64, IoU with the matched ground-truth box, 0.0 if unmatched.
+    gt_index:            (K,) int64, index into the flat ground truth (``gt_image_index``,
+                         ``gt_classes``), -1 if unmatched.
+    gt_image_index:      (G,) int64, image of each ground-truth box.
+    gt_classes:          (G,) int64.
+    n_gt_per_class:      (C,) int64, ground-truth boxes per class.
+    n_images:            number of images, negative ones included.
+    negative_image_mask: (n_images,) bool, True for images without any ground-truth box.
+    num_classes:         C.
+    iou_threshold:       the threshold ``is_tp`` was matched at.
+
+    Because per-class thresholds keep, in every image and class, a prefix of the detections
+    in score order, and the greedy's decisions for a prefix do not depend on what comes
+    after it, ``is_tp`` stays valid for any subset kept by score thresholds: filter, do not
+    re-match.
+    """
+
+    image_index: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    is_tp: np.ndarray
+    iou: np.ndarray
+    gt_index: np.ndarray
+    gt_image_index: np.ndarray
+    gt_classes: np.ndarray
+    n_gt_per_class: np.ndarray
+    n_images: int
+    negative_image_mask: np.ndarray
+    num_classes: int
+    iou_threshold: float
+    # candidate pairs (same image, same class, IoU > 0) kept for re-matching at other thresholds
+    pair_det: np.ndarray = field(repr=False, default=None)
+    pair_gt: np.ndarray = field(repr=False, default=None)
+    pair_iou: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def n_detections(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def n_negative_images(self) -> int:
+        return int(self.negative_image_mask.sum())
+
+    def rematch(self, iou_threshold: float) -> "MatchedDetections":
+        """The same detections matched at another IoU threshold (reuses the IoU pairs)."""
+        _check_threshold(iou_threshold)
+        gt_index, iou = _greedy(self.scores, self.pair_det, self.pair_gt, self.pair_iou, iou_threshold)
+        return replace(self, is_tp=gt_index >= 0, iou=iou, gt_index=gt_index, iou_threshold=float(iou_threshold))
+
+    def subset(self, keep: np.ndarray) -> "MatchedDetections":
+        """Only the detections selected by ``keep`` ((K,) bool or indices); matches unchanged.
+
+        The candidate pairs are dropped (``rematch`` is not available on a subset, because a
+        re-match of an arbitrary subset would differ from the full matching).
+        """
+        keep = np.asarray(keep)
+        return replace(
+            self,
+            image_index=self.image_index[keep],
+            scores=self.scores[keep],
+            classes=self.classes[keep],
+            is_tp=self.is_tp[keep],
+            iou=self.iou[keep],
+            gt_index=self.gt_index[keep],
+            pair_det=None,
+            pair_gt=None,
+            pair_iou=None,
+        )
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def match_image(
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    det_classes: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_classes: np.ndarray,
+    iou_threshold: float = 0.5,
+) -> MatchResult:
+    """Match one image's detections to its ground truth (rules in the module docstring).
+
+    det_boxes (K, 4) xyxy, det_scores (K,), det_classes (K,) int; gt_boxes (M, 4) xyxy in the
+    same units, gt_classes (M,) int. Returns a ``MatchResult`` in the detections' order.
+    """
+    det_boxes, det_scores, det_classes = _check_dets(det_boxes, det_scores, det_classes, "detections")
+    gt_boxes, gt_classes = _check_gts(gt_boxes, gt_classes, "ground truth")
+    _check_threshold(iou_threshold)
+    k = det_scores.shape[0]
+    pd, pg, piou = _candidate_pairs(
+        np.zeros(k, np.int64), det_boxes, det_classes,
+        np.zeros(gt_classes.shape[0], np.int64), gt_boxes, gt_classes, 1,
+    )
+    pd, pg, piou = _sort_pairs(det_scores, pd, pg, piou)
+    gt_index, iou = _greedy(det_scores, pd, pg, piou, iou_threshold)
+    return MatchResult(is_tp=gt_index >= 0, iou=iou, gt_index=gt_index)
+
+
+def match_dataset(
+    per_image_dets: Sequence,
+    per_image_gts: Sequence,
+    iou_threshold: float = 0.5,
+    num_classes: int | None = None,
+) -> MatchedDetections:
+    """Match a dataset's detections, given per image, to its ground truth.
+
+    per_image_dets: one entry per image, either a tuple ``(boxes_xyxy (K,4), scores (K,),
+        classes (K,))`` or a mapping with keys ``boxes_xyxy`` (or ``boxes``), ``scores``,
+        ``classes``.
+    per_image_gts: one entry per image, a tuple ``(gt_boxes_xyxy (M,4), gt_classes (M,))`` or
+        a mapping with keys ``gt_boxes_xyxy``/``boxes_xyxy``/``boxes`` and
+        ``gt_classes``/``classes``. An image without ground truth is a negative scene.
+    num_classes: C; defaults to 1 + the largest class seen.
+    """
+    if len(per_image_dets) != len(per_image_gts):
+        raise ValueError(
+            f"match_dataset: {len(per_image_dets)} images of detections but {len(per_image_gts)} of ground truth"
+        )
+    n_images = len(per_image_dets)
+    det_parts = [_unpack_dets(d, i) for i, d in enumerate(per_image_dets)]
+    gt_parts = [_unpack_gts(g, i) for i, g in enumerate(per_image_gts)]
+    det_counts = np.array([p[1].shape[0] for p in det_parts], np.int64)
+    gt_counts = np.array([p[1].shape[0] for p in gt_parts], np.int64)
+    cat = lambda parts, j, shape, dtype: (  # noqa: E731
+        np.concatenate([p[j] for p in parts]).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
+    )
+    return match_flat(
+        det_image_index=np.repeat(np.arange(n_images, dtype=np.int64), det_counts),
+        det_boxes=cat(det_parts, 0, (0, 4), np.float64),
+        det_scores=cat(det_parts, 1, (0,), np.float64),
+        det_classes=cat(det_parts, 2, (0,), np.int64),
+        gt_image_index=np.repeat(np.arange(n_images, dtype=np.int64), gt_counts),
+        gt_boxes=cat(gt_parts, 0, (0, 4), np.float64),
+        gt_classes=cat(gt_parts, 1, (0,), np.int64),
+        n_images=n_images,
+        iou_threshold=iou_threshold,
+        num_classes=num_classes,
+    )
+
+
+def match_flat(
+    det_image_index: np.ndarray,
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    det_classes: np.ndarray,
+    gt_image_index: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_classes: np.ndarray,
+    n_images: int,
+    iou_threshold: float = 0.5,
+    num_classes: int | None = None,
+) -> MatchedDetections:
+    """``match_dataset`` on flat arrays (the fast path; no per-image Python objects).
+
+    det_image_index (K,) int in [0, n_images), det_boxes (K, 4) xyxy, det_scores (K,),
+    det_classes (K,) int; gt_image_index (G,), gt_boxes (G, 4) xyxy, gt_classes (G,).
+    Detections within an image keep their given relative order (it breaks score ties).
+    """
+    det_boxes, det_scores, det_classes = _check_dets(det_boxes, det_scores, det_classes, "detections")
+    gt_boxes, gt_classes = _check_gts(gt_boxes, gt_classes, "ground truth")
+    _check_threshold(iou_threshold)
+    det_image_index = _check_index(det_image_index, det_scores.shape[0], n_images, "det_image_index")
+    gt_image_index = _check_index(gt_image_index, gt_classes.shape[0], n_images, "gt_image_index")
+    seen = max(int(det_classes.max(initial=-1)), int(gt_classes.max(initial=-1))) + 1
+    if num_classes is None:
+        num_classes = seen
+    elif seen > num_classes:
+        raise DetcalError(f"class id {seen - 1} out of range for {num_classes} classes")
+
+    pd, pg, piou = _candidate_pairs(
+        det_image_index, det_boxes, det_classes, gt_image_index, gt_boxes, gt_classes, n_images
+    )
+    pd, pg, piou = _sort_pairs(det_scores, pd, pg, piou)
+    gt_index, iou = _greedy(det_scores, pd, pg, piou, iou_threshold)
+    return MatchedDetections(
+        image_index=det_image_index,
+        scores=det_scores,
+        classes=det_classes,
+        is_tp=gt_index >= 0,
+        iou=iou,
+        gt_index=gt_index,
+        gt_image_index=gt_image_index,
+        gt_classes=gt_classes,
+        n_gt_per_class=np.bincount(gt_classes, minlength=num_classes).astype(np.int64),
+        n_images=int(n_images),
+        negative_image_mask=np.bincount(gt_image_index, minlength=n_images) == 0,
+        num_classes=int(num_classes),
+        iou_threshold=float(iou_threshold),
+        pair_det=pd,
+        pair_gt=pg,
+        pair_iou=piou,
+    )
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def _candidate_pairs(det_image, det_boxes, det_classes, gt_image, gt_boxes, gt_classes, n_images):
+    """All (detection, gt) pairs in the same image and class with IoU > 0.
+
+    A join on the key (image, class) followed by one vectorised IoU over the joined pairs,
+    so the cost follows the number of same-class pairs, not detections x boxes per image.
+    Returns pair_det (P,) int64, pair_gt (P,) int64, pair_iou (P,) float64, in no set order.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+    if det_image.size == 0 or gt_image.size == 0:
+        return empty
+    n_keys_per_image = int(max(det_classes.max(), gt_classes.max())) + 1
+    gt_key = gt_image * n_keys_per_image + gt_classes
+    g_order = np.argsort(gt_key, kind="stable")
+    gt_key_sorted = gt_key[g_order]
+    det_key = det_image * n_keys_per_image + det_classes
+    lo = np.searchsorted(gt_key_sorted, det_key, side="left")
+    hi = np.searchsorted(gt_key_sorted, det_key, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if total == 0:
+        return empty
+    has = np.flatnonzero(counts)
+    counts, lo = counts[has], lo[has]
+    pd = np.repeat(has, counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    pg = g_order[np.repeat(lo, counts) + offsets]
+    piou = box_iou_pairs(det_boxes[pd], gt_boxes[pg])
+    nz = piou > 0
+    return pd[nz], pg[nz], piou[nz]
+
+
+def _sort_pairs(scores, pair_det, pair_gt, pair_iou):
+    """Pairs ordered by box, then by the greedy's priority: score descending, then position."""
+    order = np.lexsort((pair_det, -scores[pair_det], pair_gt))
+    return pair_det[order], pair_gt[order], pair_iou[order]
+
+
+def _greedy(scores, pair_det, pair_gt, pair_iou, iou_threshold):
+    """COCO greedy matching on sparse candidate pairs, all images and classes at once.
+
+    scores (K,); pairs as ``_sort_pairs`` orders them, same image and class only. Pairs
+    only ever link detections of one image and class, and the flat order keeps each image's
+    given order, so (score desc, flat position) orders every competing set exactly as the
+    per-image sequential greedy would.
+    Returns gt_index (K,) int64 (-1 if unmatched) and iou (K,) float64 (0 if unmatched).
+    """
+    k = scores.shape[0]
+    gt_index = np.full(k, -1, np.int64)
+    matched_iou = np.zeros(k, np.float64)
+    if pair_det is None:
+        raise ValueError("these matched detections have no candidate pairs (a subset?); match the full set")
+    keep = (pair_iou >= iou_threshold) & (pair_iou > 0)
+    pd, pg, piou = pair_det[keep], pair_gt[keep], pair_iou[keep]
+    if pd.size == 0:
+        return gt_index, matched_iou
+    gt_taken = np.zeros(int(pg.max()) + 1, bool)
+    blocked = np.zeros(k, bool)
+    while pd.size:
+        first = np.ones(pd.size, bool)
+        first[1:] = pg[1:] != pg[:-1]
+        # a detection is decided now when it heads the queue of every box it competes for
+        blocked[pd[~first]] = True
+        ready = ~blocked[pd]
+        blocked[pd] = False
+        idx = np.flatnonzero(ready)
+        # best box per ready detection: highest IoU, ties -> later gt (as pycocotools)
+        o = idx[np.lexsort((pg[idx], piou[idx], pd[idx]))]
+        last = np.ones(o.size, bool)
+        last[:-1] = pd[o][1:] != pd[o][:-1]
+        win = o[last]
+        gt_index[pd[win]] = pg[win]
+        matched_iou[pd[win]] = piou[win]
+        gt_taken[pg[win]] = True
+        alive = ~ready & ~gt_taken[pg]
+        pd, pg, piou = pd[alive], pg[alive], piou[alive]
+    return gt_index, matched_iou
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_threshold(t):
+    if not (0.0 <= float(t) <= 1.0):
+        raise ValueError(f"iou_threshold must be in [0, 1], got {t}")
+
+
+def _check_dets(boxes, scores, classes, what):
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes).reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{what}: boxes must be (K, 4) xyxy, got shape {boxes.shape}")
+    if not (boxes.shape[0] == scores.shape[0] == classes.shape[0]):
+        raise ValueError(
+            f"{what}: {boxes.shape[0]} boxes, {scores.shape[0]} scores and {classes.shape[0]} classes differ in length"
+        )
+    if not np.all(np.isfinite(boxes)) or not np.all(np.isfinite(scores)):
+        raise DetcalError(f"{what}: NaN or inf in boxes or scores")
+    classes = _as_class_ids(classes, what)
+    return boxes, scores, classes
+
+
+def _check_gts(boxes, classes, what):
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(-1, 4)
+    classes = np.asarray(classes).reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{what}: boxes must be (M, 4) xyxy, got shape {boxes.shape}")
+    if boxes.shape[0] != classes.shape[0]:
+        raise ValueError(f"{what}: {boxes.shape[0]} boxes but {classes.shape[0]} classes")
+    if not np.all(np.isfinite(boxes)):
+        raise DetcalError(f"{what}: NaN or inf in boxes")
+    return boxes, _as_class_ids(classes, what)
+
+
+def _as_class_ids(classes, what):
+    if classes.size and not np.issubdtype(classes.dtype, np.integer):
+        as_int = classes.astype(np.int64)
+        if not np.array_equal(as_int, classes):
+            raise DetcalError(f"{what}: class ids must be integers")
+        classes = as_int
+    classes = classes.astype(np.int64, copy=False)
+    if classes.size and classes.min() < 0:
+        raise DetcalError(f"{what}: negative class id {int(classes.min())}")
+    return classes
+
+
+def _check_index(index, n, n_images, what):
+    index = np.asarray(index).reshape(-1).astype(np.int64, copy=False)
+    if index.shape[0] != n:
+        raise ValueError(f"{what}: length {index.shape[0]}, expected {n}")
+    if index.size and (index.min() < 0 or index.max() >= n_images):
+        raise ValueError(f"{what}: image index out of range [0, {n_images})")
+    return index
+
+
+def _unpack_dets(d, i):
+    if isinstance(d, Mapping):
+        boxes = d["boxes_xyxy"] if "boxes_xyxy" in d else d["boxes"]
+        return _check_dets(boxes, d["scores"], d["classes"], f"detections of image {i}")
+    boxes, scores, classes = d
+    return _check_dets(boxes, scores, classes, f"detections of image {i}")
+
+
+def _unpack_gts(g, i):
+    if isinstance(g, Mapping):
+        for key in ("gt_boxes_xyxy", "boxes_xyxy", "boxes"):
+            if key in g:
+                boxes = g[key]
+                break
+        else:
+            raise KeyError(f"ground truth of image {i}: no 'gt_boxes_xyxy' key")
+        classes = g["gt_classes"] if "gt_classes" in g else g["classes"]
+        return _check_gts(boxes, classes, f"ground truth of image {i}")
+    boxes, classes = g
+    return _check_gts(boxes, classes, f"ground truth of image {i}")

@@ -1,0 +1,120 @@
+"""A tiny opset-aware ONNX graph builder: named nodes and constants, every name under `detcal/`.
+
+The inserted post-processing is written against this builder so that one description emits the
+right operator form for the model's opset (e.g. ReduceMax takes `axes` as an attribute before
+opset 18 and as an input from 18; Squeeze/Unsqueeze/ReduceSum switch at 13; GreaterOrEqual and
+LessOrEqual exist from 12 only).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+PREFIX = "detcal/"
+MIN_OPSET = 11   # GatherElements, ScatterND, Pad/Clip with tensor inputs, Round
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; tensor and node names are `detcal/<name>`, made unique."""
+
+    def __init__(self, opset: int, prefix: str = PREFIX):
+        if opset < MIN_OPSET:
+            raise ValueError(f"the inserted graph needs opset >= {MIN_OPSET}, got {opset}")
+        self.opset = int(opset)
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.const_values: dict[str, np.ndarray] = {}
+        self._used: set[str] = set()
+
+    # -- names -------------------------------------------------------------------------------
+    def name(self, base: str) -> str:
+        base = base if base.startswith(self.prefix) else self.prefix + base
+        name, i = base, 1
+        while name in self._used:
+            name = f"{base}_{i}"
+            i += 1
+        self._used.add(name)
+        return name
+
+    def reserve(self, names) -> None:
+        """Mark names of the host graph as taken, so nothing inserted collides with them."""
+        self._used.update(names)
+
+    # -- constants and nodes -----------------------------------------------------------------
+    def const(self, name: str, value, dtype=None) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        full = self.name(name)
+        self.initializers.append(numpy_helper.from_array(arr, full))
+        self.const_values[full] = arr
+        return full
+
+    def i64(self, name: str, values) -> str:
+        return self.const(name, np.asarray(values, dtype=np.int64))
+
+    def f32(self, name: str, values) -> str:
+        return self.const(name, np.asarray(values, dtype=np.float32))
+
+    def op(self, op_type: str, *inputs: str, name: str | None = None, outputs: int = 1, **attrs):
+        """Add a node; returns its output name (or a tuple of names when outputs > 1)."""
+        base = name or op_type
+        node_name = self.name(base)
+        outs = [node_name] if outputs == 1 else [self.name(f"{base}_out{i}") for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=node_name, **attrs))
+        return outs[0] if outputs == 1 else tuple(outs)
+
+    # -- opset-dependent forms ---------------------------------------------------------------
+    def reduce(self, op_type: str, x: str, axes, keepdims: bool = True, name: str | None = None) -> str:
+        """ReduceMax/ReduceMin/ReduceSum over `axes` (axes as attribute or input per opset)."""
+        axes = [int(a) for a in np.atleast_1d(axes)]
+        input_since = 13 if op_type == "ReduceSum" else 18
+        if self.opset >= input_since:
+            return self.op(op_type, x, self.i64(f"{name or op_type}_axes", axes), name=name, keepdims=int(keepdims))
+        return self.op(op_type, x, name=name, axes=axes, keepdims=int(keepdims))
+
+    def unsqueeze(self, x: str, axes, name: str | None = None) -> str:
+        axes = [int(a) for a in np.atleast_1d(axes)]
+        if self.opset >= 13:
+            return self.op("Unsqueeze", x, self.i64(f"{name or 'Unsqueeze'}_axes", axes), name=name)
+        return self.op("Unsqueeze", x, name=name, axes=axes)
+
+    def squeeze(self, x: str, axes, name: str | None = None) -> str:
+        axes = [int(a) for a in np.atleast_1d(axes)]
+        if self.opset >= 13:
+            return self.op("Squeeze", x, self.i64(f"{name or 'Squeeze'}_axes", axes), name=name)
+        return self.op("Squeeze", x, name=name, axes=axes)
+
+    def ge(self, a: str, b: str, name: str | None = None) -> str:
+        """a >= b (GreaterOrEqual from opset 12, else Not(Less))."""
+        if self.opset >= 12:
+            return self.op("GreaterOrEqual", a, b, name=name)
+        return self.op("Not", self.op("Less", a, b, name=name), name=(name or "ge") + "_not")
+
+    def le(self, a: str, b: str, name: str | None = None) -> str:
+        """a <= b (LessOrEqual from opset 12, else Not(Greater))."""
+        if self.opset >= 12:
+            return self.op("LessOrEqual", a, b, name=name)
+        return self.op("Not", self.op("Greater", a, b, name=name), name=(name or "le") + "_not")
+
+    def slice(self, x: str, starts, ends, axes, name: str | None = None) -> str:
+        n = name or "Slice"
+        return self.op("Slice", x, self.i64(f"{n}_starts", starts), self.i64(f"{n}_ends", ends),
+                       self.i64(f"{n}_axes", axes), name=name)
+
+    def cast(self, x: str, to: int, name: str | None = None) -> str:
+        return self.op("Cast", x, name=name, to=int(to))
+
+    def dim(self, x: str, axis: int, name: str | None = None) -> str:
+        """x.shape[axis] as an int64 tensor of shape [1]."""
+        n = name or "dim"
+        shape = self.op("Shape", x, name=f"{n}_shape")
+        return self.slice(shape, [axis], [axis + 1], [0], name=n)
+
+
+FLOAT = TensorProto.FLOAT
+INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
+BOOL = TensorProto.BOOL

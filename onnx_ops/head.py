@@ -1,0 +1,104 @@
+"""Recognising the detector head in a graph and choosing where the inserted part taps it.
+
+`calib.model_info.read_model_info` names the layout and the head output; this module looks at
+the nodes that produce it. For `xywh_cls` heads exported as Concat(boxes, Sigmoid(logits)) on
+the channel axis (Ultralytics YOLOv8/11), the inserted part reads the boxes, the Sigmoid's
+output (probabilities, for the exact raw-threshold test) and the Sigmoid's input (logits, so
+that logit-affine calibration is sigmoid(a * logit + b) exactly, with no logit(clip(p)) round
+trip). The head's Concat is then dead and is pruned with the old output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import TensorProto
+
+from calib.errors import DetcalError
+from calib.model_info import ModelInfo
+
+
+@dataclass
+class Head:
+    layout: str
+    output: str                 # the raw head output tensor
+    elem_type: int              # its element type (FLOAT, FLOAT16, ...)
+    num_classes: int
+    n_static: int | None        # N anchors (K for end2end) when fixed, else None
+    batch_dim: object           # the batch dimension of the head output (int, str or None)
+    boxes: str | None = None    # sigmoid-front taps: [B, 4, N] cxcywh
+    probs: str | None = None    # [B, C, N] Sigmoid output
+    logits: str | None = None   # [B, C, N] Sigmoid input
+
+    @property
+    def sigmoid_front(self) -> bool:
+        return self.logits is not None
+
+
+def _dims_of(vi) -> tuple:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return tuple(out)
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a model shape inference cannot handle: taps are then checked less
+        inferred = model
+    g = inferred.graph
+    return {vi.name: _dims_of(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
+
+
+def _fits(shape: tuple | None, axis: int, want: int) -> bool:
+    if shape is None or len(shape) != 3:
+        return shape is None
+    v = shape[axis]
+    return not isinstance(v, int) or v == want
+
+
+def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source: str = "model") -> Head:
+    """The head of a recognised model, with sigmoid-front taps where the graph has them."""
+    graph = model.graph
+    out_vi = next(o for o in graph.output if o.name == info.output_name)
+    elem = out_vi.type.tensor_type.elem_type
+    if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16):
+        raise DetcalError(f"{source}: head output {info.output_name} has a non-float type "
+                          f"({TensorProto.DataType.Name(elem)})")
+    shape = info.output_shape
+    layout = info.layout
+    if layout == "xywh_cls":
+        want, n = 4 + num_classes, shape[2]
+        if isinstance(shape[1], int) and shape[1] != want:
+            raise DetcalError(f"{source}: head output {info.output_name} {list(shape)} has {shape[1]} channels, "
+                              f"the calibration expects 4 + {num_classes} classes")
+    elif layout == "xywh_obj_cls":
+        want, n = 5 + num_classes, shape[1]
+        if isinstance(shape[2], int) and shape[2] != want:
+            raise DetcalError(f"{source}: head output {info.output_name} {list(shape)} has {shape[2]} columns, "
+                              f"the calibration expects 5 + {num_classes} classes")
+    else:
+        n = shape[1]
+        if isinstance(shape[2], int) and shape[2] != 6:
+            raise DetcalError(f"{source}: end2end head output {info.output_name} must be [B, K, 6], got {list(shape)}")
+    head = Head(layout, info.output_name, elem, num_classes, n if isinstance(n, int) else None, shape[0])
+    if layout == "xywh_cls":
+        _tap_sigmoid_front(graph, head, _known_shapes(model))
+    return head
+
+
+def _tap_sigmoid_front(graph: onnx.GraphProto, head: Head, shapes: dict) -> None:
+    producers = {o: n for n in graph.node for o in n.output}
+    concat = producers.get(head.output)
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+        return
+    axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
+    if axis not in (1, -2):
+        return
+    sig = producers.get(concat.input[1])
+    if sig is None or sig.op_type != "Sigmoid":
+        return
+    if not (_fits(shapes.get(concat.input[0]), 1, 4) and _fits(shapes.get(sig.output[0]), 1, head.num_classes)):
+        return
+    head.boxes, head.probs, head.logits = concat.input[0], sig.output[0], sig.input[0]

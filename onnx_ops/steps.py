@@ -1,0 +1,448 @@
+"""The inserted post-processing, one builder function per step of `calib.pipeline.postprocess`.
+
+Side by side with the numpy reference:
+
+    numpy (calib.pipeline)                      graph (this module)
+    decode(raw, layout)                         decode_dense / decode_end2end
+    calibration.raw_thresholds(thresholds)      (baked in: SpecConstants.raw_thr, float32)
+    scores > rthr, calibration.transform(...)   calibrate_dense + survivors_key
+    best calibrated class per box               best_class            (ArgMax, GatherElements)
+      or every surviving (box, class)           multi_label_candidates (Transpose, Reshape)
+    [: pre_nms_top_k]                           pre_nms_top_k          (Pad, TopK)
+    decoded.boxes_xyxy[b][box_idx]              gather_boxes_xyxy      (GatherElements)
+    centre_in_content                           centre_in_content      (compare on K candidates)
+    class_offset_boxes_xyxy                     class_offset_boxes_xyxy
+    nms_xyxy(..., max_keep=max_det)             nms_select             (ONE NonMaxSuppression)
+    input_to_original_xyxy, pack_fixed          pack_fixed             (ScatterND, TopK, GatherElements)
+
+Tensors: B batch, N candidates (anchors), C classes, K1 candidates kept before NMS, K = max_det.
+Every function takes and returns tensor names; every name starts with `detcal/`.
+
+Non-candidates carry the key NEG (-1e30) rather than -inf: finite, so that arithmetic masks
+(cal * m + (m - 1) * 1e30) stay exact and TensorRT never meets inf * 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+from calib.calibration_map import EPS, AffineLogitMap, IsotonicMap
+
+from .graph_builder import BOOL, FLOAT, INT32, INT64, GraphBuilder
+
+NEG = np.float32(-1e30)          # key of a non-candidate; valid keys are calibrated scores >= 0
+BIG = np.float32(3.0e38)          # +/- fill for masked min/max of box coordinates
+INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class Dense:
+    """Decoded dense head: boxes cxcywh and per-class scores (probabilities or logits).
+
+    class_axis 1: boxes [B, 4, N], scores [B, C, N] (xywh_cls). class_axis 2: boxes [B, N, 4],
+    scores [B, N, C] (xywh_obj_cls). `logits` is set when the head's Sigmoid was cut off
+    (calibration then works on the exact logits, not on logit(clip(p))).
+    """
+
+    boxes: str
+    probs: str
+    class_axis: int
+    logits: str | None = None
+
+
+@dataclass
+class Sparse:
+    """Decoded end2end head: boxes xyxy [B, K, 4], score [B, K], class [B, K] int64."""
+
+    boxes: str
+    scores: str
+    classes: str
+
+
+# ------------------------------------------------------------------------------------------
+# decode
+# ------------------------------------------------------------------------------------------
+def to_float32(b: GraphBuilder, x: str, elem_type: int, name: str) -> str:
+    """Cast a float16/float64 tensor to float32 (no-op for float32)."""
+    return x if elem_type == FLOAT else b.cast(x, FLOAT, name=name)
+
+
+def decode_dense(b: GraphBuilder, raw: str, layout: str) -> Dense:
+    """raw xywh_cls [B, 4+C, N] or xywh_obj_cls [B, N, 5+C] -> Dense (obj * cls for the latter)."""
+    if layout == "xywh_cls":
+        boxes = b.slice(raw, [0], [4], [1], name="decode/boxes_cxcywh")
+        probs = b.slice(raw, [4], [INT64_MAX], [1], name="decode/scores")
+        return Dense(boxes, probs, class_axis=1)
+    if layout == "xywh_obj_cls":
+        boxes = b.slice(raw, [0], [4], [2], name="decode/boxes_cxcywh")
+        obj = b.slice(raw, [4], [5], [2], name="decode/objectness")
+        cls = b.slice(raw, [5], [INT64_MAX], [2], name="decode/class_probs")
+        return Dense(boxes, b.op("Mul", obj, cls, name="decode/scores"), class_axis=2)
+    raise ValueError(f"decode_dense: layout {layout!r} is not dense")
+
+
+def decode_end2end(b: GraphBuilder, raw: str) -> Sparse:
+    """raw [B, K, 6] x1,y1,x2,y2,score,class -> Sparse (class rounded half-to-even, as np.rint)."""
+    boxes = b.slice(raw, [0], [4], [2], name="decode/boxes_xyxy")
+    scores = b.squeeze(b.slice(raw, [4], [5], [2], name="decode/score_col"), [2], name="decode/scores")
+    cls_f = b.squeeze(b.slice(raw, [5], [6], [2], name="decode/class_col"), [2], name="decode/class_f")
+    classes = b.cast(b.op("Round", cls_f, name="decode/class_round"), INT64, name="decode/classes")
+    return Sparse(boxes, scores, classes)
+
+
+# ------------------------------------------------------------------------------------------
+# calibrate (dense: constants broadcast over the class axis; sparse: gathered per candidate)
+# ------------------------------------------------------------------------------------------
+def _class_shape(num_classes: int, class_axis: int) -> tuple:
+    return (1, num_classes, 1) if class_axis == 1 else (1, 1, num_classes)
+
+
+def logit_clipped(b: GraphBuilder, p: str) -> str:
+    """logit(clip(p, EPS, 1 - EPS)) as Log(p / (1 - p)) (one Log instead of two)."""
+    pc = b.op("Clip", p, b.f32("calib/eps_lo", EPS), b.f32("calib/eps_hi", 1 - EPS), name="calib/clip")
+    one_minus = b.op("Sub", b.f32("calib/one", 1.0), pc, name="calib/one_minus_p")
+    return b.op("Log", b.op("Div", pc, one_minus, name="calib/odds"), name="calib/logit")
+
+
+def calibrate_affine(b: GraphBuilder, z: str, a: np.ndarray, c: np.ndarray, shape: tuple | None, cls: str | None = None) -> str:
+    """z (logits) -> sigmoid(a * z + c); a, c per class, broadcast to `shape` or gathered by `cls`."""
+    def per_class(tag, v):
+        if np.all(v == v[0]):
+            return b.f32(f"calib/{tag}", v[0])
+        if cls is not None:
+            return b.op("Gather", b.f32(f"calib/{tag}_table", v), cls, name=f"calib/{tag}_of_class", axis=0)
+        return b.f32(f"calib/{tag}", v.reshape(shape))
+
+    if not np.all(a == 1.0):
+        z = b.op("Mul", z, per_class("a", a), name="calib/scale")
+    if not np.all(c == 0.0):
+        z = b.op("Add", z, per_class("b", c), name="calib/shift")
+    return b.op("Sigmoid", z, name="calib/sigmoid")
+
+
+def isotonic_tables(cmap: IsotonicMap) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-class knot tables for the in-graph interp, flattened (C * KP,), KP a power of two.
+
+    X[c, k] knots (padded with BIG), Y[c, k] values, S[c, k] slopes of segment k (0 on the last
+    knot and the padding); x_first, x_last (C,) to clamp p into the table's range (np.interp is
+    constant outside it).
+    """
+    n = max(x.size for x in cmap.x)
+    kp = 1
+    while kp < n:
+        kp *= 2
+    C = cmap.num_classes
+    X = np.full((C, kp), BIG, np.float64)
+    Y = np.zeros((C, kp), np.float64)
+    S = np.zeros((C, kp), np.float64)
+    for c, (xc, yc) in enumerate(zip(cmap.x, cmap.y)):
+        k = xc.size
+        X[c, :k], Y[c, :k] = xc, yc
+        Y[c, k:] = yc[-1]
+        if k > 1:
+            S[c, : k - 1] = np.diff(yc) / np.diff(xc)
+    first = np.array([xc[0] for xc in cmap.x])
+    last = np.array([xc[-1] for xc in cmap.x])
+    return X.reshape(-1), Y.reshape(-1), S.reshape(-1), first, last, kp
+
+
+def calibrate_isotonic(b: GraphBuilder, p: str, cmap: IsotonicMap, shape: tuple | None, cls: str | None = None) -> str:
+    """p -> interp(p, x_c, y_c), per class: clamp, binary search for the segment, linear blend.
+
+    Binary search over KP = 2^m knots: m rounds of (Gather knot, compare, step), all elementwise.
+    """
+    X, Y, S, first, last, kp = isotonic_tables(cmap)
+    if cls is not None:
+        lo = b.op("Gather", b.f32("calib/iso_x_first", first), cls, name="calib/iso_lo", axis=0)
+        hi = b.op("Gather", b.f32("calib/iso_x_last", last), cls, name="calib/iso_hi", axis=0)
+        base = b.op("Mul", cls, b.i64("calib/iso_kp", kp), name="calib/iso_base")
+    else:
+        lo = b.f32("calib/iso_x_first", first.reshape(shape))
+        hi = b.f32("calib/iso_x_last", last.reshape(shape))
+        base = b.i64("calib/iso_base", (np.arange(len(first)) * kp).reshape(shape))
+    pc = b.op("Min", b.op("Max", p, lo, name="calib/iso_clamp_lo"), hi, name="calib/iso_clamp")
+    xt = b.f32("calib/iso_x", X)
+    j = base
+    step = kp // 2
+    while step >= 1:
+        cand = b.op("Add", j, b.i64(f"calib/iso_step{step}", step), name="calib/iso_cand")
+        take = b.le(b.op("Gather", xt, cand, name="calib/iso_knot", axis=0), pc, name="calib/iso_le")
+        j = b.op("Add", j, b.op("Mul", b.cast(take, INT64, name="calib/iso_take"),
+                                b.i64(f"calib/iso_stepv{step}", step), name="calib/iso_inc"), name="calib/iso_j")
+        step //= 2
+    x0 = b.op("Gather", xt, j, name="calib/iso_x0", axis=0)
+    y0 = b.op("Gather", b.f32("calib/iso_y", Y), j, name="calib/iso_y0", axis=0)
+    s0 = b.op("Gather", b.f32("calib/iso_slope", S), j, name="calib/iso_s0", axis=0)
+    dx = b.op("Sub", pc, x0, name="calib/iso_dx")
+    return b.op("Add", y0, b.op("Mul", s0, dx, name="calib/iso_rise"), name="calib/isotonic")
+
+
+def calibrate_dense(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
+    """Dense scores -> calibrated scores, same shape ([B, C, N] or [B, N, C])."""
+    shape = _class_shape(num_classes, d.class_axis)
+    if isinstance(cmap, IsotonicMap):
+        return calibrate_isotonic(b, d.probs, cmap, shape)
+    if cmap.is_identity:
+        return d.probs
+    z = d.logits if d.logits is not None else logit_clipped(b, d.probs)
+    return calibrate_affine(b, z, cmap.a, cmap.b, shape)
+
+
+def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
+    """Per-candidate scores [B, K] with classes [B, K] (valid indices) -> calibrated [B, K]."""
+    if isinstance(cmap, IsotonicMap):
+        return calibrate_isotonic(b, s, cmap, None, cls=cls)
+    if cmap.is_identity:
+        return s
+    return calibrate_affine(b, logit_clipped(b, s), cmap.a, cmap.b, None, cls=cls)
+
+
+# ------------------------------------------------------------------------------------------
+# thresholds and candidates
+# ------------------------------------------------------------------------------------------
+def survivors_key(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple) -> str:
+    """key = cal where raw score > raw threshold of its class, else NEG (no Where over N x C:
+    cal * m + (m - 1) * 1e30 is exact for m in {0, 1} and several times faster on CPU)."""
+    if np.all(raw_thr == -np.inf):
+        return cal
+    thr = b.f32("thresh/raw", raw_thr.reshape(shape) if raw_thr.size > 1 else raw_thr[0])
+    m = b.cast(b.op("Greater", probs, thr, name="thresh/survives"), FLOAT, name="thresh/survives_f")
+    kept = b.op("Mul", cal, m, name="thresh/kept")
+    off = b.op("Mul", b.op("Sub", m, b.f32("thresh/one", 1.0), name="thresh/m_minus_1"),
+               b.f32("thresh/big", -NEG), name="thresh/offset")
+    return b.op("Add", kept, off, name="thresh/key")
+
+
+def best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
+    """key [B, C, N] | [B, N, C] -> (best key [B, N], class [B, N] int64); ties: lowest class."""
+    idx = b.op("ArgMax", key, name="best/argmax", axis=class_axis, keepdims=1)
+    best = b.op("GatherElements", key, idx, name="best/key", axis=class_axis)
+    return b.squeeze(best, [class_axis], name="best/key_n"), b.squeeze(idx, [class_axis], name="best/class")
+
+
+def best_class_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> tuple[str, str]:
+    """Identity calibration and one threshold for all classes: best raw class, then threshold it."""
+    idx = b.op("ArgMax", probs, name="best/argmax", axis=class_axis, keepdims=1)
+    best = b.squeeze(b.op("GatherElements", probs, idx, name="best/score", axis=class_axis), [class_axis], name="best/score_n")
+    keep = b.op("Greater", best, b.f32("thresh/raw", thr), name="thresh/survives")
+    key = b.op("Where", keep, best, b.f32("thresh/neg", NEG), name="thresh/key")
+    return key, b.squeeze(idx, [class_axis], name="best/class")
+
+
+def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
+    """key [B, C, N] | [B, N, C] -> [B, N * C] in box-major order (flat index = box * C + class)."""
+    if class_axis == 1:
+        key = b.op("Transpose", key, name="multi/box_major", perm=[0, 2, 1])
+    return b.op("Reshape", key, b.i64("multi/flat_shape", [0, -1]), name="multi/flat")
+
+
+def sparse_survivors_key(b: GraphBuilder, sp: Sparse, cmap, raw_thr: np.ndarray) -> tuple[str, str]:
+    """end2end candidates -> (key [B, K], class [B, K]); classes outside [0, C) never survive."""
+    C = raw_thr.size
+    valid = b.op("And", b.ge(sp.classes, b.i64("thresh/cls_min", 0), name="thresh/cls_ge0"),
+                 b.op("Less", sp.classes, b.i64("thresh/num_classes", C), name="thresh/cls_ltC"), name="thresh/cls_valid")
+    safe = b.op("Where", valid, sp.classes, b.i64("thresh/cls_zero", 0), name="thresh/cls_safe")
+    thr = b.op("Gather", b.f32("thresh/raw", raw_thr), safe, name="thresh/raw_of_class", axis=0)
+    surv = b.op("And", valid, b.op("Greater", sp.scores, thr, name="thresh/above"), name="thresh/survives")
+    cal = calibrate_sparse(b, sp.scores, safe, cmap)
+    return b.op("Where", surv, cal, b.f32("thresh/neg", NEG), name="thresh/key"), safe
+
+
+# ------------------------------------------------------------------------------------------
+# pre-NMS top-k
+# ------------------------------------------------------------------------------------------
+@dataclass
+class TopK:
+    score: str      # [B, K1] calibrated score (NEG where not a candidate)
+    index: str      # [B, K1] int64 index into the (padded) candidate axis
+    valid: str      # [B, K1] bool
+    k1: int | None  # static K1, or None when it depends on N at run time
+    k1_t: str       # K1 as int64 [1]
+    kmax: int       # upper bound of K1: max(pre_nms_top_k, max_det)
+
+
+def pad_last(b: GraphBuilder, x: str, rank: int, n: int, value, name: str) -> str:
+    """Pad the last axis of x by n entries of `value` (constant pads: TensorRT folds them)."""
+    pads = [0] * (2 * rank)
+    pads[2 * rank - 1] = n
+    v = b.const(f"{name}_value", np.asarray(value))
+    return b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant")
+
+
+def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
+    """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
+
+    The axis is first padded with max_det non-candidates so that K1 >= max_det always holds
+    (the fixed-size outputs then never need a dynamic Pad):
+    K1 = min(max(pre_nms_top_k, max_det), N' + max_det). Positions >= pre_nms_top_k are
+    not candidates (only matters when pre_nms_top_k < max_det).
+    """
+    kmax = max(pre_nms_top_k, max_det)
+    padded = pad_last(b, key, 2, max_det, NEG, name="topk/pad_key")
+    if n_static is not None:
+        k1 = min(kmax, n_static + max_det)
+        k1_t = b.i64("topk/k1", [k1])
+    else:
+        k1 = None
+        k1_t = b.op("Min", b.i64("topk/k_max", [kmax]), b.dim(padded, 1, name="topk/n_padded"), name="topk/k1")
+    score, index = b.op("TopK", padded, k1_t, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
+    valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
+    if pre_nms_top_k < max_det:
+        pos = positions(b, TopK(score, index, valid, k1, k1_t, kmax), INT64, "topk/pos")
+        valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
+    return TopK(score, index, valid, k1, k1_t, kmax)
+
+
+def positions(b: GraphBuilder, tk: TopK, dtype, name: str) -> str:
+    """[1, K1] = 0, 1, ..., K1-1 (a constant when K1 is static, else a slice of one)."""
+    np_dtype = np.int64 if dtype == INT64 else np.float32
+    if tk.k1 is not None:
+        return b.const(name, np.arange(tk.k1, dtype=np_dtype).reshape(1, -1))
+    full = b.const(name + "_table", np.arange(tk.kmax, dtype=np_dtype).reshape(1, -1))
+    return b.op("Slice", full, b.i64(name + "_start", [0]), tk.k1_t, b.i64(name + "_axis", [1]), name=name)
+
+
+# ------------------------------------------------------------------------------------------
+# boxes of the selected candidates
+# ------------------------------------------------------------------------------------------
+def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, max_det: int) -> str:
+    """Boxes of the selected candidates -> [B, K1, 4] xyxy input px.
+
+    boxes: [B, 4, N] (box_axis 2) or [B, N, 4] (box_axis 1), `fmt` 'cxcywh' or 'xyxy'; the N axis
+    is padded with max_det zero boxes (the padded candidates of pre_nms_top_k). cxcywh -> xyxy
+    with the reference's float32 arithmetic: half = w / 2, x1 = cx - half, x2 = cx + half.
+    """
+    rank_pads = [0] * 6
+    rank_pads[3 + box_axis] = max_det
+    padded = b.op("Pad", boxes, b.i64("boxes/pads", rank_pads), b.f32("boxes/pad_value", 0.0), name="boxes/pad", mode="constant")
+    if box_axis == 2:
+        idx = b.unsqueeze(box_index, [1], name="boxes/idx_1")                      # [B, 1, K1]
+        shape = b.op("Concat", b.dim(idx, 0, name="boxes/b"), b.i64("boxes/four", [4]), b.dim(idx, 2, name="boxes/k1"),
+                     name="boxes/idx_shape", axis=0)
+        g = b.op("GatherElements", padded, b.op("Expand", idx, shape, name="boxes/idx"), name="boxes/gather", axis=2)
+        g = b.op("Transpose", g, name="boxes/to_k4", perm=[0, 2, 1])                # [B, K1, 4]
+    else:
+        idx = b.unsqueeze(box_index, [2], name="boxes/idx_2")                      # [B, K1, 1]
+        shape = b.op("Concat", b.dim(idx, 0, name="boxes/b"), b.dim(idx, 1, name="boxes/k1"), b.i64("boxes/four", [4]),
+                     name="boxes/idx_shape", axis=0)
+        g = b.op("GatherElements", padded, b.op("Expand", idx, shape, name="boxes/idx"), name="boxes/gather", axis=1)
+    if fmt == "xyxy":
+        return g
+    centre = b.op("Gather", g, b.i64("boxes/cxy", [0, 1]), name="boxes/centre", axis=2)
+    half = b.op("Div", b.op("Gather", g, b.i64("boxes/wh", [2, 3]), name="boxes/size", axis=2),
+                b.f32("boxes/two", 2.0), name="boxes/half")
+    return b.op("Concat", b.op("Sub", centre, half, name="boxes/xy1"), b.op("Add", centre, half, name="boxes/xy2"),
+                name="boxes/xyxy", axis=2)
+
+
+def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
+    """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates)."""
+    return b.unsqueeze(b.op("Gather", rows, b.i64(name + "_cols", cols), name=name, axis=1), [1], name=name + "_b1")
+
+
+def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
+    """boxes [B, K1, 4] xyxy input px, rows [B, 6] -> [B, K1] bool, centre on the content (edges in)."""
+    centre = b.op("Div", b.op("Add", b.op("Gather", boxes, b.i64("mask/xy1", [0, 1]), name="mask/p1", axis=2),
+                              b.op("Gather", boxes, b.i64("mask/xy2", [2, 3]), name="mask/p2", axis=2), name="mask/sum"),
+                  b.f32("mask/two", 2.0), name="mask/centre")                                # [B, K1, 2]
+    left_top = letterbox_columns(b, rows, [4, 5], "mask/left_top")
+    extent = b.op("Mul", letterbox_columns(b, rows, [0, 1], "mask/orig_wh"),
+                  letterbox_columns(b, rows, [2, 3], "mask/scale"), name="mask/extent")
+    right_bottom = b.op("Add", left_top, extent, name="mask/right_bottom")
+    inside = b.op("And", b.ge(centre, left_top, name="mask/ge_left_top"), b.le(centre, right_bottom, name="mask/le_right_bottom"),
+                  name="mask/inside_xy")
+    zero, one = b.i64("mask/i0", 0), b.i64("mask/i1", 1)
+    return b.op("And", b.op("Gather", inside, zero, name="mask/inside_x", axis=2),
+                b.op("Gather", inside, one, name="mask/inside_y", axis=2), name="mask/inside")
+
+
+# ------------------------------------------------------------------------------------------
+# NMS
+# ------------------------------------------------------------------------------------------
+def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
+    """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
+    lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
+    keep3 = b.unsqueeze(keep, [2], name="nms/keep3")
+    lo = b.reduce("ReduceMin", b.op("Where", keep3, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
+    hi = b.reduce("ReduceMax", b.op("Where", keep3, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2], name="nms/hi")
+    anykeep = b.ge(hi, lo, name="nms/any")
+    zero = b.f32("nms/zero", 0.0)
+    lo = b.op("Where", anykeep, lo, zero, name="nms/lo_safe")
+    shifted = b.op("Sub", boxes, lo, name="nms/shifted")
+    if not class_aware:
+        return shifted
+    hi = b.op("Where", anykeep, hi, zero, name="nms/hi_safe")
+    span = b.op("Add", b.op("Sub", hi, lo, name="nms/range"), b.f32("nms/one", 1.0), name="nms/span")
+    off = b.op("Mul", b.unsqueeze(b.cast(classes, FLOAT, name="nms/class_f"), [2], name="nms/class3"), span, name="nms/offset")
+    return b.op("Add", shifted, off, name="nms/offset_boxes")
+
+
+def nms_select(b: GraphBuilder, boxes: str, scores: str, keep: str, iou: float, max_det: int) -> str:
+    """One NonMaxSuppression for every image and class -> selected [S, 3] (batch, 0, position)."""
+    s = b.op("Where", keep, scores, b.f32("nms/neg", NEG), name="nms/scores")
+    s = b.unsqueeze(s, [1], name="nms/scores_b1k")
+    return b.op("NonMaxSuppression", boxes, s, b.i64("nms/max_out", [max_det]), b.f32("nms/iou", [iou]),
+                b.f32("nms/score_min", [NEG / 2]), name="nms/nms", center_point_box=0)
+
+
+# ------------------------------------------------------------------------------------------
+# fixed-size outputs
+# ------------------------------------------------------------------------------------------
+def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: str, rows: str, max_det: int) -> dict:
+    """NMS selection -> num_dets [B,1] int32, det_boxes [B,K,4] original px clipped,
+    det_scores [B,K], det_classes [B,K] int32; rows at and after num_dets zero, class -1.
+
+    NMS keeps candidates in score order, i.e. in ascending position (the candidates are sorted
+    by TopK), so the output order is the selected positions in ascending order.
+    """
+    zeros = b.op("ConstantOfShape", b.op("Shape", tk.score, name="out/k_shape"), name="out/zeros",
+                 value=_tensor(np.zeros(1, np.float32)))
+    where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
+    ones = b.op("ConstantOfShape", b.dim(selected, 0, name="out/s"), name="out/ones", value=_tensor(np.ones(1, np.float32)))
+    chosen = b.op("ScatterND", zeros, where, ones, name="out/chosen")                                 # [B, K1]
+    pos = positions(b, tk, FLOAT, "out/pos")
+    k1f = b.cast(tk.k1_t, FLOAT, name="out/k1f")
+    order_key = b.op("Mul", chosen, b.op("Sub", k1f, pos, name="out/rev_pos"), name="out/order_key")
+    _, pick = b.op("TopK", order_key, b.i64("out/k", [max_det]), name="out/compact", outputs=2, axis=-1, largest=1, sorted=1)
+    num = b.reduce("ReduceSum", chosen, [1], keepdims=True, name="out/count")
+    num_dets = b.cast(num, INT32, name="out/num_dets")
+    row_ok = b.op("Less", b.const("out/slot", np.arange(max_det, dtype=np.float32).reshape(1, -1)), num, name="out/row_ok")
+
+    score = b.op("GatherElements", tk.score, pick, name="out/score", axis=1)
+    cls = b.op("GatherElements", classes, pick, name="out/class", axis=1)
+    pick3 = b.op("Expand", b.unsqueeze(pick, [2], name="out/pick3"),
+                 b.i64("out/expand4", [1, 1, 4]), name="out/pick4")
+    box_in = b.op("GatherElements", boxes, pick3, name="out/box_input_px", axis=1)
+    box = input_to_original_xyxy(b, box_in, rows)
+    row_ok3 = b.unsqueeze(row_ok, [2], name="out/row_ok3")
+    return {
+        "num_dets": num_dets,
+        "det_boxes": b.op("Where", row_ok3, box, b.f32("out/zero", 0.0), name="out/det_boxes"),
+        "det_scores": b.op("Where", row_ok, score, b.f32("out/zero_s", 0.0), name="out/det_scores"),
+        "det_classes": b.op("Where", row_ok, b.cast(cls, INT32, name="out/class_i32"),
+                            b.const("out/minus_one", np.int32(-1)), name="out/det_classes"),
+    }
+
+
+def input_to_original_xyxy(b: GraphBuilder, boxes: str, rows: str) -> str:
+    """boxes [B, K, 4] xyxy input px -> original px, clipped to [0, w] x [0, h] (as calib.letterbox)."""
+    pad = letterbox_columns(b, rows, [4, 5, 4, 5], "orig/pad")
+    scale = letterbox_columns(b, rows, [2, 3, 2, 3], "orig/scale")
+    size = letterbox_columns(b, rows, [0, 1, 0, 1], "orig/size")
+    x = b.op("Div", b.op("Sub", boxes, pad, name="orig/unpad"), scale, name="orig/unscale")
+    return b.op("Min", b.op("Max", x, b.f32("orig/zero", 0.0), name="orig/clip_lo"), size, name="orig/clip")
+
+
+def _tensor(arr: np.ndarray):
+    from onnx import numpy_helper
+    return numpy_helper.from_array(arr)
+
+
+__all__ = [
+    "Dense", "Sparse", "TopK", "NEG", "decode_dense", "decode_end2end", "calibrate_dense", "calibrate_sparse",
+    "survivors_key", "best_class", "best_class_uniform_identity", "multi_label_candidates", "sparse_survivors_key",
+    "pre_nms_top_k", "gather_boxes_xyxy", "centre_in_content", "class_offset_boxes_xyxy", "nms_select", "pack_fixed",
+    "input_to_original_xyxy", "TensorProto", "BOOL",
+]
