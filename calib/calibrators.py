@@ -46,13 +46,11 @@ from calib.calibration_map import (
     IsotonicMap,
     identity_map,
     logit,
-    sigmoid,
 )
 
 T_BOUNDS = (0.05, 20.0)          # temperature range; per-class temperatures use it too
 A_BOUNDS = (1e-3, 1e3)           # Platt slope a_c: > 0 keeps every map increasing
 B_BOUNDS = (-50.0, 50.0)         # Platt offset, only to keep separable classes finite
-_STATS: dict = {}
 LOSS_EPS = EPS                   # probabilities are clipped to [EPS, 1 - EPS] inside log-loss
 
 CANDIDATES = ("identity", "temperature", "temperature_per_class", "platt_per_class",
@@ -137,15 +135,6 @@ def log_loss(p: np.ndarray, is_tp: np.ndarray) -> float:
 def brier(p: np.ndarray, is_tp: np.ndarray) -> float:
     """Mean squared error between p (N,) and is_tp (N,) bool."""
     return float(np.mean((np.asarray(p, dtype=np.float64) - is_tp) ** 2))
-
-
-def _softplus_sigmoid(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log(1 + exp(s)), sigmoid(s)), both overflow-safe, sharing one exp."""
-    e = np.exp(-np.abs(s))
-    sp = np.maximum(s, 0) + np.log1p(e)
-    inv = 1 / (1 + e)
-    sig = np.where(s >= 0, inv, e * inv)
-    return sp, sig
 
 
 # --------------------------------------------------------------------------- base class
@@ -255,15 +244,9 @@ def _newton_affine(z, t, classes, num_classes, a_init, b_init, fit_b, a_bounds, 
     if classes is None:           # one class: plain sums (bincount into one bin is slow)
         def csum(v):
             return np.array([v.sum()])
-
-        def per_class(v):
-            return v[0]
     else:
         def csum(v):
             return np.bincount(classes, weights=v, minlength=k)
-
-        def per_class(v):
-            return v[classes]
     counts = np.array([float(z.size)]) if classes is None \
         else np.bincount(classes, minlength=k).astype(np.float64)
     tz_c = csum(t * z)
@@ -282,10 +265,8 @@ def _newton_affine(z, t, classes, num_classes, a_init, b_init, fit_b, a_bounds, 
     step_a, step_b = np.zeros(k), np.zeros(k)
     done = counts == 0            # empty classes keep their start point
     tol = 1e-13 * (counts + lam + 1)
-    n_iter = 0
     s, e, sp, sig, tmp = (np.empty_like(z) for _ in range(5))
     for _ in range(max_iter):
-        n_iter += 1
         # one pass, in preallocated buffers (fresh 4 MB arrays cost more than the arithmetic)
         if classes is None:
             np.multiply(z, a[0], out=s)
@@ -355,7 +336,6 @@ def _newton_affine(z, t, classes, num_classes, a_init, b_init, fit_b, a_bounds, 
         if np.all(done):
             break
     a, b = a_prev, b_prev   # the best point seen per class (accepted points only decrease)
-    _STATS["newton_iters"] = n_iter
     return a.copy(), b.copy()
 
 
@@ -642,7 +622,7 @@ def make_calibrator(kind: str, num_classes: int, **params) -> _Calibrator:
 # --------------------------------------------------------------------------- cross-validation
 
 def fold_ids(groups: np.ndarray | None, n: int, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index (n,) in [0, k) assigning whole groups (images) to folds, k = min(n_folds, #groups).
+    """Fold index (n,) in [0, k), whole groups (images) per fold, k = min(n_folds, #groups).
 
     groups None: every detection is its own group. Fewer than 2 groups -> ValueError.
     """

@@ -314,3 +314,26 @@ def test_fit_validates_inputs(kind):
     with pytest.raises(RuntimeError, match="not fitted"):
         c.transform(ok_s, ok_c)
     assert cal._KINDS[kind]().fit(ok_s, ok_c, ok_t, num_classes=2).map_.num_classes == 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(detections(max_n=200))
+def test_auto_never_worse_than_identity_on_random_data(data):
+    scores, classes, is_tp, groups, c = data
+    assume(np.unique(groups).size >= 2)
+    best, report = cal.select_calibrator(scores, classes, is_tp, groups, c, n_folds=3)
+    cands = report["candidates"]
+    assert cands[report["winner"]]["log_loss"] <= cands["identity"]["log_loss"]
+    assert best.kind == report["winner"]
+    assert np.all((best.oof_scores_ >= 0) & (best.oof_scores_ <= 1))
+
+
+def test_numpy_pav_fallback_matches_scipy(monkeypatch):
+    rng = np.random.default_rng(14)
+    y = rng.random(300)
+    w = rng.integers(1, 5, 300).astype(float)
+    vals, starts = cal._pav(y, w)
+    monkeypatch.setattr(cal, "_scipy_isotonic", None)
+    vals2, starts2 = cal._pav(y, w)
+    np.testing.assert_allclose(vals2, vals)
+    np.testing.assert_array_equal(starts2, starts)

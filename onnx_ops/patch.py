@@ -1,0 +1,388 @@
+"""`detcal patch`: rewrite an exported detector so that its outputs are final detections.
+
+    patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False) -> Path
+
+The patched model takes the source image input unchanged plus `letterbox` float32 [B, 6]
+(orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
+num_dets int32 [B, 1], det_boxes float32 [B, K, 4] (x1, y1, x2, y2 in original px, clipped),
+det_scores float32 [B, K] (calibrated), det_classes int32 [B, K]; rows at and after num_dets
+are zero with class -1; K = max_det.
+
+`build_postprocess_graph` builds the same inserted part over a bare head-output input (the
+graph "cut at the head"), which the equivalence tests run against `calib.pipeline`.
+
+Semantics are those of `calib.pipeline.postprocess` + `pack_fixed`. One documented difference
+on whole models: where the head ends in Concat(boxes, Sigmoid(logits)), logit-affine
+calibration is computed as sigmoid(a * logits + b) on the model's own logits, i.e. exactly,
+whereas the reference (which only sees probabilities) computes sigmoid(a * logit(clip(p)) + b):
+the two differ only by float32 rounding of p and in the clipped tails p < 1e-6 or p > 1 - 1e-6.
+The survival test (raw score > raw threshold) uses the model's probabilities in both.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from calib.artifact import DETCAL_VERSION, Artifact
+from calib.atomic import atomic_write_bytes, check_writable
+from calib.calibration_map import CalibrationMap, IsotonicMap, identity_map
+from calib.errors import DetcalError
+from calib.model_info import load_onnx, read_model_info, sha256_file
+from calib.pipeline import PostprocessConfig
+
+from . import steps
+from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
+from .head import Head, find_head
+
+LETTERBOX_INPUT = "letterbox"
+OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+NMS_MIN_OPSET = 10
+
+
+@dataclass
+class PostprocessSpec:
+    """Everything the inserted part bakes in."""
+
+    layout: str
+    num_classes: int
+    calibration: CalibrationMap
+    thresholds: np.ndarray           # (C,) calibrated score thresholds
+    config: PostprocessConfig
+
+    @property
+    def raw_thresholds(self) -> np.ndarray:
+        """(C,) float32, exactly as calib.pipeline.select_candidates casts them."""
+        return self.calibration.raw_thresholds(self.thresholds).astype(np.float32)
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, *, iou=None, max_det=None, conf=None) -> "PostprocessSpec":
+        c = artifact.num_classes
+        thr = artifact.score_thresholds if conf is None else np.full(c, float(conf))
+        cfg = artifact.nms
+        changes = {}
+        if iou is not None:
+            changes["iou_threshold"] = float(iou)
+        if max_det is not None:
+            changes["max_det"] = int(max_det)
+        if changes:
+            try:
+                cfg = PostprocessConfig(**{**cfg.to_artifact(), **changes})
+            except ValueError as exc:
+                raise DetcalError(f"invalid override: {exc}") from None
+        if conf is not None and not 0.0 <= float(conf) <= 1.0:
+            raise DetcalError(f"--conf must be in [0, 1], got {conf}")
+        return cls(artifact.model["layout"], c, artifact.calibration, np.asarray(thr, np.float64), cfg)
+
+
+@dataclass
+class PatchResult:
+    model: onnx.ModelProto
+    head: Head
+    spec: PostprocessSpec
+    inserted: list = field(default_factory=list)      # inserted NodeProtos
+    findings: list = field(default_factory=list)      # onnx_ops.ep_support findings for them
+
+
+# ------------------------------------------------------------------------------------------
+# the inserted part
+# ------------------------------------------------------------------------------------------
+def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec) -> dict[str, str]:
+    """Insert decode -> threshold -> calibrate -> best class -> top-k -> mask -> NMS -> outputs.
+
+    Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
+    """
+    cfg, C = spec.config, spec.num_classes
+    rthr = spec.raw_thresholds
+    cmap = spec.calibration
+    raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
+    multi = cfg.multi_label
+    if head.layout == "end2end":
+        sp = steps.decode_end2end(b, raw)
+        key, cls = steps.sparse_survivors_key(b, sp, cmap, rthr)
+        n_cand, boxes_src, fmt, box_axis = head.n_static, sp.boxes, "xyxy", 1
+        multi = False
+    else:
+        if head.sigmoid_front:
+            dense = steps.Dense(
+                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+                class_axis=1,
+                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+            )
+        else:
+            dense = steps.decode_dense(b, raw, head.layout)
+        boxes_src, fmt = dense.boxes, "cxcywh"
+        box_axis = 2 if dense.class_axis == 1 else 1
+        uniform = bool(np.all(rthr == rthr[0]))
+        if not multi and getattr(cmap, "is_identity", False) and uniform and rthr[0] != -np.inf:
+            key, cls = steps.best_class_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
+            n_cand = head.n_static
+        else:
+            cal = steps.calibrate_dense(b, dense, cmap, C)
+            key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
+            if multi:
+                key = steps.multi_label_candidates(b, key, dense.class_axis)
+                n_cand = None if head.n_static is None else head.n_static * C
+            else:
+                key, cls = steps.best_class(b, key, dense.class_axis)
+                n_cand = head.n_static
+    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
+    if multi:
+        c_t = b.i64("topk/num_classes", C)
+        box_index = b.op("Div", tk.index, c_t, name="topk/box")
+        cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+    else:
+        box_index = tk.index
+        cls_pad = steps.pad_last(b, cls, 2, cfg.max_det, np.int64(0), name="topk/pad_class")
+        cls_sel = b.op("GatherElements", cls_pad, tk.index, name="topk/class", axis=1)
+    boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, cfg.max_det)
+    keep = tk.valid
+    if cfg.mask_padding:
+        keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")
+    nms_boxes = steps.class_offset_boxes_xyxy(b, boxes, cls_sel, keep, cfg.class_aware)
+    selected = steps.nms_select(b, nms_boxes, tk.score, keep, cfg.iou_threshold, cfg.max_det)
+    return steps.pack_fixed(b, selected, tk, boxes, cls_sel, letterbox, cfg.max_det)
+
+
+def _output_infos(batch, max_det: int) -> list:
+    return [
+        helper.make_tensor_value_info("num_dets", INT32, [batch, 1]),
+        helper.make_tensor_value_info("det_boxes", FLOAT, [batch, max_det, 4]),
+        helper.make_tensor_value_info("det_scores", FLOAT, [batch, max_det]),
+        helper.make_tensor_value_info("det_classes", INT32, [batch, max_det]),
+    ]
+
+
+def _finish_outputs(b: GraphBuilder, outs: dict[str, str]) -> None:
+    for name in OUTPUTS:
+        b.nodes.append(helper.make_node("Identity", [outs[name]], [name], name=b.name(f"output/{name}")))
+
+
+# ------------------------------------------------------------------------------------------
+# the cut graph (head output as the input)
+# ------------------------------------------------------------------------------------------
+def build_postprocess_graph(
+    layout: str,
+    num_classes: int,
+    calibration: CalibrationMap | None = None,
+    thresholds=0.25,
+    config: PostprocessConfig = PostprocessConfig(),
+    *,
+    num_candidates: int | None = None,
+    batch: int | str | None = "batch",
+    opset: int = 18,
+    head_dtype: int = FLOAT,
+    input_name: str = "head",
+) -> onnx.ModelProto:
+    """A model whose input is a raw head output and whose outputs are the patched model's.
+
+    Inputs: `head` ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls, [B, K, 6] end2end; N fixed
+    when `num_candidates` is given, else dynamic) and `letterbox` float32 [B, 6].
+    """
+    calibration = calibration if calibration is not None else identity_map(num_classes)
+    thr = np.broadcast_to(np.asarray(thresholds, np.float64), (num_classes,)).copy()
+    spec = PostprocessSpec(layout, num_classes, calibration, thr, config)
+    n = num_candidates if num_candidates is not None else "candidates"
+    shape = {"xywh_cls": [batch, 4 + num_classes, n], "xywh_obj_cls": [batch, n, 5 + num_classes],
+             "end2end": [batch, n, 6]}[layout]
+    head = Head(layout, input_name, head_dtype, num_classes, num_candidates, batch)
+    b = GraphBuilder(opset)
+    b.reserve([input_name, LETTERBOX_INPUT, *OUTPUTS])
+    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
+    _finish_outputs(b, outs)
+    graph = helper.make_graph(
+        b.nodes, "detcal_postprocess",
+        [helper.make_tensor_value_info(input_name, head_dtype, shape),
+         helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6])],
+        _output_infos(batch, config.max_det), initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal")
+    model.ir_version = min(model.ir_version, 8 if opset <= 17 else 9)
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# whole models
+# ------------------------------------------------------------------------------------------
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    old = _opset(model)
+    try:
+        from onnx import version_converter
+        up = version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(up)
+    except Exception as exc:
+        raise DetcalError(
+            f"{source}: opset {old} is too old (NonMaxSuppression needs opset >= {NMS_MIN_OPSET}, the inserted graph "
+            f">= {MIN_OPSET}) and onnx's version converter could not upgrade it ({type(exc).__name__}); "
+            f"re-export the model with opset >= {MIN_OPSET}") from None
+    return up
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Drop nodes, initializers and value_info that no graph output depends on."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            for a in node.attribute:
+                for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    needed.update(_outer_inputs(g))
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    vis = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+
+
+def _outer_inputs(g: onnx.GraphProto) -> set:
+    names = set()
+    for n in g.node:
+        names.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sg in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                names.update(_outer_inputs(sg))
+    return names
+
+
+def _summary(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> dict:
+    cfg = spec.config
+    return {
+        "detcal_version": DETCAL_VERSION,
+        "source_sha256": source_sha,
+        "layout": spec.layout,
+        "num_classes": spec.num_classes,
+        "calibrator": spec.calibration.kind,
+        "calibration_in_logit_space": bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
+        "thresholds": [float(t) for t in spec.thresholds],
+        "nms": cfg.to_artifact(),
+        "inputs": {LETTERBOX_INPUT: "float32 [B, 6] orig_w, orig_h, scale_x, scale_y, pad_left, pad_top"},
+        "outputs": {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {cfg.max_det}, 4] xyxy original px",
+                    "det_scores": f"float32 [B, {cfg.max_det}] calibrated", "det_classes": f"int32 [B, {cfg.max_det}]"},
+        "preprocess": artifact.preprocess.to_artifact(),
+        "certified_bound": artifact.thresholds.get("certified_bound"),
+    }
+
+
+def build_patched_model(
+    model_path: str | Path, artifact: Artifact, *, iou=None, max_det=None, conf=None, force=False,
+    model: onnx.ModelProto | None = None,
+) -> PatchResult:
+    """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input."""
+    path = Path(model_path)
+    model = model if model is not None else load_onnx(path)
+    src = str(path)
+    metadata = {m.key: m.value for m in model.metadata_props}
+    if "detcal" in metadata or "detcal_version" in metadata:
+        raise DetcalError(f"{src}: the model is already patched by detcal (metadata key 'detcal'); patch the original export")
+    source_sha = sha256_file(path)
+    want_sha = artifact.model.get("sha256")
+    if want_sha and want_sha != source_sha and not force:
+        raise DetcalError(f"{src}: sha256 {source_sha[:12]}... differs from the model the calibration was fitted on "
+                          f"({str(want_sha)[:12]}...); use --force to patch anyway")
+    info = read_model_info(path, num_classes=artifact.num_classes, model=model)
+    if info.layout != artifact.model["layout"]:
+        raise DetcalError(f"{src}: the head is recognised as {info.layout}, the calibration was fitted for "
+                          f"{artifact.model['layout']}")
+    spec = PostprocessSpec.from_artifact(artifact, iou=iou, max_det=max_det, conf=conf)
+    if _opset(model) < MIN_OPSET:
+        model = _upgrade_opset(model, src)
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
+    opset = _opset(model)
+    head = find_head(model, info, spec.num_classes, source=src)
+    graph = model.graph
+    taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | {i.name for i in graph.initializer} \
+        | {i.name for i in graph.input}
+    for name in (LETTERBOX_INPUT, *OUTPUTS):
+        if name in taken:
+            raise DetcalError(f"{src}: the model already has a tensor named {name!r}; cannot add the detcal {name}")
+    b = GraphBuilder(opset)
+    b.reserve(taken)
+    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
+    _finish_outputs(b, outs)
+
+    image = next(i for i in graph.input if i.name == info.input_name)
+    batch = _dims_of_first(image)
+    graph.input.append(helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6]))
+    graph.node.extend(b.nodes)
+    graph.initializer.extend(b.initializers)
+    del graph.output[:]
+    graph.output.extend(_output_infos(batch, spec.config.max_det))
+    _prune(graph)
+
+    summary = _summary(artifact, spec, head, source_sha)
+    for key, value in (("detcal", json.dumps(summary, sort_keys=True)), ("detcal_version", DETCAL_VERSION),
+                       ("detcal_source_sha256", source_sha), ("detcal_calibrator", spec.calibration.kind)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    findings = _validate(model, b, src)
+    return PatchResult(model, head, spec, list(b.nodes), findings)
+
+
+def _dims_of_first(vi):
+    d = vi.type.tensor_type.shape.dim[0]
+    return d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch")
+
+
+def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
+    """checker (full) + shape inference on the result; the inserted nodes against ep_support."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # a bug of ours, not the user's: keep the cause visible
+        raise RuntimeError(f"detcal produced an invalid graph for {src}: {exc}") from exc
+    try:
+        from . import ep_support
+    except ImportError:  # the table is optional at this layer
+        return []
+    consts = dict(b.const_values)
+    findings = ep_support.check_nodes(b.nodes, _opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
+    return findings
+
+
+def default_out_path(model_path: str | Path) -> Path:
+    p = Path(model_path)
+    return p.with_name(p.stem + ".detcal.onnx")
+
+
+def patch_model(
+    model_path: str | Path, artifact: Artifact, out_path: str | Path | None = None, *,
+    iou: float | None = None, max_det: int | None = None, conf: float | None = None, force: bool = False,
+) -> Path:
+    """Patch `model_path` with `artifact`, write `out_path` (default `<stem>.detcal.onnx` beside it).
+
+    iou / max_det / conf override the artifact's NMS IoU, K and (every class's) score threshold.
+    force: patch even when the artifact was fitted on a model with another sha256.
+    Raises DetcalError (one line) for: missing/corrupt model, already patched model, sha256
+    mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
+    output path equal to the input. Nothing is written unless everything succeeded (atomic).
+    """
+    src = Path(model_path)
+    out = Path(out_path) if out_path is not None else default_out_path(src)
+    if src.exists() and (out.resolve() == src.resolve()):
+        raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
+    check_writable(out, inputs=(src,))
+    result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
+    errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
+    if errors:
+        raise RuntimeError("inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))
+    for f in result.findings:
+        if f.level == "error":
+            warnings.warn(f"detcal patch: {f.ep}: {f.op} ({f.node}): {f.reason}", stacklevel=2)
+    atomic_write_bytes(out, result.model.SerializeToString())
+    return out
