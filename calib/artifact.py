@@ -26,6 +26,7 @@ import numpy as np
 from .atomic import atomic_write_json
 from .calibration_map import CalibrationMap, map_from_artifact
 from .errors import DetcalError
+from .layouts import LAYOUTS
 from .pipeline import PostprocessConfig
 from .preprocess import Preprocess
 
@@ -89,13 +90,31 @@ class Artifact:
         for key in ("sha256", "input_size", "layout", "num_classes"):
             if key not in model:
                 raise bad(f"model block lacks {key!r}")
-        c = int(model["num_classes"])
-        try:
-            calibration = map_from_artifact(d["calibrator"], c)
-            preprocess = Preprocess.from_artifact(d["preprocess"])
-            nms = PostprocessConfig.from_artifact(d["nms"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise bad(f"invalid calibrator/preprocess/nms block: {exc}") from None
+        c = model["num_classes"]
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise bad(f"model.num_classes must be a positive integer, got {c!r}")
+        size = model["input_size"]
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise bad(f"model.input_size must be [H, W] in pixels, got {size!r}")
+        if model["layout"] not in LAYOUTS:
+            raise bad(f"model.layout {model['layout']!r} is not one of {', '.join(LAYOUTS)}")
+        names = model.get("class_names")
+        if names is not None and (not isinstance(names, list) or len(names) != c):
+            raise bad(f"model.class_names must list {c} names")
+        for key, parse in (("calibrator", lambda b: map_from_artifact(b, c)),
+                           ("preprocess", Preprocess.from_artifact),
+                           ("nms", PostprocessConfig.from_artifact)):
+            try:
+                parsed = parse(d[key])
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise bad(f"invalid {key} block: {exc}") from None
+            if key == "calibrator":
+                calibration = parsed
+            elif key == "preprocess":
+                preprocess = parsed
+            else:
+                nms = parsed
         scores = d["thresholds"].get("score")
         if not isinstance(scores, list) or len(scores) != c or not all(isinstance(v, (int, float)) for v in scores):
             raise bad(f"thresholds.score must be a list of {c} numbers")

@@ -44,6 +44,28 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return out
 
 
+def _snap_raw_thresholds(transform, t: np.ndarray, r: np.ndarray, max_steps: int = 256) -> np.ndarray:
+    """Move each finite raw threshold r[c] by a few float64 ulps so that, exactly in float64,
+    transform(p, c) > t[c]  <=>  p > r[c]. The closed form is right up to rounding, which can
+    leave transform(r) one ulp above t (so a score equal to r would pass the calibrated test
+    but fail the raw one) or transform(next float above r) still equal to t."""
+    r = r.copy()
+    classes = np.arange(r.size)
+    fin = np.isfinite(r)
+    for _ in range(max_steps):      # lower r while a score equal to r would already survive
+        move = fin & (transform(np.where(fin, r, 0.5), classes) > t)
+        if not move.any():
+            break
+        r[move] = np.nextafter(r[move], -np.inf)
+    for _ in range(max_steps):      # raise r while the next score above it still would not survive
+        up = np.nextafter(r, np.inf)
+        move = fin & (transform(np.where(fin, up, 0.5), classes) <= t)
+        if not move.any():
+            break
+        r[move] = up[move]
+    return r
+
+
 @dataclass
 class AffineLogitMap:
     """p' = sigmoid(a[c] * logit(p) + b[c]); a (C,) > 0, b (C,)."""
@@ -95,7 +117,8 @@ class AffineLogitMap:
         r = np.where(t <= 0, -np.inf, r)
         r = np.where(t >= 1, np.inf, r)
         r = np.where(r < EPS, -np.inf, r)          # below the clip every score maps to f(EPS) > t
-        return np.where(r >= 1 - EPS, np.inf, r)   # above it no score can exceed t
+        r = np.where(r >= 1 - EPS, np.inf, r)      # above it no score can exceed t
+        return _snap_raw_thresholds(self.transform, t, r)
 
     def to_artifact(self) -> dict:
         return {"kind": self.kind, "a": [float(v) for v in self.a], "b": [float(v) for v in self.b]}
@@ -166,7 +189,7 @@ class IsotonicMap:
                 r[c] = np.inf
             else:
                 r[c] = xc[k] + (t[c] - yc[k]) / (yc[k + 1] - yc[k]) * (xc[k + 1] - xc[k])
-        return r
+        return _snap_raw_thresholds(self.transform, t, r)
 
     def to_artifact(self) -> dict:
         return {
@@ -185,13 +208,22 @@ def identity_map(num_classes: int) -> AffineLogitMap:
 
 def map_from_artifact(block: dict, num_classes: int | None = None) -> CalibrationMap:
     """The artifact's `calibrator` block -> its map. Raises ValueError on a malformed block."""
+    if not isinstance(block, dict):
+        raise ValueError(f"calibrator block must be a JSON object, got {type(block).__name__}")
     kind = block.get("kind")
-    if kind in AFFINE_KINDS:
-        m = AffineLogitMap(kind, block["a"], block["b"])
-    elif kind == ISOTONIC_KIND:
-        m = IsotonicMap(block["x"], block["y"])
-    else:
-        raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
+    needed = ("a", "b") if kind in AFFINE_KINDS else ("x", "y") if kind == ISOTONIC_KIND else ()
+    missing = [k for k in needed if k not in block]
+    if missing:
+        raise ValueError(f"calibrator {kind!r} lacks {', '.join(repr(k) for k in missing)}")
+    try:
+        if kind in AFFINE_KINDS:
+            m = AffineLogitMap(kind, block["a"], block["b"])
+        elif kind == ISOTONIC_KIND:
+            m = IsotonicMap(block["x"], block["y"])
+        else:
+            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
+    except TypeError as exc:       # e.g. a number where a list of per-class lists belongs
+        raise ValueError(f"calibrator {kind!r}: malformed values ({exc})") from None
     if num_classes is not None and m.num_classes != num_classes:
         raise ValueError(f"calibrator has {m.num_classes} classes, the model has {num_classes}")
     return m

@@ -299,16 +299,20 @@ ROWS = [
 ]
 
 
-def format_table(columns: list[tuple[str, dict]]) -> str:
-    """A plain-text metrics table: one row per metric, one column per (title, metrics dict)."""
+def format_table(columns: list[tuple[str, dict]], rows=ROWS) -> str:
+    """A plain-text metrics table: one row per metric, one column per (title, metrics dict).
+
+    rows: (label, key, format) triples; a missing or None value prints as n/a.
+    """
     width = max(24, *(len(t) + 2 for t, _ in columns))
-    lines = ["metric".ljust(26) + "".join(t.rjust(width) for t, _ in columns)]
-    for label, key, fmt in ROWS:
+    label_width = max(26, *(len(label) + 2 for label, _, _ in rows))
+    lines = ["metric".ljust(label_width) + "".join(t.rjust(width) for t, _ in columns)]
+    for label, key, fmt in rows:
         cells = []
         for _, m in columns:
             v = m.get(key)
             cells.append(("n/a" if v is None else fmt.format(v)).rjust(width))
-        lines.append(label.ljust(26) + "".join(cells))
+        lines.append(label.ljust(label_width) + "".join(cells))
     return "\n".join(lines)
 
 

@@ -43,7 +43,12 @@ class Preprocess:
 
     @classmethod
     def from_artifact(cls, d: dict) -> "Preprocess":
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocess block must be a JSON object, got {type(d).__name__}")
         scaling = d.get("scaling", {"kind": "div255"})
+        if not isinstance(scaling, dict) or scaling.get("kind") not in ("div255", "mean_std"):
+            raise ValueError(f"preprocess.scaling must be {{\"kind\": \"div255\"}} or "
+                             f"{{\"kind\": \"mean_std\", \"mean\": [3], \"std\": [3]}}, got {scaling!r}")
         mean = tuple(scaling.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(scaling.get("std", (1.0, 1.0, 1.0)))
         return cls(d.get("resize", "letterbox"), int(d.get("pad_value", 114)), d.get("channel_order", "RGB"), mean, std)

@@ -121,7 +121,8 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         box_axis = 2 if dense.class_axis == 1 else 1
         uniform = bool(np.all(rthr == rthr[0]))
         if not multi and getattr(cmap, "is_identity", False) and uniform and rthr[0] != -np.inf:
-            key, cls = steps.best_class_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
+            key_nc = dense.probs
+            key = steps.best_score_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
             n_cand = head.n_static
         else:
             cal = steps.calibrate_dense(b, dense, cmap, C)
@@ -130,18 +131,21 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
                 key = steps.multi_label_candidates(b, key, dense.class_axis)
                 n_cand = None if head.n_static is None else head.n_static * C
             else:
-                key, cls = steps.best_class(b, key, dense.class_axis)
+                key_nc, key = key, steps.best_score(b, key, dense.class_axis)
                 n_cand = head.n_static
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")
         cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+    elif head.layout == "end2end":
+        box_index = tk.index
+        cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
+        cls_sel = b.op("GatherElements", cls_pad, tk.index, name="topk/class", axis=1)
     else:
         box_index = tk.index
-        cls_pad = steps.pad_last(b, cls, 2, cfg.max_det, np.int64(0), name="topk/pad_class")
-        cls_sel = b.op("GatherElements", cls_pad, tk.index, name="topk/class", axis=1)
-    boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, cfg.max_det)
+        cls_sel = steps.class_of_selected(b, key_nc, tk.index, dense.class_axis, head.n_static)
+    boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = tk.valid
     if cfg.mask_padding:
         keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")

@@ -203,32 +203,64 @@ def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
 # thresholds and candidates
 # ------------------------------------------------------------------------------------------
 def survivors_key(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple) -> str:
-    """key = cal where raw score > raw threshold of its class, else NEG (no Where over N x C:
-    cal * m + (m - 1) * 1e30 is exact for m in {0, 1} and several times faster on CPU)."""
+    """key = cal where raw score > raw threshold of its class, else about NEG.
+
+    Computed as cal - (score <= threshold) * 1e30: exact for survivors (cal - 0), -1e30 for the
+    rest, and no Where over N x C (Where with a broadcast operand is ~20x slower on CPU)."""
     if np.all(raw_thr == -np.inf):
         return cal
     thr = b.f32("thresh/raw", raw_thr.reshape(shape) if raw_thr.size > 1 else raw_thr[0])
-    m = b.cast(b.op("Greater", probs, thr, name="thresh/survives"), FLOAT, name="thresh/survives_f")
-    kept = b.op("Mul", cal, m, name="thresh/kept")
-    off = b.op("Mul", b.op("Sub", m, b.f32("thresh/one", 1.0), name="thresh/m_minus_1"),
-               b.f32("thresh/big", -NEG), name="thresh/offset")
-    return b.op("Add", kept, off, name="thresh/key")
+    dropped = b.cast(b.le(probs, thr, name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
+    return b.op("Sub", cal, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
 
 
-def best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
-    """key [B, C, N] | [B, N, C] -> (best key [B, N], class [B, N] int64); ties: lowest class."""
-    idx = b.op("ArgMax", key, name="best/argmax", axis=class_axis, keepdims=1)
-    best = b.op("GatherElements", key, idx, name="best/key", axis=class_axis)
-    return b.squeeze(best, [class_axis], name="best/key_n"), b.squeeze(idx, [class_axis], name="best/class")
+def best_score(b: GraphBuilder, key: str, class_axis: int) -> str:
+    """key [B, C, N] | [B, N, C] -> best key per box [B, N] (ReduceMax: far cheaper than ArgMax
+    on CPU; the class is found later for the K1 selected boxes only, see class_of_selected)."""
+    return b.reduce("ReduceMax", key, [class_axis], keepdims=False, name="best/key")
 
 
-def best_class_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> tuple[str, str]:
-    """Identity calibration and one threshold for all classes: best raw class, then threshold it."""
-    idx = b.op("ArgMax", probs, name="best/argmax", axis=class_axis, keepdims=1)
-    best = b.squeeze(b.op("GatherElements", probs, idx, name="best/score", axis=class_axis), [class_axis], name="best/score_n")
-    keep = b.op("Greater", best, b.f32("thresh/raw", thr), name="thresh/survives")
-    key = b.op("Where", keep, best, b.f32("thresh/neg", NEG), name="thresh/key")
-    return key, b.squeeze(idx, [class_axis], name="best/class")
+def class_of_selected(b: GraphBuilder, key: str, index: str, class_axis: int, n_static: int | None) -> str:
+    """The best class of each selected box: ArgMax over the box's key column (ties: lowest class).
+
+    key [B, C, N] | [B, N, C], index [B, K1] into the (padded) box axis -> [B, K1] int64.
+    Padded positions (index >= N) are never valid and get class 0. They sort after every real
+    box (their key NEG ties with a dropped box's and loses on index), so with a dynamic N the
+    first min(K1, N) positions are real boxes: those are looked up, the rest filled with 0.
+    """
+    if n_static == 0:
+        return b.op("ConstantOfShape", b.op("Shape", index, name="best/k_shape"), name="best/class_none",
+                    value=_tensor(np.zeros(1, np.int64)))
+    box_axis = 3 - class_axis
+    if n_static is None:
+        m = b.op("Min", b.dim(key, box_axis, name="best/n"), b.dim(index, 1, name="best/k1"), name="best/m")
+        real = b.op("Slice", index, b.i64("best/m_start", [0]), m, b.i64("best/m_axis", [1]), name="best/index_real")
+    else:
+        real = b.op("Min", index, b.i64("best/n_minus_1", n_static - 1), name="best/index_clamped")
+    idx = b.unsqueeze(real, [class_axis], name="best/index_col")                  # [B, 1, M] | [B, M, 1]
+    shape = b.op("Shape", key, name="best/key_shape")
+    c_dim = b.slice(shape, [class_axis], [class_axis + 1], [0], name="best/c")
+    parts = [b.dim(idx, 0, name="best/b"), c_dim, b.dim(idx, box_axis, name="best/m_dim")]
+    if class_axis == 2:
+        parts = [parts[0], parts[2], parts[1]]
+    full = b.op("Expand", idx, b.op("Concat", *parts, name="best/cols_shape", axis=0), name="best/cols_index")
+    cols = b.op("GatherElements", key, full, name="best/cols", axis=box_axis)      # [B, C, M] | [B, M, C]
+    cls = b.squeeze(b.op("ArgMax", cols, name="best/argmax", axis=class_axis, keepdims=1), [class_axis], name="best/class")
+    if n_static is not None:
+        return cls
+    zeros = b.op("ConstantOfShape", b.op("Shape", index, name="best/k_shape"), name="best/class_fill",
+                 value=_tensor(np.zeros(1, np.int64)))
+    both = b.op("Concat", cls, zeros, name="best/class_padded", axis=1)
+    return b.op("Slice", both, b.i64("best/k_start", [0]), b.dim(index, 1, name="best/k1_again"), b.i64("best/k_axis", [1]),
+                name="best/class_k1")
+
+
+def best_score_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> str:
+    """Identity calibration, one threshold for all classes: best raw score per box [B, N], about
+    NEG where it does not pass (the best class then needs no mask: see class_of_selected)."""
+    best = b.reduce("ReduceMax", probs, [class_axis], keepdims=False, name="best/score")
+    dropped = b.cast(b.le(best, b.f32("thresh/raw", thr), name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
+    return b.op("Sub", best, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
 
 
 def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
@@ -258,13 +290,14 @@ class TopK:
     score: str      # [B, K1] calibrated score (NEG where not a candidate)
     index: str      # [B, K1] int64 index into the (padded) candidate axis
     valid: str      # [B, K1] bool
-    k1: int | None  # static K1, or None when it depends on N at run time
-    k1_t: str       # K1 as int64 [1]
-    kmax: int       # upper bound of K1: max(pre_nms_top_k, max_det)
+    k1: int         # K1 = max(pre_nms_top_k, max_det), a constant (TensorRT needs one, < 3840)
+    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
 
 
 def pad_last(b: GraphBuilder, x: str, rank: int, n: int, value, name: str) -> str:
     """Pad the last axis of x by n entries of `value` (constant pads: TensorRT folds them)."""
+    if n == 0:
+        return x
     pads = [0] * (2 * rank)
     pads[2 * rank - 1] = n
     v = b.const(f"{name}_value", np.asarray(value))
@@ -274,49 +307,37 @@ def pad_last(b: GraphBuilder, x: str, rank: int, n: int, value, name: str) -> st
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
     """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
 
-    The axis is first padded with max_det non-candidates so that K1 >= max_det always holds
-    (the fixed-size outputs then never need a dynamic Pad):
-    K1 = min(max(pre_nms_top_k, max_det), N' + max_det). Positions >= pre_nms_top_k are
-    not candidates (only matters when pre_nms_top_k < max_det).
+    K1 = max(pre_nms_top_k, max_det) is a build-time constant whatever N' is: when N' is not
+    known to be >= K1 (dynamic or small), the axis is first padded with K1 non-candidates.
+    Positions >= pre_nms_top_k are not candidates (only matters when pre_nms_top_k < max_det),
+    so exactly the reference's `[: pre_nms_top_k]` survive.
     """
-    kmax = max(pre_nms_top_k, max_det)
-    padded = pad_last(b, key, 2, max_det, NEG, name="topk/pad_key")
-    if n_static is not None:
-        k1 = min(kmax, n_static + max_det)
-        k1_t = b.i64("topk/k1", [k1])
-    else:
-        k1 = None
-        k1_t = b.op("Min", b.i64("topk/k_max", [kmax]), b.dim(padded, 1, name="topk/n_padded"), name="topk/k1")
-    score, index = b.op("TopK", padded, k1_t, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
+    k1 = max(pre_nms_top_k, max_det)
+    pad = 0 if (n_static is not None and n_static >= k1) else k1
+    padded = pad_last(b, key, 2, pad, NEG, name="topk/pad_key")
+    score, index = b.op("TopK", padded, b.i64("topk/k1", [k1]), name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
-    if pre_nms_top_k < max_det:
-        pos = positions(b, TopK(score, index, valid, k1, k1_t, kmax), INT64, "topk/pos")
+    if pre_nms_top_k < k1:
+        pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))
         valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
-    return TopK(score, index, valid, k1, k1_t, kmax)
-
-
-def positions(b: GraphBuilder, tk: TopK, dtype, name: str) -> str:
-    """[1, K1] = 0, 1, ..., K1-1 (a constant when K1 is static, else a slice of one)."""
-    np_dtype = np.int64 if dtype == INT64 else np.float32
-    if tk.k1 is not None:
-        return b.const(name, np.arange(tk.k1, dtype=np_dtype).reshape(1, -1))
-    full = b.const(name + "_table", np.arange(tk.kmax, dtype=np_dtype).reshape(1, -1))
-    return b.op("Slice", full, b.i64(name + "_start", [0]), tk.k1_t, b.i64(name + "_axis", [1]), name=name)
+    return TopK(score, index, valid, k1, pad)
 
 
 # ------------------------------------------------------------------------------------------
 # boxes of the selected candidates
 # ------------------------------------------------------------------------------------------
-def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, max_det: int) -> str:
+def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, pad: int) -> str:
     """Boxes of the selected candidates -> [B, K1, 4] xyxy input px.
 
     boxes: [B, 4, N] (box_axis 2) or [B, N, 4] (box_axis 1), `fmt` 'cxcywh' or 'xyxy'; the N axis
-    is padded with max_det zero boxes (the padded candidates of pre_nms_top_k). cxcywh -> xyxy
+    is padded with `pad` zero boxes (the padded candidates of pre_nms_top_k). cxcywh -> xyxy
     with the reference's float32 arithmetic: half = w / 2, x1 = cx - half, x2 = cx + half.
     """
-    rank_pads = [0] * 6
-    rank_pads[3 + box_axis] = max_det
-    padded = b.op("Pad", boxes, b.i64("boxes/pads", rank_pads), b.f32("boxes/pad_value", 0.0), name="boxes/pad", mode="constant")
+    padded = boxes
+    if pad:
+        rank_pads = [0] * 6
+        rank_pads[3 + box_axis] = pad
+        padded = b.op("Pad", boxes, b.i64("boxes/pads", rank_pads), b.f32("boxes/pad_value", 0.0), name="boxes/pad", mode="constant")
     if box_axis == 2:
         idx = b.unsqueeze(box_index, [1], name="boxes/idx_1")                      # [B, 1, K1]
         shape = b.op("Concat", b.dim(idx, 0, name="boxes/b"), b.i64("boxes/four", [4]), b.dim(idx, 2, name="boxes/k1"),
@@ -402,9 +423,8 @@ def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: st
     where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
     ones = b.op("ConstantOfShape", b.dim(selected, 0, name="out/s"), name="out/ones", value=_tensor(np.ones(1, np.float32)))
     chosen = b.op("ScatterND", zeros, where, ones, name="out/chosen")                                 # [B, K1]
-    pos = positions(b, tk, FLOAT, "out/pos")
-    k1f = b.cast(tk.k1_t, FLOAT, name="out/k1f")
-    order_key = b.op("Mul", chosen, b.op("Sub", k1f, pos, name="out/rev_pos"), name="out/order_key")
+    rev_pos = b.const("out/rev_pos", np.arange(tk.k1, 0, -1, dtype=np.float32).reshape(1, -1))   # K1 - position
+    order_key = b.op("Mul", chosen, rev_pos, name="out/order_key")
     _, pick = b.op("TopK", order_key, b.i64("out/k", [max_det]), name="out/compact", outputs=2, axis=-1, largest=1, sorted=1)
     num = b.reduce("ReduceSum", chosen, [1], keepdims=True, name="out/count")
     num_dets = b.cast(num, INT32, name="out/num_dets")
@@ -442,7 +462,7 @@ def _tensor(arr: np.ndarray):
 
 __all__ = [
     "Dense", "Sparse", "TopK", "NEG", "decode_dense", "decode_end2end", "calibrate_dense", "calibrate_sparse",
-    "survivors_key", "best_class", "best_class_uniform_identity", "multi_label_candidates", "sparse_survivors_key",
+    "survivors_key", "best_score", "class_of_selected", "best_score_uniform_identity", "multi_label_candidates", "sparse_survivors_key",
     "pre_nms_top_k", "gather_boxes_xyxy", "centre_in_content", "class_offset_boxes_xyxy", "nms_select", "pack_fixed",
     "input_to_original_xyxy", "TensorProto", "BOOL",
 ]

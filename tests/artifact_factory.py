@@ -59,3 +59,108 @@ def near_identity_platt(num_classes: int, seed: int = 0) -> AffineLogitMap:
     """Per-class Platt close to identity (a ~ 1, b ~ 0), as fits on a decent detector look."""
     rng = np.random.default_rng(seed)
     return AffineLogitMap("platt_per_class", rng.uniform(0.9, 1.1, num_classes), rng.uniform(-0.2, 0.2, num_classes))
+
+
+# ------------------------------------------------------------------------------------------
+# raw head outputs, synthetic detector graphs and output comparison (patch tests, benchmark)
+# ------------------------------------------------------------------------------------------
+def random_head(layout: str, batch: int, n: int, num_classes: int, rng: np.random.Generator, *,
+                grid: bool = False, input_size=(640, 640), dup_frac: float = 0.0) -> np.ndarray:
+    """A raw head output of `layout` with boxes spread over (and beyond) the input.
+
+    grid: scores and boxes on a coarse grid, so that exact ties (scores and boxes) occur.
+    dup_frac: fraction of candidates that copy another candidate's box (identical boxes).
+    """
+    h, w = input_size
+    cx = rng.uniform(-0.1 * w, 1.1 * w, (batch, n))
+    cy = rng.uniform(-0.1 * h, 1.1 * h, (batch, n))
+    bw = rng.uniform(0, 0.5 * w, (batch, n))
+    bh = rng.uniform(0, 0.5 * h, (batch, n))
+    scores = rng.beta(0.6, 2.5, (batch, n, num_classes))
+    if grid:
+        cx, cy, bw, bh = (np.round(v / 16) * 16 for v in (cx, cy, bw, bh))
+        scores = np.round(scores * 64) / 64
+    if dup_frac and n > 1:
+        k = max(1, int(dup_frac * n))
+        src, dst = rng.integers(0, n, k), rng.integers(0, n, k)
+        for arr in (cx, cy, bw, bh):
+            arr[:, dst] = arr[:, src]
+    boxes = np.stack([cx, cy, bw, bh], axis=-1)                       # (B, N, 4) cxcywh
+    if layout == "xywh_cls":
+        return np.concatenate([boxes, scores], axis=2).transpose(0, 2, 1).astype(np.float32)
+    if layout == "xywh_obj_cls":
+        obj = rng.uniform(0, 1, (batch, n, 1))
+        if grid:
+            obj = np.round(obj * 8) / 8
+        return np.concatenate([boxes, obj, scores], axis=2).astype(np.float32)
+    if layout == "end2end":
+        xyxy = np.concatenate([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], axis=-1)
+        cls = rng.integers(0, num_classes, (batch, n, 1)).astype(np.float64)
+        return np.concatenate([xyxy, scores[..., :1], cls], axis=2).astype(np.float32)
+    raise ValueError(layout)
+
+
+def assert_same_detections(got: dict, ref: dict, *, box_tol: float = 1e-3, score_tol: float = 1e-5, context: str = ""):
+    """The patched model's outputs equal pack_fixed(postprocess(...)): same count, classes equal,
+    boxes within box_tol px, scores within score_tol, padding rows zero with class -1."""
+    np.testing.assert_array_equal(got["num_dets"], ref["num_dets"], err_msg=f"num_dets {context}")
+    assert got["num_dets"].dtype == np.int32 and got["det_classes"].dtype == np.int32
+    assert got["det_boxes"].dtype == np.float32 and got["det_scores"].dtype == np.float32
+    np.testing.assert_array_equal(got["det_classes"], ref["det_classes"], err_msg=f"classes {context}")
+    np.testing.assert_allclose(got["det_boxes"], ref["det_boxes"], rtol=0, atol=box_tol, err_msg=f"boxes {context}")
+    np.testing.assert_allclose(got["det_scores"], ref["det_scores"], rtol=0, atol=score_tol, err_msg=f"scores {context}")
+
+
+def synthetic_detector(layout: str = "xywh_cls", *, num_classes: int = 3, opset: int = 13, fp16: bool = False,
+                       sigmoid_front: bool = True, size: int = 32, batch="batch", seed: int = 0):
+    """A tiny detector graph with a real head topology: images [B,3,H,W] -> 1x1 Conv -> [B, 4+C, N].
+
+    xywh_cls: Concat(boxes * stride, Sigmoid(logits)) (Ultralytics) when sigmoid_front, else
+    Sigmoid over all channels then boxes rescaled; xywh_obj_cls: Transpose to [B, N, 5+C].
+    Only ops whose form is the same from opset 10 to 18 (Slice with inputs, Conv, Concat...).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if fp16 else np.float32
+    et = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    ch = 4 + num_classes + (1 if layout == "xywh_obj_cls" else 0)
+    n = (size // 4) ** 2
+    inits = [
+        numpy_helper.from_array((rng.normal(0, 1.0, (ch, 3, 1, 1))).astype(dt), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.5, ch).astype(dt), "bias"),
+        numpy_helper.from_array(np.array([0, ch, n], np.int64), "shape"),
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([4], np.int64), "s4"),
+        numpy_helper.from_array(np.array([ch], np.int64), "sch"),
+        numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+        numpy_helper.from_array(np.array([float(size)], dt).reshape(1, 1, 1), "stride"),
+    ]
+    nodes = [
+        helper.make_node("MaxPool", ["images"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Conv", ["pooled", "w", "bias"], ["feat"]),
+        helper.make_node("Reshape", ["feat", "shape"], ["flat"]),
+        helper.make_node("Slice", ["flat", "s0", "s4", "ax1"], ["box_logits"]),
+        helper.make_node("Slice", ["flat", "s4", "sch", "ax1"], ["cls_logits"]),
+        helper.make_node("Sigmoid", ["box_logits"], ["box_unit"]),
+        helper.make_node("Mul", ["box_unit", "stride"], ["boxes_px"]),
+    ]
+    if layout == "xywh_cls" and sigmoid_front:
+        nodes += [helper.make_node("Sigmoid", ["cls_logits"], ["cls_prob"]),
+                  helper.make_node("Concat", ["boxes_px", "cls_prob"], ["output0"], axis=1)]
+        out_shape = [batch, ch, n]
+    else:
+        nodes += [helper.make_node("Sigmoid", ["cls_logits"], ["cls_prob"]),
+                  helper.make_node("Concat", ["boxes_px", "cls_prob"], ["cat"], axis=1),
+                  helper.make_node("Identity" if layout == "xywh_cls" else "Transpose", ["cat"], ["output0"],
+                                   **({} if layout == "xywh_cls" else {"perm": [0, 2, 1]}))]
+        out_shape = [batch, ch, n] if layout == "xywh_cls" else [batch, n, ch]
+    graph = helper.make_graph(nodes, "synthetic", [helper.make_tensor_value_info("images", et, [batch, 3, size, size])],
+                              [helper.make_tensor_value_info("output0", et, out_shape)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal-tests")
+    model.ir_version = 7
+    names = {i: str(i) for i in range(num_classes)}
+    model.metadata_props.add(key="names", value=str(names))
+    onnx.checker.check_model(model, full_check=True)
+    return model

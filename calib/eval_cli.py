@@ -1,0 +1,52 @@
+"""`detcal eval`: the command line over `calib.evaluate.evaluate`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import add_model_data_args, add_preprocess_args
+from .errors import DetcalError
+from .evaluate import AP_FLOOR, DEFAULT_CONF, evaluate, format_eval_summary
+from .fit import _read_names
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval", help="compare the raw and the patched model on held-out images",
+        description="Run the raw model (numpy reference post-processing, identity calibration) and the patched "
+                    "model on the same letterboxed images, and report AP50, AP50:95, precision and recall at the "
+                    "operating point, D-ECE, LaECE_0, false positives on negative images and latency, side by "
+                    "side: a table on stdout, eval.json and PNG plots in --out. With --calibration (and no or "
+                    "also --patched) the reference pipeline with that calibration is evaluated too.")
+    add_model_data_args(p, split_default="test")
+    p.add_argument("--patched", help="the patched model from `detcal patch` (.detcal.onnx)")
+    p.add_argument("--calibration", help="calibration.json: evaluates the reference pipeline with it, "
+                                         "and gives the preprocessing when there is no --patched")
+    p.add_argument("--conf", type=float, default=DEFAULT_CONF,
+                   help=f"the raw model's operating score threshold (default: {DEFAULT_CONF})")
+    p.add_argument("--ap-floor", type=float, default=AP_FLOOR,
+                   help=f"raw score floor for the raw model's AP (default: {AP_FLOOR})")
+    p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
+    p.add_argument("--out", default="eval", help="output folder for eval.json and the plots (default: eval)")
+    p.add_argument("--names", help="class names file (one per line) when the dataset has none")
+    add_preprocess_args(p)
+    # not given = taken from the patched model's metadata, else the calibration artifact, else the defaults
+    p.set_defaults(resize=None, pad_value=None, channel_order=None, mean=None, std=None, func=run_eval_cli)
+    return p
+
+
+def run_eval_cli(args) -> int:
+    explicit = {"resize": args.resize, "pad_value": args.pad_value, "channel_order": args.channel_order,
+                "mean": args.mean, "std": args.std}
+    if args.batch is not None and args.batch < 1:
+        raise DetcalError(f"--batch must be >= 1, got {args.batch}")
+    result = evaluate(
+        args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
+        conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,
+        batch_size=args.batch, threads=args.threads, names=_read_names(args.names), match_iou=args.match_iou,
+        ap_floor=args.ap_floor, progress=not args.quiet,
+    )
+    print(format_eval_summary(result))
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
