@@ -26,7 +26,7 @@ def _size(text: str) -> tuple[int, int]:
         vals = [int(p) for p in parts if p.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
-    if len(vals) == 1:
+    if len(vals) == 1 and vals[0] > 0:
         return vals[0], vals[0]
     if len(vals) == 2 and all(v > 0 for v in vals):
         return vals[0], vals[1]

@@ -24,8 +24,8 @@ Checks and their defaults (``DoctorOptions``):
                 scale > 2 (images upscaled) or < 0.25 (objects shrunk 4x+) is a low warn.
 2. box_shape    predicted (score > 0.25) vs ground-truth box sizes (sqrt area) and aspect
                 ratios in model-input pixels at the serving size; median ratio outside
-                [1/1.5, 1.5] warns, outside [1/2, 2] fails. Anchors: read from the graph where
-                an anchor_grid-like constant (1, na, ny, nx, 2) or (1, na, 1, 1, 2) exists
+                [1/1.5, 1.5] warns, outside [1/2, 2] fails (skipped when the model finds
+                nothing and has no anchors). Anchors: read from the graph where an anchor_grid-like constant (1, na, ny, nx, 2) or (1, na, 1, 1, 2) exists
                 (YOLOv5/v7 exports); k-means with the 1 - IoU distance on the ground-truth
                 sizes and YOLOv5's best possible recall (a size ratio within 4x): model BPR
                 < 0.98 warns, < 0.90 fails. Anchor-free heads and unrecognised graphs: said so.
@@ -33,7 +33,8 @@ Checks and their defaults (``DoctorOptions``):
                 >= 5% fails.
 4. calibration  D-ECE (10 bins, detections > 0.25, matched at IoU 0.5) with a 90% bootstrap
                 interval by image, and a reliability diagram; > 0.08 warns, > 0.15 fails.
-                Saturation: more than half of those detections at >= 0.98 warns.
+                Saturation: more than half of those detections at >= 0.98 while their
+                precision is below 0.95 warns (thresholds cannot separate their errors).
 5. uniform_fp   detections > 0.8 on negative scenes (images without labels): share of
                 negative images firing > 1% warns, > 5% fails; the lowest-texture crops are
                 saved as a contact sheet.
@@ -41,9 +42,9 @@ Checks and their defaults (``DoctorOptions``):
                 the share of time the numpy reference post-processing (decode, threshold,
                 NMS) takes next to the model on a timed subsample, and a suggested pre-NMS
                 cap (2 x p99, rounded up, within [100, 3000]). p99 > 1000 or mean > 300
-                candidates, or post-processing > 50% of the time, warns. Preprocessing is not
-                timed; the numpy NMS is slower than a deployed one, so the share is an upper
-                bound.
+                candidates, or post-processing > 50% of the time and >= 2 ms per image, warns.
+                Preprocessing is not timed; the numpy NMS is slower than a deployed one, so
+                the share is an upper bound.
 7. labels       boxes touching the image edge (within 1 px) > 2% warns (truncated objects);
                 coordinates outside the image (clipped on load) or zero-size boxes warn;
                 class imbalance (most / least frequent class > 10) or a class without any box
@@ -405,8 +406,14 @@ def check_resolution(main: _Run, other: _Run | None, note: str, native: tuple[in
                f"D-ECE {_f(b['dece'])} vs {_f(a['dece'])}, FP/negative image {_f(fb)} vs {_f(fa)} (scores > {opts.conf:g})")
     if note:
         finding += f"; {note}"
-    fix = (f"serve at the native size {_sz(native)}, or fit (detcal fit --imgsz {serve[0]}) and evaluate at the serving size"
-           if status != "ok" else "")
+    if status == "ok":
+        fix = ""
+    elif srv.emulated:
+        fix = (f"feed frames into the {_sz(native)} input without shrinking them to {_sz(serve)} first; if you must serve "
+               f"at {_sz(serve)}, re-export the model at that size and fit detcal on it (detcal fit --model M_{serve[0]}.onnx)")
+    else:
+        fix = (f"serve at the native size {_sz(native)}, or fit and evaluate detcal at the serving size "
+               f"(detcal fit --imgsz {serve[0]}x{serve[1]})")
     return Check(name, status, sev, finding, ev, fix)
 
 
@@ -571,6 +578,8 @@ def check_box_shape(main: _Run, model_proto: onnx.ModelProto, info: ModelInfo, o
             problems.append(f"model anchors cover {bpr_m:.1%} of labelled boxes (k-means anchors {bpr_k:.1%})")
         anchor_text = (f"anchors: best possible recall {bpr_m:.3f} (k-means {bpr_k:.3f}), "
                        f"mean best IoU {iou_m:.2f} (k-means {iou_k:.2f})")
+    if not len(pred) and anchors is None:
+        return _skipped(name, f"{shape}: the model finds nothing at {_sz(main.size)}; {anchor_text}", **ev)
     status, sev = _verdict(fail, warn)
     finding = ("; ".join(problems) + f" ({shape}; {anchor_text})") if problems else f"{shape}; {anchor_text}"
     fix = ""
@@ -683,10 +692,12 @@ def _contact_sheet(crops: list[tuple[np.ndarray, str]], path: Path, tile: int = 
     for k, (crop, caption) in enumerate(crops):
         r, c = divmod(k, per_row)
         im = Image.fromarray(crop)
-        im.thumbnail((tile - 4, tile - 4))
+        f = (tile - 4) / max(im.width, im.height)      # fit the tile, small crops enlarged (nearest: no smoothing)
+        im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))),
+                       Image.NEAREST if f > 1 else Image.BILINEAR)
         x, y = c * tile + (tile - im.width) // 2, r * (tile + cap) + (tile - im.height) // 2
         sheet.paste(im, (x, y))
-        draw.text((c * tile + 2, r * (tile + cap) + tile), caption[:20], fill=(0, 0, 0))
+        draw.text((c * tile + 2, r * (tile + cap) + tile), caption[:18], fill=(0, 0, 0))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())

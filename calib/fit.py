@@ -178,6 +178,7 @@ def fit(
     t0 = time.perf_counter()
     if out is not None:
         check_writable(out, inputs=(model, data))
+        check_report_dir(Path(out))
     dataset = load_dataset(data, split, names=names)
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes)
     num_classes = check_class_count(info, dataset.names, str(data))
@@ -247,10 +248,21 @@ def report_dir_for(out: Path) -> Path:
     return out.with_name(out.stem + "_report")
 
 
+def check_report_dir(out: Path) -> Path:
+    """The report folder beside `out` can be made (checked before any work), or a DetcalError."""
+    report_dir = report_dir_for(out)
+    if report_dir.exists() and not report_dir.is_dir():
+        raise DetcalError(f"the report folder {report_dir} is in the way: a file of that name exists")
+    return report_dir
+
+
 def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOptions) -> None:
     """calibration.json (atomic) and the report folder: PNGs, report.json, summary.txt."""
-    report_dir = report_dir_for(out)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = check_report_dir(out)
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DetcalError(f"cannot create the report folder {report_dir}: {exc.strerror or exc}") from None
     m = result.matched
     raw_keep = survives(m.scores, m.classes, options.baseline_conf)
     save_reliability_diagrams(report_dir / "reliability.png", [

@@ -99,6 +99,13 @@ class GraphBuilder:
             return self.op("LessOrEqual", a, b, name=name)
         return self.op("Not", self.op("Greater", a, b, name=name), name=(name or "le") + "_not")
 
+    def min(self, a: str, b: str, name: str | None = None) -> str:
+        """Elementwise min; integer Min exists from opset 12 only, so Where(Less) before."""
+        if self.opset >= 12:
+            return self.op("Min", a, b, name=name)
+        n = name or "min"
+        return self.op("Where", self.op("Less", a, b, name=n + "_less"), a, b, name=n)
+
     def slice(self, x: str, starts, ends, axes, name: str | None = None) -> str:
         n = name or "Slice"
         return self.op("Slice", x, self.i64(f"{n}_starts", starts), self.i64(f"{n}_ends", ends),

@@ -233,10 +233,10 @@ def class_of_selected(b: GraphBuilder, key: str, index: str, class_axis: int, n_
                     value=_tensor(np.zeros(1, np.int64)))
     box_axis = 3 - class_axis
     if n_static is None:
-        m = b.op("Min", b.dim(key, box_axis, name="best/n"), b.dim(index, 1, name="best/k1"), name="best/m")
+        m = b.min(b.dim(key, box_axis, name="best/n"), b.dim(index, 1, name="best/k1"), name="best/m")
         real = b.op("Slice", index, b.i64("best/m_start", [0]), m, b.i64("best/m_axis", [1]), name="best/index_real")
     else:
-        real = b.op("Min", index, b.i64("best/n_minus_1", n_static - 1), name="best/index_clamped")
+        real = b.min(index, b.i64("best/n_minus_1", n_static - 1), name="best/index_clamped")
     idx = b.unsqueeze(real, [class_axis], name="best/index_col")                  # [B, 1, M] | [B, M, 1]
     shape = b.op("Shape", key, name="best/key_shape")
     c_dim = b.slice(shape, [class_axis], [class_axis + 1], [0], name="best/c")

@@ -22,7 +22,7 @@ from calib.errors import DetcalError
 from calib.pipeline import PostprocessConfig
 from calib.preprocess import Preprocess
 
-from .synthetic import COLOURS, make_blob_detector
+from synthetic import COLOURS, make_blob_detector
 
 # one detection per object: neighbouring windows (IoU 1/3) are suppressed
 OPTS = DoctorOptions(postprocess=PostprocessConfig(iou_threshold=0.3, mask_padding=False), timing_images=4, bootstrap=50)
@@ -61,12 +61,10 @@ def clean_scenes(n_pos: int = 16, n_neg: int = 8, *, side: int = 32, neg_strengt
     scenes = []
     for i in range(n_pos):
         w, h = (128, 128) if i % 2 == 0 else (128, 96)
-        pad = (128 - h) // 2
-        cells = [(x, y) for x in (16, 48, 80) for y in (16, 48, 80) if y + side + 8 <= h and y - pad >= 0]
+        # windows span [16k, 16k + 32] in input px; the 128x96 content starts at input y 16: multiples of 16 align
+        cells = [(x, y) for x in (16, 48, 80) for y in (16, 48, 80) if y + side + 16 <= h]
         picks = rng.choice(len(cells), size=1 + i % 2, replace=False)
-        squares = [((i + k) % 2, cells[p][0], cells[p][1] - 0, side) for k, p in enumerate(picks)]
-        # window centres are at 16 + 16k in input px; content starts at `pad`: align in input px
-        squares = [(c, x, y - pad % 16, s) for c, x, y, s in squares]
+        squares = [((i + k) % 2, cells[p][0], cells[p][1], side) for k, p in enumerate(picks)]
         scenes.append((f"pos_{i:03d}", (w, h), squares, None))
     for i in range(n_neg):
         scenes.append((f"neg_{i:03d}", (128, 128), [], (i % 2, neg_strength)))
@@ -186,8 +184,8 @@ def test_resolution_dynamic_model_runs_both_sizes(blob, tmp_path):
     c = loud.check("resolution")
     assert c.status == "fail" and c.evidence["serving_emulated"] is False
     assert c.evidence["at_serving"]["recall"] < c.evidence["at_native"]["recall"]
-    # served for real at 64, objects are half the window size: box shape fires too
-    assert loud.check("box_shape").status in ("warn", "fail")
+    # served for real at 64 the objects are a quarter of a window: nothing left to compare shapes with
+    assert loud.check("box_shape").status == "skipped"
 
 
 def test_embed_at_serve_size_geometry():
@@ -245,10 +243,11 @@ def test_anchor_helpers():
 # ------------------------------------------------------------------------------- 3 letterbox
 
 def test_letterbox_fires_on_detections_in_the_bars(blob, tmp_path):
-    # strongly red 128x88 scenes: 20 px bars; windows centred in the bars still see 12 rows of red
-    scenes = [(f"wide_{i}", (128, 88), [], (0, 1.0)) for i in range(4)]
+    # red 128x94 scenes: 17 px bars; windows centred in the bars (y = 16, 112) still see 15 rows of red
+    scenes = [(f"wide_{i}", (128, 94), [], (0, 1.0)) for i in range(4)]
     data = write_scenes(tmp_path / "wide", scenes)
-    c = diagnose(blob["model"], data, options=OPTS, progress=False).check("letterbox")
+    opts = DoctorOptions(timing_images=1, bootstrap=10)   # NMS IoU 0.7: the bar windows are not suppressed
+    c = diagnose(blob["model"], data, options=opts, progress=False).check("letterbox")
     assert c.status == "fail", c.finding
     assert c.evidence["share_in_padding"] >= 0.05 and c.evidence["n_images_with_padding_detections"] == 4
     assert "patch" in c.fix
@@ -262,14 +261,12 @@ def test_letterbox_quiet_with_padding_but_no_detections_there(clean_report):
 # ------------------------------------------------------------------------------- 4 calibration
 
 def test_calibration_fires_on_a_miscalibrated_gain(blob, tmp_path):
-    low = make_blob_detector(tmp_path / "gain3.onnx", gain=3.0)   # true detections at 0.6-0.7: under-confident
+    low = make_blob_detector(tmp_path / "gain3.onnx", gain=3.0)   # the grey background scores 0.32: over-confident
     r = diagnose(low, blob["clean"], options=OPTS, out_dir=tmp_path / "out", progress=False)
     c = r.check("calibration")
     assert c.status in ("warn", "fail") and c.evidence["dece"] > 0.08
-    assert "under-confident" in c.finding
+    assert "over-confident" in c.finding
     assert Path(c.files[0]).name == "reliability.png" and Path(c.files[0]).exists()
-    quiet = r if False else None
-    assert quiet is None
 
 
 def test_calibration_quiet_when_scores_match_precision(clean_report):
@@ -281,8 +278,8 @@ def test_calibration_quiet_when_scores_match_precision(clean_report):
 
 def test_saturated_scores_with_errors_are_flagged(blob, tmp_path):
     hot = make_blob_detector(tmp_path / "gain80.onnx", gain=80.0)
-    r = diagnose(hot, blob["clean"], options=DoctorOptions(timing_images=2, bootstrap=20), progress=False)
-    c = r.check("calibration")    # default NMS IoU 0.7: neighbour windows survive at ~1.0
+    data = write_scenes(tmp_path / "hot", clean_scenes(n_pos=8, n_neg=8, neg_strength=0.9))
+    c = diagnose(hot, data, options=OPTS, progress=False).check("calibration")   # tinted walls at ~1.0
     assert c.status in ("warn", "fail") and c.evidence["share_saturated"] > 0.5
     assert "saturated" in c.finding
 
@@ -318,7 +315,7 @@ def test_nms_load_fires_on_a_flood_of_candidates(tmp_path):
 
 def test_nms_load_quiet(clean_report):
     c = clean_report.check("nms_load")
-    assert c.status == "ok" and c.evidence["candidates_p99"] < 10
+    assert c.status == "ok" and c.evidence["candidates_p99"] <= 20
     assert c.evidence["suggested_pre_nms_top_k"] == 100 and 0 <= c.evidence["postprocess_share"] <= 1
 
 
@@ -328,7 +325,7 @@ def test_labels_fire_on_edges_out_of_range_and_imbalance(blob, tmp_path):
     scenes = [(f"pos_{i}", (128, 128), [(0, 0, 48, 32)] if i % 2 else [(0, 48, 48, 32)], None) for i in range(20)]
     scenes.append(("rare", (128, 128), [(1, 48, 48, 32)], None))
     data = write_scenes(tmp_path / "edges", scenes)
-    (tmp_path / "edges" / "labels" / "val" / "pos_000.txt").write_text("0 0.5 0.5 0.25 0.25\n0 0.95 0.5 0.3 0.2\n")
+    (tmp_path / "edges" / "labels" / "val" / "pos_0.txt").write_text("0 0.5 0.5 0.25 0.25\n0 0.95 0.5 0.3 0.2\n")
     c = diagnose(blob["model"], data, options=OPTS, progress=False).check("labels")
     assert c.status == "warn"
     ev = c.evidence
@@ -366,3 +363,21 @@ def test_bad_input_is_a_detcal_error(blob, tmp_path):
         diagnose(wrong, blob["clean"], progress=False)
     with pytest.raises(DetcalError, match="serve-size"):
         diagnose(blob["model"], blob["clean"], serve_size=(0, 5), progress=False)
+
+
+# ------------------------------------------------------------------------------- the real example detector
+
+EXAMPLE_MODELS = sorted((Path(__file__).resolve().parents[1] / "examples" / "models").glob("*.onnx"))
+
+
+@pytest.mark.skipif(not EXAMPLE_MODELS, reason="no trained example detector in examples/models/")
+def test_doctor_runs_on_the_example_detector(tmp_path):
+    from examples.detector.scenes import write_dataset
+
+    data = write_dataset(tmp_path / "deploy", n_val_pos=12, n_val_neg=8, n_test_pos=0, n_test_neg=0, seed=3)
+    r = diagnose(EXAMPLE_MODELS[0], data, options=DoctorOptions(timing_images=4, bootstrap=50),
+                 out_dir=tmp_path / "out", progress=False)
+    assert [c.name for c in r.checks] == ["resolution", "box_shape", "letterbox", "calibration", "uniform_fp",
+                                          "nms_load", "labels"]
+    assert r.exit_code in (0, 1) and (tmp_path / "out" / "doctor.json").exists()
+    assert all(c.status in ("ok", "warn", "fail", "skipped") and c.finding for c in r.checks)
