@@ -28,16 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from artifact_factory import make_artifact, near_identity_platt  # noqa: E402
+from artifact_factory import make_artifact, near_identity_isotonic, near_identity_platt  # noqa: E402
 from calib.model_info import sha256_file  # noqa: E402
 from calib.pipeline import pack_fixed, postprocess  # noqa: E402
 from onnx_ops.patch import patch_model  # noqa: E402
 
 
-def session(path_or_bytes, threads: int) -> ort.InferenceSession:
+def session(path_or_bytes, threads: int, spinning: bool = True) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])
 
 
@@ -49,22 +51,26 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     ap.add_argument("--calibrator", default="platt_near_identity",
-                    help="platt_near_identity | identity | temperature | platt_per_class | isotonic_per_class")
+                    help="platt_near_identity | isotonic_near_identity | identity | temperature | platt_per_class")
     ap.add_argument("--conf", type=float, default=0.25, help="score threshold for every class")
+    ap.add_argument("--no-spinning", action="store_true",
+                    help="set session.intra_op.allow_spinning=0 on both sessions (fairer on a shared machine)")
     args = ap.parse_args(argv)
 
     model = Path(args.model)
     if not model.exists():
         print(f"bench_patch: model not found: {model}", file=sys.stderr)
         return 2
-    cal = near_identity_platt(80) if args.calibrator == "platt_near_identity" else args.calibrator
+    cal = {"platt_near_identity": near_identity_platt(80), "isotonic_near_identity": near_identity_isotonic(80)}.get(
+        args.calibrator, args.calibrator)
     art = make_artifact(80, calibrator=cal, thresholds=args.conf, sha256=sha256_file(model))
     with tempfile.TemporaryDirectory() as tmp:
         patched = patch_model(model, art, Path(tmp) / "m.detcal.onnx")
-        raw_s, pat_s = session(str(model), args.threads), session(str(patched), args.threads)
+        spin = not args.no_spinning
+        raw_s, pat_s = session(str(model), args.threads, spin), session(str(patched), args.threads, spin)
     in_name = raw_s.get_inputs()[0].name
     print(f"model {model.name}, calibrator {art.calibration.kind}, conf {args.conf}, "
-          f"{args.threads} threads, {args.repeats} runs, onnxruntime {ort.__version__} CPU")
+          f"{args.threads} threads{'' if spin else ' (no spinning)'}, {args.repeats} runs, onnxruntime {ort.__version__} CPU")
     print(f"{'':>5} {'--------------- wall-clock median ---------------':>58}   {'------ CPU time median ------':>34}")
     print(f"{'batch':>5} {'(a) raw ms':>11} {'(b) raw+numpy ms':>17} {'(c) patched ms':>15} {'c/a':>6} {'c/b':>6}"
           f"   {'(a) ms':>8} {'(b) ms':>8} {'(c) ms':>8} {'c/a':>6} {'c/b':>6}")

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="calibrator; auto picks by cross-validated log-loss and never anything worse than identity (default: auto)")
     fit.add_argument("--max-negative-rate", type=float, default=0.01,
                      help="target share of negative images with any surviving detection, certified by a 95%% Clopper-Pearson bound (default: 0.01)")
+    fit.add_argument("--operating-point", choices=["baseline", "f1", "max-recall"], default="baseline",
+                     help="where thresholds start before negative scenes raise them: baseline = --baseline-conf on the raw "
+                          "scale, mapped through the calibrator (keeps today's detections; default); f1 = per-class "
+                          "F1-optimal on positive images; max-recall = the lowest thresholds that certify the target")
     fit.add_argument("--confidence", type=float, default=0.95, help="confidence of the upper bound (default: 0.95)")
     fit.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     fit.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")

@@ -28,7 +28,10 @@ from .pipeline import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
 from .preprocess import Preprocess
 from .runner import resolve_input_size
-from .thresholds import RejectionThresholds, fit_rejection_thresholds_matched
+from .thresholds import RejectionThresholds, f1_thresholds, fit_rejection_thresholds_matched
+
+
+OPERATING_POINTS = ("baseline", "f1", "max-recall")
 
 
 @dataclass
@@ -41,6 +44,10 @@ class FitOptions:
     baseline_conf: float = 0.25
     folds: int = 5
     seed: int = 0
+    # where thresholds start before the negative scenes raise them: "baseline" = the raw
+    # --baseline-conf mapped through the calibrator (today's operating point, same detections),
+    # "f1" = per-class F1-optimal on positive images, "max-recall" = the --base-conf floor
+    operating_point: str = "baseline"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def validate(self) -> None:
@@ -54,6 +61,8 @@ class FitOptions:
             raise DetcalError(f"--match-iou must be in (0, 1], got {self.match_iou}")
         if not 0 <= self.base_conf < 1 or not 0 <= self.baseline_conf < 1:
             raise DetcalError("--base-conf and --baseline-conf must be in [0, 1)")
+        if self.operating_point not in OPERATING_POINTS:
+            raise DetcalError(f"--operating-point must be one of {', '.join(OPERATING_POINTS)}, got {self.operating_point!r}")
         if self.folds < 2:
             raise DetcalError(f"--folds must be >= 2, got {self.folds}")
 
@@ -90,7 +99,18 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
     return cal, {"mode": "explicit", "winner": kind}
 
 
-def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, base: float) -> RejectionThresholds:
+def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator) -> RejectionThresholds:
+    """Per-class thresholds on calibrated `scores` (K,): the lowest that certify the negative-scene
+    target, starting from the operating point (see FitOptions.operating_point)."""
+    c = matched.num_classes
+    classes = np.arange(c)
+    base = np.full(c, opts.base_conf) if calibrator is None else calibrator.transform(np.full(c, opts.base_conf), classes)
+    if opts.operating_point == "baseline":
+        start = np.full(c, opts.baseline_conf)
+        base = start if calibrator is None else calibrator.transform(start, classes)
+    elif opts.operating_point == "f1":
+        pos = ~matched.negative_image_mask[matched.image_index]
+        base = f1_thresholds(scores[pos], matched.classes[pos], matched.is_tp[pos], matched.n_gt_per_class, base)
     return fit_rejection_thresholds_matched(
         matched, scores=scores, max_negative_rate=opts.max_negative_rate, confidence=opts.confidence,
         base_threshold=base,
@@ -115,11 +135,12 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> t
             # identity, or a training part with one label only: leave the scores as they are
             train_scores = sub.scores
             oof[test] = matched.scores[test]
+            cal = None
         else:
             cal = make_calibrator(kind, matched.num_classes).fit(sub.scores, sub.classes, sub.is_tp)
             train_scores = cal.transform(sub.scores, sub.classes)
             oof[test] = cal.transform(matched.scores[test], matched.classes[test])
-        thr = _fit_thresholds(sub, train_scores, opts, opts.base_conf)
+        thr = _fit_thresholds(sub, train_scores, opts, cal)
         keep[test] = survives(oof[test], matched.classes[test], thr.score_)
     return oof, keep
 
@@ -206,7 +227,7 @@ def fit(
         raise DetcalError(f"cannot fit the calibrator: {exc}") from None
     kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
     calibrated = calibrator.transform(matched.scores, matched.classes)
-    thresholds = _fit_thresholds(matched, calibrated, options, options.base_conf)
+    thresholds = _fit_thresholds(matched, calibrated, options, calibrator)
     oof, keep = cross_validate(matched, kind, options)
     t_fit = time.perf_counter()
 
@@ -382,7 +403,7 @@ def run_fit_cli(args) -> int:
     opts = FitOptions(
         calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
         match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
-        folds=args.folds, seed=args.seed, postprocess=post,
+        folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
     )
     result = fit(
         args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,

@@ -115,12 +115,23 @@ def read_model_info(
     metadata = {m.key: m.value for m in model.metadata_props}
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
+    probed = None
     found = []
     for out in graph.output:
         shape = _dims(out)
+        if not all(isinstance(d, int) for d in shape[1:]):
+            # exporters often leave output dims symbolic: run the model once on zeros to learn them
+            probed = probed if probed is not None else _probe_output_shapes(p, inp, metadata)
+            if out.name in probed:
+                shape = (shape[0],) + tuple(probed[out.name][1:])
         guess = layout or guess_layout(shape, has_topk_or_nms=has_select, num_classes=hint)
         if layout is None and guess is None and hint is not None:
             guess = guess_layout(shape, has_topk_or_nms=has_select)
+        if guess is not None and probed and not all(isinstance(d, int) for d in _dims(inp)[2:]):
+            # a dynamic-size input keeps a dynamic candidate axis, whatever the probe saw
+            n_axis = {"xywh_cls": 2, "xywh_obj_cls": 1}.get(guess)
+            if n_axis is not None:
+                shape = shape[:n_axis] + (_dims(out)[n_axis],) + shape[n_axis + 1:]
         found.append((out, shape, guess))
         if guess is not None:
             break
@@ -147,6 +158,41 @@ def read_model_info(
         metadata=metadata,
         opset=opset,
     )
+
+
+def _probe_output_shapes(path: Path, inp, metadata: dict) -> dict[str, tuple]:
+    """Output name -> concrete shape from one onnxruntime run on a zero image (batch 1); {} on failure."""
+    import onnxruntime as ort
+
+    dims = list(_dims(inp))
+    size = metadata_imgsz(metadata) or (640, 640)
+    dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(dims)]
+    if not isinstance(dims[1], int):
+        dims[1] = 3
+    for axis, fallback in ((2, size[0]), (3, size[1])):
+        if not isinstance(dims[axis], int):
+            dims[axis] = fallback
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        outs = sess.run(None, {inp.name: np.zeros(dims, dtype=dtype)})
+    except Exception:
+        return {}
+    return {o.name: tuple(int(v) for v in a.shape) for o, a in zip(sess.get_outputs(), outs)}
+
+
+def metadata_imgsz(metadata: dict) -> tuple[int, int] | None:
+    """Ultralytics' `imgsz` metadata ("[640, 640]") -> (H, W), or None."""
+    text = metadata.get("imgsz")
+    if not text:
+        return None
+    try:
+        vals = [int(v) for v in str(text).strip("[]() ").split(",") if v.strip()]
+    except ValueError:
+        return None
+    return (vals[0], vals[-1]) if vals else None
 
 
 def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import DetcalError
-from .model_info import ModelInfo
+from .model_info import ModelInfo, metadata_imgsz
 from .preprocess import Preprocess, preprocess_image
 
 
@@ -36,13 +36,9 @@ def resolve_input_size(info: ModelInfo, imgsz: int | tuple[int, int] | None) -> 
         return size
     if fixed is not None:
         return fixed
-    meta = info.metadata.get("imgsz")
+    meta = metadata_imgsz(info.metadata)
     if meta:
-        try:
-            vals = [int(v) for v in meta.strip("[]() ").split(",")]
-            return (vals[0], vals[-1])
-        except ValueError:
-            pass
+        return meta
     raise DetcalError(f"{info.path} has dynamic height/width; pass --imgsz to choose the serving size")
 
 

@@ -383,6 +383,14 @@ def _zero_firing(entries, base, c):
     return t
 
 
+def f1_thresholds(pos_scores, pos_classes, pos_is_tp, n_gt_per_class, base_threshold=0.0) -> np.ndarray:
+    """Per-class F1-optimal thresholds (C,) on the detections of positive images; never below
+    base_threshold (scalar or (C,)). A detection survives when score > threshold."""
+    n_gt = np.asarray(n_gt_per_class, np.int64).reshape(-1)
+    base = np.broadcast_to(np.asarray(base_threshold, np.float64), n_gt.shape).copy()
+    return _f1_thresholds(pos_scores, pos_classes, pos_is_tp, n_gt, base)
+
+
 def _f1_thresholds(pos_scores, pos_classes, pos_is_tp, n_gt, base):
     """Per class the threshold with the best F1 = 2 TP / (kept + n_gt) on the positive images.
 

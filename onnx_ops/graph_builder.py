@@ -26,6 +26,7 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.const_values: dict[str, np.ndarray] = {}
+        self.memo: dict = {}          # tensors computed once and reused (shapes, reshaped inputs)
         self._used: set[str] = set()
 
     # -- names -------------------------------------------------------------------------------
@@ -58,11 +59,12 @@ class GraphBuilder:
     def f32(self, name: str, values) -> str:
         return self.const(name, np.asarray(values, dtype=np.float32))
 
-    def op(self, op_type: str, *inputs: str, name: str | None = None, outputs: int = 1, **attrs):
-        """Add a node; returns its output name (or a tuple of names when outputs > 1)."""
+    def op(self, op_type: str, *inputs: str, name: str | None = None, outputs: int = 1, out: str | None = None, **attrs):
+        """Add a node; returns its output name (or a tuple of names when outputs > 1).
+        out: an exact output tensor name (the model's outputs), else the node's name."""
         base = name or op_type
         node_name = self.name(base)
-        outs = [node_name] if outputs == 1 else [self.name(f"{base}_out{i}") for i in range(outputs)]
+        outs = [out or node_name] if outputs == 1 else [self.name(f"{base}_out{i}") for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=node_name, **attrs))
         return outs[0] if outputs == 1 else tuple(outs)
 
@@ -116,9 +118,13 @@ class GraphBuilder:
 
     def dim(self, x: str, axis: int, name: str | None = None) -> str:
         """x.shape[axis] as an int64 tensor of shape [1]."""
-        n = name or "dim"
-        shape = self.op("Shape", x, name=f"{n}_shape")
-        return self.slice(shape, [axis], [axis + 1], [0], name=n)
+        key = ("dim", x, axis)
+        if key not in self.memo:
+            n = name or "dim"
+            if ("shape", x) not in self.memo:
+                self.memo[("shape", x)] = self.op("Shape", x, name=f"{n}_shape")
+            self.memo[key] = self.slice(self.memo[("shape", x)], [axis], [axis + 1], [0], name=n)
+        return self.memo[key]
 
 
 FLOAT = TensorProto.FLOAT

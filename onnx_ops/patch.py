@@ -11,12 +11,42 @@ are zero with class -1; K = max_det.
 `build_postprocess_graph` builds the same inserted part over a bare head-output input (the
 graph "cut at the head"), which the equivalence tests run against `calib.pipeline`.
 
+The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det)):
+
+    decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
+                      Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
+                      and logits directly; the head Concat is pruned.
+    threshold         raw score <= raw threshold -> penalty: LessOrEqual, Cast, Mul, Sub  (N x C)
+    calibrate         logit-affine: Mul, Add on the logits (Sigmoid-front), else Clip, Sub, Div, Log,
+                      Mul, Add, Sigmoid; identity: nothing. isotonic: survivors only - NonZero,
+                      GatherND, a log2(knots)-step binary search (Gather, LessOrEqual, Cast, Mul,
+                      Add), ScatterND back into a NEG-filled key.
+    best class        ArgMax + GatherElements over C (ties: lowest class); Sigmoid per box [B, N]
+                      when the class was chosen on calibrated logits. multi_label: Transpose to
+                      box-major, Reshape [B, N*C] (flat index = box*C + class, the reference's tie key).
+    pre-NMS top-k     Pad (only when N < K1 or dynamic), TopK(K1, constant) -> sorted, ties by index.
+    gather boxes      GatherElements (+ cxcywh -> xyxy with the reference's float32 arithmetic).
+    letterbox mask    centre in [pad, pad + orig*scale] on both axes: Gather, Add, Div, Mul,
+                      GreaterOrEqual, LessOrEqual, And.
+    class offset      boxes - lo + class * (hi - lo + 1), lo/hi over the kept boxes per image
+                      (ReduceMin/ReduceMax of boxes +/- BIG*(not kept)), as calib.nms does it.
+    NMS               ONE NonMaxSuppression over [B, K1, 4] boxes and [B, 1, K1] scores, not-kept
+                      candidates scored NEG below score_threshold; max_output = max_det.
+    outputs           ScatterND marks the selected positions, TopK(max_det) compacts them in
+                      ascending position (= score order), GatherElements, (box - pad) / scale,
+                      Max(0), Min(orig size), Where for the padding rows, Cast int32.
+
 Semantics are those of `calib.pipeline.postprocess` + `pack_fixed`. One documented difference
 on whole models: where the head ends in Concat(boxes, Sigmoid(logits)), logit-affine
 calibration is computed as sigmoid(a * logits + b) on the model's own logits, i.e. exactly,
 whereas the reference (which only sees probabilities) computes sigmoid(a * logit(clip(p)) + b):
 the two differ only by float32 rounding of p and in the clipped tails p < 1e-6 or p > 1 - 1e-6.
-The survival test (raw score > raw threshold) uses the model's probabilities in both.
+There the best class is chosen on the calibrated logit (the Sigmoid then runs per box, not per
+box and class): when two surviving classes of a box have different calibrated logits that round
+to the same float32 probability, the graph picks the truly higher one, the reference the lower
+class index. And where the reference sees two equal float32 probabilities from different logits
+(a tie, broken by index), the graph sees two different scores. The survival test (raw score >
+raw threshold) uses the model's own probabilities in both, so the set of survivors is the same.
 """
 from __future__ import annotations
 
@@ -27,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from calib.artifact import DETCAL_VERSION, Artifact
 from calib.atomic import atomic_write_bytes, check_writable
@@ -121,30 +151,36 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         box_axis = 2 if dense.class_axis == 1 else 1
         uniform = bool(np.all(rthr == rthr[0]))
         if not multi and getattr(cmap, "is_identity", False) and uniform and rthr[0] != -np.inf:
-            key_nc = dense.probs
-            key = steps.best_score_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
+            key, cls = steps.best_class_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
+            n_cand = head.n_static
+        elif dense.logits is not None and not multi and not isinstance(cmap, IsotonicMap) and not cmap.is_identity:
+            # the class is chosen on the calibrated logit, the Sigmoid is applied per box only
+            z = steps.calibrated_logits_dense(b, dense, cmap, C)
+            key = steps.survivors_key(b, dense.probs, z, rthr, steps._class_shape(C, dense.class_axis))
+            best_z, cls = steps.best_class(b, key, dense.class_axis)
+            key = steps.calibrated_box_score(b, best_z)
             n_cand = head.n_static
         else:
-            cal = steps.calibrate_dense(b, dense, cmap, C)
-            key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
+            if isinstance(cmap, IsotonicMap):
+                key = steps.isotonic_survivors_key(b, dense.probs, cmap, rthr, dense.class_axis)
+            else:
+                cal = steps.calibrate_dense(b, dense, cmap, C)
+                key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
             if multi:
                 key = steps.multi_label_candidates(b, key, dense.class_axis)
                 n_cand = None if head.n_static is None else head.n_static * C
             else:
-                key_nc, key = key, steps.best_score(b, key, dense.class_axis)
+                key, cls = steps.best_class(b, key, dense.class_axis)
                 n_cand = head.n_static
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")
         cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
-    elif head.layout == "end2end":
+    else:
         box_index = tk.index
         cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
         cls_sel = b.op("GatherElements", cls_pad, tk.index, name="topk/class", axis=1)
-    else:
-        box_index = tk.index
-        cls_sel = steps.class_of_selected(b, key_nc, tk.index, dense.class_axis, head.n_static)
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = tk.valid
     if cfg.mask_padding:
@@ -164,8 +200,10 @@ def _output_infos(batch, max_det: int) -> list:
 
 
 def _finish_outputs(b: GraphBuilder, outs: dict[str, str]) -> None:
+    """The last nodes already write the output names; anything else gets an Identity."""
     for name in OUTPUTS:
-        b.nodes.append(helper.make_node("Identity", [outs[name]], [name], name=b.name(f"output/{name}")))
+        if outs[name] != name:
+            b.nodes.append(helper.make_node("Identity", [outs[name]], [name], name=b.name(f"output/{name}")))
 
 
 # ------------------------------------------------------------------------------------------
@@ -206,7 +244,7 @@ def build_postprocess_graph(
          helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6])],
         _output_infos(batch, config.max_det), initializer=b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal")
-    model.ir_version = min(model.ir_version, 8 if opset <= 17 else 9)
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return model
 
 

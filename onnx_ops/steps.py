@@ -26,11 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto
 
 from calib.calibration_map import EPS, AffineLogitMap, IsotonicMap
 
-from .graph_builder import BOOL, FLOAT, INT32, INT64, GraphBuilder
+from .graph_builder import FLOAT, INT32, INT64, GraphBuilder
 
 NEG = np.float32(-1e30)          # key of a non-candidate; valid keys are calibrated scores >= 0
 BIG = np.float32(3.0e38)          # +/- fill for masked min/max of box coordinates
@@ -106,8 +105,10 @@ def logit_clipped(b: GraphBuilder, p: str) -> str:
     return b.op("Log", b.op("Div", pc, one_minus, name="calib/odds"), name="calib/logit")
 
 
-def calibrate_affine(b: GraphBuilder, z: str, a: np.ndarray, c: np.ndarray, shape: tuple | None, cls: str | None = None) -> str:
-    """z (logits) -> sigmoid(a * z + c); a, c per class, broadcast to `shape` or gathered by `cls`."""
+def calibrate_affine(b: GraphBuilder, z: str, a: np.ndarray, c: np.ndarray, shape: tuple | None, cls: str | None = None,
+                     sigmoid: bool = True) -> str:
+    """z (logits) -> sigmoid(a * z + c); a, c per class, broadcast to `shape` or gathered by `cls`.
+    sigmoid=False stops at the calibrated logit a * z + c."""
     def per_class(tag, v):
         if np.all(v == v[0]):
             return b.f32(f"calib/{tag}", v[0])
@@ -119,7 +120,7 @@ def calibrate_affine(b: GraphBuilder, z: str, a: np.ndarray, c: np.ndarray, shap
         z = b.op("Mul", z, per_class("a", a), name="calib/scale")
     if not np.all(c == 0.0):
         z = b.op("Add", z, per_class("b", c), name="calib/shift")
-    return b.op("Sigmoid", z, name="calib/sigmoid")
+    return b.op("Sigmoid", z, name="calib/sigmoid") if sigmoid else z
 
 
 def isotonic_tables(cmap: IsotonicMap) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -180,7 +181,12 @@ def calibrate_isotonic(b: GraphBuilder, p: str, cmap: IsotonicMap, shape: tuple 
 
 
 def calibrate_dense(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
-    """Dense scores -> calibrated scores, same shape ([B, C, N] or [B, N, C])."""
+    """Dense scores -> calibrated scores, same shape ([B, C, N] or [B, N, C]), every score.
+
+    The patch calibrates isotonic maps on the survivors only (isotonic_survivors_key, which uses
+    NonZero); the dense form here has no data-dependent shape (one TensorRT partition) but costs
+    ~6 passes over N x C per binary-search round. With the head's logits at hand and a
+    logit-affine map, see calibrated_logits_dense."""
     shape = _class_shape(num_classes, d.class_axis)
     if isinstance(cmap, IsotonicMap):
         return calibrate_isotonic(b, d.probs, cmap, shape)
@@ -188,6 +194,21 @@ def calibrate_dense(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
         return d.probs
     z = d.logits if d.logits is not None else logit_clipped(b, d.probs)
     return calibrate_affine(b, z, cmap.a, cmap.b, shape)
+
+
+def calibrated_logits_dense(b: GraphBuilder, d: Dense, cmap: AffineLogitMap, num_classes: int) -> str:
+    """Sigmoid-front heads, logit-affine maps: a_c * logits + b_c, [B, C, N] (no Sigmoid over N x C:
+    the class is chosen on the calibrated logit and the Sigmoid applied per box, calibrated_box_score)."""
+    return calibrate_affine(b, d.logits, cmap.a, cmap.b, _class_shape(num_classes, d.class_axis), sigmoid=False)
+
+
+def calibrated_box_score(b: GraphBuilder, best_logit: str) -> str:
+    """Best calibrated logit per box [B, N] -> calibrated score, NEG where the box has no survivor."""
+    score = b.op("Sigmoid", best_logit, name="calib/box_sigmoid")
+    dropped = b.cast(b.le(best_logit, b.f32("calib/neg_half", NEG / 2), name="calib/box_dropped"), FLOAT,
+                     name="calib/box_dropped_f")
+    return b.op("Sub", score, b.op("Mul", dropped, b.f32("calib/box_big", -NEG), name="calib/box_penalty"),
+                name="calib/box_score")
 
 
 def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
@@ -214,53 +235,39 @@ def survivors_key(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, sh
     return b.op("Sub", cal, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
 
 
-def best_score(b: GraphBuilder, key: str, class_axis: int) -> str:
-    """key [B, C, N] | [B, N, C] -> best key per box [B, N] (ReduceMax: far cheaper than ArgMax
-    on CPU; the class is found later for the K1 selected boxes only, see class_of_selected)."""
-    return b.reduce("ReduceMax", key, [class_axis], keepdims=False, name="best/key")
+def isotonic_survivors_key(b: GraphBuilder, probs: str, cmap: IsotonicMap, raw_thr: np.ndarray, class_axis: int) -> str:
+    """Isotonic maps on dense scores: calibrate the survivors only.
 
-
-def class_of_selected(b: GraphBuilder, key: str, index: str, class_axis: int, n_static: int | None) -> str:
-    """The best class of each selected box: ArgMax over the box's key column (ties: lowest class).
-
-    key [B, C, N] | [B, N, C], index [B, K1] into the (padded) box axis -> [B, K1] int64.
-    Padded positions (index >= N) are never valid and get class 0. They sort after every real
-    box (their key NEG ties with a dropped box's and loses on index), so with a dynamic N the
-    first min(K1, N) positions are real boxes: those are looked up, the rest filled with 0.
+    survivors = NonZero(score > raw threshold) -> [M, 3] (batch, axis 1, axis 2); their scores
+    (GatherND) go through the per-class table (calibrate_isotonic, M elements); ScatterND puts
+    them back into a NEG-filled [B, C, N] | [B, N, C] key. A handful of passes over N x C instead
+    of the ~6 per binary-search round of calibrating every score.
     """
-    if n_static == 0:
-        return b.op("ConstantOfShape", b.op("Shape", index, name="best/k_shape"), name="best/class_none",
-                    value=_tensor(np.zeros(1, np.int64)))
-    box_axis = 3 - class_axis
-    if n_static is None:
-        m = b.min(b.dim(key, box_axis, name="best/n"), b.dim(index, 1, name="best/k1"), name="best/m")
-        real = b.op("Slice", index, b.i64("best/m_start", [0]), m, b.i64("best/m_axis", [1]), name="best/index_real")
-    else:
-        real = b.min(index, b.i64("best/n_minus_1", n_static - 1), name="best/index_clamped")
-    idx = b.unsqueeze(real, [class_axis], name="best/index_col")                  # [B, 1, M] | [B, M, 1]
-    shape = b.op("Shape", key, name="best/key_shape")
-    c_dim = b.slice(shape, [class_axis], [class_axis + 1], [0], name="best/c")
-    parts = [b.dim(idx, 0, name="best/b"), c_dim, b.dim(idx, box_axis, name="best/m_dim")]
-    if class_axis == 2:
-        parts = [parts[0], parts[2], parts[1]]
-    full = b.op("Expand", idx, b.op("Concat", *parts, name="best/cols_shape", axis=0), name="best/cols_index")
-    cols = b.op("GatherElements", key, full, name="best/cols", axis=box_axis)      # [B, C, M] | [B, M, C]
-    cls = b.squeeze(b.op("ArgMax", cols, name="best/argmax", axis=class_axis, keepdims=1), [class_axis], name="best/class")
-    if n_static is not None:
-        return cls
-    zeros = b.op("ConstantOfShape", b.op("Shape", index, name="best/k_shape"), name="best/class_fill",
-                 value=_tensor(np.zeros(1, np.int64)))
-    both = b.op("Concat", cls, zeros, name="best/class_padded", axis=1)
-    return b.op("Slice", both, b.i64("best/k_start", [0]), b.dim(index, 1, name="best/k1_again"), b.i64("best/k_axis", [1]),
-                name="best/class_k1")
+    C = raw_thr.size
+    shape = _class_shape(C, class_axis)
+    surv = b.op("Greater", probs, b.f32("thresh/raw", raw_thr.reshape(shape)), name="thresh/survives")
+    where = b.op("Transpose", b.op("NonZero", surv, name="thresh/nonzero"), name="thresh/survivor_index", perm=[1, 0])
+    scores = b.op("GatherND", probs, where, name="thresh/survivor_score")                       # [M]
+    cls = b.op("Gather", where, b.i64("thresh/class_col", class_axis), name="thresh/survivor_class", axis=1)
+    cal = calibrate_isotonic(b, scores, cmap, None, cls=cls)
+    fill = b.op("ConstantOfShape", b.op("Shape", probs, name="thresh/dense_shape"), name="thresh/neg_fill",
+                value=_tensor(np.array([NEG], np.float32)))
+    return b.op("ScatterND", fill, where, cal, name="thresh/key")
 
 
-def best_score_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> str:
-    """Identity calibration, one threshold for all classes: best raw score per box [B, N], about
-    NEG where it does not pass (the best class then needs no mask: see class_of_selected)."""
-    best = b.reduce("ReduceMax", probs, [class_axis], keepdims=False, name="best/score")
+def best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
+    """key [B, C, N] | [B, N, C] -> (best key [B, N], class [B, N] int64); ties: lowest class."""
+    idx = b.op("ArgMax", key, name="best/argmax", axis=class_axis, keepdims=1)
+    best = b.op("GatherElements", key, idx, name="best/key_of_class", axis=class_axis)
+    return b.squeeze(best, [class_axis], name="best/key"), b.squeeze(idx, [class_axis], name="best/class")
+
+
+def best_class_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> tuple[str, str]:
+    """Identity calibration, one threshold for all classes: the best raw class needs no mask (if
+    it does not pass, no class does) -> (score [B, N], about NEG where it does not pass; class)."""
+    best, cls = best_class(b, probs, class_axis)
     dropped = b.cast(b.le(best, b.f32("thresh/raw", thr), name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
-    return b.op("Sub", best, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
+    return b.op("Sub", best, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key"), cls
 
 
 def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
@@ -360,7 +367,10 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
 
 def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
     """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates)."""
-    return b.unsqueeze(b.op("Gather", rows, b.i64(name + "_cols", cols), name=name, axis=1), [1], name=name + "_b1")
+    key = ("rows3", rows)
+    if key not in b.memo:
+        b.memo[key] = b.unsqueeze(rows, [1], name="letterbox/rows_b16")
+    return b.op("Gather", b.memo[key], b.i64(name + "_cols", cols), name=name, axis=2)
 
 
 def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
@@ -385,9 +395,11 @@ def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
 def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
     """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
     lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
-    keep3 = b.unsqueeze(keep, [2], name="nms/keep3")
-    lo = b.reduce("ReduceMin", b.op("Where", keep3, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
-    hi = b.reduce("ReduceMax", b.op("Where", keep3, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2], name="nms/hi")
+    # masked min/max without Where (slow on CPU): boxes +/- BIG * (not kept), exact for kept boxes
+    off = b.op("Mul", b.cast(b.op("Not", b.unsqueeze(keep, [2], name="nms/keep3"), name="nms/dropped"), FLOAT,
+                             name="nms/dropped_f"), b.f32("nms/big", BIG), name="nms/penalty")
+    lo = b.reduce("ReduceMin", b.op("Add", boxes, off, name="nms/lo_in"), [1, 2], name="nms/lo")
+    hi = b.reduce("ReduceMax", b.op("Sub", boxes, off, name="nms/hi_in"), [1, 2], name="nms/hi")
     anykeep = b.ge(hi, lo, name="nms/any")
     zero = b.f32("nms/zero", 0.0)
     lo = b.op("Where", anykeep, lo, zero, name="nms/lo_safe")
@@ -427,7 +439,7 @@ def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: st
     order_key = b.op("Mul", chosen, rev_pos, name="out/order_key")
     _, pick = b.op("TopK", order_key, b.i64("out/k", [max_det]), name="out/compact", outputs=2, axis=-1, largest=1, sorted=1)
     num = b.reduce("ReduceSum", chosen, [1], keepdims=True, name="out/count")
-    num_dets = b.cast(num, INT32, name="out/num_dets")
+    num_dets = b.op("Cast", num, name="out/num_dets", out="num_dets", to=INT32)
     row_ok = b.op("Less", b.const("out/slot", np.arange(max_det, dtype=np.float32).reshape(1, -1)), num, name="out/row_ok")
 
     score = b.op("GatherElements", tk.score, pick, name="out/score", axis=1)
@@ -439,10 +451,10 @@ def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: st
     row_ok3 = b.unsqueeze(row_ok, [2], name="out/row_ok3")
     return {
         "num_dets": num_dets,
-        "det_boxes": b.op("Where", row_ok3, box, b.f32("out/zero", 0.0), name="out/det_boxes"),
-        "det_scores": b.op("Where", row_ok, score, b.f32("out/zero_s", 0.0), name="out/det_scores"),
+        "det_boxes": b.op("Where", row_ok3, box, b.f32("out/zero", 0.0), name="out/det_boxes", out="det_boxes"),
+        "det_scores": b.op("Where", row_ok, score, b.f32("out/zero_s", 0.0), name="out/det_scores", out="det_scores"),
         "det_classes": b.op("Where", row_ok, b.cast(cls, INT32, name="out/class_i32"),
-                            b.const("out/minus_one", np.int32(-1)), name="out/det_classes"),
+                            b.const("out/minus_one", np.int32(-1)), name="out/det_classes", out="det_classes"),
     }
 
 
@@ -462,7 +474,8 @@ def _tensor(arr: np.ndarray):
 
 __all__ = [
     "Dense", "Sparse", "TopK", "NEG", "decode_dense", "decode_end2end", "calibrate_dense", "calibrate_sparse",
-    "survivors_key", "best_score", "class_of_selected", "best_score_uniform_identity", "multi_label_candidates", "sparse_survivors_key",
-    "pre_nms_top_k", "gather_boxes_xyxy", "centre_in_content", "class_offset_boxes_xyxy", "nms_select", "pack_fixed",
-    "input_to_original_xyxy", "TensorProto", "BOOL",
+    "calibrated_logits_dense", "calibrated_box_score", "survivors_key", "isotonic_survivors_key", "best_class",
+    "best_class_uniform_identity", "multi_label_candidates", "sparse_survivors_key", "pre_nms_top_k",
+    "gather_boxes_xyxy", "centre_in_content", "class_offset_boxes_xyxy", "nms_select", "pack_fixed",
+    "input_to_original_xyxy",
 ]

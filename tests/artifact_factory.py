@@ -183,3 +183,17 @@ def synthetic_detector(layout: str = "xywh_cls", *, num_classes: int = 3, opset:
     model.metadata_props.add(key="names", value=str(names))
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def near_identity_isotonic(num_classes: int, seed: int = 0, knots: int = 24) -> IsotonicMap:
+    """Per-class isotonic tables close to identity, flat near 0 (as fits on a decent detector look)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(num_classes):
+        x = np.linspace(0.0, 1.0, knots)
+        y = np.clip(x ** rng.uniform(0.9, 1.3) + rng.normal(0, 0.01, knots), 0, 1)
+        y = np.maximum.accumulate(y)
+        y[0] = 0.0
+        xs.append(x)
+        ys.append(y)
+    return IsotonicMap(xs, ys)

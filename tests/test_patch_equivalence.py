@@ -4,6 +4,12 @@ Hypothesis draws the graph configuration (layout, class count, calibrator, multi
 thresholds, NMS knobs) and the data (batch 1..4, candidates 0..10,000, boxes anywhere in and
 around the input, letterbox rows of any aspect ratio, ties on a coarse grid). Sessions are
 cached per configuration. Same num_dets, equal classes, boxes within 1e-3 px, scores within 1e-5.
+
+With the identity map the graph is bit-exact, order included. With a real calibrator the graph's
+float32 exp/log (onnxruntime's kernels) and numpy's differ by an ulp or so, so two detections
+whose calibrated scores are within that of each other may come out in either order: the
+comparison then matches rows by class, box and score instead of by position (counts, classes,
+boxes and scores must still all agree).
 """
 from __future__ import annotations
 
@@ -89,7 +95,8 @@ def test_cut_graph_equals_reference(case):
     raw = random_head(layout, batch, n, c, rng, grid=grid, dup_frac=dup)
     got = run_cut(sess, raw, rows)
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
-    assert_same_detections(got, ref, context=f"{layout} C={c} {kind} multi={multi} B={batch} N={n}")
+    assert_same_detections(got, ref, context=f"{layout} C={c} {kind} multi={multi} B={batch} N={n}",
+                           ties_unordered=kind != "identity")
     EXAMPLES["n"] += 1
 
 
@@ -104,7 +111,7 @@ def test_every_calibrator_and_layout_once(layout, kind):
     got = run_cut(sess, raw, rows)
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
     assert ref["num_dets"].min() > 0
-    assert_same_detections(got, ref)
+    assert_same_detections(got, ref, ties_unordered=kind != "identity")
 
 
 @pytest.mark.parametrize("layout", ("xywh_cls", "xywh_obj_cls"))
@@ -115,7 +122,7 @@ def test_multi_label_dense(layout):
     rows = np.tile(letterbox_row(1000, 1000, (640, 640)), (3, 1)).astype(np.float32)
     got = run_cut(sess, raw, rows)
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
-    assert_same_detections(got, ref)
+    assert_same_detections(got, ref, ties_unordered=True)
 
 
 def test_hypothesis_examples_ran():

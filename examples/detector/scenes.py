@@ -306,16 +306,24 @@ def negative_scene(seed, sizes=DEPLOY_SIZES) -> np.ndarray:
     return _finish(rng, _negative_base(rng, bh, bw), size_wh)
 
 
-def training_sample(seed, imgsz: int = BASE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# mosaic recipe: share of tiles left at pad grey, share of tiles filled by one big panel
+TILE_PAD_P = 0.12
+TILE_PANEL_P = 0.25
+
+
+def training_sample(seed, imgsz: int = BASE, *, pad_p: float = TILE_PAD_P, panel_p: float = TILE_PANEL_P
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training image: a 4-tile mosaic (sometimes a single scene) at imgsz x imgsz.
 
-    Every tile has its own background and at least one object where one fits; there are no
-    negative (object-free) images in training. Returns image (imgsz, imgsz, 3) uint8 RGB,
+    Every tile has its own background and at least one object where one fits, or is one
+    big flat panel filling most of the tile, or (as in Ultralytics' mosaic) is left at the
+    pad grey 114; there are no negative (object-free) scenes in training. `pad_p` and
+    `panel_p` are the shares of mosaic tiles of the last two kinds (0, 0 = the first recipe). Returns image (imgsz, imgsz, 3) uint8 RGB,
     boxes (K, 4) xyxy pixels, classes (K,) int64.
     """
     rng = np.random.default_rng(seed)
     img = np.zeros((imgsz, imgsz, 3), np.float32)
-    all_boxes, all_classes = [], []
+    all_boxes, all_classes = [np.zeros((0, 4), np.float32)], [np.zeros((0,), np.int64)]
     if rng.random() < 0.25:
         tiles = [(0, 0, imgsz, imgsz)]
     else:
@@ -325,6 +333,25 @@ def training_sample(seed, imgsz: int = BASE) -> tuple[np.ndarray, np.ndarray, np
     for x0, y0, x1, y1 in tiles:
         img[y0:y1, x0:x1] = _background(rng, y1 - y0, x1 - x0)
     for x0, y0, x1, y1 in tiles:
+        # no extra draw when both are 0: the first recipe's samples stay bit-identical
+        u = rng.random() if (pad_p > 0 or panel_p > 0) else 1.0
+        if len(tiles) > 1 and u < pad_p:
+            # Ultralytics-style mosaic: part of the canvas left at the pad grey 114
+            img[y0:y1, x0:x1] = 114.0
+            continue
+        if len(tiles) > 1 and u < pad_p + panel_p:
+            # a panel that fills most of its tile (flat colour, shading, almost no grain)
+            tw, th = x1 - x0, y1 - y0
+            pw, ph = tw * rng.uniform(0.8, 1.0), th * rng.uniform(0.8, 1.0)
+            px0 = x0 + rng.uniform(0, tw - pw)
+            py0 = y0 + rng.uniform(0, th - ph)
+            box = np.array([px0, py0, px0 + pw, py0 + ph], np.float32)
+            layer = Image.new("L", (imgsz, imgsz), 0)
+            ImageDraw.Draw(layer).rectangle(box.tolist(), fill=255)
+            _paint_object(rng, img, np.asarray(layer, np.float32) / 255.0, box)
+            all_boxes.append(box[None])
+            all_classes.append(np.array([CLASS_NAMES.index("panel")], np.int64))
+            continue
         scale = float(np.exp(rng.uniform(np.log(0.5), np.log(1.4))))
         n = int(rng.integers(1, 5))
         b, c = _place_objects(rng, img, n, scale, area=(x0, y0, x1, y1))

@@ -36,11 +36,12 @@ EVAL_DATA_SEED = 1234  # eval scenes = the test split of scenes.write_dataset(..
 
 # ----------------------------------------------------------------------------- data
 
-def make_batch(seed: int, step: int, batch: int, imgsz: int):
+def make_batch(seed: int, step: int, batch: int, imgsz: int, pad_p: float = scenes.TILE_PAD_P,
+               panel_p: float = scenes.TILE_PANEL_P):
     """-> images [B,3,S,S] float 0..1, targets [M, 6] (batch_index, cls, cx, cy, w, h) pixels."""
     imgs, targets = [], []
     for j in range(batch):
-        img, boxes, classes = scenes.training_sample((seed, step, j), imgsz)
+        img, boxes, classes = scenes.training_sample((seed, step, j), imgsz, pad_p=pad_p, panel_p=panel_p)
         imgs.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         cxcywh = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                            boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) if len(boxes) else np.zeros((0, 4))
@@ -258,6 +259,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tile-pad-p", type=float, default=scenes.TILE_PAD_P,
+                    help="share of mosaic tiles left at pad grey 114")
+    ap.add_argument("--tile-panel-p", type=float, default=scenes.TILE_PANEL_P,
+                    help="share of mosaic tiles filled by one big panel")
     ap.add_argument("--eval-pos", type=int, default=100)
     ap.add_argument("--eval-neg", type=int, default=100)
     args = ap.parse_args(argv)
@@ -270,7 +275,8 @@ def main(argv=None) -> int:
     if args.layout == "xywh_obj_cls":
         wh = []
         for i in range(1000):
-            _, b, _ = scenes.training_sample((args.seed, 10**9, i), args.imgsz)
+            _, b, _ = scenes.training_sample((args.seed, 10**9, i), args.imgsz, pad_p=args.tile_pad_p,
+                                             panel_p=args.tile_panel_p)
             wh.append(np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1))
         anchors = np.round(kmeans_anchors(np.concatenate(wh), 9, seed=args.seed), 1).reshape(3, 3, 2).tolist()
         print("k-means anchors:", anchors, flush=True)
@@ -292,7 +298,7 @@ def main(argv=None) -> int:
             args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(args.steps - warm, 1))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, t = make_batch(args.seed, step, args.batch, args.imgsz)
+        x, t = make_batch(args.seed, step, args.batch, args.imgsz, args.tile_pad_p, args.tile_panel_p)
         loss = compute_loss(model, model.raw(x), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,7 +319,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"detcal_train_seed": args.seed, "detcal_train_steps": args.steps, "detcal_train_imgsz": args.imgsz}
+    meta = {"detcal_train_seed": args.seed, "detcal_train_steps": args.steps, "detcal_train_imgsz": args.imgsz,
+            "detcal_train_recipe": f"tile_pad_p={args.tile_pad_p} tile_panel_p={args.tile_panel_p}"}
     ema.eval()
     export_onnx(ema, out, args.imgsz, scenes.CLASS_NAMES, meta)
     paths = [(out, args.imgsz)]
