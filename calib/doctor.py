@@ -561,7 +561,10 @@ def check_box_shape(main: _Run, model_proto: onnx.ModelProto, info: ModelInfo, o
                  f"aspect w/h {ev['pred_aspect_wh_quantiles'][1]:.2f} vs {ev['gt_aspect_wh_quantiles'][1]:.2f}")
     else:
         shape = f"no detection above {opts.conf:g} to compare with {len(gt)} labelled boxes"
-    anchors, why = read_anchors(model_proto, main.size)
+    if info.layout == "xywh_obj_cls":
+        anchors, why = read_anchors(model_proto, main.size)
+    else:   # anchor-free heads: any prior-box constants inside are not anchors to re-fit
+        anchors, why = None, f"anchor-free head ({info.layout}): no anchors to check"
     ev["anchors_note"] = why
     if anchors is None:
         anchor_text = "anchors: not read, " + why.split(" (")[0]
