@@ -11,30 +11,38 @@ are zero with class -1; K = max_det.
 `build_postprocess_graph` builds the same inserted part over a bare head-output input (the
 graph "cut at the head"), which the equivalence tests run against `calib.pipeline`.
 
-The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det)):
+The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det), capped
+at N when N is static; M <= K1 the slots in use after top-k):
 
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
                       Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
                       and logits directly; the head Concat is pruned.
     threshold         raw score <= raw threshold -> penalty: LessOrEqual, Cast, Mul, Sub  (N x C)
-    calibrate         logit-affine: Mul, Add on the logits (Sigmoid-front), else Clip, Sub, Div, Log,
-                      Mul, Add, Sigmoid; identity: nothing. isotonic: survivors only - NonZero,
-                      GatherND, a log2(knots)-step binary search (Gather, LessOrEqual, Cast, Mul,
-                      Add), ScatterND back into a NEG-filled key.
+    calibrate         logit-affine: Mul, Add on the logits (Sigmoid-front); identity: nothing.
+                      Probability heads (no Sigmoid front) with logit-affine or isotonic maps: survivors
+                      only - Greater (raw threshold), NonZero, GatherND, then on the M survivors Clip,
+                      Sub, Div, Log, Mul, Add, Sigmoid (a, b gathered by class) or a log2(knots)-step
+                      binary search (Gather, LessOrEqual, Cast, Mul, Add), ScatterND back into a
+                      NEG-filled key.
     best class        ArgMax + GatherElements over C (ties: lowest class); Sigmoid per box [B, N]
                       when the class was chosen on calibrated logits. multi_label: Transpose to
                       box-major, Reshape [B, N*C] (flat index = box*C + class, the reference's tie key).
-    pre-NMS top-k     Pad (only when N < K1 or dynamic), TopK(K1, constant) -> sorted, ties by index.
-    gather boxes      GatherElements (+ cxcywh -> xyxy with the reference's float32 arithmetic).
+    pre-NMS top-k     Pad (only when N is dynamic), TopK(K1, constant) -> sorted, ties by index.
+    trim slots        the valid slots are a prefix of every image's TopK output: ReduceSum, ReduceMax,
+                      Slice to M = min(max(most valid slots in the batch, min(max_det, K1)), K1), so
+                      everything below runs on [B, M] (tens to hundreds) rather than [B, K1] (3,000).
+    gather boxes      GatherND(batch_dims=1) rows ([B, N, 4]) or GatherElements columns ([B, 4, N]),
+                      GatherElements before opset 12 (+ cxcywh -> xyxy, the reference's float32 arithmetic).
     letterbox mask    centre in [pad, pad + orig*scale] on both axes: Gather, Add, Div, Mul,
                       GreaterOrEqual, LessOrEqual, And.
     class offset      boxes - lo + class * (hi - lo + 1), lo/hi over the kept boxes per image
                       (ReduceMin/ReduceMax of boxes +/- BIG*(not kept)), as calib.nms does it.
     NMS               ONE NonMaxSuppression over [B, K1, 4] boxes and [B, 1, K1] scores, not-kept
                       candidates scored NEG below score_threshold; max_output = max_det.
-    outputs           ScatterND marks the selected positions, TopK(max_det) compacts them in
-                      ascending position (= score order), GatherElements, (box - pad) / scale,
-                      Max(0), Min(orig size), Where for the padding rows, Cast int32.
+    outputs           ScatterND marks the selected positions, TopK(min(max_det, K1)) compacts them in
+                      ascending position (= score order), GatherND, (box - pad) / scale, Max(0),
+                      Min(orig size), Where for the padding rows, Cast int32 (Pad to max_det where K1 <
+                      max_det).
 
 Semantics are those of `calib.pipeline.postprocess` + `pack_fixed`. One documented difference
 on whole models: where the head ends in Concat(boxes, Sigmoid(logits)), logit-affine
@@ -161,8 +169,10 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
             key = steps.calibrated_box_score(b, best_z)
             n_cand = head.n_static
         else:
-            if isinstance(cmap, IsotonicMap):
-                key = steps.isotonic_survivors_key(b, dense.probs, cmap, rthr, dense.class_axis)
+            if isinstance(cmap, IsotonicMap) or (dense.logits is None and not cmap.is_identity
+                                                 and not np.all(rthr == -np.inf)):
+                # threshold the raw scores first, calibrate the survivors only
+                key = steps.survivors_only_key(b, dense.probs, cmap, rthr, dense.class_axis)
             else:
                 cal = steps.calibrate_dense(b, dense, cmap, C)
                 key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
@@ -173,6 +183,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
                 key, cls = steps.best_class(b, key, dense.class_axis)
                 n_cand = head.n_static
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
+    tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")
@@ -180,7 +191,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     else:
         box_index = tk.index
         cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
-        cls_sel = b.op("GatherElements", cls_pad, tk.index, name="topk/class", axis=1)
+        cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = tk.valid
     if cfg.mask_padding:
