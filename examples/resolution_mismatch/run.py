@@ -139,7 +139,7 @@ def run(args) -> int:
     other_fix = raw_train.columns["raw"].metrics
     fixed = after.columns["patched"].metrics
     print("\n== before / after on the held-out test split")
-    print(table([(f"raw @{SERVE_SIZE} (incident)", before), (f"raw @{TRAIN_SIZE} (retrain-free fix 1)", other_fix),
+    print(table([(f"raw @{SERVE_SIZE} (incident)", before), (f"raw @{TRAIN_SIZE} (served at training size)", other_fix),
                  (f"detcal @{SERVE_SIZE}", fixed)]))
 
     checks = targets(before, fixed)
