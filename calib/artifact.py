@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json
+from .jsonable import to_jsonable
 from .calibration_map import CalibrationMap, map_from_artifact
 from .errors import DetcalError
 from .layouts import LAYOUTS
@@ -133,7 +134,7 @@ class Artifact:
 
     def save(self, path: str | Path) -> Path:
         """Atomic write (temp file + rename)."""
-        return atomic_write_json(path, _jsonable(self.to_dict()))
+        return atomic_write_json(path, to_jsonable(self.to_dict()))
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -145,23 +146,3 @@ def load_artifact(path: str | Path) -> Artifact:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DetcalError(f"{p}: not valid JSON ({exc})") from None
     return Artifact.from_dict(d, source=str(p))
-
-
-def _jsonable(obj):
-    """numpy scalars/arrays -> plain Python, NaN/inf -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -57,7 +57,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -70,6 +70,7 @@ from .data import Dataset, load_dataset
 from .errors import DetcalError
 from .fit import match_collected
 from .images import read_image_rgb
+from .jsonable import finite_or_none, to_jsonable
 from .layouts import decode
 from .letterbox import PAD_LEFT, PAD_TOP, SCALE_X, SCALE_Y, centre_in_content, letterbox
 from .matching import MatchedDetections
@@ -216,26 +217,11 @@ class DoctorOptions:
 # --------------------------------------------------------------------------------- helpers
 
 def _num(x):
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, 6) if math.isfinite(x) else None
+    return finite_or_none(x, 6)
 
 
 def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _num(obj)
-    return obj
+    return to_jsonable(obj, 6)
 
 
 def _sz(size) -> str:

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .artifact import Artifact, load_artifact, _jsonable
+from .artifact import Artifact, load_artifact
+from .jsonable import finite_or_none, to_jsonable as _jsonable
 from .atomic import atomic_write_json, atomic_write_text, check_writable
 from .calibration_map import CalibrationMap
 from .data import iter_images, load_dataset
@@ -284,9 +284,7 @@ def _split(mask: np.ndarray, dets: list[Detections]) -> list[np.ndarray]:
     return np.split(mask, bounds)
 
 
-def _num(x):
-    x = float(x)
-    return x if math.isfinite(x) else None
+_num = finite_or_none
 
 
 def _resolve_preprocess(explicit: dict | None, patched: PatchedModelInfo | None, artifact: Artifact | None,

@@ -7,7 +7,6 @@ results are pooled. The artifact's calibrator and thresholds are then fitted on 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,9 +20,10 @@ from .calibrators import CANDIDATES, make_calibrator, select_calibrator
 from .collect import Collected, collect_detections
 from .data import Dataset, load_dataset
 from .errors import DetcalError
+from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_dataset
 from .metrics import mean_ap, summarize, survives
-from .model_info import ModelInfo, check_class_count, read_model_info
+from .model_info import check_class_count, read_model_info
 from .pipeline import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
 from .preprocess import Preprocess
@@ -127,7 +127,6 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> t
     keep = np.zeros(matched.n_detections, dtype=bool)
     for f in range(k):
         train_img = image_fold != f
-        train = train_img[matched.image_index]
         test = det_fold == f
         sub = _subset_images(matched, train_img)
         n_pos = int(sub.is_tp.sum())
@@ -168,14 +167,9 @@ def after_metrics(matched: MatchedDetections, oof: np.ndarray, keep: np.ndarray,
                                  pair_gt=matched.pair_gt, pair_iou=matched.pair_iou)
     out = summarize(masked, 0.0, class_names=class_names)
     ranked = dataclasses.replace(matched, scores=oof)
-    out["ap50"] = _num(mean_ap(ranked, [0.5]))
-    out["ap50_95"] = _num(mean_ap(ranked))
+    out["ap50"] = finite_or_none(mean_ap(ranked, [0.5]))
+    out["ap50_95"] = finite_or_none(mean_ap(ranked))
     return out
-
-
-def _num(x):
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def fit(
@@ -308,15 +302,10 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
         "metrics": result.artifact.metrics,
     }
     summary = format_summary(result, dataset, out, report_dir)
-    atomic_write_json(report_dir / "report.json", _jsonable(report))
+    atomic_write_json(report_dir / "report.json", to_jsonable(report))
     atomic_write_text(report_dir / "summary.txt", summary + "\n")
     result.artifact.save(out)
     result.summary = summary
-
-
-def _jsonable(obj):
-    from .artifact import _jsonable as j
-    return j(obj)
 
 
 ROWS = [

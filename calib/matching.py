@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .boxes import box_area, box_iou_pairs
+from .boxes import box_iou_pairs
 from .errors import DetcalError
 
 __all__ = [

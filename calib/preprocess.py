@@ -1,7 +1,7 @@
 """Deployment preprocessing: resize geometry, channel order and pixel scaling, recorded in the artifact."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
