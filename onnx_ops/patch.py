@@ -67,7 +67,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import DETCAL_VERSION, Artifact
+from calib.artifact import DETCAL_VERSION, Artifact, load_artifact
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.calibration_map import CalibrationMap, IsotonicMap, identity_map
 from calib.errors import DetcalError
@@ -414,10 +414,11 @@ def default_out_path(model_path: str | Path) -> Path:
 
 
 def patch_model(
-    model_path: str | Path, artifact: Artifact, out_path: str | Path | None = None, *,
+    model_path: str | Path, artifact: Artifact | str | Path, out_path: str | Path | None = None, *,
     iou: float | None = None, max_det: int | None = None, conf: float | None = None, force: bool = False,
 ) -> Path:
-    """Patch `model_path` with `artifact`, write `out_path` (default `<stem>.detcal.onnx` beside it).
+    """Patch `model_path` with `artifact` (an Artifact or the path of a calibration.json), write
+    `out_path` (default `<stem>.detcal.onnx` beside it).
 
     iou / max_det / conf override the artifact's NMS IoU, K and (every class's) score threshold.
     force: patch even when the artifact was fitted on a model with another sha256.
@@ -425,6 +426,8 @@ def patch_model(
     mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
     output path equal to the input. Nothing is written unless everything succeeded (atomic).
     """
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact)
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
     if src.exists() and (out.resolve() == src.resolve()):
