@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         total = t_match + t_iso + t_thr
         _, t_auto = timed(lambda: select_calibrator(matched.scores, matched.classes, matched.is_tp, matched.image_index, args.classes))
         print(f"{n:>10} {t_match:>8.3f} {t_platt:>8.3f} {t_iso:>10.3f} {t_thr:>8.3f} {total:>8.3f} {n / total:>11,.0f} {t_auto:>13.2f}")
-    print("total = matching + isotonic fit + rejection thresholds (the slower of the two calibrators); "
+    print("total = matching + isotonic fit + rejection thresholds (platt s shown beside it); "
           "auto = 5-fold CV over every calibrator + final fit")
 
 
