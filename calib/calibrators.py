@@ -392,21 +392,27 @@ class GlobalTemperature(_Calibrator):
 
 
 @dataclass
-class PerClassTemperature(_Calibrator):
+class _ShrunkPerClass(_Calibrator):
+    """Per-class fits pulled towards the global fit by `shrink` pseudo-counts."""
+
+    num_classes: int | None = None
+    shrink: float = 20.0
+
+    def __post_init__(self):
+        if self.num_classes is not None:
+            _check_int(self.num_classes, "num_classes", minimum=1)
+        self.shrink = _check_shrink(self.shrink)
+
+
+@dataclass
+class PerClassTemperature(_ShrunkPerClass):
     """p' = sigmoid(logit(p) / T_c), T_c in [0.05, 20], rare classes shrunk to the global T.
 
     shrink: pseudo-count of the global fit's evidence added to every class (0 = independent).
     Fitted: temperature_ (C,), global_temperature_, map_ (kind "temperature_per_class").
     """
 
-    num_classes: int | None = None
-    shrink: float = 20.0
     kind = "temperature_per_class"
-
-    def __post_init__(self):
-        if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
-        self.shrink = _check_shrink(self.shrink)
 
     def _fit(self, scores, classes, is_tp, num_classes):
         z = logit(scores)
@@ -420,21 +426,14 @@ class PerClassTemperature(_Calibrator):
 
 
 @dataclass
-class PerClassPlatt(_Calibrator):
+class PerClassPlatt(_ShrunkPerClass):
     """p' = sigmoid(a_c * logit(p) + b_c), a_c > 0, rare classes shrunk to the global (a, b).
 
     shrink: pseudo-count of the global fit's evidence added to every class (0 = independent).
     Fitted: a_ (C,), b_ (C,), global_a_, global_b_, map_ (kind "platt_per_class").
     """
 
-    num_classes: int | None = None
-    shrink: float = 20.0
     kind = "platt_per_class"
-
-    def __post_init__(self):
-        if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
-        self.shrink = _check_shrink(self.shrink)
 
     def _fit(self, scores, classes, is_tp, num_classes):
         z = logit(scores)
