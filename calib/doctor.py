@@ -875,6 +875,7 @@ def diagnose(
     split: str = "val",
     serve_size: int | tuple[int, int] | None = None,
     native_size: int | tuple[int, int] | None = None,
+    native_model: str | Path | None = None,
     preprocess: Preprocess = Preprocess(),
     options: DoctorOptions | None = None,
     layout: str | None = None,
@@ -889,6 +890,8 @@ def diagnose(
 
     serve_size: the size the model is served at, N or (H, W) (default: its native size).
     native_size: the size it was trained/exported at, for dynamic-size models without `imgsz` metadata.
+    native_model: the same detector exported at its training size (fixed-size exports): the
+    resolution check runs it beside `model` for a real comparison.
     Raises DetcalError for bad input (missing files, class mismatch, dynamic model without any size).
     """
     opts = options or DoctorOptions()
@@ -917,7 +920,23 @@ def diagnose(
 
     # sizes: what runs as the main (serving) run, and what is compared with it
     note = ""
-    if info.input_size is not None:
+    native_info = None
+    if native_model is not None:
+        native_info = read_model_info(native_model, layout=layout, num_classes=dataset.num_classes)
+        check_class_count(native_info, dataset.names, str(data))
+        if native_info.layout != info.layout:
+            raise DetcalError(f"{native_model} has layout {native_info.layout}, {model} has {info.layout}: not the same detector")
+        if native_info.input_size is None and native_arg is None:
+            raise DetcalError(f"{native_model} has dynamic height/width; pass --native-size too")
+    if native_info is not None:
+        serve = tuple(info.input_size) if info.input_size is not None else serve
+        if serve is None:
+            raise DetcalError(f"{model} has dynamic height/width; pass --serve-size")
+        native = tuple(native_info.input_size) if native_info.input_size is not None else native_arg
+        main_size, emulate = serve, None
+        compare = "native_model" if tuple(native) != tuple(serve) else None
+        note = f"the native size ran on {Path(native_model).name}, the served size on {Path(model).name}"
+    elif info.input_size is not None:
         native = tuple(info.input_size)
         serve = serve or native
         main_size, emulate = native, None
@@ -950,6 +969,10 @@ def diagnose(
         log(f"doctor: emulating serving at {_sz(serve)} inside the {_sz(native)} input")
         other = _run(dataset, info, preprocess, native, num_classes, opts, emulate_size=serve, batch_size=batch_size,
                      threads=threads, progress=progress, desc=f"emulating {_sz(serve)}", session=main.runner.session)
+    elif compare == "native_model":
+        log(f"doctor: running {Path(native_model).name} at its native size {_sz(native)} for comparison")
+        other = _run(dataset, native_info, preprocess, native, num_classes, opts, batch_size=batch_size,
+                     threads=threads, progress=progress, desc=f"running native model at {_sz(native)}")
     elif compare == "real":
         log(f"doctor: running at the native size {_sz(native)} for comparison")
         other = _run(dataset, info, preprocess, native, num_classes, opts, batch_size=batch_size, threads=threads,
@@ -989,6 +1012,8 @@ def add_doctor_parser(sub) -> None:
     p.add_argument("--split", default="val", help="dataset split to use from a YAML (default: val)")
     p.add_argument("--serve-size", type=_size, help="the size the model is served at, N or HxW (default: the model's input)")
     p.add_argument("--native-size", type=_size, help="the size it was trained/exported at, for dynamic models without imgsz metadata")
+    p.add_argument("--native-model", help="the same detector exported at its training size, when --model is a fixed-size "
+                                          "export at another size: the resolution check runs both")
     p.add_argument("--out", default="doctor", help="folder for doctor.json and the PNGs (default: doctor/)")
     p.add_argument("--conf", type=float, default=0.25, help="the confidence threshold deployed today (default: 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold deployed today (default: 0.7)")
@@ -1016,6 +1041,7 @@ def run_doctor_cli(args) -> int:
         if Path(args.out).exists() and Path(args.out).resolve() == Path(src).resolve():
             raise DetcalError(f"output folder is an input: {args.out}")
     report = diagnose(args.model, args.data, split=args.split, serve_size=args.serve_size, native_size=args.native_size,
+                      native_model=args.native_model,
                       preprocess=pre, options=options, layout=args.layout, out_dir=args.out,
                       batch_size=args.batch, threads=args.threads, progress=not args.quiet)
     if args.json:

@@ -199,6 +199,25 @@ def test_embed_at_serve_size_geometry():
         embed_at_serve_size(img, (256, 256), (128, 128), Preprocess())
 
 
+def test_resolution_with_a_native_model_export(blob, tmp_path):
+    # a fixed-size export at 64 of the detector whose native export is 128: both run for real
+    small = make_blob_detector(tmp_path / "blob64.onnx", size=64, gain=20.0)
+    r = diagnose(small, blob["clean"], native_model=blob["model"], options=OPTS, progress=False)
+    c = r.check("resolution")
+    assert r.serve_size == (64, 64) and r.native_size == (128, 128)
+    assert c.status in ("warn", "fail") and c.evidence["serving_emulated"] is False
+    assert c.evidence["at_serving"]["recall"] < c.evidence["at_native"]["recall"]
+    assert "blob.onnx" in c.finding
+    same = diagnose(blob["model"], blob["clean"], native_model=blob["model"], options=OPTS, progress=False)
+    assert same.check("resolution").status == "ok"
+
+
+def test_native_model_of_another_layout_is_refused(blob, tmp_path):
+    other = make_blob_detector(tmp_path / "obj.onnx", gain=20.0, layout="xywh_obj_cls")
+    with pytest.raises(DetcalError, match="not the same detector"):
+        diagnose(blob["model"], blob["clean"], native_model=other, options=OPTS, progress=False)
+
+
 def test_resolution_larger_than_fixed_input_is_explained(blob):
     r = diagnose(blob["model"], blob["clean"], serve_size=256, options=OPTS, progress=False)
     c = r.check("resolution")
