@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from calib.boxes import box_iou
+
 CLASS_NAMES: tuple[str, ...] = ("circle", "bar", "triangle", "cross", "panel")
 BASE = 320  # long side of the base rendering = training resolution
 
@@ -202,7 +204,7 @@ def _place_objects(rng, img: np.ndarray, n: int, scale: float, area=None):
             mask, box = out
             if box[0] < ax0 or box[1] < ay0 or box[2] > ax1 or box[3] > ay1:
                 continue
-            if boxes and _max_iou(box, np.array(boxes)) > 0.0:
+            if boxes and box_iou(box[None], np.array(boxes)).max() > 0.0:
                 continue
             if max(box[2] - box[0], box[3] - box[1]) < 8:
                 continue
@@ -211,15 +213,6 @@ def _place_objects(rng, img: np.ndarray, n: int, scale: float, area=None):
             classes.append(cls)
             break
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
-
-
-def _max_iou(box: np.ndarray, boxes: np.ndarray) -> float:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    a = (box[2] - box[0]) * (box[3] - box[1])
-    b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return float((inter / (a + b - inter + 1e-9)).max())
 
 
 # ----------------------------------------------------------------------------- negatives

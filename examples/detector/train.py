@@ -26,8 +26,9 @@ if __package__ in (None, ""):  # `python examples/detector/train.py`
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from calib.letterbox import input_to_original_xyxy, letterbox
+from calib.nms import batched_nms_xyxy
 from examples.detector import scenes
 from examples.detector.model import STRIDES, TinyYolo, export_onnx, kmeans_anchors, num_params
 
@@ -141,36 +142,6 @@ def compute_loss(model: TinyYolo, outs, targets):
 
 # ----------------------------------------------------------------------------- eval helpers
 
-def letterbox(img: np.ndarray, size: int, pad_value: int = 114):
-    """img (H, W, 3) uint8 -> (size, size, 3) uint8, scale r, (pad_x, pad_y). PIL bilinear resize."""
-    h, w = img.shape[:2]
-    r = min(size / h, size / w)
-    nw, nh = int(round(w * r)), int(round(h * r))
-    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
-    dw, dh = (size - nw) / 2, (size - nh) / 2
-    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
-    out = np.full((size, size, 3), pad_value, np.uint8)
-    out[top:top + nh, left:left + nw] = resized
-    return out, r, (left, top)
-
-
-def nms_numpy(boxes, scores, iou_thr):
-    """boxes (N, 4) xyxy, scores (N,) -> kept indices, by descending score."""
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while len(order):
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        ix = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
-        inter = ix * iy
-        area = lambda bb: (bb[..., 2] - bb[..., 0]) * (bb[..., 3] - bb[..., 1])
-        iou = inter / (area(boxes[i]) + area(boxes[rest]) - inter + 1e-9)
-        order = rest[iou <= iou_thr]
-    return np.array(keep, np.int64)
-
-
 def detect(model: TinyYolo, images, size: int, conf: float = 0.25, iou: float = 0.45):
     """images: list of (H, W, 3) uint8 -> list of (boxes xyxy original pixels, scores, classes)."""
     results = []
@@ -179,11 +150,11 @@ def detect(model: TinyYolo, images, size: int, conf: float = 0.25, iou: float = 
     try:
         for k in range(0, len(images), 16):
             chunk = images[k:k + 16]
-            lb = [letterbox(im, size) for im in chunk]
+            lb = [letterbox(im, (size, size)) for im in chunk]   # detcal's letterbox: (image, row)
             x = torch.from_numpy(np.stack([l[0] for l in lb])).permute(0, 3, 1, 2).float() / 255.0
             with torch.no_grad():
                 out = model(x).numpy()
-            for o, (_, r, (px, py)) in zip(out, lb):
+            for o, (_, row) in zip(out, lb):
                 if model.layout == "xywh_cls":
                     o = o.T
                     xywh, sc = o[:, :4], o[:, 4:]
@@ -194,8 +165,8 @@ def detect(model: TinyYolo, images, size: int, conf: float = 0.25, iou: float = 
                 m = s > conf
                 xywh, s, cls = xywh[m], s[m], cls[m]
                 xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-                keep = nms_numpy(xyxy + cls[:, None] * 4096.0, s, iou)[:300]
-                xyxy = (xyxy[keep] - np.array([px, py, px, py])) / r
+                keep = batched_nms_xyxy(xyxy, s, cls, iou, max_keep=300)
+                xyxy = input_to_original_xyxy(xyxy[keep], row)
                 results.append((xyxy, s[keep], cls[keep]))
     finally:
         model.export = False
