@@ -32,6 +32,9 @@ from .pipeline import PostprocessConfig
 from .preprocess import Preprocess
 
 FORMAT = "detcal.calibration"
+# the patched model's contract beside the source image input (EfficientNMS output layout)
+LETTERBOX_INPUT = "letterbox"
+PATCHED_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 FORMAT_VERSION = 1
 DETCAL_VERSION = "0.1.0"
 

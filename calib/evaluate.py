@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import Artifact, load_artifact
+from .artifact import LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, load_artifact
 from .jsonable import finite_or_none, to_jsonable as _jsonable
 from .atomic import atomic_write_json, atomic_write_text, check_writable
 from .calibration_map import CalibrationMap
@@ -52,8 +52,6 @@ AP_FLOOR = 0.001
 EVAL_FORMAT = "detcal.eval"
 EVAL_VERSION = 1
 # the patched model's interface (EfficientNMS layout), as onnx_ops.patch writes it
-PATCHED_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
-LETTERBOX_INPUT = "letterbox"
 PREPROCESS_FIELDS = ("resize", "pad_value", "channel_order", "mean", "std")
 
 

@@ -67,7 +67,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import DETCAL_VERSION, Artifact, load_artifact
+from calib.artifact import DETCAL_VERSION, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, load_artifact
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.calibration_map import CalibrationMap, IsotonicMap, identity_map
 from calib.errors import DetcalError
@@ -78,8 +78,7 @@ from . import steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
 
-LETTERBOX_INPUT = "letterbox"
-OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+OUTPUTS = PATCHED_OUTPUTS
 NMS_MIN_OPSET = 10
 
 
