@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+
+from examples.common import ExampleError, detcal, make_data, show  # noqa: E402
 
 MODELS = ROOT / "examples" / "models"
 LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
@@ -54,8 +54,6 @@ ROWS = [
 ]
 
 
-class ExampleError(RuntimeError):
-    pass
 
 
 def model_path(layout: str, size: int = IMGSZ) -> Path:
@@ -66,46 +64,6 @@ def model_path(layout: str, size: int = IMGSZ) -> Path:
                 f"{suffix}.onnx examples/models/detector_end2end{suffix}.onnx)") if layout == "end2end" else ""
         raise ExampleError(f"the {layout} model is missing: {p}{hint}")
     return p
-
-
-def show(path: Path) -> str:
-    """A path as the user would type it: relative to the current folder where possible."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
-
-
-def detcal(args: list, *, in_process: bool = False) -> None:
-    """Print `detcal ARGS`, then run it (a subprocess of this Python, or calib.cli.main in-process)."""
-    args = [str(a) for a in args]
-    print(f"\n$ detcal {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    if in_process:
-        from calib.cli import main as cli_main
-        rc = cli_main(args)
-    else:
-        rc = subprocess.call([sys.executable, "-m", "calib.cli", *args], cwd=os.getcwd())
-    if rc != 0:
-        raise ExampleError(f"`detcal {args[0]}` failed with exit status {rc}")
-
-
-def make_data(out: Path, val, test, seed: int) -> Path:
-    """Write (or reuse, when the seed and sizes match) the deployment data set; returns data.yaml."""
-    from examples.detector.scenes import write_dataset
-
-    spec = {"seed": seed, "val": list(val), "test": list(test)}
-    stamp, data = out / "data" / "detcal_example_stamp.json", out / "data" / "data.yaml"
-    if stamp.exists() and data.exists() and json.loads(stamp.read_text()) == spec:
-        print(f"data: {show(data)} (reused: same seed and sizes)")
-        return data
-    t0 = time.perf_counter()
-    data = write_dataset(out / "data", n_val_pos=val[0], n_val_neg=val[1], n_test_pos=test[0], n_test_neg=test[1],
-                         seed=seed)
-    stamp.write_text(json.dumps(spec) + "\n")
-    print(f"data: wrote {show(data)}: val {val[0]}+{val[1]}, test {test[0]}+{test[1]} (positive+negative), "
-          f"seed {seed} ({time.perf_counter() - t0:.1f}s)")
-    return data
 
 
 def run_layout(layout: str, data: Path, out: Path, *, size: int = IMGSZ, quiet: bool = True,

@@ -24,6 +24,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calib.errors import DetcalError  # noqa: E402
+from examples.common import ExampleError  # noqa: E402
 
 MODELS = ROOT / "examples" / "models"
 TRAIN_SIZE, SERVE_SIZE = 320, 208      # the 640 -> 416 ratio of the incident
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         return run(args)
-    except DetcalError as exc:
+    except (DetcalError, ExampleError) as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
 
@@ -89,7 +90,7 @@ def run(args) -> int:
     from calib.artifact import load_artifact
     from calib.evaluate import evaluate
     from calib.fit import FitOptions, fit
-    from examples.detector.scenes import write_dataset
+    from examples.common import make_data
     from onnx_ops.patch import patch_model
 
     out = Path(args.out)
@@ -100,16 +101,7 @@ def run(args) -> int:
     t_all = time.perf_counter()
 
     t = step(f"1. deployment data: val {args.val[0]}+{args.val[1]} / test {args.test[0]}+{args.test[1]} (positive+negative), seed {args.seed}")
-    spec = {"seed": args.seed, "val": list(args.val), "test": list(args.test)}
-    stamp = out / "data" / "detcal_example_stamp.json"
-    data = out / "data" / "data.yaml"
-    if stamp.exists() and data.exists() and json.loads(stamp.read_text()) == spec:
-        print("   already generated with the same seed and sizes: reused")
-    else:
-        data = write_dataset(out / "data", n_val_pos=args.val[0], n_val_neg=args.val[1], n_test_pos=args.test[0],
-                             n_test_neg=args.test[1], seed=args.seed)
-        stamp.write_text(json.dumps(spec) + "\n")
-    require(data, "the data set YAML")
+    data = make_data(out, args.val, args.test, args.seed)
     done(t)
 
     t = step(f"2. the incident: raw model served at {SERVE_SIZE} (and the other fix: served at {TRAIN_SIZE}), held-out test split")

@@ -18,9 +18,6 @@ letterboxed to --imgsz, checking its detections against the numpy reference pipe
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,23 +25,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples.common import ExampleError, detcal, show  # noqa: E402
+
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "yolov8n_dynamic.onnx"
-
-
-def show(path: Path) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
-
-
-def detcal(args: list) -> None:
-    args = [str(a) for a in args]
-    print(f"\n$ detcal {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    rc = subprocess.call([sys.executable, "-m", "calib.cli", *args])
-    if rc != 0:
-        raise SystemExit(f"run.py: error: `detcal {args[0]}` failed with exit status {rc}")
 
 
 def identity_artifact(model: Path, imgsz: int, conf: float):
@@ -70,6 +53,14 @@ def identity_artifact(model: Path, imgsz: int, conf: float):
 
 
 def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except ExampleError as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--imgsz", type=int, default=640, help="serving size (multiple of 32; default 640)")
     ap.add_argument("--conf", type=float, default=0.25, help="score threshold for every class (default 0.25)")
