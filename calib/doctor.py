@@ -933,13 +933,13 @@ def diagnose(
         if serve is None:
             raise DetcalError(f"{model} has dynamic height/width; pass --serve-size")
         native = tuple(native_info.input_size) if native_info.input_size is not None else native_arg
-        main_size, emulate = serve, None
+        main_size = serve
         compare = "native_model" if tuple(native) != tuple(serve) else None
         note = f"the native size ran on {Path(native_model).name}, the served size on {Path(model).name}"
     elif info.input_size is not None:
         native = tuple(info.input_size)
         serve = serve or native
-        main_size, emulate = native, None
+        main_size = native
         if serve == native:
             compare = None
         elif serve[0] <= native[0] and serve[1] <= native[1]:
@@ -955,7 +955,7 @@ def diagnose(
         serve = serve or native
         if serve is None:
             raise DetcalError(f"{model} has dynamic height/width and no imgsz metadata; pass --serve-size (and --native-size)")
-        main_size, emulate = serve, None
+        main_size = serve
         if native is None:
             compare = None
             note = "native (training) size unknown for this dynamic model: pass --native-size to compare"

@@ -38,7 +38,7 @@ from .calibration_map import CalibrationMap
 from .data import iter_images, load_dataset
 from .errors import DetcalError
 from .fit import ROWS, format_table
-from .matching import MatchedDetections, match_dataset
+from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import _dims, _dtype, check_class_count, load_onnx, read_model_info, sha256_file
 from .pipeline import Detections, PostprocessConfig, postprocess
@@ -247,8 +247,7 @@ def _percentiles_ms(seconds: list[float], batch_sizes: list[int]) -> tuple[float
 
 
 def _match(dets: list[Detections], gt_boxes, gt_classes, num_classes: int, iou: float) -> MatchedDetections:
-    return match_dataset([(d.boxes_xyxy, d.scores, d.classes) for d in dets], list(zip(gt_boxes, gt_classes)),
-                         iou_threshold=iou, num_classes=num_classes)
+    return match_detections(dets, gt_boxes, gt_classes, iou, num_classes)
 
 
 def _column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: float) -> dict:

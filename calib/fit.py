@@ -21,7 +21,7 @@ from .collect import Collected, collect_detections
 from .data import Dataset, load_dataset
 from .errors import DetcalError
 from .jsonable import finite_or_none, to_jsonable
-from .matching import MatchedDetections, match_dataset
+from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
 from .pipeline import PostprocessConfig
@@ -83,9 +83,7 @@ class FitResult:
 
 
 def match_collected(collected: Collected, num_classes: int, iou: float) -> MatchedDetections:
-    dets = [(d.boxes_xyxy, d.scores, d.classes) for d in collected.detections]
-    gts = list(zip(collected.gt_boxes_xyxy, collected.gt_classes))
-    return match_dataset(dets, gts, iou_threshold=iou, num_classes=num_classes)
+    return match_detections(collected.detections, collected.gt_boxes_xyxy, collected.gt_classes, iou, num_classes)
 
 
 def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):

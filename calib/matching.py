@@ -39,6 +39,7 @@ __all__ = [
     "MatchedDetections",
     "match_image",
     "match_dataset",
+    "match_detections",
     "match_flat",
 ]
 
@@ -207,6 +208,14 @@ def match_dataset(
         iou_threshold=iou_threshold,
         num_classes=num_classes,
     )
+
+
+def match_detections(detections: Sequence, gt_boxes_xyxy: Sequence, gt_classes: Sequence,
+                     iou_threshold: float = 0.5, num_classes: int | None = None) -> MatchedDetections:
+    """Per-image detection objects (with .boxes_xyxy, .scores, .classes, e.g. calib.pipeline.Detections)
+    and per-image ground truth -> MatchedDetections."""
+    dets = [(d.boxes_xyxy, d.scores, d.classes) for d in detections]
+    return match_dataset(dets, list(zip(gt_boxes_xyxy, gt_classes)), iou_threshold, num_classes)
 
 
 def match_flat(

@@ -54,7 +54,6 @@ def _binned_error(scores: np.ndarray, accuracy: np.ndarray, n_bins: int) -> floa
     if n == 0:
         return math.nan
     b = _bin_index(scores, n_bins)
-    count = np.bincount(b, minlength=n_bins)
     sum_s = np.bincount(b, weights=scores, minlength=n_bins)
     sum_a = np.bincount(b, weights=accuracy, minlength=n_bins)
     # (n_b / N) * |sum_s/n_b - sum_a/n_b| = |sum_s - sum_a| / N

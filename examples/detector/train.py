@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from calib.boxes import cxcywh_to_xyxy
 from calib.letterbox import input_to_original_xyxy, letterbox
 from calib.nms import batched_nms_xyxy
 from examples.detector import scenes
@@ -164,7 +165,7 @@ def detect(model: TinyYolo, images, size: int, conf: float = 0.25, iou: float = 
                 s = sc.max(1)
                 m = s > conf
                 xywh, s, cls = xywh[m], s[m], cls[m]
-                xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+                xyxy = cxcywh_to_xyxy(xywh)
                 keep = batched_nms_xyxy(xyxy, s, cls, iou, max_keep=300)
                 xyxy = input_to_original_xyxy(xyxy[keep], row)
                 results.append((xyxy, s[keep], cls[keep]))
