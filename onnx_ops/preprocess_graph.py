@@ -26,6 +26,8 @@ from onnx import TensorProto, helper
 from calib import resize as R
 from calib.letterbox import RESIZE_MODES
 
+from calib.errors import DetcalError
+
 from .graph_builder import FLOAT, INT64, GraphBuilder
 
 IMAGE_INPUT = "image"        # [H, W, 3] uint8
@@ -213,6 +215,84 @@ def add_frames_preprocess(b: GraphBuilder, frames: str, frame_hw: tuple[int, int
     shape = b.op("Concat", batch, b.i64("pre/row_width", [6]), name="pre/rows_shape", axis=0)
     rows = b.op("Expand", b.f32("pre/row_const", row.astype(np.float32).reshape(1, 6)), shape, name="pre/rows")
     return x, rows
+
+
+@dataclass
+class EmbeddedInput:
+    """What embed_preprocess did: the new graph input, the row tensor [1|B, 6], the inserted nodes."""
+
+    input_name: str
+    row: str
+    nodes: list
+
+
+def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, spec: PreprocessGraphSpec, *,
+                     frame_hw: tuple[int, int] | None = None, source: str = "model") -> EmbeddedInput:
+    """Replace the graph input `input_name` (float [B, 3, h, w] NCHW or [B, h, w, 3] NHWC, float32
+    or float16) by `image` uint8 [H, W, 3] (dynamic H, W), or by `frames` uint8 [B, H, W, 3] when
+    frame_hw = (H, W) is given; the preprocessing nodes go in front of the graph's nodes.
+
+    Returns the letterbox row tensor (float32 [1, 6] / [B, 6]) for the inserted post-processing.
+    """
+    vi = next((i for i in graph.input if i.name == input_name), None)
+    if vi is None:
+        raise DetcalError(f"{source}: no graph input named {input_name!r}")
+    tt = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    h, w = spec.size_hw
+    if len(dims) != 4 or (dims[1:] != [3, h, w] and dims[1:] != [h, w, 3]):
+        raise DetcalError(f"{source}: input {input_name!r} has shape {dims}; --embed-preprocess needs "
+                          f"[B, 3, {h}, {w}] or [B, {h}, {w}, 3] (the calibration's input size)")
+    if tt.elem_type not in (FLOAT, TensorProto.FLOAT16):
+        raise DetcalError(f"{source}: input {input_name!r} is {TensorProto.DataType.Name(tt.elem_type)}; "
+                          "--embed-preprocess supports float32 and float16 model inputs")
+    if frame_hw is None and dims[0] not in (None, 1):
+        raise DetcalError(f"{source}: input {input_name!r} has a fixed batch of {dims[0]}; one image per run "
+                          "needs batch 1 or a dynamic batch (use the frames variant for batches)")
+    new_name = IMAGE_INPUT if frame_hw is None else FRAMES_INPUT
+    taken = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer} \
+        | {i.name for i in graph.input if i.name != input_name}
+    if new_name in taken:
+        raise DetcalError(f"{source}: the model already has a tensor named {new_name!r}; cannot add the detcal input")
+    start = len(b.nodes)
+    if frame_hw is None:
+        x, row = add_image_preprocess(b, new_name, spec)
+    else:
+        x, row = add_frames_preprocess(b, new_name, frame_hw, spec)
+    if dims[1:] == [h, w, 3] and dims[1] != 3:
+        x = b.op("Transpose", x, name="pre/nhwc", perm=[0, 2, 3, 1])
+    if tt.elem_type != FLOAT:
+        x = b.cast(x, tt.elem_type, name="pre/to_model_dtype")
+    nodes = b.nodes[start:]
+    del b.nodes[start:]
+    _rename_input(graph, input_name, x)
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + rest)
+    batch = tt.shape.dim[0]
+    if frame_hw is None:
+        shape = ["height", "width", 3]
+    else:
+        shape = [batch.dim_value if batch.HasField("dim_value") else (batch.dim_param or "batch"),
+                 int(frame_hw[0]), int(frame_hw[1]), 3]
+    index = next(i for i, v in enumerate(graph.input) if v.name == input_name)
+    graph.input.remove(vi)
+    graph.input.insert(index, helper.make_tensor_value_info(new_name, TensorProto.UINT8, shape))
+    return EmbeddedInput(new_name, row, nodes)
+
+
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every use of tensor `old` (subgraphs included) reads `new` instead."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                _rename_input(g, old, new)
+    for o in graph.output:
+        if o.name == old:
+            raise DetcalError(f"the model input {old!r} is also a graph output; cannot embed the preprocessing")
 
 
 def build_preprocess_model(spec: PreprocessGraphSpec, *, frame_hw: tuple[int, int] | None = None,

@@ -139,3 +139,75 @@ def real_images(n: int) -> list[np.ndarray]:
 def test_real_images(spec):
     for img in real_images(4):
         assert_equivalent(img, spec)
+
+
+# ------------------------------------------------------------------------------------------
+# embedding in front of a model
+# ------------------------------------------------------------------------------------------
+def tiny_model(size_hw=(48, 64), batch="batch", nhwc=False, dtype=onnx.TensorProto.FLOAT) -> onnx.ModelProto:
+    """One Conv (3 -> 4 channels) on `images` [B, 3, h, w] (or NHWC via a Transpose), output `out`."""
+    from onnx import helper, numpy_helper
+    h, w = size_hw
+    weight = np.random.default_rng(7).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    nodes, x = [], "images"
+    if dtype != onnx.TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [x], ["images_f32"], to=onnx.TensorProto.FLOAT))
+        x = "images_f32"
+    if nhwc:
+        nodes.append(helper.make_node("Transpose", [x], ["images_nchw"], perm=[0, 3, 1, 2]))
+        x = "images_nchw"
+    nodes.append(helper.make_node("Conv", [x, "w"], ["out"], pads=[1, 1, 1, 1], name="conv"))
+    shape = [batch, h, w, 3] if nhwc else [batch, 3, h, w]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", dtype, shape)],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [batch, 4, h, w])],
+                              initializer=[numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def embedded(model, spec, frame_hw=None):
+    from onnx import helper
+
+    from onnx_ops.graph_builder import GraphBuilder
+    from onnx_ops.preprocess_graph import embed_preprocess
+    b = GraphBuilder(17)
+    e = embed_preprocess(model.graph, b, "images", spec, frame_hw=frame_hw)
+    model.graph.initializer.extend(b.initializers)
+    model.graph.output.append(helper.make_tensor_value_info(e.row, onnx.TensorProto.FLOAT, [None, 6]))
+    onnx.checker.check_model(model, full_check=True)
+    return e, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("variant", ["nchw", "nhwc", "float16", "frames"])
+def test_embedded_model_equals_numpy_preprocessing_then_the_raw_model(variant):
+    spec = SPECS[2]
+    kwargs = {"nhwc": variant == "nhwc", "dtype": onnx.TensorProto.FLOAT16 if variant == "float16" else onnx.TensorProto.FLOAT}
+    kwargs["size_hw"] = spec.size_hw
+    frame_hw = (90, 100) if variant == "frames" else None
+    e, sess = embedded(tiny_model(**kwargs), spec, frame_hw)
+    raw = ort.InferenceSession(tiny_model(**kwargs).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert e.input_name == ("frames" if frame_hw else "image") and [i.name for i in sess.get_inputs()] == [e.input_name]
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (90, 100, 3), dtype=np.uint8) for _ in range(2)]
+    if frame_hw is None:
+        images.append(rng.integers(0, 256, (17, 333, 3), dtype=np.uint8))
+    for img in images:
+        out, row = sess.run(None, {e.input_name: img[None] if frame_hw else img})
+        x, ref_row = reference(img, spec)
+        x = x[None].transpose(0, 2, 3, 1) if kwargs["nhwc"] else x[None]
+        if variant == "float16":
+            x = x.astype(np.float16)
+        ref = raw.run(None, {"images": x})[0]
+        np.testing.assert_allclose(out, ref, atol=1e-2 if variant == "float16" else 1e-4)   # float16: 1 ulp of an input
+        np.testing.assert_allclose(row[0], ref_row, rtol=1e-6)
+
+
+@pytest.mark.parametrize("model_kwargs,frame_hw,msg", [
+    ({"size_hw": (32, 32)}, None, "input size"),
+    ({"batch": 4}, None, "fixed batch"),
+    ({"dtype": onnx.TensorProto.UINT8}, None, "UINT8"),
+])
+def test_embedding_refuses_what_it_cannot_feed(model_kwargs, frame_hw, msg):
+    from calib.errors import DetcalError
+    with pytest.raises(DetcalError, match=msg):
+        embedded(tiny_model(**model_kwargs), SPECS[0] if "size_hw" in model_kwargs else PreprocessGraphSpec((48, 64)),
+                 frame_hw)
