@@ -85,8 +85,106 @@ def resize_diff(args) -> None:
         print(line)
 
 
+def session(model, threads: int = 2):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model if isinstance(model, (str, bytes)) else str(model), so,
+                                providers=["CPUExecutionProvider"])
+
+
+def embedded_model(src: Path, artifact) -> bytes:
+    """src patched with --embed-preprocess (identity calibration from the artifact)."""
+    from calib.model_info import read_model_info
+    from onnx_ops.patch import build_patched_model
+    from onnx_ops.preprocess_graph import PreprocessGraphSpec, embed_in_patched
+    info = read_model_info(src, num_classes=artifact.num_classes)
+    result = build_patched_model(src, artifact, force=True)
+    spec = PreprocessGraphSpec.from_preprocess(artifact.preprocess, info.input_size)
+    embed_in_patched(result.model, info.input_name, spec, source=str(src))
+    return result.model.SerializeToString()
+
+
 def timing(args) -> None:
-    raise SystemExit("timing: needs `detcal patch --embed-preprocess` (issue 14, phase 2)")
+    """Per frame, CPU provider, 2 intra-op threads, spinning off, each route once per repetition
+    in a random order drawn anew for every repetition; medians over --repeats:
+
+      raw       the raw model alone on an already preprocessed input (the floor)
+      numpy     calib.resize letterbox + to_model_input (numpy) + raw model + calib.pipeline
+                postprocess + pack_fixed (numpy): what a caller writes without the embedding
+      opencv    the same with cv2.resize (INTER_LINEAR) for the resize, if cv2 imports
+      embedded  the model patched with --embed-preprocess, fed the uint8 frame
+    ratio = embedded / numpy (target <= 1.0).
+    """
+    import random
+    import time
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from artifact_factory import make_artifact
+    from calib.model_info import read_model_info
+    from calib.pipeline import pack_fixed, postprocess
+    from examples.detector import scenes
+
+    models = [ROOT / "examples" / "models" / "detector_xywh_cls.onnx", SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"]
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    print(f"CPU provider, 2 threads, spinning off, {args.repeats} repetitions, medians in ms")
+    print(f"{'model':<28} {'frame':>9} | {'raw':>7} {'numpy':>7} {'opencv':>7} {'embedded':>8} | {'ratio':>5} {'dets':>4}")
+    for src in models:
+        if not src.exists():
+            print(f"{src.name:<28} absent, skipped")
+            continue
+        info = read_model_info(src)
+        art = make_artifact(info.num_classes, calibrator="identity", thresholds=0.25, layout=info.layout,
+                            input_size=info.input_size)
+        raw, emb = session(src), session(embedded_model(src, art))
+        size, cfg, pre = info.input_size, art.nms, art.preprocess
+
+        def numpy_route(img, resize=R.letterbox_resize):
+            canvas, row = resize(img, size, pad_value=pre.pad_value)
+            x = R.to_model_input(canvas, pre.channel_order, pre.mean, pre.std)[None]
+            out = raw.run(None, {info.input_name: x})[0]
+            return pack_fixed(postprocess(out, info.layout, row[None], art.calibration, art.score_thresholds, cfg),
+                              cfg.max_det)
+
+        def cv_letterbox(img, size_hw, pad_value):
+            h, w = img.shape[:2]
+            new_w, new_h = R.scaled_size(w, h, size_hw)
+            row = R.resize_row(w, h, size_hw)
+            out = np.full((*size_hw, 3), pad_value, np.uint8)
+            l, t = int(row[4]), int(row[5])
+            out[t:t + new_h, l:l + new_w] = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            return out, row
+
+        for fw, fh in ((1280, 720), (640, 480)):
+            img = scenes.positive_scene(1, sizes=[(fw, fh)])[0]
+            x0 = R.to_model_input(R.letterbox_resize(img, size, pad_value=pre.pad_value)[0], pre.channel_order)[None]
+            routes = {"raw": lambda: raw.run(None, {info.input_name: x0}),
+                      "numpy": lambda: numpy_route(img),
+                      "embedded": lambda: emb.run(None, {"image": img})}
+            if cv2 is not None:
+                routes["opencv"] = lambda: numpy_route(img, cv_letterbox)
+            for f in routes.values():                      # warm-up
+                f()
+            times = {k: [] for k in routes}
+            order = list(routes)
+            for _ in range(args.repeats):
+                random.shuffle(order)
+                for k in order:
+                    t0 = time.perf_counter()
+                    routes[k]()
+                    times[k].append(time.perf_counter() - t0)
+            med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+            a, b = numpy_route(img), dict(zip(["num_dets", "det_boxes", "det_scores", "det_classes"],
+                                               emb.run(None, {"image": img})))
+            assert int(a["num_dets"][0, 0]) == int(b["num_dets"][0, 0]), "embedded and numpy routes disagree"
+            cvt = f"{med['opencv']:>7.2f}" if "opencv" in med else f"{'-':>7}"
+            print(f"{src.name:<28} {fw:>4}x{fh:<4} | {med['raw']:>7.2f} {med['numpy']:>7.2f} {cvt} "
+                  f"{med['embedded']:>8.2f} | {med['embedded'] / med['numpy']:>5.2f} {int(a['num_dets'][0, 0]):>4}")
 
 
 def main(argv=None) -> None:

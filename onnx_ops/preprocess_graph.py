@@ -3,7 +3,7 @@
 Twin of `calib.resize` (same steps, same order, same float32 arithmetic):
 
     image uint8 [H, W, 3] (H, W dynamic)          frames uint8 [B, H, W, 3] (H, W fixed at build)
-      to_nchw_float       Cast(float), Transpose, Unsqueeze     -> [1, 3, H, W]  /  [B, 3, H, W]
+      to_nchw_float       Cast(float), Unsqueeze, Transpose     -> [1, 3, H, W]  /  [B, 3, H, W]
       scaled_size         Shape, Gather, Cast, Div, Min, Mul, Round, Max, Cast  (frames: constants)
       resize_linear       Resize(mode=linear, half_pixel, sizes)   -> [., 3, new_h, new_w]
       pad_to_input        Sub, Div, Concat, Pad(constant pad_value)  -> [., 3, h, w]
@@ -17,7 +17,7 @@ Round).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -80,10 +80,10 @@ class PreprocessGraphSpec:
 # ------------------------------------------------------------------------------------------
 def to_nchw_float(b: GraphBuilder, image: str, batched: bool) -> str:
     """uint8 [H, W, 3] -> float32 [1, 3, H, W]; batched: [B, H, W, 3] -> [B, 3, H, W]."""
-    x = b.cast(image, FLOAT, name="pre/cast")
-    if batched:
-        return b.op("Transpose", x, name="pre/nchw", perm=[0, 3, 1, 2])
-    return b.unsqueeze(b.op("Transpose", x, name="pre/chw", perm=[2, 0, 1]), 0, name="pre/nchw")
+    x = b.cast(image, FLOAT, name="pre/cast")       # first: TensorRT takes uint8 only into a Cast
+    if not batched:
+        x = b.unsqueeze(x, 0, name="pre/nhwc")       # the 4-D Transpose is the faster one on CPU
+    return b.op("Transpose", x, name="pre/nchw", perm=[0, 3, 1, 2])
 
 
 @dataclass
@@ -224,6 +224,7 @@ class EmbeddedInput:
     input_name: str
     row: str
     nodes: list
+    consts: dict = field(default_factory=dict)    # the inserted constants, for ep_support checks
 
 
 def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, spec: PreprocessGraphSpec, *,
@@ -279,6 +280,27 @@ def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, s
     graph.input.remove(vi)
     graph.input.insert(index, helper.make_tensor_value_info(new_name, TensorProto.UINT8, shape))
     return EmbeddedInput(new_name, row, nodes)
+
+
+def embed_in_patched(model: onnx.ModelProto, input_name: str, spec: PreprocessGraphSpec, *,
+                     frame_hw: tuple[int, int] | None = None, letterbox_input: str = ROW_OUTPUT,
+                     source: str = "model") -> EmbeddedInput:
+    """In a model patched by detcal (inputs: the source image input + `letterbox` [B, 6]): embed the
+    preprocessing in front of `input_name` and feed the inserted post-processing with the row
+    computed in the graph; the `letterbox` input goes away. Mutates `model`."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    b = GraphBuilder(opset)
+    b.reserve({n.name for n in graph.node} | {o for n in graph.node for o in n.output}
+              | {i.name for i in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output})
+    e = embed_preprocess(graph, b, input_name, spec, frame_hw=frame_hw, source=source)
+    lb = next((i for i in graph.input if i.name == letterbox_input), None)
+    if lb is not None:
+        _rename_input(graph, letterbox_input, e.row)
+        graph.input.remove(lb)
+    graph.initializer.extend(b.initializers)
+    e.consts = dict(b.const_values)
+    return e
 
 
 def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
