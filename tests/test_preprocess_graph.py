@@ -211,3 +211,146 @@ def test_embedding_refuses_what_it_cannot_feed(model_kwargs, frame_hw, msg):
     with pytest.raises(DetcalError, match=msg):
         embedded(tiny_model(**model_kwargs), SPECS[0] if "size_hw" in model_kwargs else PreprocessGraphSpec((48, 64)),
                  frame_hw)
+
+
+# ------------------------------------------------------------------------------------------
+# the whole patched model with the preprocessing embedded
+# ------------------------------------------------------------------------------------------
+EXAMPLE_MODEL = ROOT / "examples" / "models" / "detector_xywh_cls.onnx"
+REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
+
+
+def embedded_patched(src: Path, art, *, frame_hw=None, image_order=None) -> onnx.ModelProto:
+    from calib.model_info import read_model_info
+    from onnx_ops.patch import build_patched_model
+    from onnx_ops.preprocess_graph import embed_in_patched
+    info = read_model_info(src)
+    model = build_patched_model(src, art, force=True).model
+    spec = PreprocessGraphSpec.from_preprocess(art.preprocess, info.input_size, image_order)
+    embed_in_patched(model, info.input_name, spec, frame_hw=frame_hw)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def example_pair(calibrator: str = "platt_per_class", frame_hw=None):
+    """(embedded session, raw session, artifact, model info) for the project's own detector."""
+    from artifact_factory import make_artifact
+    from calib.model_info import read_model_info
+    info = read_model_info(EXAMPLE_MODEL)
+    art = make_artifact(info.num_classes, calibrator=calibrator, thresholds=0.3, input_size=info.input_size)
+    model = embedded_patched(EXAMPLE_MODEL, art, frame_hw=frame_hw)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    emb = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return emb, ort.InferenceSession(str(EXAMPLE_MODEL), so, providers=["CPUExecutionProvider"]), art, info
+
+
+def reference_detections(images, raw, art, info) -> dict:
+    """numpy letterbox (calib.resize) + raw model + calib.pipeline's reference post-processing."""
+    from calib.pipeline import pack_fixed, postprocess
+    pre = art.preprocess
+    xs, rows = [], []
+    for img in images:
+        canvas, row = R.letterbox_resize(img, info.input_size, mode=pre.resize, pad_value=pre.pad_value)
+        xs.append(R.to_model_input(canvas, pre.channel_order, pre.mean, pre.std))
+        rows.append(row)
+    out = raw.run(None, {info.input_name: np.stack(xs)})[0]
+    dets = postprocess(out, info.layout, np.stack(rows).astype(np.float32), art.calibration, art.score_thresholds, art.nms)
+    return pack_fixed(dets, art.nms.max_det)
+
+
+def run_embedded(sess, feed) -> dict:
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: feed})))
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.integers(40, 900), st.integers(40, 900), st.integers(0, 2**31 - 1),
+       st.sampled_from(["identity", "platt_per_class", "isotonic_per_class"]))
+def test_embedded_patched_model_equals_reference_pipeline(w, h, seed, calibrator):
+    from artifact_factory import assert_same_detections
+    from examples.detector import scenes
+    emb, raw, art, info = example_pair(calibrator)
+    img = scenes.positive_scene(seed, sizes=[(w, h)])[0]
+    got, ref = run_embedded(emb, img), reference_detections([img], raw, art, info)
+    assert_same_detections(got, ref, box_tol=1e-2, score_tol=1e-4, ties_unordered=True, context=f"{w}x{h}")
+
+
+def test_embedded_model_finds_the_objects_in_the_images_own_pixels():
+    from calib.boxes import box_iou
+    from examples.detector import scenes
+    emb, _, _, _ = example_pair("identity")
+    hits = total = 0
+    for seed in range(6):
+        img, boxes, classes = scenes.positive_scene(100 + seed)
+        got = run_embedded(emb, img)
+        n = int(got["num_dets"][0, 0])
+        assert np.all(got["det_boxes"][0, :n, 2] <= img.shape[1]) and np.all(got["det_boxes"][0, :n, 3] <= img.shape[0])
+        if n:
+            iou = box_iou(boxes.astype(np.float64), got["det_boxes"][0, :n].astype(np.float64))
+            hits += int((iou.max(axis=1) >= 0.5).sum())
+        total += len(boxes)
+    assert hits >= 0.6 * total, (hits, total)
+
+
+def test_embedded_frames_batch_equals_reference_per_frame():
+    from artifact_factory import assert_same_detections
+    from examples.detector import scenes
+    emb, raw, art, info = example_pair("platt_per_class", (360, 640))
+    frames = np.stack([scenes.positive_scene(s, sizes=[(640, 360)])[0] for s in range(3)])
+    got = run_embedded(emb, frames)
+    assert got["det_boxes"].shape == (3, art.nms.max_det, 4)
+    ref = reference_detections(list(frames), raw, art, info)
+    assert ref["num_dets"].min() > 0
+    assert_same_detections(got, ref, box_tol=1e-2, score_tol=1e-4, ties_unordered=True)
+
+
+def test_embedded_patched_model_checks_and_coverage():
+    from artifact_factory import make_artifact
+    from calib.model_info import read_model_info
+    info = read_model_info(EXAMPLE_MODEL)
+    art = make_artifact(info.num_classes, thresholds=0.3, input_size=info.input_size)
+    for frame_hw in (None, (720, 1280)):
+        model = embedded_patched(EXAMPLE_MODEL, art, frame_hw=frame_hw, image_order="BGR")
+        onnx.checker.check_model(model, full_check=True)
+        assert [i.name for i in model.graph.input] == ["image" if frame_hw is None else "frames"]
+        assert [o.name for o in model.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+        inserted = [n for n in model.graph.node if n.name.startswith("detcal/")]
+        assert {"Resize", "Pad"} <= {n.op_type for n in inserted} or frame_hw is not None
+        reports = coverage(onnx.ModelProto(graph=onnx.GraphProto(node=inserted, initializer=model.graph.initializer),
+                                           opset_import=model.opset_import), forbid=DETCAL_FORBIDDEN)
+        assert reports["cpu"].covered and reports["cuda"].covered, (reports["cpu"].summary(), reports["cuda"].summary())
+
+
+def test_embedded_model_takes_the_other_channel_order_when_asked():
+    from artifact_factory import make_artifact
+    from calib.model_info import read_model_info
+    info = read_model_info(EXAMPLE_MODEL)
+    art = make_artifact(info.num_classes, calibrator="identity", thresholds=0.3, input_size=info.input_size)
+    rgb = ort.InferenceSession(embedded_patched(EXAMPLE_MODEL, art).SerializeToString(), providers=["CPUExecutionProvider"])
+    bgr = ort.InferenceSession(embedded_patched(EXAMPLE_MODEL, art, image_order="BGR").SerializeToString(),
+                               providers=["CPUExecutionProvider"])
+    from examples.detector import scenes
+    img = scenes.positive_scene(5)[0]
+    a, b = run_embedded(rgb, img), run_embedded(bgr, np.ascontiguousarray(img[..., ::-1]))
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5)
+
+
+def test_real_model_on_real_images():
+    from artifact_factory import assert_same_detections, make_artifact
+    from calib.model_info import read_model_info
+    if not REAL_MODEL.exists():
+        pytest.skip(f"real model absent: {REAL_MODEL} (../shared/real lives beside the repository)")
+    images = real_images(3)
+    info = read_model_info(REAL_MODEL)
+    art = make_artifact(80, calibrator="platt_per_class", thresholds=0.2, input_size=info.input_size)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    emb = ort.InferenceSession(embedded_patched(REAL_MODEL, art).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    raw = ort.InferenceSession(str(REAL_MODEL), so, providers=["CPUExecutionProvider"])
+    found = 0
+    for img in images:
+        ref = reference_detections([img], raw, art, info)
+        assert_same_detections(run_embedded(emb, img), ref, box_tol=1e-2, score_tol=1e-4, ties_unordered=True)
+        found += int(ref["num_dets"][0, 0])
+    assert found > 0
