@@ -113,12 +113,13 @@ def resize_linear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """An (h, w, 3) uint8 array, or ValueError naming the problem."""
+    """An (h, w, 3) uint8 array (or float32 in 0..255 units, e.g. a canvas letterboxed again),
+    or ValueError naming the problem."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{what}: expected an (h, w, 3) image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{what}: expected uint8 pixels, got {image.dtype}")
+    if image.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"{what}: expected uint8 (or float32 0..255) pixels, got {image.dtype}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"{what}: empty image {image.shape}")
     return image
@@ -126,7 +127,10 @@ def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
 
 def letterbox_resize(image: np.ndarray, size_hw: tuple[int, int], *, mode: str = "letterbox",
                      placement: str = "centre", pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
-    """(h, w, 3) uint8 -> ((H, W, 3) float32 canvas in 0..255 units, letterbox row float64 (6,))."""
+    """(h, w, 3) uint8 -> ((H, W, 3) float32 canvas in 0..255 units, letterbox row float64 (6,)).
+
+    A float32 image (0..255 units) is resized the same way (the graph's input is uint8 only).
+    """
     image = check_image(image)
     if not 0 <= int(pad_value) <= 255:
         raise ValueError(f"pad_value must be in 0..255, got {pad_value}")

@@ -144,7 +144,8 @@ def test_to_model_input_is_calib_preprocess_scaling(pre):
 @pytest.mark.parametrize("image,msg", [
     (np.zeros((4, 4), np.uint8), "shape"),
     (np.zeros((4, 4, 4), np.uint8), "shape"),
-    (np.zeros((4, 4, 3), np.float32), "uint8"),
+    (np.zeros((4, 4, 3), np.int16), "uint8"),
+    (np.zeros((4, 4, 3), np.float64), "uint8"),
     (np.zeros((0, 4, 3), np.uint8), "empty"),
 ])
 def test_bad_images_are_refused(image, msg):
