@@ -299,6 +299,11 @@ def embed_in_patched(model: onnx.ModelProto, input_name: str, spec: PreprocessGr
         _rename_input(graph, letterbox_input, e.row)
         graph.input.remove(lb)
     graph.initializer.extend(b.initializers)
+    if frame_hw is None:     # one image per run: the outputs' batch axis is 1
+        for out in graph.output:
+            dims = out.type.tensor_type.shape.dim
+            if len(dims) and not dims[0].HasField("dim_value"):
+                dims[0].dim_value = 1
     e.consts = dict(b.const_values)
     return e
 

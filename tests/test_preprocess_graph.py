@@ -314,6 +314,10 @@ def test_embedded_patched_model_checks_and_coverage():
         onnx.checker.check_model(model, full_check=True)
         assert [i.name for i in model.graph.input] == ["image" if frame_hw is None else "frames"]
         assert [o.name for o in model.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        batch = {o.type.tensor_type.shape.dim[0].dim_value or o.type.tensor_type.shape.dim[0].dim_param
+                 for o in model.graph.output}
+        assert batch == ({1} if frame_hw is None else {"batch"}), batch
         inserted = [n for n in model.graph.node if n.name.startswith("detcal/")]
         assert {"Resize", "Pad"} <= {n.op_type for n in inserted} or frame_hw is not None
         reports = coverage(onnx.ModelProto(graph=onnx.GraphProto(node=inserted, initializer=model.graph.initializer),
