@@ -116,7 +116,8 @@ def timing(args) -> None:
                 postprocess + pack_fixed (numpy): what a caller writes without the embedding
       opencv    the same with cv2.resize (INTER_LINEAR) for the resize, if cv2 imports
       embedded  the model patched with --embed-preprocess, fed the uint8 frame
-    ratio = embedded / numpy (target <= 1.0).
+    ratio = embedded / numpy (target <= 1.0), on wall-clock medians; the process CPU time
+    (all threads) is printed too, as on a shared machine wall time includes waiting for a core.
     """
     import random
     import time
@@ -171,20 +172,25 @@ def timing(args) -> None:
             for f in routes.values():                      # warm-up
                 f()
             times = {k: [] for k in routes}
+            cpu = {k: [] for k in routes}
             order = list(routes)
             for _ in range(args.repeats):
                 random.shuffle(order)
                 for k in order:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     routes[k]()
                     times[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
             med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+            cmed = {k: 1e3 * float(np.median(v)) for k, v in cpu.items()}
             a, b = numpy_route(img), dict(zip(["num_dets", "det_boxes", "det_scores", "det_classes"],
                                                emb.run(None, {"image": img})))
             assert int(a["num_dets"][0, 0]) == int(b["num_dets"][0, 0]), "embedded and numpy routes disagree"
             cvt = f"{med['opencv']:>7.2f}" if "opencv" in med else f"{'-':>7}"
             print(f"{src.name:<28} {fw:>4}x{fh:<4} | {med['raw']:>7.2f} {med['numpy']:>7.2f} {cvt} "
-                  f"{med['embedded']:>8.2f} | {med['embedded'] / med['numpy']:>5.2f} {int(a['num_dets'][0, 0]):>4}")
+                  f"{med['embedded']:>8.2f} | {med['embedded'] / med['numpy']:>5.2f} {int(a['num_dets'][0, 0]):>4} | "
+                  f"cpu ms numpy {cmed['numpy']:.2f} embedded {cmed['embedded']:.2f} "
+                  f"ratio {cmed['embedded'] / cmed['numpy']:.2f}")
 
 
 def main(argv=None) -> None:
