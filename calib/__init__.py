@@ -12,7 +12,7 @@ from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from .calibration_map import map_from_artifact
 from .data import Dataset, load_dataset
 from .errors import DetcalError
-from .fit import FitOptions, fit
+from .fitting import FitOptions, fit
 from .letterbox import input_to_original_xyxy, letterbox, letterbox_row
 from .nms import batched_nms_xyxy, nms_xyxy
 from .pipeline import Detections, PostprocessConfig, pack_fixed, postprocess

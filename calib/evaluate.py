@@ -37,7 +37,7 @@ from .atomic import atomic_write_json, atomic_write_text, check_writable
 from .calibration_map import CalibrationMap
 from .data import iter_images, load_dataset
 from .errors import DetcalError
-from .fit import ROWS, format_table
+from .fitting import ROWS, format_table
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import _dims, _dtype, check_class_count, load_onnx, read_model_info, sha256_file

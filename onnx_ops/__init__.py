@@ -5,7 +5,7 @@ letterbox masking and NMS as standard ONNX nodes, check the result against the E
     patch_model("yolov8n.onnx", calib.artifact.load_artifact("calibration.json"))  # -> yolov8n.detcal.onnx
 """
 from .patch import (PatchResult, PostprocessSpec, build_patched_model, build_postprocess_graph, default_out_path,
-                    patch_model, run_patch_cli)
+                    patch_model)
 
 __all__ = ["patch_model", "build_patched_model", "build_postprocess_graph", "default_out_path", "PatchResult",
-           "PostprocessSpec", "run_patch_cli"]
+           "PostprocessSpec"]

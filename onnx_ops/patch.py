@@ -435,44 +435,9 @@ def patch_model(
     result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
-        raise RuntimeError("inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))
+        raise DetcalError(f"{src}: inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))
     for f in result.findings:
         if f.level == "error":
             warnings.warn(f"detcal patch: {f.ep}: {f.op} ({f.node}): {f.reason}", stacklevel=2)
     atomic_write_bytes(out, result.model.SerializeToString())
     return out
-
-
-def run_patch_cli(args) -> int:
-    """`detcal patch`: args.model, args.calibration, args.out (None: default), args.iou,
-    args.max_det, args.conf (None: from the artifact), args.force. Prints where the patched
-    model went and the EP-support notes for the inserted nodes; returns 0. User errors raise
-    DetcalError (the CLI prints one line and exits 2)."""
-    from calib.artifact import load_artifact
-
-    artifact = load_artifact(args.calibration)
-    src = Path(args.model)
-    out = Path(args.out) if getattr(args, "out", None) else default_out_path(src)
-    if src.exists() and out.resolve() == src.resolve():
-        raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
-    check_writable(out, inputs=(src,))
-    result = build_patched_model(src, artifact, iou=getattr(args, "iou", None), max_det=getattr(args, "max_det", None),
-                                 conf=getattr(args, "conf", None), force=bool(getattr(args, "force", False)))
-    atomic_write_bytes(out, result.model.SerializeToString())
-    cfg, spec = result.spec.config, result.spec
-    thr = spec.thresholds
-    print(f"detcal patch: wrote {out}")
-    print(f"  head {spec.layout} ({spec.num_classes} classes){', calibration before the Sigmoid' if result.head.sigmoid_front else ''}; "
-          f"calibrator {spec.calibration.kind}; thresholds {thr.min():.3g}..{thr.max():.3g}; "
-          f"NMS IoU {cfg.iou_threshold:g}, pre-NMS top-k {cfg.pre_nms_top_k}, max_det {cfg.max_det}")
-    print(f"  inputs: {result.model.graph.input[0].name}, letterbox [B, 6]; outputs: num_dets, det_boxes, det_scores, det_classes")
-    seen = set()
-    for f in result.findings:
-        key = (f.ep, f.op, f.reason)
-        if key not in seen:
-            seen.add(key)
-            print(f"  note ({f.ep}, {f.level}): {f.op}: {f.reason}")
-    return 0
-
-
-main_patch = run_patch_cli

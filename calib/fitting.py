@@ -7,7 +7,6 @@ results are pooled. The artifact's calibrator and thresholds are then fitted on 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,38 +365,3 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
     lines.append("")
     lines.append(f"wrote {out} and the report in {report_dir}/ (reliability.png, thresholds.png, report.json)")
     return "\n".join(lines)
-
-
-def _read_names(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise DetcalError(f"names file not found: {p}")
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
-        raise DetcalError(f"names file is empty: {p}")
-    return names
-
-
-def run_fit_cli(args) -> int:
-    try:
-        pre = Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))
-        post = PostprocessConfig(iou_threshold=args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
-                                 multi_label=args.multi_label)
-    except ValueError as exc:
-        raise DetcalError(str(exc)) from None
-    opts = FitOptions(
-        calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
-        match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
-        folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
-    )
-    result = fit(
-        args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
-        imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=_read_names(args.names),
-        progress=not args.quiet,
-    )
-    print(result.summary)
-    if not result.thresholds.certified_:
-        print(f"warning: the negative-scene target was not certified: {result.thresholds.note}", file=sys.stderr)
-    return 0
