@@ -15,7 +15,8 @@ import numpy as np
 
 from .artifact import Artifact
 from .atomic import atomic_write_json, atomic_write_text, check_writable
-from .calibrators import CANDIDATES, make_calibrator, select_calibrator
+from .calibrators import CANDIDATES, make_calibrator
+from .cross_validation import image_folds, select_calibrator
 from .collect import Collected, collect_detections
 from .data import Dataset, load_dataset
 from .errors import DetcalError
@@ -90,7 +91,7 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
     c = matched.num_classes
     if kind == "auto":
         cal, report = select_calibrator(matched.scores, matched.classes, matched.is_tp, matched.image_index, c,
-                                        n_folds=opts.folds, seed=opts.seed)
+                                        n_folds=opts.folds, seed=opts.seed, n_groups=matched.n_images)
         return cal, {"mode": "auto", **report}
     cal = make_calibrator(kind, c).fit(matched.scores, matched.classes, matched.is_tp)
     return cal, {"mode": "explicit", "winner": kind}
@@ -115,10 +116,11 @@ def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOpt
 
 
 def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
-    """k-fold by image: held-out calibrated scores (K,) and whether each survived the thresholds
-    fitted on the other folds (K,) bool."""
-    k = min(opts.folds, matched.n_images)
-    image_fold = np.random.default_rng(opts.seed).permutation(matched.n_images) % k
+    """k-fold by image (`cross_validation.image_folds`, the folds calibrator selection uses):
+    held-out calibrated scores (K,) and whether each survived the thresholds fitted on the
+    other folds (K,) bool."""
+    image_fold = image_folds(matched.n_images, opts.folds, opts.seed)   # the folds selection used too
+    k = int(image_fold.max()) + 1
     det_fold = image_fold[matched.image_index]
     oof = matched.scores.astype(np.float64).copy()
     keep = np.zeros(matched.n_detections, dtype=bool)
@@ -219,7 +221,10 @@ def fit(
     kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
     calibrated = calibrator.transform(matched.scores, matched.classes)
     thresholds = _fit_thresholds(matched, calibrated, options, calibrator)
-    oof, keep = cross_validate(matched, kind, options)
+    try:
+        oof, keep = cross_validate(matched, kind, options)
+    except ValueError as exc:
+        raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
 
     before = summarize(matched, options.baseline_conf, class_names=dataset.names)
