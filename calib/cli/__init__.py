@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from calib.errors import DetcalError
+
 from . import doctor, fit, inspect, patch
 from . import eval as eval_command
 
@@ -44,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        from calib.errors import DetcalError
         try:
             return args.run(args)
         except DetcalError as exc:

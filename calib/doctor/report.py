@@ -72,7 +72,7 @@ class DoctorReport:
             "dataset": self.dataset_summary, "flagged": self.flagged, "exit_code": self.exit_code,
             "seconds": round(self.seconds, 3),
             "checks": [asdict(c) for c in self.ordered()],
-        })
+        }, 6)
 
     def format_text(self) -> str:
         native = f"{self.native_size[0]}x{self.native_size[1]}" if self.native_size else "unknown"
