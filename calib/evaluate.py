@@ -31,19 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, load_artifact
+from .artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, PatchedMetadata, PostprocessConfig,
+                       Preprocess, is_patched_metadata, load_artifact)
 from .jsonable import finite_or_none, to_jsonable as _jsonable
 from .atomic import atomic_write_json, atomic_write_text, check_writable
-from .calibration_map import CalibrationMap
 from .data import iter_images, load_dataset
 from .errors import DetcalError
 from .fit import ROWS, format_table
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import _dims, _dtype, check_class_count, load_onnx, read_model_info, sha256_file
-from .pipeline import Detections, PostprocessConfig, postprocess
+from .pipeline import Detections, postprocess
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
-from .preprocess import Preprocess, preprocess_image
+from .preprocess import preprocess_image
 from .progress import Progress
 from .runner import DetectorRunner, make_session, resolve_input_size
 
@@ -51,8 +51,6 @@ DEFAULT_CONF = 0.25
 AP_FLOOR = 0.001
 EVAL_FORMAT = "detcal.eval"
 EVAL_VERSION = 1
-# the patched model's interface (EfficientNMS layout), as onnx_ops.patch writes it
-PREPROCESS_FIELDS = ("resize", "pad_value", "channel_order", "mean", "std")
 
 
 # ----------------------------------------------------------------------------- the patched model
@@ -68,7 +66,12 @@ class PatchedModelInfo:
     image_shape: tuple           # e.g. ('batch', 3, 640, 640)
     image_dtype: str
     letterbox_input: str
-    summary: dict                # the `detcal` metadata entry (JSON)
+    meta: PatchedMetadata        # the `detcal` metadata entry
+
+    @property
+    def summary(self) -> dict:
+        """The `detcal` metadata entry as read (JSON object)."""
+        return self.meta.raw
 
     @property
     def dynamic_batch(self) -> bool:
@@ -81,22 +84,20 @@ class PatchedModelInfo:
 
     @property
     def source_sha256(self) -> str | None:
-        return self.summary.get("source_sha256")
+        return self.meta.source_sha256
 
     @property
     def num_classes(self) -> int | None:
-        n = self.summary.get("num_classes")
-        return int(n) if isinstance(n, int) else None
+        return self.meta.num_classes
 
     @property
     def thresholds(self) -> list | None:
-        t = self.summary.get("thresholds")
-        return t if isinstance(t, list) else None
+        return self.meta.thresholds
 
     @property
     def preprocess(self) -> Preprocess | None:
-        block = self.summary.get("preprocess")
-        if not isinstance(block, dict):
+        block = self.meta.preprocess
+        if block is None:
             return None
         try:
             return Preprocess.from_artifact(block)
@@ -105,8 +106,8 @@ class PatchedModelInfo:
 
     @property
     def nms(self) -> PostprocessConfig | None:
-        block = self.summary.get("nms")
-        if not isinstance(block, dict):
+        block = self.meta.nms
+        if block is None:
             return None
         try:
             return PostprocessConfig.from_artifact(block)
@@ -124,15 +125,13 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
     p = Path(path)
     model = load_onnx(p)
     metadata = {m.key: m.value for m in model.metadata_props}
-    if "detcal" not in metadata:
-        raise DetcalError(f"{p} is not a detcal-patched model (no 'detcal' metadata entry); "
-                          "pass the output of `detcal patch` as --patched and the raw export as --model")
     try:
-        summary = json.loads(metadata["detcal"])
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
+        meta = PatchedMetadata.from_metadata_props(metadata, str(p))
+    except KeyError:
+        raise DetcalError(f"{p} is not a detcal-patched model (no 'detcal' metadata entry); "
+                          "pass the output of `detcal patch` as --patched and the raw export as --model") from None
     except ValueError as exc:
-        raise DetcalError(f"{p}: the 'detcal' metadata entry is not valid JSON ({exc})") from None
+        raise DetcalError(str(exc)) from None
     outputs = {o.name: _dims(o) for o in model.graph.output}
     missing = [n for n in PATCHED_OUTPUTS if n not in outputs]
     if missing:
@@ -148,7 +147,7 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
         listing = ", ".join(f"{i.name} {list(_dims(i))}" for i in inputs)
         what = "a 4-D image input" if not images else f"a '{LETTERBOX_INPUT}' [B, 6] input"
         raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
-    return PatchedModelInfo(p, sha256_file(p), images[0].name, _dims(images[0]), _dtype(images[0]), boxes[0].name, summary)
+    return PatchedModelInfo(p, sha256_file(p), images[0].name, _dims(images[0]), _dtype(images[0]), boxes[0].name, meta)
 
 
 class PatchedRunner:
@@ -359,9 +358,9 @@ def evaluate(
     if len(dataset) == 0:
         raise DetcalError(f"{data} ({split}): no images")
     layout = layout or (artifact.model.get("layout") if artifact is not None else None) or (
-        pinfo.summary.get("layout") if pinfo is not None else None)
+        pinfo.meta.layout if pinfo is not None else None)
     proto = load_onnx(model)
-    if any(m.key in ("detcal", "detcal_version") for m in proto.metadata_props):
+    if is_patched_metadata({m.key: m.value for m in proto.metadata_props}):
         raise DetcalError(f"{model} is a detcal-patched model; pass the raw export as --model "
                           "and the patched one as --patched")
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)

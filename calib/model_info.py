@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .artifact.interface import is_patched_metadata
 from .errors import DetcalError
 from .layouts import LAYOUTS, guess_layout, num_classes_of
 
@@ -42,7 +43,7 @@ class ModelInfo:
 
     @property
     def is_patched(self) -> bool:
-        return "detcal" in self.metadata or "detcal_version" in self.metadata
+        return is_patched_metadata(self.metadata)
 
 
 def sha256_file(path: str | Path) -> str:

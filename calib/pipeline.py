@@ -20,43 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration_map import CalibrationMap, identity_map
+from .artifact import CalibrationMap, PostprocessConfig, identity_map
 from .layouts import Decoded, decode
 from .letterbox import centre_in_content, input_to_original_xyxy
 from .nms import batched_nms_xyxy
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """Knobs of the pipeline, as stored in the artifact's `nms` block."""
-
-    iou_threshold: float = 0.7        # Ultralytics' default
-    max_det: int = 300
-    pre_nms_top_k: int = 3000         # < 3840, TensorRT's TopK limit
-    multi_label: bool = False
-    class_aware: bool = True
-    mask_padding: bool = True         # drop boxes centred in the letterbox bars
-
-    def __post_init__(self):
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if self.max_det < 1 or self.pre_nms_top_k < 1:
-            raise ValueError("max_det and pre_nms_top_k must be >= 1")
-
-    def to_artifact(self) -> dict:
-        return {
-            "iou_threshold": float(self.iou_threshold),
-            "max_det": int(self.max_det),
-            "pre_nms_top_k": int(self.pre_nms_top_k),
-            "multi_label": bool(self.multi_label),
-            "class_aware": bool(self.class_aware),
-            "mask_padding": bool(self.mask_padding),
-        }
-
-    @classmethod
-    def from_artifact(cls, d: dict) -> "PostprocessConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
 
 
 @dataclass

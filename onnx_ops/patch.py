@@ -58,7 +58,6 @@ raw threshold) uses the model's own probabilities in both, so the set of survivo
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +66,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import DETCAL_VERSION, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, load_artifact
+from calib.artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
+                            PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
-from calib.calibration_map import CalibrationMap, IsotonicMap, identity_map
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, read_model_info, sha256_file
-from calib.pipeline import PostprocessConfig
 
 from . import steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
@@ -311,23 +309,18 @@ def _outer_inputs(g: onnx.GraphProto) -> set:
     return names
 
 
-def _summary(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> dict:
-    cfg = spec.config
-    return {
-        "detcal_version": DETCAL_VERSION,
-        "source_sha256": source_sha,
-        "layout": spec.layout,
-        "num_classes": spec.num_classes,
-        "calibrator": spec.calibration.kind,
-        "calibration_in_logit_space": bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
-        "thresholds": [float(t) for t in spec.thresholds],
-        "nms": cfg.to_artifact(),
-        "inputs": {LETTERBOX_INPUT: "float32 [B, 6] orig_w, orig_h, scale_x, scale_y, pad_left, pad_top"},
-        "outputs": {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {cfg.max_det}, 4] xyxy original px",
-                    "det_scores": f"float32 [B, {cfg.max_det}] calibrated", "det_classes": f"int32 [B, {cfg.max_det}]"},
-        "preprocess": artifact.preprocess.to_artifact(),
-        "certified_bound": artifact.thresholds.get("certified_bound"),
-    }
+def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> PatchedMetadata:
+    return PatchedMetadata(
+        source_sha256=source_sha,
+        layout=spec.layout,
+        num_classes=spec.num_classes,
+        calibrator=spec.calibration.kind,
+        calibration_in_logit_space=bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
+        thresholds=[float(t) for t in spec.thresholds],
+        nms=spec.config.to_artifact(),
+        preprocess=artifact.preprocess.to_artifact(),
+        certified_bound=artifact.thresholds.get("certified_bound"),
+    )
 
 
 def build_patched_model(
@@ -338,8 +331,7 @@ def build_patched_model(
     path = Path(model_path)
     model = model if model is not None else load_onnx(path)
     src = str(path)
-    metadata = {m.key: m.value for m in model.metadata_props}
-    if "detcal" in metadata or "detcal_version" in metadata:
+    if is_patched_metadata({m.key: m.value for m in model.metadata_props}):
         raise DetcalError(f"{src}: the model is already patched by detcal (metadata key 'detcal'); patch the original export")
     source_sha = sha256_file(path)
     want_sha = artifact.model.get("sha256")
@@ -377,9 +369,7 @@ def build_patched_model(
     graph.output.extend(_output_infos(batch, spec.config.max_det))
     _prune(graph)
 
-    summary = _summary(artifact, spec, head, source_sha)
-    for key, value in (("detcal", json.dumps(summary, sort_keys=True)), ("detcal_version", DETCAL_VERSION),
-                       ("detcal_source_sha256", source_sha), ("detcal_calibrator", spec.calibration.kind)):
+    for key, value in _metadata(artifact, spec, head, source_sha).to_metadata_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     findings = _validate(model, b, src)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calib.calibration_map import EPS, AffineLogitMap, IsotonicMap
+from calib.artifact import EPS, AffineLogitMap, IsotonicMap
 
 from .graph_builder import FLOAT, INT32, INT64, GraphBuilder
 

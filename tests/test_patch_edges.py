@@ -7,9 +7,10 @@ import onnxruntime as ort
 import pytest
 
 from artifact_factory import assert_same_detections, make_calibration, random_head
-from calib.calibration_map import identity_map
+from calib.artifact import identity_map
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
 from onnx_ops.patch import build_postprocess_graph
 
 ROW = letterbox_row(1280, 720, (640, 640))          # pad_top 140, content y in [140, 500]

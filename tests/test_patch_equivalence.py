@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from artifact_factory import CALIBRATORS, assert_same_detections, make_calibration, random_head
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
 from onnx_ops.patch import build_postprocess_graph
 
 LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
