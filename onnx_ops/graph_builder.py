@@ -127,6 +127,9 @@ class GraphBuilder:
         return self.memo[key]
 
 
+NEG = np.float32(-1e30)          # key of a non-candidate; valid keys are calibrated scores >= 0
+BIG = np.float32(3.0e38)          # +/- fill for masked min/max of box coordinates, isotonic knot padding
+
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 INT32 = TensorProto.INT32

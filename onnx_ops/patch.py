@@ -75,6 +75,7 @@ from calib.model_info import load_onnx, read_model_info, sha256_file
 from . import steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
+from .variants import Variant, candidate_key, choose_calibration_variant
 
 OUTPUTS = PATCHED_OUTPUTS
 NMS_MIN_OPSET = 10
@@ -128,57 +129,33 @@ class PatchResult:
 # the inserted part
 # ------------------------------------------------------------------------------------------
 def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec) -> dict[str, str]:
-    """Insert decode -> threshold -> calibrate -> best class -> top-k -> mask -> NMS -> outputs.
+    """Insert the steps of `calib.pipeline` (builders in `onnx_ops.steps`, in the same order):
+    decode -> threshold/calibrate/select_best_class (the variant: `choose_calibration_variant`)
+    -> pre_nms_top_k -> mask_letterbox -> class_aware_nms (max_det) -> to_original_pixels -> pack_fixed.
 
     Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
     """
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
-    cmap = spec.calibration
+    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
+    multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    multi = cfg.multi_label
-    if head.layout == "end2end":
-        sp = steps.decode_end2end(b, raw)
-        key, cls = steps.sparse_survivors_key(b, sp, cmap, rthr)
-        n_cand, boxes_src, fmt, box_axis = head.n_static, sp.boxes, "xyxy", 1
-        multi = False
+    if head.sigmoid_front:
+        decoded = steps.Dense(
+            steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+            steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+            class_axis=1,
+            logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+        )
     else:
-        if head.sigmoid_front:
-            dense = steps.Dense(
-                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
-                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
-                class_axis=1,
-                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
-            )
-        else:
-            dense = steps.decode_dense(b, raw, head.layout)
-        boxes_src, fmt = dense.boxes, "cxcywh"
-        box_axis = 2 if dense.class_axis == 1 else 1
-        uniform = bool(np.all(rthr == rthr[0]))
-        if not multi and getattr(cmap, "is_identity", False) and uniform and rthr[0] != -np.inf:
-            key, cls = steps.best_class_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
-            n_cand = head.n_static
-        elif dense.logits is not None and not multi and not isinstance(cmap, IsotonicMap) and not cmap.is_identity:
-            # the class is chosen on the calibrated logit, the Sigmoid is applied per box only
-            z = steps.calibrated_logits_dense(b, dense, cmap, C)
-            key = steps.survivors_key(b, dense.probs, z, rthr, steps._class_shape(C, dense.class_axis))
-            best_z, cls = steps.best_class(b, key, dense.class_axis)
-            key = steps.calibrated_box_score(b, best_z)
-            n_cand = head.n_static
-        else:
-            if isinstance(cmap, IsotonicMap) or (dense.logits is None and not cmap.is_identity
-                                                 and not np.all(rthr == -np.inf)):
-                # threshold the raw scores first, calibrate the survivors only
-                key = steps.survivors_only_key(b, dense.probs, cmap, rthr, dense.class_axis)
-            else:
-                cal = steps.calibrate_dense(b, dense, cmap, C)
-                key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
-            if multi:
-                key = steps.multi_label_candidates(b, key, dense.class_axis)
-                n_cand = None if head.n_static is None else head.n_static * C
-            else:
-                key, cls = steps.best_class(b, key, dense.class_axis)
-                n_cand = head.n_static
+        decoded = steps.decode(b, raw, head.layout)
+    if variant is Variant.SPARSE:
+        boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
+    else:
+        boxes_src, fmt, box_axis = decoded.boxes, "cxcywh", (2 if decoded.class_axis == 1 else 1)
+    key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
+    n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
+
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
@@ -190,12 +167,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
         cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
-    keep = tk.valid
-    if cfg.mask_padding:
-        keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")
-    nms_boxes = steps.class_offset_boxes_xyxy(b, boxes, cls_sel, keep, cfg.class_aware)
-    selected = steps.nms_select(b, nms_boxes, tk.score, keep, cfg.iou_threshold, cfg.max_det)
-    return steps.pack_fixed(b, selected, tk, boxes, cls_sel, letterbox, cfg.max_det)
+    keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
+    kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
+    return steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
 
 
 def _output_infos(batch, max_det: int) -> list:
