@@ -24,7 +24,6 @@ separately (at the operating threshold, as deployed) and added for the total.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

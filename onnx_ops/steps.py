@@ -31,7 +31,6 @@ Non-candidates carry the key NEG (-1e30) rather than -inf: finite, so that arith
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from onnx import numpy_helper
@@ -39,36 +38,12 @@ from onnx import numpy_helper
 from calib.artifact import (LAYOUTS, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS, SCALE_X, SCALE_Y,
                             AffineLogitMap, IsotonicMap)
 
-from .graph_builder import BIG, FLOAT, INT32, INT64, NEG, GraphBuilder
+from .graph_builder import BIG, FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
 from .graph_calibration import calibrate_affine, calibrate_isotonic, class_shape, logit_clipped
+from .graph_types import Dense, Kept, Sparse, TopK
 
 INT64_MAX = np.iinfo(np.int64).max
 NUM_DETS, DET_BOXES, DET_SCORES, DET_CLASSES = PATCHED_OUTPUTS
-
-
-@dataclass
-class Dense:
-    """Decoded dense head: boxes cxcywh and per-class scores (probabilities or logits).
-
-    class_axis 1: boxes [B, 4, N], scores [B, C, N] (xywh_cls). class_axis 2: boxes [B, N, 4],
-    scores [B, N, C] (xywh_obj_cls). `logits` is set when the head's Sigmoid was cut off
-    (calibration then works on the exact logits, not on logit(clip(p))).
-    """
-
-    boxes: str
-    probs: str
-    class_axis: int
-    logits: str | None = None
-
-
-@dataclass
-class Sparse:
-    """Decoded end2end head: boxes xyxy [B, K, 4], score [B, K], class [B, K] int64."""
-
-    boxes: str
-    scores: str
-    classes: str
-
 
 # ------------------------------------------------------------------------------------------
 # decode
@@ -109,7 +84,6 @@ def decode_end2end(b: GraphBuilder, raw: str) -> Sparse:
     classes = b.cast(b.op("Round", cls_f, name="decode/class_round"), INT64, name="decode/classes")
     return Sparse(boxes, scores, classes)
 
-
 # ------------------------------------------------------------------------------------------
 # threshold
 # ------------------------------------------------------------------------------------------
@@ -138,7 +112,6 @@ def threshold_sparse(b: GraphBuilder, sp: Sparse, cmap, raw_thr: np.ndarray) -> 
     surv = b.op("And", valid, b.op("Greater", sp.scores, thr, name="thresh/above"), name="thresh/survives")
     cal = calibrate_sparse(b, sp.scores, safe, cmap)
     return b.op("Where", surv, cal, b.f32("thresh/neg", NEG), name="thresh/key"), safe
-
 
 # ------------------------------------------------------------------------------------------
 # calibrate (dense: constants broadcast over the class axis; sparse: gathered per candidate)
@@ -203,7 +176,6 @@ def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
         return s
     return calibrate_affine(b, logit_clipped(b, s), cmap.a, cmap.b, None, cls=cls)
 
-
 # ------------------------------------------------------------------------------------------
 # select_best_class (or every surviving (box, class) for multi_label)
 # ------------------------------------------------------------------------------------------
@@ -236,30 +208,9 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
         key = b.op("Transpose", key, name="multi/box_major", perm=[0, 2, 1])
     return b.op("Reshape", key, b.i64("multi/flat_shape", [0, -1]), name="multi/flat")
 
-
 # ------------------------------------------------------------------------------------------
 # pre_nms_top_k
 # ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TopK:
-    score: str      # [B, K1] calibrated score (NEG where not a candidate)
-    index: str      # [B, K1] int64 index into the (padded) candidate axis
-    valid: str      # [B, K1] bool
-    k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
-    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
-    end: str | None = None   # trim_slots: the kept slot count M [1] int64 (tensors are [B, M], M <= k1)
-
-
-def pad_last(b: GraphBuilder, x: str, rank: int, n: int, value, name: str) -> str:
-    """Pad the last axis of x by n entries of `value` (constant pads: TensorRT folds them)."""
-    if n == 0:
-        return x
-    pads = [0] * (2 * rank)
-    pads[2 * rank - 1] = n
-    v = b.const(f"{name}_value", np.asarray(value))
-    return b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant")
 
 
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
@@ -283,19 +234,6 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
         pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))
         valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
     return TopK(score, index, valid, k1, pad)
-
-
-def gather_rows(b: GraphBuilder, data: str, index: str, name: str, width: int = 0) -> str:
-    """data [B, M] (width 0) or [B, M, width], index [B, K] int64 into axis 1 -> [B, K] | [B, K, width].
-
-    GatherND(batch_dims=1) from opset 12 (row copies: ~3.5x faster than GatherElements with an
-    expanded [B, K, width] index on onnxruntime's CPU kernels), GatherElements before."""
-    if b.opset >= 12:
-        return b.op("GatherND", data, b.unsqueeze(index, [2], name=f"{name}_idx"), name=name, batch_dims=1)
-    if not width:
-        return b.op("GatherElements", data, index, name=name, axis=1)
-    idx = b.op("Expand", b.unsqueeze(index, [2], name=f"{name}_idx"), b.i64(f"{name}_shape", [1, 1, width]), name=f"{name}_idx_w")
-    return b.op("GatherElements", data, idx, name=name, axis=1)
 
 
 def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
@@ -350,7 +288,6 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
     return b.op("Concat", b.op("Sub", centre, half, name="boxes/xy1"), b.op("Add", centre, half, name="boxes/xy2"),
                 name="boxes/xyxy", axis=2)
 
-
 # ------------------------------------------------------------------------------------------
 # mask_letterbox
 # ------------------------------------------------------------------------------------------
@@ -383,7 +320,6 @@ def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
 def mask_letterbox(b: GraphBuilder, boxes: str, rows: str, keep: str) -> str:
     """boxes [B, K1, 4] xyxy input px, rows [B, 6], keep [B, K1] bool -> keep and centred on the content."""
     return b.op("And", keep, centre_in_content(b, boxes, rows), name="mask/keep")
-
 
 # ------------------------------------------------------------------------------------------
 # class_aware_nms (and max_det)
@@ -418,21 +354,6 @@ def nms_select(b: GraphBuilder, boxes: str, scores: str, keep: str, iou: float, 
                 b.f32("nms/score_min", [NEG / 2]), name="nms/nms", center_point_box=0)
 
 
-@dataclass
-class Kept:
-    """class_aware_nms's result, compacted: the kept candidates in score order, K' = min(max_det, K1).
-
-    score [B, K'], classes [B, K'] int64, boxes [B, K', 4] xyxy input px, num [B, 1] float
-    (count kept), row_ok [B, K'] bool (slot < num); slots at and after num hold anything."""
-
-    score: str
-    classes: str
-    boxes: str
-    num: str
-    row_ok: str
-    k: int
-
-
 def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: TopK, iou: float, class_aware: bool,
                     max_det: int) -> Kept:
     """boxes [B, M, 4] xyxy input px, classes [B, M] int64, keep [B, M] bool, tk (sorted scores)
@@ -463,7 +384,6 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
     box_in = gather_rows(b, boxes, pick, "out/box_input_px", 4)
     return Kept(score, cls, box_in, num, row_ok, kout)
 
-
 # ------------------------------------------------------------------------------------------
 # to_original_pixels
 # ------------------------------------------------------------------------------------------
@@ -477,7 +397,6 @@ def to_original_pixels(b: GraphBuilder, boxes: str, rows: str) -> str:
     size = letterbox_columns(b, rows, [ORIG_W, ORIG_H, ORIG_W, ORIG_H], "orig/size")
     x = b.op("Div", b.op("Sub", boxes, pad, name="orig/unpad"), scale, name="orig/unscale")
     return b.op("Min", b.op("Max", x, b.f32("orig/zero", 0.0), name="orig/clip_lo"), size, name="orig/clip")
-
 
 # ------------------------------------------------------------------------------------------
 # pack_fixed
