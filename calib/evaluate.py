@@ -39,12 +39,13 @@ from .errors import DetcalError
 from .fit import ROWS, format_table
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
-from .model_info import _dims, _dtype, check_class_count, load_onnx, read_model_info, sha256_file
+from .model_info import check_class_count, value_info_dims, value_info_dtype, load_onnx, read_model_info, sha256_file
 from .pipeline import Detections, postprocess
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
 from .preprocess import preprocess_image
 from .progress import Progress
-from .runner import DetectorRunner, make_session, resolve_input_size
+from .runner import DetectorRunner, resolve_input_size
+from .session import make_session
 
 DEFAULT_CONF = 0.25
 AP_FLOOR = 0.001
@@ -131,7 +132,7 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
                           "pass the output of `detcal patch` as --patched and the raw export as --model") from None
     except ValueError as exc:
         raise DetcalError(str(exc)) from None
-    outputs = {o.name: _dims(o) for o in model.graph.output}
+    outputs = {o.name: value_info_dims(o) for o in model.graph.output}
     missing = [n for n in PATCHED_OUTPUTS if n not in outputs]
     if missing:
         found = ", ".join(f"{n} {list(s)}" for n, s in outputs.items()) or "none"
@@ -139,14 +140,14 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
                           "num_dets [B,1], det_boxes [B,K,4], det_scores [B,K], det_classes [B,K]")
     init = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
-    images = [i for i in inputs if len(_dims(i)) == 4]
+    images = [i for i in inputs if len(value_info_dims(i)) == 4]
     boxes = [i for i in inputs if i.name == LETTERBOX_INPUT] or [
-        i for i in inputs if len(_dims(i)) == 2 and _dims(i)[1] == 6]
+        i for i in inputs if len(value_info_dims(i)) == 2 and value_info_dims(i)[1] == 6]
     if not images or not boxes:
-        listing = ", ".join(f"{i.name} {list(_dims(i))}" for i in inputs)
+        listing = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
         what = "a 4-D image input" if not images else f"a '{LETTERBOX_INPUT}' [B, 6] input"
         raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
-    return PatchedModelInfo(p, sha256_file(p), images[0].name, _dims(images[0]), _dtype(images[0]), boxes[0].name, meta)
+    return PatchedModelInfo(p, sha256_file(p), images[0].name, value_info_dims(images[0]), value_info_dtype(images[0]), boxes[0].name, meta)
 
 
 class PatchedRunner:
@@ -259,7 +260,7 @@ def _column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: fl
         kept = [Detections(d.boxes_xyxy[s], d.scores[s], d.classes[s])
                 for d, s in zip(col.detections, _split(keep, col.detections))]
         mk = _match(kept, gt_boxes, gt_classes, c, iou)
-        out["ap50_at_op"], out["ap50_95_at_op"] = _num(mean_ap(mk, [0.5])), _num(mean_ap(mk))
+        out["ap50_at_op"], out["ap50_95_at_op"] = finite_or_none(mean_ap(mk, [0.5])), finite_or_none(mean_ap(mk))
     model_med, model_p90 = _percentiles_ms(col.model_seconds, col.batch_sizes)
     out["latency_model_ms_median"], out["latency_model_ms_p90"] = model_med, model_p90
     if col.post_seconds:
@@ -278,8 +279,6 @@ def _split(mask: np.ndarray, dets: list[Detections]) -> list[np.ndarray]:
     bounds = np.cumsum([len(d) for d in dets])[:-1]
     return np.split(mask, bounds)
 
-
-_num = finite_or_none
 
 
 def _resolve_preprocess(explicit: dict | None, patched: PatchedModelInfo | None, artifact: Artifact | None,

@@ -5,25 +5,12 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
-import onnxruntime as ort
 
+from .artifact import Preprocess
 from .errors import DetcalError
 from .model_info import ModelInfo, metadata_imgsz
-from .preprocess import Preprocess, preprocess_image
-
-
-def make_session(path, *, threads: int | None = None, providers: list[str] | None = None) -> ort.InferenceSession:
-    """An onnxruntime session, or a DetcalError naming the file when onnxruntime rejects it."""
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DetcalError(f"onnxruntime cannot load {path}: {first}") from None
+from .preprocess import preprocess_image
+from .session import make_session  # noqa: F401 (re-exported: the factory's old home)
 
 
 def resolve_input_size(info: ModelInfo, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
@@ -53,7 +40,7 @@ class DetectorRunner:
     """Preprocess + run the raw model. `run(images)` yields RawBatch in input order."""
 
     def __init__(self, info: ModelInfo, preprocess: Preprocess, input_size: tuple[int, int], *,
-                 batch_size: int = 8, threads: int | None = None, session: ort.InferenceSession | None = None):
+                 batch_size: int = 8, threads: int | None = None, session=None):
         self.info = info
         self.preprocess = preprocess
         self.input_size = tuple(input_size)

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from calib.model_info import model_opset  # noqa: F401 (re-exported for inspect)
+
 from .ep_table import (DETCAL_FORBIDDEN, EP_NAMES, EPS, NO, PARTIAL, SOURCES, SUPPORT, TRT_NMS_TOPK_BOX_LIMIT,  # noqa: F401
                        TRT_TOPK_MAX_K, YES, EPStatus, OpSupport)
 
@@ -297,14 +299,6 @@ class EPReport:
         """(op, reason, count) for the errors, most frequent first."""
         c = Counter((f.op, f.reason) for f in self.errors)
         return [(op, reason, n) for (op, reason), n in c.most_common()]
-
-
-def model_opset(model: onnx.ModelProto) -> int:
-    """The default-domain opset of a model (1 if absent, per the ONNX spec)."""
-    for o in model.opset_import:
-        if _is_default_domain(o.domain):
-            return o.version
-    return 1
 
 
 def coverage(model: onnx.ModelProto, *, forbid: Iterable[str] = ()) -> dict[str, EPReport]:

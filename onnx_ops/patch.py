@@ -70,7 +70,7 @@ from calib.artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, Calibrat
                             PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
-from calib.model_info import load_onnx, read_model_info, sha256_file
+from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
 from . import steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
@@ -233,12 +233,8 @@ def build_postprocess_graph(
 # ------------------------------------------------------------------------------------------
 # whole models
 # ------------------------------------------------------------------------------------------
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
 def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    old = _opset(model)
+    old = model_opset(model)
     try:
         from onnx import version_converter
         up = version_converter.convert_version(model, MIN_OPSET)
@@ -317,11 +313,11 @@ def build_patched_model(
         raise DetcalError(f"{src}: the head is recognised as {info.layout}, the calibration was fitted for "
                           f"{artifact.model['layout']}")
     spec = PostprocessSpec.from_artifact(artifact, iou=iou, max_det=max_det, conf=conf)
-    if _opset(model) < MIN_OPSET:
+    if model_opset(model) < MIN_OPSET:
         model = _upgrade_opset(model, src)
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
-    opset = _opset(model)
+    opset = model_opset(model)
     head = find_head(model, info, spec.num_classes, source=src)
     graph = model.graph
     taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | {i.name for i in graph.initializer} \
@@ -335,7 +331,8 @@ def build_patched_model(
     _finish_outputs(b, outs)
 
     image = next(i for i in graph.input if i.name == info.input_name)
-    batch = _dims_of_first(image)
+    batch = value_info_dims(image)[0]
+    batch = "batch" if batch is None else batch
     graph.input.append(helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6]))
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
@@ -350,11 +347,6 @@ def build_patched_model(
     return PatchResult(model, head, spec, list(b.nodes), findings)
 
 
-def _dims_of_first(vi):
-    d = vi.type.tensor_type.shape.dim[0]
-    return d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch")
-
-
 def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
     """checker (full) + shape inference on the result; the inserted nodes against ep_support."""
     try:
@@ -367,7 +359,7 @@ def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
     except ImportError:  # the table is optional at this layer
         return []
     consts = dict(b.const_values)
-    findings = ep_support.check_nodes(b.nodes, _opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
+    findings = ep_support.check_nodes(b.nodes, model_opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
     return findings
 
 
@@ -393,9 +385,7 @@ def patch_model(
         artifact = load_artifact(artifact)
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
-    if src.exists() and (out.resolve() == src.resolve()):
-        raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
-    check_writable(out, inputs=(src,))
+    check_writable(out, inputs=(src,))          # refuses out == src, before any work
     result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
@@ -438,5 +428,3 @@ def run_patch_cli(args) -> int:
             print(f"  note ({f.ep}, {f.level}): {f.op}: {f.reason}")
     return 0
 
-
-main_patch = run_patch_cli
