@@ -93,7 +93,7 @@ class PostprocessSpec:
 
     @property
     def raw_thresholds(self) -> np.ndarray:
-        """(C,) float32, exactly as calib.pipeline.select_candidates casts them."""
+        """(C,) float32, exactly as calib.pipeline.threshold casts them."""
         return self.calibration.raw_thresholds(self.thresholds).astype(np.float32)
 
     @classmethod
