@@ -77,3 +77,24 @@ def _head(layout="xywh_cls", sigmoid_front=False):
 ])
 def test_choose_calibration_variant(head, cmap, cfg, thr, want):
     assert choose_calibration_variant(head, cmap, cfg, np.asarray(thr, np.float32)) is want
+
+
+TWINS = ("threshold", "calibrate", "select_best_class", "pre_nms_top_k", "mask_letterbox", "class_aware_nms",
+         "to_original_pixels", "pack_fixed")
+
+
+def _definition_order(module) -> list[str]:
+    import inspect
+
+    lines = {name: inspect.getsourcelines(getattr(module, name))[1] for name in TWINS}
+    return sorted(TWINS, key=lines.get)
+
+
+def test_reference_and_graph_steps_are_twins_in_the_same_order():
+    """calib.pipeline and onnx_ops.steps define the same steps, in the contract's order."""
+    from calib import pipeline
+    from onnx_ops import steps
+
+    assert _definition_order(pipeline) == list(TWINS)
+    assert _definition_order(steps) == list(TWINS)
+    assert callable(pipeline.decode) and callable(steps.decode)
