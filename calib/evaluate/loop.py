@@ -73,6 +73,41 @@ def _resolve_preprocess(explicit: dict | None, patched: PatchedModelInfo | None,
     return base, source
 
 
+def _open_inputs(model, data, patched, calibration, split: str, names, layout: str | None, warnings: list[str]):
+    """Read and cross-check the inputs: the patched model and the artifact first (cheap checks),
+    then the data set and the raw model -> (pinfo, artifact, dataset, info, num_classes)."""
+    pinfo = read_patched_info(patched) if patched is not None else None
+    artifact = (calibration if isinstance(calibration, Artifact) else
+                load_artifact(calibration) if calibration is not None else None)
+    if not Path(model).exists():
+        raise DetcalError(f"model file not found: {model}")
+    dataset = load_dataset(data, split, names=names)
+    if len(dataset) == 0:
+        raise DetcalError(f"{data} ({split}): no images")
+    layout = layout or (artifact.model.get("layout") if artifact is not None else None) or (
+        pinfo.meta.layout if pinfo is not None else None)
+    proto = load_onnx(model)
+    if is_patched_metadata({m.key: m.value for m in proto.metadata_props}):
+        raise DetcalError(f"{model} is a detcal-patched model; pass the raw export as --model "
+                          "and the patched one as --patched")
+    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
+    del proto
+    num_classes = check_class_count(info, dataset.names, str(data))
+    if artifact is not None and artifact.num_classes != num_classes:
+        raise DetcalError(f"class count mismatch: {calibration} was fitted for {artifact.num_classes} classes, "
+                          f"{data} names {num_classes}")
+    if pinfo is not None and pinfo.num_classes is not None and pinfo.num_classes != num_classes:
+        raise DetcalError(f"class count mismatch: {patched} predicts {pinfo.num_classes} classes, "
+                          f"{data} names {num_classes}")
+    if artifact is not None and artifact.model.get("sha256") not in (None, info.sha256):
+        warnings.append(f"{calibration} was fitted on another model (sha256 {str(artifact.model['sha256'])[:12]}...) "
+                        f"than {model} ({info.sha256[:12]}...)")
+    if pinfo is not None and pinfo.source_sha256 not in (None, info.sha256):
+        warnings.append(f"{patched} was patched from another model (sha256 {pinfo.source_sha256[:12]}...) "
+                        f"than {model} ({info.sha256[:12]}...)")
+    return pinfo, artifact, dataset, info, num_classes
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -112,36 +147,8 @@ def evaluate(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise DetcalError(f"output path is a file, expected a folder: {out_dir}")
 
-    # inputs: the patched model and the artifact first (cheap checks), then data and the raw model
-    pinfo = read_patched_info(patched) if patched is not None else None
-    artifact = (calibration if isinstance(calibration, Artifact) else
-                load_artifact(calibration) if calibration is not None else None)
-    if not Path(model).exists():
-        raise DetcalError(f"model file not found: {model}")
-    dataset = load_dataset(data, split, names=names)
-    if len(dataset) == 0:
-        raise DetcalError(f"{data} ({split}): no images")
-    layout = layout or (artifact.model.get("layout") if artifact is not None else None) or (
-        pinfo.meta.layout if pinfo is not None else None)
-    proto = load_onnx(model)
-    if is_patched_metadata({m.key: m.value for m in proto.metadata_props}):
-        raise DetcalError(f"{model} is a detcal-patched model; pass the raw export as --model "
-                          "and the patched one as --patched")
-    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
-    del proto
-    num_classes = check_class_count(info, dataset.names, str(data))
-    if artifact is not None and artifact.num_classes != num_classes:
-        raise DetcalError(f"class count mismatch: {calibration} was fitted for {artifact.num_classes} classes, "
-                          f"{data} names {num_classes}")
-    if pinfo is not None and pinfo.num_classes is not None and pinfo.num_classes != num_classes:
-        raise DetcalError(f"class count mismatch: {patched} predicts {pinfo.num_classes} classes, "
-                          f"{data} names {num_classes}")
-    if artifact is not None and artifact.model.get("sha256") not in (None, info.sha256):
-        warnings.append(f"{calibration} was fitted on another model (sha256 {str(artifact.model['sha256'])[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
-    if pinfo is not None and pinfo.source_sha256 not in (None, info.sha256):
-        warnings.append(f"{patched} was patched from another model (sha256 {pinfo.source_sha256[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
+    pinfo, artifact, dataset, info, num_classes = _open_inputs(model, data, patched, calibration, split, names, layout,
+                                                               warnings)
 
     if isinstance(preprocess, Preprocess):
         pre, pre_source = preprocess, "given"
