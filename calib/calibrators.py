@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from calib.calibration_map import (
+from calib.artifact import (
     EPS,
     MAX_KNOTS,
     AffineLogitMap,

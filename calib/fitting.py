@@ -24,9 +24,9 @@ from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
-from .pipeline import PostprocessConfig
+from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
-from .preprocess import Preprocess
+from .artifact import Preprocess
 from .runner import resolve_input_size
 from .thresholds import RejectionThresholds, f1_thresholds, fit_rejection_thresholds_matched
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from calib import calibrators as cal
 from calib import cross_validation as cv
-from calib.calibration_map import MAX_KNOTS, IsotonicMap, map_from_artifact
+from calib.artifact import MAX_KNOTS, IsotonicMap, map_from_artifact
 
 KINDS = cal.CANDIDATES
 

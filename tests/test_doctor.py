@@ -19,8 +19,8 @@ from calib.cli import main as cli_main
 from calib.doctor import (DoctorOptions, best_possible_recall, diagnose, embed_at_serve_size, kmeans_anchors,
                           read_anchors)
 from calib.errors import DetcalError
-from calib.pipeline import PostprocessConfig
-from calib.preprocess import Preprocess
+from calib.artifact import PostprocessConfig
+from calib.artifact import Preprocess
 
 from synthetic import COLOURS, make_blob_detector
 

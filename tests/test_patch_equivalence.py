@@ -16,14 +16,15 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifact_factory import CALIBRATORS, assert_same_detections, make_calibration, random_head
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
+from calib.session import make_session
 from onnx_ops.patch import build_postprocess_graph
 
 LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
@@ -40,9 +41,7 @@ def _config(layout, num_classes, kind, multi_label, seed, iou, max_det, pre_nms_
     cfg = PostprocessConfig(iou_threshold=iou, max_det=max_det, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label,
                             class_aware=class_aware, mask_padding=mask_padding)
     model = build_postprocess_graph(layout, num_classes, cmap, thr, cfg)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = make_session(model, threads=1)
     return sess, cmap, thr, cfg
 
 

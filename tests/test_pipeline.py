@@ -9,9 +9,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from calib.boxes import box_iou
-from calib.calibration_map import AffineLogitMap, IsotonicMap, identity_map
+from calib.artifact import AffineLogitMap, IsotonicMap, identity_map
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
 
 ROW_SQUARE = letterbox_row(640, 640, (640, 640))      # no padding, scale 1
 ROW_WIDE = letterbox_row(1280, 720, (640, 640))       # scale 0.5, pad_top 140 (content rows 140..500)

@@ -82,7 +82,7 @@ def add_preprocess_args(p: argparse.ArgumentParser) -> None:
 def preprocess_from_args(args):
     """The Preprocess the preprocessing group describes (a DetcalError for an invalid one)."""
     from calib.errors import DetcalError
-    from calib.preprocess import Preprocess
+    from calib.artifact import Preprocess
 
     try:
         return Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))

@@ -37,7 +37,7 @@ def run(args) -> int:
 
     from calib.doctor import DoctorOptions, diagnose
     from calib.errors import DetcalError
-    from calib.pipeline import PostprocessConfig
+    from calib.artifact import PostprocessConfig
 
     pre = preprocess_from_args(args)
     try:

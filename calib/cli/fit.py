@@ -45,7 +45,7 @@ def run(args) -> int:
     from calib.data import read_names_file
     from calib.errors import DetcalError
     from calib.fitting import FitOptions, fit
-    from calib.pipeline import PostprocessConfig
+    from calib.artifact import PostprocessConfig
 
     pre = preprocess_from_args(args)
     try:

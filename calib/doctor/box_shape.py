@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from ..boxes import box_iou
-from ..letterbox import SCALE_X, SCALE_Y
+from ..artifact import SCALE_X, SCALE_Y
 from ..model_info import ModelInfo
 from .anchors import best_possible_recall, kmeans_anchors, read_anchors
 from .report import Check, DoctorOptions, fmt_size, skipped, verdict

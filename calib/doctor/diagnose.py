@@ -13,7 +13,7 @@ from ..data import load_dataset
 from ..errors import DetcalError
 from ..jsonable import to_jsonable
 from ..model_info import check_class_count, load_onnx, metadata_imgsz, read_model_info
-from ..preprocess import Preprocess
+from ..artifact import Preprocess
 from .box_shape import check_box_shape
 from .load_labels import check_labels, check_nms_load
 from .report import DoctorOptions, DoctorReport, fmt_size

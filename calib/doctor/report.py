@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import DetcalError
 from ..jsonable import to_jsonable
-from ..pipeline import PostprocessConfig, postprocess
+from ..artifact import PostprocessConfig
+from ..pipeline import postprocess
 
 
 STATUSES = ("fail", "warn", "ok", "skipped")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..letterbox import SCALE_X, SCALE_Y
+from ..artifact import SCALE_X, SCALE_Y
 from .report import Check, DoctorOptions, fmt_number, fmt_size, verdict
 from .runs import Run
 

@@ -10,7 +10,8 @@ from ..collect import Collected, collect_detections
 from ..errors import DetcalError
 from ..fitting import match_collected
 from ..layouts import decode
-from ..letterbox import PAD_LEFT, PAD_TOP, letterbox
+from ..artifact import PAD_LEFT, PAD_TOP
+from ..letterbox import letterbox_image
 from ..matching import MatchedDetections
 from ..metrics import summarize
 from ..model_info import ModelInfo
@@ -31,7 +32,7 @@ def embed_at_serve_size(image: np.ndarray, serve_size: tuple[int, int], input_si
     ih, iw = int(input_size[0]), int(input_size[1])
     if sh > ih or sw > iw:
         raise ValueError(f"serving size {sh}x{sw} does not fit in the input {ih}x{iw}")
-    small, row = letterbox(image, (sh, sw), mode=pre.resize, pad_value=pre.pad_value)
+    small, row = letterbox_image(image, (sh, sw), mode=pre.resize, pad_value=pre.pad_value)
     canvas = np.full((ih, iw, 3), pre.pad_value, dtype=np.uint8)
     top, left = (ih - sh) // 2, (iw - sw) // 2
     canvas[top:top + sh, left:left + sw] = small

@@ -10,9 +10,10 @@ from ..atomic import atomic_write_bytes
 from ..data import Dataset
 from ..errors import DetcalError
 from ..images import read_image_rgb
-from ..letterbox import PAD_LEFT, PAD_TOP, centre_in_content
+from ..artifact import PAD_LEFT, PAD_TOP
+from ..letterbox import centre_in_content
 from ..metrics import dece
-from ..preprocess import Preprocess
+from ..artifact import Preprocess
 from .report import Check, DoctorOptions, fmt_size, skipped, verdict
 from .runs import Run
 
