@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .letterbox import RESIZE_MODES
+from .artifact.configs import RESIZE_MODES
+from .artifact.interface import PAD_LEFT, PAD_TOP
 
 COORDINATE_TRANSFORMATION_MODE = "half_pixel"
 PLACEMENTS = ("centre", "top_left", "bottom_right")
@@ -141,7 +142,7 @@ def letterbox_resize(image: np.ndarray, size_hw: tuple[int, int], *, mode: str =
         return resize_linear(image, in_h, in_w), row
     new_w, new_h = scaled_size(orig_w, orig_h, (in_h, in_w))
     canvas = np.full((in_h, in_w, 3), F32(pad_value), dtype=F32)
-    left, top = int(row[4]), int(row[5])
+    left, top = int(row[PAD_LEFT]), int(row[PAD_TOP])
     canvas[top: top + new_h, left: left + new_w] = resize_linear(image, new_h, new_w)
     return canvas, row
 

@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from calib import resize as R
-from calib.letterbox import RESIZE_MODES
+from calib.artifact import RESIZE_MODES
 
 from calib.errors import DetcalError
 
