@@ -18,8 +18,10 @@ Definition (the embedded preprocessing, `onnx_ops.preprocess_graph`, builds the 
   uint8 pixels, so it lies in [0, 255] without clamping, and the graph never rounds either.
 - Scaled size (letterbox): r = min(float32(H) / float32(h), float32(W) / float32(w)) in float32,
   new_w = max(1, rint(float32(w) * r)), new_h likewise (rint: round half to even, ONNX `Round`).
-  This is Ultralytics' round(w * r) except where w * r lies within float32 rounding of a tie.
-  The letterbox row keeps r (scale_x == scale_y == r), as calib.letterbox.letterbox_row defines it.
+  This is Ultralytics' round(w * r) except where w * r lies within float32 rounding of a tie
+  (and a side that would round to 0 px is 1 px). The letterbox row keeps Ultralytics' float64
+  r (scale_x == scale_y == r), as calib.letterbox.letterbox_row defines it; the graph's float32
+  row is that value rounded to float32.
 - Placement of the content in the (H, W) input: "centre" (pad_left = (W - new_w) // 2, pad_top
   likewise: Ultralytics' round(d / 2 - 0.1)), "top_left" (no padding before) or "bottom_right"
   (all padding before). The rest is `pad_value` (in 0..255 units, before scaling).
@@ -71,8 +73,10 @@ def resize_row(orig_w: int, orig_h: int, size_hw: tuple[int, int], mode: str = "
                placement: str = "centre") -> np.ndarray:
     """The letterbox row (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) float64 (6,).
 
-    input_px = orig_px * scale + pad, as calib.letterbox defines it; the scales are the float32
-    values the graph computes.
+    input_px = orig_px * scale + pad, as calib.letterbox defines it. The scales are float64
+    (Ultralytics' r); the graph computes them in float32, i.e. this value rounded to float32
+    (the patched model's `letterbox` rows are float32 anyway). Content size and padding are the
+    float32 ones of scaled_size, exactly as in the graph.
     """
     in_h, in_w = int(size_hw[0]), int(size_hw[1])
     if orig_w <= 0 or orig_h <= 0:
@@ -80,10 +84,10 @@ def resize_row(orig_w: int, orig_h: int, size_hw: tuple[int, int], mode: str = "
     if in_w <= 0 or in_h <= 0:
         raise ValueError(f"input size must be positive, got {in_h}x{in_w} (HxW)")
     if mode == "stretch":
-        return np.array([orig_w, orig_h, F32(in_w) / F32(orig_w), F32(in_h) / F32(orig_h), 0, 0], np.float64)
+        return np.array([orig_w, orig_h, in_w / orig_w, in_h / orig_h, 0, 0], np.float64)
     if mode != "letterbox":
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    r = scale_ratio(orig_w, orig_h, size_hw)
+    r = min(in_h / orig_h, in_w / orig_w)        # float64 (Ultralytics'); the sizes use float32
     new_w, new_h = scaled_size(orig_w, orig_h, size_hw)
     left, top = placement_offsets(in_w, in_h, new_w, new_h, placement)
     return np.array([orig_w, orig_h, r, r, left, top], np.float64)

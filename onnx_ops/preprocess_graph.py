@@ -225,6 +225,7 @@ class EmbeddedInput:
     row: str
     nodes: list
     consts: dict = field(default_factory=dict)    # the inserted constants, for ep_support checks
+    description: str = ""                         # the new input, in words (the patched metadata)
 
 
 def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, spec: PreprocessGraphSpec, *,

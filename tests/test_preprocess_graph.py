@@ -221,14 +221,9 @@ REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
 
 
 def embedded_patched(src: Path, art, *, frame_hw=None, image_order=None) -> onnx.ModelProto:
-    from calib.model_info import read_model_info
     from onnx_ops.patch import build_patched_model
-    from onnx_ops.preprocess_graph import embed_in_patched
-    info = read_model_info(src)
-    model = build_patched_model(src, art, force=True).model
-    spec = PreprocessGraphSpec.from_preprocess(art.preprocess, info.input_size, image_order)
-    embed_in_patched(model, info.input_name, spec, frame_hw=frame_hw)
-    return model
+    return build_patched_model(src, art, force=True, embed_preprocess=True, frame_size=frame_hw,
+                               input_channel_order=image_order).model
 
 
 @functools.lru_cache(maxsize=None)
@@ -358,3 +353,25 @@ def test_real_model_on_real_images():
         assert_same_detections(run_embedded(emb, img), ref, box_tol=1e-2, score_tol=1e-4, ties_unordered=True)
         found += int(ref["num_dets"][0, 0])
     assert found > 0
+
+
+def test_cli_patch_embed_preprocess(tmp_path, capsys):
+    import json
+
+    from artifact_factory import make_artifact
+    from calib.cli import main
+    from calib.model_info import read_model_info
+    info = read_model_info(EXAMPLE_MODEL)
+    cal = make_artifact(info.num_classes, thresholds=0.3, input_size=info.input_size).save(tmp_path / "cal.json")
+    base = ["patch", "--model", str(EXAMPLE_MODEL), "--calibration", str(cal), "--force"]
+    out = tmp_path / "m.detcal.onnx"
+    assert main([*base, "--out", str(out), "--embed-preprocess", "--frame-size", "360x640",
+                 "--input-channel-order", "BGR"]) == 0
+    assert "frames uint8 [B, 360, 640, 3] BGR" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["frames"]
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["detcal"])
+    assert list(meta["inputs"]) == ["frames"] and meta["preprocess"]["channel_order"] == "RGB"
+    assert main([*base, "--out", str(tmp_path / "x.onnx"), "--frame-size", "360x640"]) == 2
+    assert "--embed-preprocess" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from calib import resize as R
-from calib.letterbox import PAD_LEFT, PAD_TOP, SCALE_X, letterbox_row
+from calib.letterbox import PAD_LEFT, PAD_TOP, SCALE_X, SCALE_Y, letterbox_row
 from calib.preprocess import Preprocess, to_input_tensor
 
 SETTINGS = settings(deadline=None, max_examples=60)
@@ -104,11 +104,10 @@ def test_row_is_calib_letterbox_row_and_placement_adds_up(w, h, in_h, in_w, plac
     elif placement == "bottom_right":
         assert (left + new_w, top + new_h) == (in_w, in_h)
     else:
-        ref = letterbox_row(w, h, (in_h, in_w))
-        assert row[SCALE_X] == pytest.approx(ref[SCALE_X], rel=1e-6)
         r64, uw, uh = _ultralytics_size(w, h, in_h, in_w)
-        if (new_w, new_h) == (uw, uh):
-            assert (left, top) == (ref[PAD_LEFT], ref[PAD_TOP])
+        assert row[SCALE_X] == row[SCALE_Y] == r64           # the row keeps Ultralytics' float64 r
+        assert (left, top) == ((in_w - new_w) // 2, (in_h - new_h) // 2)
+        np.testing.assert_array_equal(letterbox_row(w, h, (in_h, in_w)), row)   # calib's letterbox is this one
     stretch = R.resize_row(w, h, (in_h, in_w), "stretch")
     assert stretch[2] == pytest.approx(in_w / w, rel=1e-6) and stretch[3] == pytest.approx(in_h / h, rel=1e-6)
     assert tuple(stretch[4:]) == (0, 0)

@@ -25,16 +25,12 @@ def served(tmp_path_factory):
     from artifact_factory import make_artifact
     from calib.model_info import read_model_info
     from examples.detector import scenes
-    from onnx_ops.patch import build_patched_model
-    from onnx_ops.preprocess_graph import PreprocessGraphSpec, embed_in_patched
+    from onnx_ops import patch_model
 
     tmp = tmp_path_factory.mktemp("serve")
     info = read_model_info(EXAMPLE_MODEL)
     art = make_artifact(info.num_classes, calibrator="platt_per_class", thresholds=0.3, input_size=info.input_size)
-    model = build_patched_model(EXAMPLE_MODEL, art, force=True).model
-    embed_in_patched(model, info.input_name, PreprocessGraphSpec.from_preprocess(art.preprocess, info.input_size))
-    path = tmp / "detector.detcal.onnx"
-    path.write_bytes(model.SerializeToString())
+    path = patch_model(EXAMPLE_MODEL, art, tmp / "detector.detcal.onnx", force=True, embed_preprocess=True)
     img = scenes.positive_scene(11, sizes=[(800, 450)])[0]
     photos = {"jpg": tmp / "scene.jpg", "png": tmp / "scene.png"}
     Image.fromarray(img).save(photos["jpg"], quality=92)
