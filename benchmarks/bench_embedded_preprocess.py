@@ -97,14 +97,8 @@ def session(model, threads: int = 2):
 
 def embedded_model(src: Path, artifact) -> bytes:
     """src patched with --embed-preprocess (identity calibration from the artifact)."""
-    from calib.model_info import read_model_info
     from onnx_ops.patch import build_patched_model
-    from onnx_ops.preprocess_graph import PreprocessGraphSpec, embed_in_patched
-    info = read_model_info(src, num_classes=artifact.num_classes)
-    result = build_patched_model(src, artifact, force=True)
-    spec = PreprocessGraphSpec.from_preprocess(artifact.preprocess, info.input_size)
-    embed_in_patched(result.model, info.input_name, spec, source=str(src))
-    return result.model.SerializeToString()
+    return build_patched_model(src, artifact, force=True, embed_preprocess=True).model.SerializeToString()
 
 
 def timing(args) -> None:
