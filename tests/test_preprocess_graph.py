@@ -372,6 +372,11 @@ def test_cli_patch_embed_preprocess(tmp_path, capsys):
     assert [i.name for i in model.graph.input] == ["frames"]
     meta = json.loads({p.key: p.value for p in model.metadata_props}["detcal"])
     assert list(meta["inputs"]) == ["frames"] and meta["preprocess"]["channel_order"] == "RGB"
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "frames: uint8 [batch, 360, 640, 3]" in shown
+    assert [line.split()[-1] for line in shown.splitlines() if line.strip().startswith(("onnxruntime", "TensorRT"))] \
+        == ["covered"] * 4, shown
     assert main([*base, "--out", str(tmp_path / "x.onnx"), "--frame-size", "360x640"]) == 2
     assert "--embed-preprocess" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
