@@ -332,7 +332,9 @@ class CertifiedThresholds:
     n_certification_images_; lam_ (chosen member's position in [0, 1], 0 strictest),
     lam_index_, n_family_; recall_ (pooled over classes, on the fitting positives);
     baseline_ (the global baseline at the same rate on the same images, ``global_baseline``);
-    comparison_ (``compare_shapes`` when shape="auto"); note (one sentence for the report).
+    comparison_ (``compare_shapes`` when shape="auto"); certification_confidence_ (confidence,
+    or 1 - (1 - confidence) / 2 with "auto", which chooses between two procedures on the same
+    images: Bonferroni keeps the chosen one valid); note (one sentence for the report).
     """
 
     max_negative_rate: float = 0.01
@@ -356,6 +358,7 @@ class CertifiedThresholds:
     lam_index_: int = -1
     n_family_: int = 0
     recall_: float = math.nan
+    certification_confidence_: float = math.nan
     base_threshold_: np.ndarray | None = field(default=None, repr=False)
     baseline_: dict | None = None
     comparison_: dict | None = None
@@ -382,13 +385,27 @@ class CertifiedThresholds:
         c = data.num_classes
         base = np.broadcast_to(np.asarray(base_threshold, np.float64), (c,)).copy()
         self.base_threshold_ = base
-        shape = self.shape
+        shape, conf = self.shape, self.confidence
         if shape == "auto":
-            self.comparison_ = compare_shapes(data, base, self._params(), folds=self.folds, seed=self.seed,
-                                              max_recall_loss=self.max_recall_loss)
-            shape = self.comparison_["winner"]
+            # "auto" picks one of two procedures with the same images: the one chosen is certified
+            # at half the error level (Bonferroni), which keeps P(rate > target) <= 1 - confidence.
+            # Where that many negative images are lacking, the choice is made on their number
+            # alone (global, which needs no shape images) and certified at the full level.
+            half = 1.0 - (1.0 - self.confidence) / 2.0
+            needed = negative_images_needed(self.max_negative_rate, half)
+            if data.n_negative_images < needed:
+                shape = "global"
+                self.comparison_ = {"winner": "global", "reason": (
+                    f"{data.n_negative_images} negative images: fewer than the {needed} needed to compare the "
+                    f"shapes and still certify at confidence {self.confidence:g}; global needs no shape images")}
+            else:
+                conf = half
+                self.comparison_ = compare_shapes(data, base, {**self._params(), "confidence": half},
+                                                  folds=self.folds, seed=self.seed,
+                                                  max_recall_loss=self.max_recall_loss)
+                shape = self.comparison_["winner"]
         self.shape_used_ = shape
-        self._fit_shape(data, base, shape)
+        self._fit_shape(data, base, shape, conf)
         tp_s, tp_c, n_gt = data.true_positive_scores()
         self.recall_ = _Recall(tp_s, tp_c, n_gt, c).recall(self.score_)
         img, s, cl, n = data.negatives()
@@ -401,11 +418,12 @@ class CertifiedThresholds:
         return dict(max_negative_rate=self.max_negative_rate, confidence=self.confidence,
                     shape_fraction=self.shape_fraction, seed=self.seed)
 
-    def _fit_shape(self, data: ScoredImages, base: np.ndarray, shape: str) -> None:
+    def _fit_shape(self, data: ScoredImages, base: np.ndarray, shape: str, confidence: float) -> None:
         c = data.num_classes
         img, s, cl, n = data.negatives()
         tp_s, tp_c, n_gt = data.true_positive_scores()
-        target, conf = self.max_negative_rate, self.confidence
+        target, conf = self.max_negative_rate, confidence
+        self.certification_confidence_ = conf
         needed = negative_images_needed(target, conf)
         pct, cpct = f"{100 * target:g}%", f"{100 * conf:g}%"
         self.n_negative_images = n
@@ -463,7 +481,9 @@ class CertifiedThresholds:
         where = (f"per-class family of {fam.shape[0]} threshold vectors shaped on {n_shape} negative images "
                  "and all positive images" if shape == "per-class" else f"global family of {fam.shape[0]} levels")
         self.procedure_ = (f"fixed-sequence test (Learn-then-Test) of a {where}, certified on {n_cert} held-out "
-                           "negative images")
+                           f"negative images at confidence {conf:g}"
+                           + (" (Bonferroni over the two shapes that 'auto' chose between)"
+                              if conf > self.confidence else ""))
         self.note = (f"certified out of sample: {k} of {n_cert} held-out negative images fire "
                      f"({100 * self.empirical_rate_:.2f}%), {cpct} upper bound {100 * self.bound_:.2f}% <= "
                      f"target {pct} ({shape} thresholds, family member {j} of {fam.shape[0]}, shaped on "
@@ -480,6 +500,7 @@ class CertifiedThresholds:
             "shape": self.shape_used_,
             "max_negative_rate": float(self.max_negative_rate),
             "confidence": float(self.confidence),
+            "certification_confidence": _num(self.certification_confidence_),
             "certified": bool(self.certified_),
             "certified_bound": _num(self.bound_),
             "empirical_rate": _num(self.empirical_rate_),
@@ -556,12 +577,14 @@ def compare_shapes(data: ScoredImages, base, params: dict, folds: int = 5, seed:
                    max_recall_loss: float = 0.01) -> dict:
     """Per-class vs global certification, each fitted on k-1 folds (by image) and measured on
     the held-out fold; pooled held-out recall and negative-image rate. The winner is
-    "per-class" unless its recall is more than ``max_recall_loss`` below the global one's.
+    "per-class" unless its recall is more than ``max_recall_loss`` below the global one's, or
+    the training folds have too few negative images to certify the target (then "global").
     """
     n_img = data.n_images
     k = max(2, min(folds, n_img))
     fold = np.random.default_rng(seed).permutation(n_img) % k
     out = {}
+    certifiable = True
     for shape in ("per-class", "global"):
         tp = gt = fire = neg = 0
         for f in range(k):
@@ -569,7 +592,9 @@ def compare_shapes(data: ScoredImages, base, params: dict, folds: int = 5, seed:
             test = data.subset(fold == f)
             thr = CertifiedThresholds(shape=shape, **params)
             thr._check()
-            thr._fit_shape(train, np.broadcast_to(np.asarray(base, np.float64), (data.num_classes,)).copy(), shape)
+            thr._fit_shape(train, np.broadcast_to(np.asarray(base, np.float64), (data.num_classes,)).copy(), shape,
+                           thr.confidence)
+            certifiable &= thr.certified_
             tp_s, tp_c, n_gt = test.true_positive_scores()
             tp += int((tp_s > thr.score_[tp_c]).sum())
             gt += n_gt
@@ -578,5 +603,13 @@ def compare_shapes(data: ScoredImages, base, params: dict, folds: int = 5, seed:
             neg += n
         out[shape] = {"recall": _num(tp / gt if gt else math.nan), "negative_rate": _num(fire / neg if neg else math.nan)}
     rp, rg = out["per-class"]["recall"], out["global"]["recall"]
-    winner = "global" if (rp is not None and rg is not None and rp < rg - max_recall_loss) else "per-class"
-    return {"folds": int(k), "max_recall_loss": float(max_recall_loss), **out, "winner": winner}
+    if not certifiable:
+        # the folds are too small to certify: what they compare is the uncertified fallback, no
+        # evidence for a per-class shape; the global family needs no shape images
+        winner, reason = "global", "the folds are too small to certify the target; global needs no shape images"
+    elif rp is not None and rg is not None and rp < rg - max_recall_loss:
+        winner, reason = "global", f"per-class recall is more than {max_recall_loss:g} below global on held-out folds"
+    else:
+        winner, reason = "per-class", f"per-class recall is within {max_recall_loss:g} of global or above on held-out folds"
+    return {"folds": int(k), "max_recall_loss": float(max_recall_loss), **out, "certified_in_folds": certifiable,
+            "winner": winner, "reason": reason}

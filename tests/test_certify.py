@@ -178,3 +178,16 @@ def test_bad_parameters():
         CertifiedThresholds(1.5).fit(data)
     with pytest.raises(ValueError, match="shape"):
         CertifiedThresholds(0.01, shape="square").fit(data)
+
+
+def test_auto_is_certified_at_half_the_error_level_or_decides_on_the_count_alone():
+    # enough negative images for both levels: the shape chosen is certified at 97.5%
+    data = _data(np.random.default_rng(13), n_neg=400)
+    r = CertifiedThresholds(0.05, 0.95, shape="auto").fit(data)
+    assert r.certification_confidence_ == pytest.approx(0.975) and "Bonferroni" in r.procedure_
+    assert r.bound_ == pytest.approx(clopper_pearson_upper(r.n_firing_, r.n_certification_images_, 0.975))
+    # 65 negative images certify 5% at 95% (59 needed) but not at 97.5% (72): global, at 95%, no comparison
+    small = _data(np.random.default_rng(14), n_neg=65, neg_rate=0.0005, hot_rate=0.001)
+    s = CertifiedThresholds(0.05, 0.95, shape="auto").fit(small)
+    assert s.shape_used_ == "global" and s.certification_confidence_ == 0.95 and s.certified_
+    assert "72" in s.comparison_["reason"] and "per-class" not in s.comparison_
