@@ -339,7 +339,7 @@ class CertifiedThresholds:
 
     max_negative_rate: float = 0.01
     confidence: float = 0.95
-    shape: str = "per-class"
+    shape: str = "auto"
     shape_fraction: float = 0.5
     seed: int = 0
     folds: int = 5

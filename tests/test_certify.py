@@ -83,7 +83,7 @@ def test_first_firing_row_and_fixed_sequence_match_brute_force():
 @pytest.mark.parametrize("target, n_cert", [(0.01, 299), (0.03, 200)])
 def test_split_sizes_keep_enough_images_to_certify(target, n_cert):
     data = _data(np.random.default_rng(2), n_neg=400, neg_rate=0.002, hot_rate=0.01)
-    r = CertifiedThresholds(target, 0.95).fit(data)
+    r = CertifiedThresholds(target, 0.95, shape="per-class").fit(data)
     assert r.n_certification_images_ == n_cert and r.n_shape_images_ == 400 - n_cert
     assert r.certified_ and r.bound_ <= target
     assert r.bound_ == pytest.approx(clopper_pearson_upper(r.n_firing_, n_cert, 0.95))
@@ -94,7 +94,7 @@ def test_split_sizes_keep_enough_images_to_certify(target, n_cert):
 
 def test_result_reports_the_procedure_and_reads_back_as_an_artifact():
     data = _data(np.random.default_rng(3))
-    r = CertifiedThresholds(0.05, 0.95, seed=4).fit(data, base_threshold=0.1)
+    r = CertifiedThresholds(0.05, 0.95, seed=4, shape="per-class").fit(data, base_threshold=0.1)
     d = r.to_dict()
     for key in ("procedure", "n_shape_images", "n_certification_images", "certified_bound", "empirical_rate",
                 "lambda", "score", "baseline"):
@@ -112,8 +112,8 @@ def test_result_reports_the_procedure_and_reads_back_as_an_artifact():
 
 def test_seed_changes_the_split_not_the_validity():
     data = _data(np.random.default_rng(5))
-    a = CertifiedThresholds(0.05, 0.95, seed=0).fit(data)
-    b = CertifiedThresholds(0.05, 0.95, seed=1).fit(data)
+    a = CertifiedThresholds(0.05, 0.95, seed=0, shape="per-class").fit(data)
+    b = CertifiedThresholds(0.05, 0.95, seed=1, shape="per-class").fit(data)
     assert a.certified_ and b.certified_
     assert not np.array_equal(a.score_, b.score_)
 
@@ -138,7 +138,7 @@ def test_too_few_negative_images_falls_back_to_zero_firing_uncertified():
 
 def test_classes_that_never_fire_stay_at_the_base():
     data = _data(np.random.default_rng(8), c=6, neg_rate=0.0, hot=(0,), hot_rate=0.3)
-    r = CertifiedThresholds(0.05, 0.95).fit(data, base_threshold=0.05)
+    r = CertifiedThresholds(0.05, 0.95, shape="per-class").fit(data, base_threshold=0.05)
     np.testing.assert_allclose(r.score_[1:], 0.05)
     assert r.score_[0] > 0.05 and r.certified_
 
