@@ -26,6 +26,9 @@ __all__ = [
     "image_features",
     "metric_intervals",
     "STATISTICS",
+    "INTERVAL_ROWS",
+    "intervals_to_dict",
+    "format_interval_rows",
 ]
 
 
@@ -193,3 +196,36 @@ def metric_intervals(
     strata = feats.negative_image_mask.astype(np.int64)
     return bootstrap_images(feats.matrix, {name: STATISTICS[name](feats.columns) for name in statistics}, strata,
                             n_boot, confidence, seed)
+
+
+INTERVAL_ROWS = [("D-ECE", "dece", "{:.4f}"), ("recall", "recall", "{:.3f}"),
+                 ("negative images firing", "negative_image_rate", "{:.1%}")]
+
+
+def intervals_to_dict(intervals: dict) -> dict:
+    """{name: Interval} -> JSON-friendly {name: {estimate, low, high, confidence, n_boot}}."""
+    return {name: iv.to_dict() for name, iv in intervals.items()}
+
+
+def format_interval_rows(columns, rows=INTERVAL_ROWS) -> str:
+    """Plain-text rows "metric  estimate [low, high]" per column.
+
+    columns: (title, {name: Interval or its dict}) pairs; a missing one prints as n/a.
+    """
+    def cell(iv, fmt):
+        if iv is None:
+            return "n/a"
+        d = iv.to_dict() if isinstance(iv, Interval) else iv
+        if d.get("estimate") is None:
+            return "n/a"
+        if d.get("low") is None or d.get("high") is None:
+            return fmt.format(d["estimate"])
+        return f"{fmt.format(d['estimate'])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
+
+    width = max(26, *(len(t) + 2 for t, _ in columns))
+    conf = next((iv.confidence if isinstance(iv, Interval) else iv.get("confidence")
+                 for _, ivs in columns for iv in ivs.values() if iv is not None), 0.95)
+    lines = [f"{100 * conf:g}% bootstrap interval by image".ljust(30) + "".join(t.rjust(width) for t, _ in columns)]
+    for label, key, fmt in rows:
+        lines.append(label.ljust(30) + "".join(cell(ivs.get(key), fmt).rjust(width) for _, ivs in columns))
+    return "\n".join(lines)

@@ -56,6 +56,7 @@ __all__ = [
     "ScoredImages",
     "CertifiedThresholds",
     "certify_thresholds",
+    "certify_matched",
     "threshold_family",
     "first_firing_row",
     "fixed_sequence",
@@ -518,6 +519,33 @@ class CertifiedThresholds:
             "note": self.note,
         }
 
+    def report(self, class_names=None) -> dict:
+        """``to_dict`` plus the per-class thresholds by name (report.json's ``thresholds``)."""
+        out = self.to_dict()
+        names = list(class_names) if class_names is not None else [str(i) for i in range(len(self.score_))]
+        base = self.base_threshold_ if self.base_threshold_ is not None else np.full(len(self.score_), math.nan)
+        out["per_class"] = {names[i]: {"threshold": float(self.score_[i]), "base_threshold": _num(base[i])}
+                            for i in range(len(self.score_))}
+        return out
+
+    def summary_lines(self) -> list[str]:
+        """Plain-text lines for a fit summary: what was certified, how, and the recall it costs
+        against the single global threshold picked by hand at the same rate."""
+        lines = [f"thresholds: {self.note}", f"  procedure: {self.procedure_}"]
+        if self.comparison_ is not None:
+            cmp_ = self.comparison_
+            if "per-class" in cmp_:
+                lines.append(f"  shape: {self.shape_used_} (held-out recall per-class {_fmt3(cmp_['per-class']['recall'])}"
+                             f" vs global {_fmt3(cmp_['global']['recall'])}; {cmp_['reason']})")
+            else:
+                lines.append(f"  shape: {self.shape_used_} ({cmp_['reason']})")
+        b = self.baseline_
+        if b is not None and b.get("recall") is not None and math.isfinite(self.recall_):
+            lines.append(f"  recall {self.recall_:.3f} vs {b['recall']:.3f} for the best single global threshold "
+                         f"({b['threshold']:.3f}) at the same negative-image rate ({100 * b['negative_rate']:.2f}%), "
+                         "on the fitting images")
+        return lines
+
     def to_artifact(self) -> dict:
         """The ``thresholds`` block of calibration.json, with the keys of
         ``RejectionThresholds.to_artifact`` (so ``from_artifact`` reads it) plus the procedure."""
@@ -544,6 +572,16 @@ def certify_thresholds(data: ScoredImages, base_threshold=0.0, **params) -> Cert
 def _num(x):
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _fmt3(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def certify_matched(matched, scores=None, base_threshold=0.0, **params) -> CertifiedThresholds:
+    """Certified thresholds from ``calib.matching.MatchedDetections``; ``scores`` (K,) replaces
+    its scores (pass the calibrated ones); params as ``CertifiedThresholds``."""
+    return CertifiedThresholds(**params).fit(ScoredImages.from_matched(matched, scores), base_threshold)
 
 
 # ----------------------------------------------------------------------------- baseline

@@ -112,3 +112,17 @@ def test_bad_input():
         bootstrap_images(np.ones((3, 1)), lambda x: x[:, 0], confidence=1.5)
     with pytest.raises(ValueError, match="strata"):
         bootstrap_images(np.ones((3, 1)), lambda x: x[:, 0], strata=np.zeros(4))
+
+
+def test_interval_table_and_dict():
+    m = _matched(np.random.default_rng(4))
+    ivs = metric_intervals(m, thresholds=0.3, n_boot=100)
+    from calib.bootstrap import format_interval_rows, intervals_to_dict
+
+    d = intervals_to_dict(ivs)
+    assert set(d) == {"dece", "recall", "negative_image_rate"} and d["recall"]["n_boot"] == 100
+    text = format_interval_rows([("raw", ivs), ("patched", d)])
+    lines = text.splitlines()
+    assert lines[0].startswith("95% bootstrap interval") and len(lines) == 4
+    assert f"{d['recall']['estimate']:.3f} [{d['recall']['low']:.3f}, {d['recall']['high']:.3f}]" in lines[2]
+    assert "n/a" in format_interval_rows([("x", {})])

@@ -191,3 +191,28 @@ def test_auto_is_certified_at_half_the_error_level_or_decides_on_the_count_alone
     s = CertifiedThresholds(0.05, 0.95, shape="auto").fit(small)
     assert s.shape_used_ == "global" and s.certification_confidence_ == 0.95 and s.certified_
     assert "72" in s.comparison_["reason"] and "per-class" not in s.comparison_
+
+
+def test_report_and_summary_lines():
+    from calib.certify import certify_matched
+    from calib.matching import match_dataset
+
+    rng = np.random.default_rng(15)
+    dets, gts = [], []
+    for i in range(400):
+        if i < 100:
+            g = np.array([[10.0, 10, 50, 50]])
+            dets.append((g + rng.normal(0, 2, (1, 4)), rng.uniform(0.3, 1, 1), np.array([i % 3])))
+            gts.append((g, np.array([i % 3])))
+        else:
+            k = int(rng.random() < 0.2)
+            dets.append((np.tile([[0.0, 0, 20, 20]], (k, 1)), rng.beta(1, 4, k), rng.integers(0, 3, k)))
+            gts.append((np.zeros((0, 4)), np.zeros(0, np.int64)))
+    m = match_dataset(dets, gts, 0.5, 3)
+    r = certify_matched(m, max_negative_rate=0.05, confidence=0.95)
+    rep = r.report(["a", "b", "c"])
+    assert set(rep["per_class"]) == {"a", "b", "c"} and rep["per_class"]["a"]["threshold"] == r.score_[0]
+    lines = r.summary_lines()
+    assert lines[0].startswith("thresholds: certified out of sample")
+    assert any("best single global threshold" in ln for ln in lines)
+    assert any(ln.startswith("  shape: ") for ln in lines)
