@@ -165,9 +165,9 @@ class _Recall:
 
 
 def _level_grid(tp_scores, extra=()) -> np.ndarray:
-    """Descending candidate levels: a fixed grid on [0, 1] and the given scores (never the
-    certification images')."""
-    g = np.concatenate([np.linspace(0.0, 1.0, 201), np.asarray(tp_scores, np.float64).ravel(),
+    """Descending candidate levels: a fixed grid on [0, 1] (steps of 0.0005) and the given
+    scores (never the certification images')."""
+    g = np.concatenate([np.linspace(0.0, 1.0, 2001), np.asarray(tp_scores, np.float64).ravel(),
                         np.asarray(extra, np.float64).ravel()])
     return np.unique(np.clip(g, 0.0, 1.0))[::-1]
 
@@ -485,10 +485,16 @@ class CertifiedThresholds:
                            f"negative images at confidence {conf:g}"
                            + (" (Bonferroni over the two shapes that 'auto' chose between)"
                               if conf > self.confidence else ""))
-        self.note = (f"certified out of sample: {k} of {n_cert} held-out negative images fire "
-                     f"({100 * self.empirical_rate_:.2f}%), {cpct} upper bound {100 * self.bound_:.2f}% <= "
-                     f"target {pct} ({shape} thresholds, family member {j} of {fam.shape[0]}, shaped on "
-                     f"{n_shape} other negative images)")
+        if shape == "per-class":
+            self.note = (f"certified out of sample: {k} of {n_cert} held-out negative images fire "
+                         f"({100 * self.empirical_rate_:.2f}%), {cpct} upper bound {100 * self.bound_:.2f}% <= "
+                         f"target {pct} (per-class thresholds, family member {j} of {fam.shape[0]}, shaped on "
+                         f"{n_shape} other negative images and the positive images)")
+        else:
+            self.note = (f"certified out of sample: {k} of {n_cert} negative images fire "
+                         f"({100 * self.empirical_rate_:.2f}%), {cpct} upper bound {100 * self.bound_:.2f}% <= "
+                         f"target {pct} (one global threshold, level {j} of {fam.shape[0]} fixed before the "
+                         "negative images were looked at)")
 
     # -- report -----------------------------------------------------------------------
 
