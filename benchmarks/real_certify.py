@@ -38,9 +38,9 @@ def matched_split(split: str):
     if not path.exists():
         from calib.collect import collect_detections
         from calib.data import load_dataset
-        from calib.fit import match_collected
+        from calib.fitting import match_collected
         from calib.model_info import read_model_info
-        from calib.preprocess import Preprocess
+        from calib.artifact import Preprocess
         from calib.runner import resolve_input_size
 
         dataset = load_dataset(DATA, split)
