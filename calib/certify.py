@@ -394,7 +394,12 @@ class CertifiedThresholds:
             # alone (global, which needs no shape images) and certified at the full level.
             half = 1.0 - (1.0 - self.confidence) / 2.0
             needed = negative_images_needed(self.max_negative_rate, half)
-            if data.n_negative_images < needed:
+            if data.n_negative_images < negative_images_needed(self.max_negative_rate, self.confidence):
+                shape = "per-class"   # nothing can be certified: the per-class zero-firing fallback
+                self.comparison_ = {"winner": "per-class", "reason": (
+                    f"{data.n_negative_images} negative images cannot certify the target at all; the per-class "
+                    "fallback keeps the most recall")}
+            elif data.n_negative_images < needed:
                 shape = "global"
                 self.comparison_ = {"winner": "global", "reason": (
                     f"{data.n_negative_images} negative images: fewer than the {needed} needed to compare the "

@@ -216,3 +216,10 @@ def test_report_and_summary_lines():
     assert lines[0].startswith("thresholds: certified out of sample")
     assert any("best single global threshold" in ln for ln in lines)
     assert any(ln.startswith("  shape: ") for ln in lines)
+
+
+def test_auto_with_too_few_negatives_keeps_the_per_class_fallback():
+    data = _data(np.random.default_rng(16), n_neg=30)
+    r = CertifiedThresholds(0.05, 0.95).fit(data)
+    assert not r.certified_ and r.shape_used_ == "per-class" and "cannot certify" in r.comparison_["reason"]
+    assert _rate(data, r.score_) == 0.0 and len(np.unique(r.score_)) > 1
