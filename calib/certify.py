@@ -486,7 +486,8 @@ class CertifiedThresholds:
         self.certified_ = bool(self.bound_ <= target)
         where = (f"per-class family of {fam.shape[0]} threshold vectors shaped on {n_shape} negative images "
                  "and all positive images" if shape == "per-class" else f"global family of {fam.shape[0]} levels")
-        self.procedure_ = (f"fixed-sequence test (Learn-then-Test) of a {where}, certified on {n_cert} held-out "
+        held = "held-out " if shape == "per-class" else ""
+        self.procedure_ = (f"fixed-sequence test (Learn-then-Test) of a {where}, certified on {n_cert} {held}"
                            f"negative images at confidence {conf:g}"
                            + (" (Bonferroni over the two shapes that 'auto' chose between)"
                               if conf > self.confidence else ""))
