@@ -121,3 +121,52 @@ def test_grid_constants_follow_the_input_size():
 def test_unknown_layout_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown head layout"):
         decode_head_graph(GraphBuilder(13), "ssd", ["x"], (64, 64))
+
+
+# ------------------------------------------------------------------------------------------
+# real exports: the model with the decode appended equals the numpy decode of its outputs
+# ------------------------------------------------------------------------------------------
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+def _with_decode(model: onnx.ModelProto, rec) -> onnx.ModelProto:
+    """The model plus the decode graph over its head outputs, outputs: head outputs + boxes_xyxy + scores."""
+    from onnx_ops.ep_support import model_opset
+
+    b = GraphBuilder(max(model_opset(model), 11))
+    b.reserve({n for node in model.graph.node for n in node.output})
+    dec = decode_head_graph(b, rec.layout, rec.outputs, rec.input_hw, **rec.params)
+    xyxy = boxes_xyxy(b, dec)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.node.extend(b.nodes)
+    m.graph.initializer.extend(b.initializers)
+    m.graph.output.extend([helper.make_tensor_value_info(xyxy, TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info(dec.probs, TensorProto.FLOAT, None)])
+    return m
+
+
+@pytest.mark.parametrize("name", ["yolox_nano_coco_416.onnx", "picodet_s_coco_320.onnx"])
+def test_real_model_with_decode_graph_equals_numpy(name):
+    from calib.head_recognition import recognise_head
+    from calib.images import read_image_rgb
+    from calib.preprocess import Preprocess, preprocess_image
+
+    path = SHARED / "real" / "models" / name
+    images = sorted((SHARED / "real" / "coco_train" / "images" / "val").glob("*.jpg"))[:3]
+    if not path.exists() or not images:
+        pytest.skip(f"{path} or its images absent (../shared/real is outside the project; set DETCAL_SHARED)")
+    model = onnx.load(str(path))
+    rec = recognise_head(model, str(path))
+    sess = ort.InferenceSession(_with_decode(model, rec).SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    for img in images:
+        x, _ = preprocess_image(read_image_rgb(img), rec.input_hw, Preprocess())
+        outs = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x[None] * 255})))
+        ref = decode_head(rec.layout, [outs[n] for n in rec.outputs], rec.input_hw, **rec.params)
+        got_boxes, got_scores = outs[names[-2]], outs[names[-1]]
+        np.testing.assert_allclose(got_boxes, ref.boxes_xyxy, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(got_scores, ref.scores, rtol=0, atol=1e-6)
