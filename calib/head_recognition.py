@@ -434,3 +434,51 @@ def probe_problem(rec: HeadRecognition, values: dict[str, np.ndarray]) -> str | 
 def applicable_layouts(shapes: Sequence[tuple], input_hw) -> list[str]:
     """Layouts whose output shape any of `shapes` fits (for error messages)."""
     return sorted({c for s in shapes for c in shape_candidates(s, input_hw)}, key=ALL_LAYOUTS.index)
+
+
+# ------------------------------------------------------------------------------------------
+# for `detcal inspect`
+# ------------------------------------------------------------------------------------------
+def metadata_hints(metadata: dict) -> dict:
+    """Preprocessing and identity hints found in the model's metadata (Ultralytics: imgsz, stride,
+    names, task, description; anything else is not guessed)."""
+    from .model_info import parse_names
+
+    hints = {}
+    if metadata.get("imgsz"):
+        hints["imgsz"] = metadata["imgsz"]
+    if metadata.get("stride"):
+        hints["stride"] = metadata["stride"]
+    names = parse_names(metadata.get("names"))
+    if names:
+        hints["names"] = f"{len(names)} classes ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    for key in ("task", "description", "author"):
+        if metadata.get(key):
+            hints[key] = metadata[key]
+    if "imgsz" in hints or "stride" in hints:
+        hints["preprocessing"] = "Ultralytics export: centred letterbox, pad 114, RGB, /255"
+    return hints
+
+
+def describe_head(model: onnx.ModelProto, source: str) -> dict:
+    """Plain data for `detcal inspect`: {"layout", "reason", "outputs", "num_classes", "strides",
+    "reg_max", "input_hw", "hints"} or {"error", "hints"} when no layout fits (never raises DetcalError)."""
+    metadata = {m.key: m.value for m in model.metadata_props}
+    hints = metadata_hints(metadata)
+    try:
+        rec = recognise_head(model, source)
+    except DetcalError as exc:
+        return {"error": str(exc), "hints": hints}
+    strides = rec.params.get("strides")
+    if strides is None and metadata.get("stride"):
+        strides = metadata["stride"]
+    return {
+        "layout": rec.layout,
+        "reason": rec.reason,
+        "outputs": rec.outputs,
+        "num_classes": rec.num_classes,
+        "strides": list(strides) if isinstance(strides, (list, tuple)) else strides,
+        "reg_max": rec.params.get("reg_max"),
+        "input_hw": list(rec.input_hw) if rec.input_hw else None,
+        "hints": hints,
+    }

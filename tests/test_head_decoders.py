@@ -234,3 +234,18 @@ def test_fixtures_keep_their_layouts(name, layout):
     if not p.exists():
         pytest.skip(f"{p} absent (../shared/fixtures is outside the project)")
     assert recognise_head(onnx.load(str(p)), str(p)).layout == layout
+
+
+def test_describe_head_for_inspect():
+    from calib.head_recognition import describe_head
+
+    d = describe_head(hf.gfl_model(), "m.onnx")
+    assert d["layout"] == "gfl_multilevel" and d["strides"] == [8, 16, 32, 64] and d["reg_max"] == 7
+    m = hf.detr_model(metadata={"imgsz": "[64, 64]", "names": "{0: 'a', 1: 'b', 2: 'c'}"})
+    d = describe_head(m, "m.onnx")
+    assert d["layout"] == "detr" and d["hints"]["imgsz"] == "[64, 64]" and d["hints"]["names"].startswith("3 classes")
+    from heads_factory import _Net
+    net = _Net(0)
+    net.op("Flatten", net.op("GlobalAveragePool", "images"), out="feat")
+    d = describe_head(net.model([1, 3, 32, 32], [("feat", [1, 3])]), "m.onnx")
+    assert "no output fits" in d["error"]
