@@ -11,7 +11,7 @@ Signals, in order:
    Exp between the last Conv and the output (the box decode is inside the graph),
    a Sigmoid on the class columns (probabilities, not logits).
 3. metadata: Ultralytics `names` / `imgsz` / `stride` / `description` (e.g. "rtdetr"),
-   Paddle's `save_infer_model/...` output names.
+   Paddle's producer name and `save_infer_model/...` output names.
 4. a probe on a grey image: the raw values (pixel boxes spread over the image, or offsets of a
    grid cell; normalised boxes in [0, 1]; x1 <= x2 rows with integer classes), and a final check
    that the chosen decode gives finite boxes within a few input sizes of the image and scores
@@ -286,11 +286,11 @@ def _decide(f: _Facts, layout: str | None) -> HeadRecognition | None:
         if split is not None:
             cls, box, counts, strides, reg_max, batch_axis = split
             c = f.shapes[cls[0]][-1]
-            paddle = any(n.startswith("save_infer_model") for n in f.shapes)
+            paddle = f.model.producer_name == "PaddlePaddle" or any(n.startswith("save_infer_model") for n in f.shapes)
             reason = (f"{len(cls) + len(box)} outputs: {len(cls)} class maps [., N_l, {c}] and {len(box)} DFL maps "
                       f"[., N_l, {4 * (reg_max + 1)}] (reg_max {reg_max}), N_l = {counts} = grids of strides "
                       f"{list(strides)} at {f.input_hw[0]}x{f.input_hw[1]}"
-                      + ("" if batch_axis else ", no batch axis") + ("; Paddle export names" if paddle else ""))
+                      + ("" if batch_axis else ", no batch axis") + ("; a PaddlePaddle export (producer / output names)" if paddle else ""))
             return HeadRecognition("gfl_multilevel", cls + box, [f.shapes[n] for n in cls + box], c, f.input_hw,
                                    reason, {"strides": strides, "reg_max": reg_max, "counts": counts,
                                             "batch_axis": batch_axis, "cell_offset": 0.5}, ["gfl_multilevel"])
@@ -460,11 +460,19 @@ def metadata_hints(metadata: dict) -> dict:
     return hints
 
 
+def producer_hints(model: onnx.ModelProto) -> dict:
+    """What the exporter's identity suggests about preprocessing (stated as a hint, never applied)."""
+    if model.producer_name == "PaddlePaddle":
+        return {"producer": "PaddlePaddle", "preprocessing": "PaddleDetection exports usually take RGB with "
+                "ImageNet mean/std (--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225); check the model's infer_cfg.yml"}
+    return {"producer": f"{model.producer_name} {model.producer_version}".strip()} if model.producer_name else {}
+
+
 def describe_head(model: onnx.ModelProto, source: str) -> dict:
     """Plain data for `detcal inspect`: {"layout", "reason", "outputs", "num_classes", "strides",
     "reg_max", "input_hw", "hints"} or {"error", "hints"} when no layout fits (never raises DetcalError)."""
     metadata = {m.key: m.value for m in model.metadata_props}
-    hints = metadata_hints(metadata)
+    hints = {**producer_hints(model), **metadata_hints(metadata)}
     try:
         rec = recognise_head(model, source)
     except DetcalError as exc:
