@@ -45,8 +45,9 @@ from calib.head_decoders import decode_head  # noqa: E402
 from calib.head_recognition import recognise_head  # noqa: E402
 from calib.matching import match_dataset  # noqa: E402
 from calib.metrics import mean_ap  # noqa: E402
-from calib.pipeline import PostprocessConfig, postprocess  # noqa: E402
-from calib.runner import make_session  # noqa: E402
+from calib.artifact import PostprocessConfig  # noqa: E402
+from calib.pipeline import postprocess  # noqa: E402
+from calib.session import make_session  # noqa: E402
 
 CONF, IOU, MAX_DET = 0.001, 0.6, 100
 PICO_MEAN = np.array([123.675, 116.28, 103.53], np.float32)

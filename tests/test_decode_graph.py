@@ -153,7 +153,8 @@ def _with_decode(model: onnx.ModelProto, rec) -> onnx.ModelProto:
 def test_real_model_with_decode_graph_equals_numpy(name):
     from calib.head_recognition import recognise_head
     from calib.images import read_image_rgb
-    from calib.preprocess import Preprocess, preprocess_image
+    from calib.artifact import Preprocess
+    from calib.preprocess import preprocess_image
 
     path = SHARED / "real" / "models" / name
     images = sorted((SHARED / "real" / "coco_train" / "images" / "val").glob("*.jpg"))[:3]
