@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class FitOptions:
     # "f1" = per-class F1-optimal on positive images, "max-recall" = the --base-conf floor
     operating_point: str = "baseline"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    # DETR heads (layout `detr`) predict a set of queries and need no NMS: unless this is set,
+    # fit records iou_threshold 1.0 for them (NonMaxSuppression then suppresses nothing)
+    nms_on_queries: bool = False
 
     def validate(self) -> None:
         if self.calibrator != "auto" and self.calibrator not in CANDIDATES + ("identity",):
@@ -201,6 +204,8 @@ def fit(
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)
+    if info.layout == "detr" and not options.nms_on_queries:
+        options = replace(options, postprocess=replace(options.postprocess, iou_threshold=1.0))
     collected = collect_detections(
         dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
         config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,

@@ -33,10 +33,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .artifact.interface import HEAD_LAYOUTS  # ("yolox_raw", "gfl_multilevel", "detr")
 from .boxes import cxcywh_to_xyxy
 from .layouts import Decoded
 
-HEAD_LAYOUTS = ("yolox_raw", "gfl_multilevel", "detr")
 YOLOX_STRIDES = (8, 16, 32)
 GFL_STRIDES = (8, 16, 32, 64, 128)
 GFL_CELL_OFFSET = 0.5
@@ -216,3 +216,13 @@ def _with_batch(a: np.ndarray) -> np.ndarray:
     if a.ndim != 3:
         raise ValueError(f"expected a [B, N, D] or [N, D] head output, got shape {a.shape}")
     return a
+
+
+def decoded_batch(layout: str, raws: Sequence[np.ndarray], input_hw: tuple[int, int], **params) -> np.ndarray:
+    """The head's raw outputs -> one float32 array [B, N, 4+C]: x1, y1, x2, y2 input px, then C scores.
+
+    What `calib.runner` hands on for HEAD_LAYOUTS, so that every later step (and
+    `calib.layouts.decode`, which unpacks it) sees one batch array as for the decoded layouts.
+    """
+    dec = decode_head(layout, raws, input_hw, **params)
+    return np.concatenate([dec.boxes_xyxy, dec.scores.astype(np.float32, copy=False)], axis=2)

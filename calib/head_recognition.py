@@ -30,9 +30,10 @@ import onnx
 
 from .errors import DetcalError
 from .head_decoders import HEAD_LAYOUTS, YOLOX_STRIDES, decode_head, infer_gfl_strides, level_counts
-from .layouts import LAYOUTS, decode
+from .artifact.interface import LAYOUTS
+from .layouts import decode
 
-ALL_LAYOUTS = LAYOUTS + HEAD_LAYOUTS
+ALL_LAYOUTS = LAYOUTS
 SELECTING_OPS = {"TopK", "NonMaxSuppression"}
 PROBE_MARGIN = 3.0     # decoded boxes must lie within this many input sizes around the image
 LAYOUT_SHAPES = {
@@ -479,7 +480,7 @@ def describe_head(model: onnx.ModelProto, source: str) -> dict:
         return {"error": str(exc), "hints": hints}
     strides = rec.params.get("strides")
     if strides is None and metadata.get("stride"):
-        strides = metadata["stride"]
+        strides = f"up to {metadata['stride']} (metadata)"
     return {
         "layout": rec.layout,
         "reason": rec.reason,

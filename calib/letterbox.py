@@ -17,11 +17,13 @@ from .artifact.configs import RESIZE_MODES
 from .artifact.interface import ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, ROW_FIELDS, SCALE_X, SCALE_Y  # noqa: F401
 
 
-def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox") -> np.ndarray:
+def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox",
+                  placement: str = "centre") -> np.ndarray:
     """The row for an image of orig_w x orig_h served at input size (H, W) -> float64 (6,).
 
     `letterbox` follows Ultralytics' LetterBox (centred, scale-up allowed): r = min(H/h, W/w),
     content round(w*r) x round(h*r), pad_left = round((W - round(w*r)) / 2 - 0.1).
+    placement "top-left" (YOLOX) puts the content at (0, 0), "bottom-right" against the far corner.
     """
     in_h, in_w = int(size[0]), int(size[1])
     if orig_w <= 0 or orig_h <= 0:
@@ -32,8 +34,15 @@ def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     r = min(in_h / orig_h, in_w / orig_w)
     new_w, new_h = int(round(orig_w * r)), int(round(orig_h * r))
-    pad_left = int(round((in_w - new_w) / 2 - 0.1))
-    pad_top = int(round((in_h - new_h) / 2 - 0.1))
+    if placement == "top-left":
+        pad_left, pad_top = 0, 0
+    elif placement == "bottom-right":
+        pad_left, pad_top = in_w - new_w, in_h - new_h
+    elif placement == "centre":
+        pad_left = int(round((in_w - new_w) / 2 - 0.1))
+        pad_top = int(round((in_h - new_h) / 2 - 0.1))
+    else:
+        raise ValueError(f"placement must be centre, top-left or bottom-right, got {placement!r}")
     return np.array([orig_w, orig_h, r, r, pad_left, pad_top], dtype=np.float64)
 
 
@@ -43,7 +52,8 @@ def content_size(row: np.ndarray) -> tuple[int, int]:
 
 
 def letterbox_image(
-    image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114
+    image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114,
+    placement: str = "centre",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image into the model input. image (h, w, 3) uint8 -> ((H, W, 3) uint8, row (6,)).
 
@@ -53,7 +63,7 @@ def letterbox_image(
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (h, w, 3) image, got shape {image.shape}")
     orig_h, orig_w = image.shape[:2]
-    row = letterbox_row(orig_w, orig_h, size, mode)
+    row = letterbox_row(orig_w, orig_h, size, mode, placement)
     in_h, in_w = int(size[0]), int(size[1])
     new_w, new_h = (in_w, in_h) if mode == "stretch" else content_size(row)
     if (new_w, new_h) != (orig_w, orig_h):

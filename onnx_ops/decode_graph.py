@@ -148,3 +148,16 @@ def boxes_xyxy(b: GraphBuilder, dec: HeadDecode) -> str:
                 name="decode/half")
     return b.op("Concat", b.op("Sub", centre, half, name="decode/x1y1"), b.op("Add", centre, half, name="decode/x2y2"),
                 name="decode/boxes_to_xyxy", axis=2)
+
+
+def decode_for_patch(b: GraphBuilder, head) -> "Dense":
+    """The decode step of the patched graph for a HEAD_LAYOUTS head (`onnx_ops.head.Head`):
+    every head output cast to float32, decoded -> `graph_types.Dense` (class_axis 2, probs [B, N, C],
+    boxes [B, N, 4] in `box_format`). Probabilities only (no logits tap): the graph then computes
+    exactly what calib.pipeline computes from the same decoded batch."""
+    from .graph_types import Dense
+    from .steps import to_float32
+
+    raws = [to_float32(b, name, elem, f"decode/head{i}_f32") for i, (name, elem) in enumerate(zip(head.outputs, head.elem_types))]
+    dec = decode_head(b, head.layout, raws, head.input_hw, **head.params)
+    return Dense(dec.boxes, dec.probs, class_axis=2, box_format=dec.box_format)

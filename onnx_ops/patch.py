@@ -66,13 +66,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
+from calib.artifact import (HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
                             PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
 from . import steps
+from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
 from .variants import Variant, candidate_key, choose_calibration_variant
@@ -140,7 +141,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
     multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    if head.sigmoid_front:
+    if head.layout in HEAD_LAYOUTS:
+        decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
+    elif head.sigmoid_front:
         decoded = steps.Dense(
             steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
             steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
@@ -152,7 +155,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     if variant is Variant.SPARSE:
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
-        boxes_src, fmt, box_axis = decoded.boxes, "cxcywh", (2 if decoded.class_axis == 1 else 1)
+        boxes_src, fmt, box_axis = decoded.boxes, decoded.box_format, (2 if decoded.class_axis == 1 else 1)
     key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
     n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
