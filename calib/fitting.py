@@ -245,6 +245,11 @@ def fit(
         "num_classes": num_classes,
         "class_names": list(dataset.names),
     }
+    if info.head_params or len(info.outputs) > 1:
+        # yolox_raw / gfl_multilevel / detr: every head output and the decode parameters, for the record
+        # (patch recognises the head from the graph again and checks the layout)
+        model_block["head"] = {"outputs": list(info.outputs), "recognition": info.recognition,
+                               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in info.head_params.items()}}
     seconds = {"inference": round(t_run - t0, 3), "matching_and_fitting": round(t_fit - t_run, 3)}
     artifact = Artifact(
         model=model_block,

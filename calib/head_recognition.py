@@ -254,7 +254,10 @@ def recognise_head(
         raise DetcalError(f"{source}: no output fits a supported layout (found: {found}); "
                           + (f"--layout values that fit these shapes: {', '.join(fits)}" if fits else
                              "supported: " + ", ".join(f"{k} {v}" for k, v in LAYOUT_SHAPES.items())))
-    if probe and values:
+    if probe and values and not all(np.isfinite(values[n]).all() for n in rec.outputs if n in values):
+        # NaN/inf from the model itself is not a layout question: the runner reports it with the image
+        rec.reason += "; probe: the model outputs NaN/inf on a grey image (not checked)"
+    elif probe and values:
         problem = probe_problem(rec, values)
         if problem is not None:
             if layout is not None:

@@ -15,6 +15,8 @@ The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nm
 at N when N is static; M <= K1 the slots in use after top-k):
 
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
+                      yolox_raw / gfl_multilevel / detr (several model outputs): onnx_ops.decode_graph,
+                      grid and stride constants built from the input size here (Exp, Softmax, MatMul ...).
                       Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
                       and logits directly; the head Concat is pruned.
     threshold         raw score <= raw threshold -> penalty: LessOrEqual, Cast, Mul, Sub  (N x C)
@@ -251,7 +253,7 @@ def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
 
 def _prune(graph: onnx.GraphProto) -> None:
-    """Drop nodes, initializers and value_info that no graph output depends on."""
+    """Drop nodes, initializers (with their graph-input entries) and value_info that no graph output depends on."""
     needed = {o.name for o in graph.output}
     keep = []
     for node in reversed(list(graph.node)):
@@ -264,9 +266,15 @@ def _prune(graph: onnx.GraphProto) -> None:
     keep.reverse()
     del graph.node[:]
     graph.node.extend(keep)
+    backed = {i.name for i in graph.initializer}
     inits = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+    # an initializer also listed as a graph input (older exporters, e.g. Paddle's) and no longer
+    # used goes with its input entry: left behind, it would become a required input
+    ins = [i for i in graph.input if i.name in needed or i.name not in backed]
+    del graph.input[:]
+    graph.input.extend(ins)
     vis = [v for v in graph.value_info if v.name in needed]
     del graph.value_info[:]
     graph.value_info.extend(vis)

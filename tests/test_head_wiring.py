@@ -130,3 +130,47 @@ def test_inspect_reports_quantized_ops_as_not_in_the_table(tmp_path, capsys):
     assert cpu.startswith("    covered") or "covered" in cpu.splitlines()[0]
     assert "ConvInteger" in cpu and "not in the table" in cpu and "NOT covered" not in out
     assert "head: yolox_raw" in out
+
+
+# ------------------------------------------------------------------------------------------
+# the real YOLOX-nano and PicoDet-S: fit -> patch -> the patched model equals the reference
+# ------------------------------------------------------------------------------------------
+REAL_PRE = {
+    "yolox_nano_coco_416.onnx": Preprocess(pad_value=114, channel_order="BGR", placement="top-left", scale="none"),
+    "picodet_s_coco_320.onnx": Preprocess(pad_value=0, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                                          scale="none"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_PRE))
+def test_real_model_fit_patch_equals_reference(tmp_path, name):
+    from calib.fitting import FitOptions, fit
+    from calib.images import read_image_rgb
+
+    model = SHARED / "real" / "models" / name
+    val = SHARED / "real" / "coco_train" / "images" / "val"
+    if not model.exists() or not val.is_dir():
+        pytest.skip(f"{model} or {val} absent (../shared/real is outside the project; set DETCAL_SHARED)")
+    images = sorted(val.glob("*.jpg"))
+    pos = [p for p in images if "_" not in p.stem][:16]
+    neg = [p for p in images if "_" in p.stem][:8]
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(str(p) for p in pos + neg) + "\n")
+    names = (SHARED / "real" / "coco80.names").read_text().split("\n")[:80]
+    pre = REAL_PRE[name]
+    result = fit(model, listing, out=tmp_path / "calibration.json", preprocess=pre, names=names,
+                 options=FitOptions(folds=2, calibrator="temperature"), threads=1, progress=False)
+    art = result.artifact
+    assert art.model["layout"] in ("yolox_raw", "gfl_multilevel") and art.preprocess == pre
+    patched = build_patched_model(model, art)
+    sess = ort.InferenceSession(patched.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    info = read_model_info(model)
+    runner = DetectorRunner(info, pre, info.input_size, batch_size=1)
+    for p in pos[:3]:
+        x, row = preprocess_image(read_image_rgb(p), info.input_size, pre)
+        got = dict(zip([o.name for o in sess.get_outputs()],
+                       sess.run(None, {info.input_name: x[None], "letterbox": row[None].astype(np.float32)})))
+        ref = pack_fixed(postprocess(runner.run_tensor(x[None]), info.layout, row[None], art.calibration,
+                                     art.score_thresholds, art.nms), art.nms.max_det)
+        assert_same_detections(got, ref, context=f"{name} {p.name}")
+        assert got["num_dets"][0, 0] > 0          # trained models find the objects of these photos
