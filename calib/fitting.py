@@ -70,6 +70,14 @@ class FitOptions:
             raise DetcalError(f"--folds must be >= 2, got {self.folds}")
 
 
+def postprocess_for_layout(layout: str, options: FitOptions) -> PostprocessConfig:
+    """The post-processing fit uses and records: `detr` heads (a set of queries) get no NMS
+    (IoU 1.0: NonMaxSuppression suppresses nothing) unless options.nms_on_queries."""
+    if layout == "detr" and not options.nms_on_queries:
+        return replace(options.postprocess, iou_threshold=1.0)
+    return options.postprocess
+
+
 @dataclass
 class FitResult:
     artifact: Artifact
@@ -204,8 +212,7 @@ def fit(
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)
-    if info.layout == "detr" and not options.nms_on_queries:
-        options = replace(options, postprocess=replace(options.postprocess, iou_threshold=1.0))
+    options = replace(options, postprocess=postprocess_for_layout(info.layout, options))
     collected = collect_detections(
         dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
         config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,

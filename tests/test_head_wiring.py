@@ -71,15 +71,25 @@ def test_patched_family_equals_reference(tmp_path, family, calibrator):
     assert found > 0, "no detection at all: the comparison would be empty"
 
 
-def test_detr_fit_records_no_nms_unless_asked(tmp_path):
-    from calib.fitting import FitOptions
-    from dataclasses import replace
+def test_detr_gets_no_nms_unless_asked():
+    from calib.artifact import PostprocessConfig
+    from calib.cli import build_parser
+    from calib.fitting import FitOptions, postprocess_for_layout
 
-    opts = FitOptions()
-    assert not opts.nms_on_queries and opts.postprocess.iou_threshold == 0.7
-    # fitting.fit swaps the IoU for detr heads: the same rule, checked on its inputs
-    forced = replace(opts, postprocess=replace(opts.postprocess, iou_threshold=1.0))
-    assert forced.postprocess.iou_threshold == 1.0
+    assert postprocess_for_layout("detr", FitOptions()).iou_threshold == 1.0
+    assert postprocess_for_layout("xywh_cls", FitOptions()).iou_threshold == 0.7
+    asked = FitOptions(postprocess=PostprocessConfig(iou_threshold=0.5), nms_on_queries=True)
+    assert postprocess_for_layout("detr", asked).iou_threshold == 0.5
+    # IoU 1.0 keeps two identical queries (NMS would drop one)
+    raw = np.array([[[0.5, 0.5, 0.2, 0.2, 3.0, -3.0], [0.5, 0.5, 0.2, 0.2, 2.0, -3.0]]], np.float32)
+    from calib.head_decoders import decoded_batch
+    batch = decoded_batch("detr", [raw], (64, 64))
+    row = letterbox_row(64, 64, (64, 64))[None]
+    for iou, n in ((1.0, 2), (0.7, 1)):
+        dets = postprocess(batch, "detr", row, None, 0.5, PostprocessConfig(iou_threshold=iou))[0]
+        assert len(dets) == n
+    args = build_parser().parse_args(["fit", "--model", "m.onnx", "--data", "d.yaml"])
+    assert args.iou is None       # not given: fit decides per layout
 
 
 def test_letterbox_placements_and_raw_scaling():
