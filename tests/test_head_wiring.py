@@ -94,17 +94,17 @@ def test_detr_gets_no_nms_unless_asked():
 
 def test_letterbox_placements_and_raw_scaling():
     row_c = letterbox_row(200, 100, (64, 64), placement="centre")
-    row_t = letterbox_row(200, 100, (64, 64), placement="top-left")
-    row_b = letterbox_row(200, 100, (64, 64), placement="bottom-right")
+    row_t = letterbox_row(200, 100, (64, 64), placement="top_left")
+    row_b = letterbox_row(200, 100, (64, 64), placement="bottom_right")
     assert row_t[4] == 0 and row_t[5] == 0 and row_c[5] == 16 and row_b[5] == 32
     img = np.full((100, 200, 3), 200, np.uint8)
-    pre = Preprocess(pad_value=114, channel_order="BGR", placement="top-left", scale="none")
+    pre = Preprocess(pad_value=114, channel_order="BGR", placement="top_left", scale="none")
     x, row = preprocess_image(img, (64, 64), pre)
     assert x[:, 0, 0].tolist() == [200.0] * 3 and x[:, 63, 0].tolist() == [114.0] * 3   # content top, pad below
     pico = Preprocess(pad_value=0, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), scale="none")
     x, _ = preprocess_image(img, (64, 64), pico)
     np.testing.assert_allclose(x[:, 32, 32], (200 - np.array(pico.mean)) / np.array(pico.std), rtol=1e-6)
-    for p in (pre, pico, Preprocess(), Preprocess(placement="bottom-right")):
+    for p in (pre, pico, Preprocess(), Preprocess(placement="bottom_right")):
         assert Preprocess.from_artifact(p.to_artifact()) == p
 
 
@@ -146,7 +146,7 @@ def test_inspect_reports_quantized_ops_as_not_in_the_table(tmp_path, capsys):
 # the real YOLOX-nano and PicoDet-S: fit -> patch -> the patched model equals the reference
 # ------------------------------------------------------------------------------------------
 REAL_PRE = {
-    "yolox_nano_coco_416.onnx": Preprocess(pad_value=114, channel_order="BGR", placement="top-left", scale="none"),
+    "yolox_nano_coco_416.onnx": Preprocess(pad_value=114, channel_order="BGR", placement="top_left", scale="none"),
     "picodet_s_coco_320.onnx": Preprocess(pad_value=0, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
                                           scale="none"),
 }

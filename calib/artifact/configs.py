@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RESIZE_MODES = ("letterbox", "stretch")
-PLACEMENTS = ("centre", "top-left", "bottom-right")   # where the letterboxed content sits (YOLOX: top-left)
+PLACEMENTS = ("centre", "top_left", "bottom_right")   # where the letterboxed content sits (YOLOX: top_left); = calib.resize
 SCALES = ("div255", "none")                           # pixel / 255 first, or raw 0..255 (YOLOX)
 
 
@@ -17,7 +17,7 @@ SCALES = ("div255", "none")                           # pixel / 255 first, or ra
 class Preprocess:
     """How images become model inputs. x = (pixel * s - mean) / std, per channel, NCHW float32, with
     s = 1/255 (`scale` div255, mean/std in 0..1 units) or 1 (`scale` none: raw 0..255, mean/std in 0..255 units).
-    `placement`: where a letterbox puts the content (centre: Ultralytics; top-left: YOLOX)."""
+    `placement`: where a letterbox puts the content (centre: Ultralytics; top_left: YOLOX)."""
 
     resize: str = "letterbox"            # letterbox | stretch
     pad_value: int = 114                 # Ultralytics' grey

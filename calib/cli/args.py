@@ -80,8 +80,8 @@ def add_preprocess_args(p: argparse.ArgumentParser) -> None:
                    help="per-channel mean, in 0..1 units after /255 (0..255 units with --scale none) (default: 0,0,0)")
     g.add_argument("--std", type=floats3, default=(1.0, 1.0, 1.0),
                    help="per-channel std, in the same units as --mean (default: 1,1,1)")
-    g.add_argument("--placement", choices=["centre", "top-left", "bottom-right"], default="centre",
-                   help="where the letterbox puts the image: centre (Ultralytics, default), top-left (YOLOX)")
+    g.add_argument("--placement", choices=["centre", "top_left", "bottom_right"], default="centre",
+                   help="where the letterbox puts the image: centre (Ultralytics, default), top_left (YOLOX)")
     g.add_argument("--scale", choices=["div255", "none"], default="div255",
                    help="div255: pixels / 255 before mean/std (default); none: raw 0..255 values (YOLOX)")
 
