@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,9 @@ class FitOptions:
     # unless it loses more than a recall point to global on held-out folds); see calib.certify
     threshold_shape: str = "auto"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    # DETR heads (layout `detr`) predict a set of queries and need no NMS: unless this is set,
+    # fit records iou_threshold 1.0 for them (NonMaxSuppression then suppresses nothing)
+    nms_on_queries: bool = False
 
     def validate(self) -> None:
         if self.calibrator != "auto" and self.calibrator not in CANDIDATES + ("identity",):
@@ -72,6 +75,14 @@ class FitOptions:
             raise DetcalError(f"threshold shape must be one of {', '.join(SHAPES)}, got {self.threshold_shape!r}")
         if self.folds < 2:
             raise DetcalError(f"--folds must be >= 2, got {self.folds}")
+
+
+def postprocess_for_layout(layout: str, options: FitOptions) -> PostprocessConfig:
+    """The post-processing fit uses and records: `detr` heads (a set of queries) get no NMS
+    (IoU 1.0: NonMaxSuppression suppresses nothing) unless options.nms_on_queries."""
+    if layout == "detr" and not options.nms_on_queries:
+        return replace(options.postprocess, iou_threshold=1.0)
+    return options.postprocess
 
 
 @dataclass
@@ -207,6 +218,7 @@ def fit(
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)
+    options = replace(options, postprocess=postprocess_for_layout(info.layout, options))
     collected = collect_detections(
         dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
         config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
@@ -251,6 +263,11 @@ def fit(
         "num_classes": num_classes,
         "class_names": list(dataset.names),
     }
+    if info.head_params or len(info.outputs) > 1:
+        # yolox_raw / gfl_multilevel / detr: every head output and the decode parameters, for the record
+        # (patch recognises the head from the graph again and checks the layout)
+        model_block["head"] = {"outputs": list(info.outputs), "recognition": info.recognition,
+                               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in info.head_params.items()}}
     seconds = {"inference": round(t_run - t0, 3), "matching_and_fitting": round(t_fit - t_run, 3)}
     artifact = Artifact(
         model=model_block,

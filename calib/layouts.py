@@ -9,6 +9,10 @@
 Decoded form (`Decoded`): boxes (B, N, 4) xyxy input px float32, and either dense scores
 (B, N, C) (`classes is None`) or one score and class per candidate (B, N), (B, N).
 For `xywh_obj_cls` the score of class c is objectness * p(c), as YOLOv5 ranks them.
+
+The families whose export leaves the box decode out (`yolox_raw`, `gfl_multilevel`, `detr`;
+`calib.head_decoders`) reach `decode` already decoded, as one array [B, N, 4+C]: x1, y1, x2, y2
+in input px and C scores (`calib.head_decoders.decoded_batch`, applied by the runner).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifact.interface import LAYOUTS
+from .artifact.interface import HEAD_LAYOUTS, LAYOUTS
 from .boxes import cxcywh_to_xyxy
 
 
@@ -78,6 +82,10 @@ def decode(raw: np.ndarray, layout: str) -> Decoded:
     if layout == "xywh_obj_cls":
         boxes = cxcywh_to_xyxy(raw[:, :, :4])
         return Decoded(boxes, raw[:, :, 4:5] * raw[:, :, 5:])
+    if layout in HEAD_LAYOUTS:
+        # families whose export leaves the box decode out: the runner applied their decode
+        # (calib.head_decoders.decoded_batch), raw is [B, N, 4+C] x1, y1, x2, y2 input px + C scores
+        return Decoded(np.ascontiguousarray(raw[:, :, :4]), raw[:, :, 4:])
     if layout == "end2end":
         if raw.shape[2] != 6:
             raise ValueError(f"end2end output must be [B, K, 6], got {raw.shape}")

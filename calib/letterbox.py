@@ -18,7 +18,8 @@ from .artifact.interface import ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, ROW_FIELDS, S
 from .resize import letterbox_resize, resize_row
 
 
-def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox") -> np.ndarray:
+def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox",
+                  placement: str = "centre") -> np.ndarray:
     """The row for an image of orig_w x orig_h served at input size (H, W) -> float64 (6,).
 
     `letterbox` follows Ultralytics' LetterBox (centred, scale-up allowed): r = min(H/h, W/w),
@@ -26,7 +27,7 @@ def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "
     the rounding in float32 as the embedded preprocessing computes them (`calib.resize`, the one
     definition: it differs from Ultralytics' float64 only within float32 rounding of a .5 tie).
     """
-    return resize_row(orig_w, orig_h, size, mode)
+    return resize_row(orig_w, orig_h, size, mode, placement)
 
 
 def content_size(row: np.ndarray) -> tuple[int, int]:
@@ -38,7 +39,8 @@ def content_size(row: np.ndarray) -> tuple[int, int]:
 
 
 def letterbox_image(
-    image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114
+    image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114,
+    placement: str = "centre",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image into the model input: (h, w, 3) uint8 -> ((H, W, 3) float32 in 0..255, row (6,)).
 
@@ -46,7 +48,7 @@ def letterbox_image(
     kept in float32, constant padding (`pad_value`) around it: exactly what the patched model
     does with `--embed-preprocess`.
     """
-    return letterbox_resize(image, size, mode=mode, pad_value=pad_value)
+    return letterbox_resize(image, size, mode=mode, pad_value=pad_value, placement=placement)
 
 
 def input_to_original_xyxy(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .artifact.interface import is_patched_metadata
+from .artifact.interface import HEAD_LAYOUTS, is_patched_metadata
 from .errors import DetcalError
 from .layouts import LAYOUTS, guess_layout, num_classes_of
 
@@ -30,6 +30,9 @@ class ModelInfo:
     class_names: list[str] | None = None   # from Ultralytics metadata `names`, if present
     metadata: dict = field(default_factory=dict)
     opset: int = 0
+    outputs: list[str] = field(default_factory=list)   # the head's outputs in decode order (several for gfl/detr)
+    head_params: dict = field(default_factory=dict)    # decode parameters of HEAD_LAYOUTS (strides, reg_max, ...)
+    recognition: str = ""                             # why this layout (calib.head_recognition), for inspect/reports
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -123,9 +126,25 @@ def read_model_info(
     metadata = {m.key: m.value for m in model.metadata_props}
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
+    head_outputs, reason = None, ""
+    if not is_patched_metadata(metadata):
+        # the layout is decided from the graph, the metadata and a probe (calib.head_recognition)
+        from .head_recognition import recognise_head
+
+        rec = recognise_head(model, str(p), layout=layout, num_classes=num_classes)
+        if rec.layout in HEAD_LAYOUTS:
+            return ModelInfo(
+                path=p, sha256=sha256_file(p), input_name=inp.name, input_shape=value_info_dims(inp),
+                input_dtype=value_info_dtype(inp), output_name=rec.outputs[0], output_shape=rec.output_shapes[0],
+                layout=rec.layout, num_classes=rec.num_classes, class_names=names, metadata=metadata,
+                opset=model_opset(model), outputs=list(rec.outputs), head_params=dict(rec.params),
+                recognition=rec.reason)
+        layout, head_outputs, reason = rec.layout, set(rec.outputs), rec.reason
     probed = None
     found = []
     for out in graph.output:
+        if head_outputs is not None and out.name not in head_outputs:
+            continue
         shape = value_info_dims(out)
         if not all(isinstance(d, int) for d in shape[1:]):
             # exporters often leave output dims symbolic: run the model once on zeros to learn them
@@ -165,6 +184,8 @@ def read_model_info(
         class_names=names,
         metadata=metadata,
         opset=opset,
+        outputs=[out.name],
+        recognition=reason,
     )
 
 

@@ -6,8 +6,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .artifact import Preprocess
+from .artifact import HEAD_LAYOUTS, Preprocess
 from .errors import DetcalError
+from .head_decoders import decoded_batch
 from .model_info import ModelInfo, metadata_imgsz
 from .preprocess import preprocess_image
 from .session import make_session  # noqa: F401 (re-exported: the factory's old home)
@@ -81,8 +82,12 @@ class DetectorRunner:
         self.input_dtype = np.float16 if info.input_dtype == "float16" else np.float32
 
     def run_tensor(self, x: np.ndarray) -> np.ndarray:
-        """x (B, 3, H, W) float32 -> raw head output (B, ...) float32."""
-        out = self.session.run([self.info.output_name], {self.info.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        """x (B, 3, H, W) float32 -> raw head output (B, ...) float32 (HEAD_LAYOUTS: decoded, [B, N, 4+C])."""
+        feeds = {self.info.input_name: x.astype(self.input_dtype, copy=False)}
+        if self.info.layout in HEAD_LAYOUTS:
+            outs = [np.asarray(o, dtype=np.float32) for o in self.session.run(self.info.outputs, feeds)]
+            return decoded_batch(self.info.layout, outs, self.input_size, **self.info.head_params)
+        out = self.session.run([self.info.output_name], feeds)[0]
         return np.asarray(out, dtype=np.float32)
 
     def check_finite(self, raw: np.ndarray, indices: list[int], label: str) -> None:

@@ -20,6 +20,7 @@ class Dense:
     probs: str
     class_axis: int
     logits: str | None = None
+    box_format: str = "cxcywh"      # "xyxy" for heads decoded from distances (gfl_multilevel)
 
 
 @dataclass

@@ -9,13 +9,14 @@ trip). The head's Concat is then dead and is pruned with the old output.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import TensorProto
 
+from calib.artifact import HEAD_LAYOUTS
 from calib.errors import DetcalError
-from calib.model_info import ModelInfo, value_info_dims
+from calib.model_info import ModelInfo, metadata_imgsz, value_info_dims
 
 
 @dataclass
@@ -29,6 +30,10 @@ class Head:
     boxes: str | None = None    # sigmoid-front taps: [B, 4, N] cxcywh
     probs: str | None = None    # [B, C, N] Sigmoid output
     logits: str | None = None   # [B, C, N] Sigmoid input
+    outputs: list[str] = field(default_factory=list)   # HEAD_LAYOUTS: every head output, in decode order
+    params: dict = field(default_factory=dict)         # HEAD_LAYOUTS: decode parameters (strides, reg_max, ...)
+    input_hw: tuple[int, int] | None = None            # HEAD_LAYOUTS: the size the grid constants are built for
+    elem_types: list[int] = field(default_factory=list)
 
     @property
     def sigmoid_front(self) -> bool:
@@ -53,6 +58,8 @@ def _fits(shape: tuple | None, axis: int, want: int) -> bool:
 
 def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source: str = "model") -> Head:
     """The head of a recognised model, with sigmoid-front taps where the graph has them."""
+    if info.layout in HEAD_LAYOUTS:
+        return _undecoded_head(model, info, num_classes, source)
     graph = model.graph
     out_vi = next(o for o in graph.output if o.name == info.output_name)
     elem = out_vi.type.tensor_type.elem_type
@@ -95,3 +102,29 @@ def _tap_sigmoid_front(graph: onnx.GraphProto, head: Head, shapes: dict) -> None
     if not (_fits(shapes.get(concat.input[0]), 1, 4) and _fits(shapes.get(sig.output[0]), 1, head.num_classes)):
         return
     head.boxes, head.probs, head.logits = concat.input[0], sig.output[0], sig.input[0]
+
+
+def _undecoded_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source: str) -> Head:
+    """yolox_raw / gfl_multilevel / detr: several outputs, decoded by onnx_ops.decode_graph."""
+    by_name = {o.name: o for o in model.graph.output}
+    elems = []
+    for name in info.outputs:
+        elem = by_name[name].type.tensor_type.elem_type
+        if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16):
+            raise DetcalError(f"{source}: head output {name} has a non-float type ({TensorProto.DataType.Name(elem)})")
+        elems.append(elem)
+    if info.num_classes is not None and info.num_classes != num_classes:
+        raise DetcalError(f"{source}: the {info.layout} head predicts {info.num_classes} classes, "
+                          f"the calibration expects {num_classes}")
+    hw = info.input_size or metadata_imgsz(info.metadata)
+    if hw is None:
+        raise DetcalError(f"{source}: a {info.layout} head needs a fixed input size (its grid is built at patch time); "
+                          "re-export with a fixed height/width")
+    shape = info.output_shape
+    if info.layout == "gfl_multilevel":
+        n = sum(info.head_params["counts"])
+        batch = shape[0] if info.head_params.get("batch_axis", True) else 1
+    else:
+        n, batch = shape[1], shape[0]
+    return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None, batch,
+                outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw), elem_types=elems)

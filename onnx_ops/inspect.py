@@ -1,8 +1,14 @@
-"""`detcal inspect MODEL`: per execution provider, are the model's ops covered?
+"""`detcal inspect MODEL`: the recognised head (layout and why, classes, strides, metadata
+hints) and, per execution provider, are the model's ops covered?
 
 ``inspect_model(path)`` returns plain data and ``format_inspection(d)`` renders it; the
 command (printing, exit code) is ``calib.cli.inspect``. The support table and its sources live
-in ``onnx_ops.ep_support``.
+in ``onnx_ops.ep_support``; the head is `calib.head_recognition.describe_head`.
+
+Ops that are not in the table are unknown, not unsupported: they are listed as "not in the
+table" and do not make an EP "NOT covered". On the CPU provider they are also looked up in the
+installed onnxruntime's registered kernels (quantized exports: ConvInteger,
+DynamicQuantizeLinear, QLinearConv, QuantizeLinear, DequantizeLinear run there).
 """
 
 from __future__ import annotations
@@ -38,11 +44,44 @@ def _io(vi: onnx.ValueInfoProto) -> dict:
     return {"name": vi.name, "dtype": dtype, "shape": _shape(vi)}
 
 
+UNKNOWN_PREFIX = "op not in detcal's support table"
+
+
+def _cpu_registered_ops() -> set[str]:
+    """Default-domain op types with a CPU kernel in the installed onnxruntime (empty when unknown)."""
+    try:
+        from onnxruntime.capi import _pybind_state as C
+
+        return {k.op_name for k in C.get_all_opkernel_def()
+                if k.provider == "CPUExecutionProvider" and k.domain in ("", "ai.onnx")}
+    except Exception:  # an onnxruntime build without the registry API
+        return set()
+
+
+def _split_unknown(errors, ep: str, cpu_ops: set[str]):
+    """errors -> (known errors, [{op, count, note}] for ops not in the table)."""
+    known, unknown = [], {}
+    for f in errors:
+        if f.reason.startswith(UNKNOWN_PREFIX):
+            unknown[f.op] = unknown.get(f.op, 0) + 1
+        else:
+            known.append(f)
+    rows = []
+    for op, n in unknown.items():
+        note = "not in the table"
+        if ep == "cpu" and op in cpu_ops:
+            note += "; registered in the installed onnxruntime's CPU kernels"
+        rows.append({"op": op, "count": n, "note": note})
+    return known, rows
+
+
 def inspect_model(path: str) -> dict:
     """Load an ONNX file and report its I/O, opset, node count and per-EP op coverage.
 
     Returns {"path", "opset", "num_nodes", "inputs": [{name, dtype, shape}], "outputs": [...],
-    "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...]}}}.
+    "head": calib.head_recognition.describe_head(...),
+    "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...],
+                 "not_in_table": [{op, count, note}]}}}. covered: no known limitation (unknown ops aside).
     Raises DetcalError (one line, naming the file) for a missing or non-ONNX file.
     """
     model = _load(path)
@@ -50,17 +89,26 @@ def inspect_model(path: str) -> dict:
         raise DetcalError(f"{path}: not an ONNX model (empty graph)")
     init_names = {i.name for i in model.graph.initializer}
     reports = coverage(model)
+    cpu_ops = _cpu_registered_ops()
     eps = {}
     for ep in EPS:
         r = reports[ep]
         warn = {}
         for f in r.warnings:
             warn[(f.op, f.reason)] = warn.get((f.op, f.reason), 0) + 1
+        known, unknown = _split_unknown(r.errors, ep, cpu_ops)
+        errs = {}
+        for f in known:
+            errs[(f.op, f.reason)] = errs.get((f.op, f.reason), 0) + 1
+        unresolved = [u for u in unknown if "registered" not in u["note"]]
         eps[ep] = {
             "name": EP_NAMES[ep],
-            "covered": r.covered,
-            "uncovered": [{"op": op, "reason": reason, "count": n} for op, reason, n in r.summary()],
+            "covered": not known,
+            "status": "NOT covered" if known else ("unknown: ops not in the table" if unresolved else "covered"),
+            "uncovered": [{"op": op, "reason": reason, "count": n}
+                          for (op, reason), n in sorted(errs.items(), key=lambda kv: -kv[1])],
             "warnings": [{"op": op, "reason": reason, "count": n} for (op, reason), n in warn.items()],
+            "not_in_table": unknown,
         }
     return {
         "path": path,
@@ -68,8 +116,42 @@ def inspect_model(path: str) -> dict:
         "num_nodes": len(model.graph.node),
         "inputs": [_io(v) for v in model.graph.input if v.name not in init_names],
         "outputs": [_io(v) for v in model.graph.output],
+        "head": _head(model, path),
         "eps": eps,
     }
+
+
+def _head(model: onnx.ModelProto, path: str) -> dict:
+    """The recognised head (calib.head_recognition.describe_head); weights are loaded for its probe."""
+    from calib.head_recognition import describe_head
+
+    try:
+        full = onnx.load(path) if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer) \
+            else model
+    except Exception:
+        full = model
+    return describe_head(full, path)
+
+
+def _format_head(h: dict | None) -> list[str]:
+    if not h:
+        return []
+    if "error" in h:
+        lines = [f"head: not recognised: {h['error']}"]
+    else:
+        extra = [f"{h['num_classes']} classes" if h.get("num_classes") is not None else "classes: not fixed by the shape"]
+        if h.get("strides"):
+            s = h["strides"]
+            extra.append(f"strides {', '.join(map(str, s)) if isinstance(s, list) else s}")
+        if h.get("reg_max") is not None:
+            extra.append(f"reg_max {h['reg_max']}")
+        if h.get("input_hw"):
+            extra.append(f"input {h['input_hw'][0]}x{h['input_hw'][1]}")
+        lines = [f"head: {h['layout']} ({', '.join(extra)})", f"  why: {h['reason']}",
+                 f"  outputs: {', '.join(h['outputs'])}"]
+    for k, v in (h.get("hints") or {}).items():
+        lines.append(f"  hint {k}: {v}")
+    return lines
 
 
 def format_inspection(d: dict) -> str:
@@ -78,12 +160,15 @@ def format_inspection(d: dict) -> str:
     lines = [f"model: {d['path']}", f"opset: {d['opset']}   nodes: {d['num_nodes']}", "inputs:"]
     lines += [fmt(io) for io in d["inputs"]]
     lines += ["outputs:"] + [fmt(io) for io in d["outputs"]]
+    lines += _format_head(d.get("head"))
     lines.append("execution providers:")
     for ep in EPS:
         e = d["eps"][ep]
-        lines.append(f"  {e['name']:<18} {'covered' if e['covered'] else 'NOT covered'}")
+        lines.append(f"  {e['name']:<18} {e.get('status') or ('covered' if e['covered'] else 'NOT covered')}")
         for u in e["uncovered"]:
             lines.append(f"      x {u['op']} x{u['count']}: {u['reason']}")
         for w in e["warnings"]:
             lines.append(f"      ! {w['op']} x{w['count']}: {w['reason']}")
+        for u in e.get("not_in_table", []):
+            lines.append(f"      ? {u['op']} x{u['count']}: {u['note']}")
     return "\n".join(lines)

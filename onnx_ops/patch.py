@@ -22,6 +22,8 @@ The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nm
 at N when N is static; M <= K1 the slots in use after top-k):
 
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
+                      yolox_raw / gfl_multilevel / detr (several model outputs): onnx_ops.decode_graph,
+                      grid and stride constants built from the input size here (Exp, Softmax, MatMul ...).
                       Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
                       and logits directly; the head Concat is pruned.
     threshold         raw score <= raw threshold -> penalty: LessOrEqual, Cast, Mul, Sub  (N x C)
@@ -73,13 +75,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
+from calib.artifact import (HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
                             PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
 from . import steps
+from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
 from .variants import Variant, candidate_key, choose_calibration_variant
@@ -147,7 +150,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
     multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    if head.sigmoid_front:
+    if head.layout in HEAD_LAYOUTS:
+        decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
+    elif head.sigmoid_front:
         decoded = steps.Dense(
             steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
             steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
@@ -159,7 +164,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     if variant is Variant.SPARSE:
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
-        boxes_src, fmt, box_axis = decoded.boxes, "cxcywh", (2 if decoded.class_axis == 1 else 1)
+        boxes_src, fmt, box_axis = decoded.boxes, decoded.box_format, (2 if decoded.class_axis == 1 else 1)
     key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
     n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
@@ -255,7 +260,7 @@ def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
 
 def _prune(graph: onnx.GraphProto) -> None:
-    """Drop nodes, initializers and value_info that no graph output depends on."""
+    """Drop nodes, initializers (with their graph-input entries) and value_info that no graph output depends on."""
     needed = {o.name for o in graph.output}
     keep = []
     for node in reversed(list(graph.node)):
@@ -268,9 +273,15 @@ def _prune(graph: onnx.GraphProto) -> None:
     keep.reverse()
     del graph.node[:]
     graph.node.extend(keep)
+    backed = {i.name for i in graph.initializer}
     inits = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+    # an initializer also listed as a graph input (older exporters, e.g. Paddle's) and no longer
+    # used goes with its input entry: left behind, it would become a required input
+    ins = [i for i in graph.input if i.name in needed or i.name not in backed]
+    del graph.input[:]
+    graph.input.extend(ins)
     vis = [v for v in graph.value_info if v.name in needed]
     del graph.value_info[:]
     graph.value_info.extend(vis)

@@ -68,7 +68,7 @@ class PreprocessGraphSpec:
         order = pre.channel_order
         return cls((int(size_hw[0]), int(size_hw[1])), pre.resize, getattr(pre, "placement", "centre"),
                    int(pre.pad_value), order, image_channel_order or order,
-                   tuple(map(float, pre.mean)), tuple(map(float, pre.std)))
+                   *_scaled_mean_std(pre))
 
     @property
     def scaled(self) -> bool:
@@ -352,3 +352,12 @@ def build_preprocess_model(spec: PreprocessGraphSpec, *, frame_hw: tuple[int, in
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal")
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return model
+
+
+def _scaled_mean_std(pre) -> tuple[tuple, tuple]:
+    """mean/std in the graph's units (after x / 255). A `scale` "none" Preprocess (raw 0..255, YOLOX;
+    mean/std in 0..255 units) becomes (x / 255 - mean / 255) / (std / 255) = (x - mean) / std."""
+    mean, std = tuple(map(float, pre.mean)), tuple(map(float, pre.std))
+    if getattr(pre, "scale", "div255") == "none":
+        mean, std = tuple(m / 255 for m in mean), tuple(s / 255 for s in std)
+    return mean, std

@@ -13,7 +13,7 @@ library (plus calib's tiny errors/atomic/jsonable helpers), so `onnx_ops` stays 
 from .calibration_map import (AFFINE_KINDS, EPS, ISOTONIC_KIND, KINDS, MAX_KNOTS, AffineLogitMap, CalibrationMap,
                               IsotonicMap, identity_map, logit, map_from_artifact, sigmoid)
 from .configs import RESIZE_MODES, PostprocessConfig, Preprocess
-from .interface import (LAYOUTS, LETTERBOX_INPUT, METADATA_KEY, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS,
+from .interface import (DECODED_LAYOUTS, HEAD_LAYOUTS, LAYOUTS, LETTERBOX_INPUT, METADATA_KEY, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS,
                         ROW_FIELDS, SCALE_X, SCALE_Y, PatchedMetadata, is_patched_metadata)
 from .schema import FORMAT, FORMAT_VERSION, Artifact, load_artifact
 from .version import DETCAL_VERSION
@@ -21,7 +21,7 @@ from .version import DETCAL_VERSION
 __all__ = [
     "AFFINE_KINDS", "EPS", "ISOTONIC_KIND", "KINDS", "MAX_KNOTS", "AffineLogitMap", "CalibrationMap", "IsotonicMap",
     "identity_map", "logit", "map_from_artifact", "sigmoid", "RESIZE_MODES", "PostprocessConfig", "Preprocess",
-    "LAYOUTS", "LETTERBOX_INPUT", "METADATA_KEY", "ORIG_H", "ORIG_W", "PAD_LEFT", "PAD_TOP", "PATCHED_OUTPUTS",
+    "DECODED_LAYOUTS", "HEAD_LAYOUTS", "LAYOUTS", "LETTERBOX_INPUT", "METADATA_KEY", "ORIG_H", "ORIG_W", "PAD_LEFT", "PAD_TOP", "PATCHED_OUTPUTS",
     "ROW_FIELDS", "SCALE_X", "SCALE_Y", "PatchedMetadata", "is_patched_metadata", "FORMAT", "FORMAT_VERSION",
     "Artifact", "load_artifact", "DETCAL_VERSION",
 ]

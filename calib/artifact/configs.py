@@ -9,19 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RESIZE_MODES = ("letterbox", "stretch")
+PLACEMENTS = ("centre", "top_left", "bottom_right")   # where the letterboxed content sits (YOLOX: top_left); = calib.resize
+SCALES = ("div255", "none")                           # pixel / 255 first, or raw 0..255 (YOLOX)
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How images become model inputs. x = (pixel / 255 - mean) / std, per channel, NCHW float32."""
+    """How images become model inputs. x = (pixel * s - mean) / std, per channel, NCHW float32, with
+    s = 1/255 (`scale` div255, mean/std in 0..1 units) or 1 (`scale` none: raw 0..255, mean/std in 0..255 units).
+    `placement`: where a letterbox puts the content (centre: Ultralytics; top_left: YOLOX)."""
 
     resize: str = "letterbox"            # letterbox | stretch
     pad_value: int = 114                 # Ultralytics' grey
     channel_order: str = "RGB"           # RGB | BGR
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)   # in 0..1 units, after /255
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    placement: str = "centre"
+    scale: str = "div255"
 
     def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.channel_order not in ("RGB", "BGR"):
@@ -32,29 +42,36 @@ class Preprocess:
             raise ValueError("mean and std need 3 values each, std > 0")
 
     def to_artifact(self) -> dict:
-        scaling = (
-            {"kind": "div255"}
-            if tuple(self.mean) == (0.0, 0.0, 0.0) and tuple(self.std) == (1.0, 1.0, 1.0)
-            else {"kind": "mean_std", "mean": list(map(float, self.mean)), "std": list(map(float, self.std))}
-        )
-        return {
+        plain = tuple(self.mean) == (0.0, 0.0, 0.0) and tuple(self.std) == (1.0, 1.0, 1.0)
+        if plain:
+            scaling = {"kind": "div255" if self.scale == "div255" else "none"}
+        else:
+            scaling = {"kind": "mean_std", "mean": list(map(float, self.mean)), "std": list(map(float, self.std))}
+            if self.scale == "none":
+                scaling["units"] = "0..255"           # (pixel - mean) / std on raw 0..255 values
+        out = {
             "resize": self.resize,
             "pad_value": int(self.pad_value),
             "channel_order": self.channel_order,
             "scaling": scaling,
         }
+        if self.placement != "centre":
+            out["placement"] = self.placement
+        return out
 
     @classmethod
     def from_artifact(cls, d: dict) -> "Preprocess":
         if not isinstance(d, dict):
             raise ValueError(f"preprocess block must be a JSON object, got {type(d).__name__}")
         scaling = d.get("scaling", {"kind": "div255"})
-        if not isinstance(scaling, dict) or scaling.get("kind") not in ("div255", "mean_std"):
-            raise ValueError(f"preprocess.scaling must be {{\"kind\": \"div255\"}} or "
+        if not isinstance(scaling, dict) or scaling.get("kind") not in ("div255", "mean_std", "none"):
+            raise ValueError(f"preprocess.scaling must be {{\"kind\": \"div255\"}}, {{\"kind\": \"none\"}} or "
                              f"{{\"kind\": \"mean_std\", \"mean\": [3], \"std\": [3]}}, got {scaling!r}")
         mean = tuple(scaling.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(scaling.get("std", (1.0, 1.0, 1.0)))
-        return cls(d.get("resize", "letterbox"), int(d.get("pad_value", 114)), d.get("channel_order", "RGB"), mean, std)
+        raw = scaling.get("kind") == "none" or scaling.get("units") == "0..255"
+        return cls(d.get("resize", "letterbox"), int(d.get("pad_value", 114)), d.get("channel_order", "RGB"), mean, std,
+                   d.get("placement", "centre"), "none" if raw else "div255")
 
 
 @dataclass(frozen=True)

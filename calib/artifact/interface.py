@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 
 from .version import DETCAL_VERSION
 
-# head layouts the artifact may name (decoding lives in calib.layouts)
-LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
+# head layouts the artifact may name (decoding lives in calib.layouts; the families whose export
+# leaves the box decode out, HEAD_LAYOUTS, in calib.head_decoders and onnx_ops.decode_graph)
+DECODED_LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
+HEAD_LAYOUTS = ("yolox_raw", "gfl_multilevel", "detr")
+LAYOUTS = DECODED_LAYOUTS + HEAD_LAYOUTS
 
 LETTERBOX_INPUT = "letterbox"
 PATCHED_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")

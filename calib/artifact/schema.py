@@ -4,8 +4,9 @@
     version       schema version (int, FORMAT_VERSION)
     detcal_version, created
     model         {sha256, file, input_name, input_size [H, W], input_dtype, output_name,
-                   layout, num_classes, class_names}
-    preprocess    Preprocess.to_artifact(): {resize, pad_value, channel_order, scaling}
+                   layout, num_classes, class_names, head (yolox_raw / gfl_multilevel / detr only:
+                   outputs in decode order, recognition, strides, reg_max, counts, ...)}
+    preprocess    Preprocess.to_artifact(): {resize, pad_value, channel_order, scaling, placement}
     calibrator    CalibrationMap.to_artifact(): {kind, a, b} or {kind, x, y}, plus `selection`
     thresholds    {score: [C], max_negative_rate, confidence, certified_bound, negative_rate,
                    certified, n_negative_images, note}

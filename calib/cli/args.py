@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-LAYOUT_CHOICES = ("xywh_cls", "xywh_obj_cls", "end2end")
+# = calib.artifact.LAYOUTS, spelled out so that `detcal --help` imports no numpy (tests/test_head_wiring.py checks)
+LAYOUT_CHOICES = ("xywh_cls", "xywh_obj_cls", "end2end", "yolox_raw", "gfl_multilevel", "detr")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -75,8 +76,14 @@ def add_preprocess_args(p: argparse.ArgumentParser) -> None:
                    help="letterbox: keep aspect ratio and pad (Ultralytics, default); stretch: plain resize")
     g.add_argument("--pad-value", type=int, default=114, help="letterbox padding grey level (default: 114)")
     g.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB", help="channel order the model expects (default: RGB)")
-    g.add_argument("--mean", type=floats3, default=(0.0, 0.0, 0.0), help="per-channel mean in 0..1 units after /255 (default: 0,0,0)")
-    g.add_argument("--std", type=floats3, default=(1.0, 1.0, 1.0), help="per-channel std in 0..1 units after /255 (default: 1,1,1)")
+    g.add_argument("--mean", type=floats3, default=(0.0, 0.0, 0.0),
+                   help="per-channel mean, in 0..1 units after /255 (0..255 units with --scale none) (default: 0,0,0)")
+    g.add_argument("--std", type=floats3, default=(1.0, 1.0, 1.0),
+                   help="per-channel std, in the same units as --mean (default: 1,1,1)")
+    g.add_argument("--placement", choices=["centre", "top_left", "bottom_right"], default="centre",
+                   help="where the letterbox puts the image: centre (Ultralytics, default), top_left (YOLOX)")
+    g.add_argument("--scale", choices=["div255", "none"], default="div255",
+                   help="div255: pixels / 255 before mean/std (default); none: raw 0..255 values (YOLOX)")
 
 
 def preprocess_from_args(args):
@@ -85,6 +92,7 @@ def preprocess_from_args(args):
     from calib.artifact import Preprocess
 
     try:
-        return Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))
+        return Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std),
+                          getattr(args, "placement", "centre"), getattr(args, "scale", "div255"))
     except ValueError as exc:
         raise DetcalError(str(exc)) from None

@@ -33,7 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_names_arg(p)
     add_preprocess_args(p)
     # not given = taken from the patched model's metadata, else the calibration artifact, else the defaults
-    p.set_defaults(resize=None, pad_value=None, channel_order=None, mean=None, std=None, run=run)
+    p.set_defaults(resize=None, pad_value=None, channel_order=None, mean=None, std=None, placement=None, scale=None,
+                   run=run)
     return p
 
 
@@ -42,7 +43,7 @@ def run(args) -> int:
     from calib.evaluate import evaluate, format_eval_summary
 
     explicit = {"resize": args.resize, "pad_value": args.pad_value, "channel_order": args.channel_order,
-                "mean": args.mean, "std": args.std}
+                "mean": args.mean, "std": args.std, "placement": args.placement, "scale": args.scale}
     result = evaluate(
         args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
         conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")
     p.add_argument("--baseline-conf", type=float, default=0.25, help="the raw operating threshold users run today, for before/after (default: 0.25)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default: 0.7)")
+    p.add_argument("--iou", type=float, default=None,
+                   help="NMS IoU threshold (default: 0.7; detr heads need no NMS and get none unless --iou is given)")
     p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default: 300)")
     p.add_argument("--pre-nms-top-k", type=int, default=3000, help="candidates entering NMS (default: 3000, < 3840 for TensorRT)")
     p.add_argument("--multi-label", action="store_true", help="keep every class of a box above its threshold, not only the best")
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     pre = preprocess_from_args(args)
     try:
-        post = PostprocessConfig(iou_threshold=args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
+        post = PostprocessConfig(iou_threshold=0.7 if args.iou is None else args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
                                  multi_label=args.multi_label)
     except ValueError as exc:
         raise DetcalError(str(exc)) from None
@@ -63,6 +64,7 @@ def run(args) -> int:
         match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
         folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
         threshold_shape=args.threshold_shape,
+        nms_on_queries=args.iou is not None,
     )
     result = fit(
         args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,

@@ -1,7 +1,7 @@
-"""`detcal inspect MODEL`: per execution provider, are the model's ops covered?
+"""`detcal inspect MODEL`: the recognised head and, per execution provider, are the model's ops covered?
 
-Prints `onnx_ops.inspect.format_inspection(inspect_model(path))`; exit code 0 when every EP
-is covered, else 1.
+Prints `onnx_ops.inspect.format_inspection(inspect_model(path))`; exit code 0 when no EP has a
+known limitation (ops not in the support table are reported as such, not as failures), else 1.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("inspect", help="show a model's inputs/outputs and op coverage per execution provider")
+    p = subparsers.add_parser("inspect", help="show a model's head layout, inputs/outputs and op coverage per execution provider")
     p.add_argument("model", help="an .onnx file")
     p.set_defaults(run=run)
     return p
