@@ -113,8 +113,10 @@ def route_opencv(cv2, out, layout, rows, conf, iou, max_det):
     res = []
     for b in range(out.shape[0]):
         boxes, scores, cls = user_decode(out, layout, b, conf)
+        # top_k=0: OpenCV applies top_k to the candidates BEFORE NMS; max_det caps the result after
+        # it (NMSBoxesBatched returns indices sorted by score, descending)
         idx = np.asarray(cv2.dnn.NMSBoxesBatched(boxes, scores.astype(np.float32), cls.astype(np.int32),
-                                                 conf, iou, 1.0, max_det), np.int64).reshape(-1)
+                                                 conf, iou, 1.0, 0), np.int64).reshape(-1)[:max_det]
         xyxy = boxes[idx].copy()
         xyxy[:, 2:] += xyxy[:, :2]
         res.append((to_original(xyxy, rows[b]), scores[idx], cls[idx]))
