@@ -56,11 +56,12 @@ for p in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
 
 import routes  # noqa: E402
 from artifact_factory import make_artifact  # noqa: E402
-from calib.calibration_map import identity_map  # noqa: E402
+from calib.artifact import identity_map  # noqa: E402
 from calib.images import read_image_rgb  # noqa: E402
 from calib.model_info import sha256_file  # noqa: E402
-from calib.pipeline import PostprocessConfig  # noqa: E402
-from calib.preprocess import Preprocess, preprocess_image  # noqa: E402
+from calib.artifact import PostprocessConfig  # noqa: E402
+from calib.artifact import Preprocess  # noqa: E402
+from calib.preprocess import preprocess_image  # noqa: E402
 from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 
 SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo

@@ -31,7 +31,7 @@ for p in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 import bench_real  # noqa: E402
-from calib.pipeline import PostprocessConfig  # noqa: E402
+from calib.artifact import PostprocessConfig  # noqa: E402
 from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 
 

@@ -19,10 +19,10 @@ picks each box's best calibrated class (ties: lowest class) and sorts the boxes 
                      survivors: nothing is capped before the classes are looked at.
     gather_slots     the slots' rows of the head (boxes, scores, and logits where the head's
                      Sigmoid front was cut): GatherElements / GatherND -> [B, 4+C, M] | [B, M, 5+C],
-                     decoded with the same steps as the dense head.
-    slot_key         per slot and class: calibrate (steps.calibrate_dense / calibrated_logits_dense
-                     on the [B, C, M] slots), raw-threshold penalty (steps.survivors_key), best class
-                     (steps.best_class) -> key [B, M] (NEG for unfilled slots), class [B, M].
+                     decoded with the same step as the dense head (steps.decode_dense).
+    slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
+                     [B, C, M] slots), raw-threshold penalty (steps.threshold), best class
+                     (steps.select_best_class) -> key [B, M] (NEG for unfilled slots), class [B, M].
 
 The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
 ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere;
@@ -34,10 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calib.calibration_map import AffineLogitMap, IsotonicMap
+from onnx import numpy_helper
+
+from calib.artifact import AffineLogitMap
 
 from . import steps
-from .graph_builder import BOOL, FLOAT, INT64, GraphBuilder
+from .graph_builder import FLOAT, INT64, NEG, GraphBuilder, gather_rows
+from .graph_calibration import class_shape
+from .graph_types import Dense
 
 BOX_ROW_THRESHOLD = np.float32(3.0e38)     # box rows of a raw head never give the margin
 
@@ -89,7 +93,7 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     target = b.op("Where", alive, slot, b.op("Add", index_b, n, name="boxes_first/dump"), name="boxes_first/target")
     room = b.op("Mul", shape, b.i64("boxes_first/double_n", [1, 2]), name="boxes_first/room")      # [B, 2N]
     zeros = b.op("ConstantOfShape", room, name="boxes_first/zeros",
-                 value=steps._tensor(np.zeros(1, np.int64)))
+                 value=numpy_helper.from_array(np.zeros(1, np.int64)))
     scattered = b.op("ScatterElements", zeros, target, index_b, name="boxes_first/scatter", axis=1)
     box = b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
                name="boxes_first/box")                                                             # [B, M]
@@ -105,29 +109,29 @@ def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: in
         idx = b.op("Expand", b.unsqueeze(slots.box, [1], name=f"{name}_idx1"), b.i64(f"{name}_idx_shape", [1, width, 1]),
                    name=f"{name}_idx")
         return b.op("GatherElements", x, idx, name=name, axis=2)
-    return steps.gather_rows(b, x, slots.box, name, width)
+    return gather_rows(b, x, slots.box, name, width)
 
 
-def slot_key(b: GraphBuilder, d: steps.Dense, cmap, raw_thr: np.ndarray, slots: Slots) -> tuple[str, str]:
+def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots) -> tuple[str, str]:
     """Decoded slots (Dense over M slots) -> (key [B, M] calibrated best score, NEG where no class
     survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them."""
     C = raw_thr.size
-    shape = steps._class_shape(C, d.class_axis)
+    shape = class_shape(C, d.class_axis)
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
-        z = steps.calibrated_logits_dense(b, d, cmap, C)
-        best_z, cls = steps.best_class(b, steps.survivors_key(b, d.probs, z, raw_thr, shape), d.class_axis)
+        z = steps.calibrate_logits(b, d, cmap, C)
+        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape), d.class_axis)
         key = steps.calibrated_box_score(b, best_z)
     else:
-        cal = steps.calibrate_dense(b, d, cmap, C)
-        key, cls = steps.best_class(b, steps.survivors_key(b, d.probs, cal, raw_thr, shape), d.class_axis)
+        cal = steps.calibrate(b, d, cmap, C)
+        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis)
     unfilled = b.cast(b.op("Not", slots.valid, name="boxes_first/unfilled"), FLOAT, name="boxes_first/unfilled_f")
-    key = b.op("Sub", key, b.op("Mul", unfilled, b.f32("boxes_first/big", -steps.NEG), name="boxes_first/penalty"),
+    key = b.op("Sub", key, b.op("Mul", unfilled, b.f32("boxes_first/big", -NEG), name="boxes_first/penalty"),
                name="boxes_first/key")
     return key, cls
 
 
-def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: steps.Dense | None, layout: str, cmap,
-                           raw_thr: np.ndarray, n_static: int | None) -> tuple[str, str, steps.Dense]:
+def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
+                           raw_thr: np.ndarray, n_static: int | None) -> tuple[str, str, Dense]:
     """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense).
 
     raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
@@ -140,7 +144,7 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: steps.Dense 
         alive = box_margin(b, dense.probs, raw_thr, dense.class_axis)
         slots = compact_boxes(b, alive, n_static)
         box_axis = 2 if dense.class_axis == 1 else 1
-        d = steps.Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
+        d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
                         gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
                         logits=None if dense.logits is None else
                         gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"))
@@ -159,10 +163,4 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: steps.Dense 
     return key, cls, d
 
 
-def applies(layout: str, multi_label: bool, cmap) -> bool:
-    """Where the boxes-first selection replaces the dense one: single-label dense heads."""
-    return layout in ("xywh_cls", "xywh_obj_cls") and not multi_label and isinstance(cmap, (AffineLogitMap, IsotonicMap))
-
-
-__all__ = ["Slots", "box_margin", "compact_boxes", "gather_slots", "slot_key", "boxes_first_candidates", "applies",
-           "BOOL"]
+__all__ = ["Slots", "box_margin", "compact_boxes", "gather_slots", "slot_key", "boxes_first_candidates"]

@@ -12,7 +12,7 @@ import os
 import onnx
 
 from calib.errors import DetcalError
-from onnx_ops.ep_support import EP_NAMES, EPS, coverage, model_opset
+from onnx_ops.ep_support import EP_NAMES, EPS, coverage, falls_back, model_opset
 
 
 def _load(path: str) -> onnx.ModelProto:
@@ -42,7 +42,8 @@ def inspect_model(path: str) -> dict:
     """Load an ONNX file and report its I/O, opset, node count and per-EP op coverage.
 
     Returns {"path", "opset", "num_nodes", "inputs": [{name, dtype, shape}], "outputs": [...],
-    "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...]}}}.
+    "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...],
+    "falls_back": [node names that would run outside a TensorRT engine (TensorRT EPs only)]}}}.
     Raises DetcalError (one line, naming the file) for a missing or non-ONNX file.
     """
     model = _load(path)
@@ -61,6 +62,7 @@ def inspect_model(path: str) -> dict:
             "covered": r.covered,
             "uncovered": [{"op": op, "reason": reason, "count": n} for op, reason, n in r.summary()],
             "warnings": [{"op": op, "reason": reason, "count": n} for (op, reason), n in warn.items()],
+            "falls_back": list(dict.fromkeys(f.node for f in r.errors + r.warnings if falls_back(f))),
         }
     return {
         "path": path,
@@ -86,4 +88,6 @@ def format_inspection(d: dict) -> str:
             lines.append(f"      x {u['op']} x{u['count']}: {u['reason']}")
         for w in e["warnings"]:
             lines.append(f"      ! {w['op']} x{w['count']}: {w['reason']}")
+        if e.get("falls_back"):
+            lines.append(f"      nodes outside the TensorRT engine ({len(e['falls_back'])}): {', '.join(e['falls_back'])}")
     return "\n".join(lines)

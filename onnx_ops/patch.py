@@ -58,6 +58,7 @@ raw threshold) uses the model's own probabilities in both, so the set of survivo
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,7 @@ from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
-from . import steps
+from . import box_select, steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
 from .variants import Variant, candidate_key, choose_calibration_variant
@@ -128,19 +129,34 @@ class PatchResult:
 # ------------------------------------------------------------------------------------------
 # the inserted part
 # ------------------------------------------------------------------------------------------
-def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec) -> dict[str, str]:
+def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec,
+                    static_shapes: bool = False) -> dict[str, str]:
     """Insert the steps of `calib.pipeline` (builders in `onnx_ops.steps`, in the same order):
     decode -> threshold/calibrate/select_best_class (the variant: `choose_calibration_variant`)
     -> pre_nms_top_k -> mask_letterbox -> class_aware_nms (max_det) -> to_original_pixels -> pack_fixed.
+    static_shapes: the fixed-shape variant (no NonZero, no data-dependent Slice: no trim_slots).
 
     Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
     """
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
-    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
+    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
     multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    if head.sigmoid_front:
+    if variant is Variant.BOXES_FIRST:
+        # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
+        front = None
+        if head.sigmoid_front:
+            front = steps.Dense(
+                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+                class_axis=1,
+                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+            )
+        key, cls, survivors = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
+                                                                head.n_static)
+        decoded, n_cand = survivors, None
+    elif head.sigmoid_front:
         decoded = steps.Dense(
             steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
             steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
@@ -153,11 +169,13 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
         boxes_src, fmt, box_axis = decoded.boxes, "cxcywh", (2 if decoded.class_axis == 1 else 1)
-    key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
-    n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
+    if variant is not Variant.BOXES_FIRST:
+        key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
+        n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
-    tk = steps.trim_slots(b, tk, cfg.max_det)
+    if not static_shapes:
+        tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")
@@ -203,6 +221,7 @@ def build_postprocess_graph(
     opset: int = 18,
     head_dtype: int = FLOAT,
     input_name: str = "head",
+    static_shapes: bool = False,
 ) -> onnx.ModelProto:
     """A model whose input is a raw head output and whose outputs are the patched model's.
 
@@ -218,7 +237,7 @@ def build_postprocess_graph(
     head = Head(layout, input_name, head_dtype, num_classes, num_candidates, batch)
     b = GraphBuilder(opset)
     b.reserve([input_name, LETTERBOX_INPUT, *OUTPUTS])
-    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
+    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec, static_shapes)
     _finish_outputs(b, outs)
     graph = helper.make_graph(
         b.nodes, "detcal_postprocess",
@@ -295,9 +314,13 @@ def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha:
 
 def build_patched_model(
     model_path: str | Path, artifact: Artifact, *, iou=None, max_det=None, conf=None, force=False,
-    model: onnx.ModelProto | None = None,
+    model: onnx.ModelProto | None = None, static_shapes: bool | None = None,
 ) -> PatchResult:
-    """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input."""
+    """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input.
+
+    static_shapes: True builds the fixed-shape variant (no NonZero, no data-dependent Slice: for
+    TensorRT), False the default, None the default unless TensorRT would run some of its nodes
+    outside the engine (build_inserted)."""
     path = Path(model_path)
     model = model if model is not None else load_onnx(path)
     src = str(path)
@@ -325,10 +348,7 @@ def build_patched_model(
     for name in (LETTERBOX_INPUT, *OUTPUTS):
         if name in taken:
             raise DetcalError(f"{src}: the model already has a tensor named {name!r}; cannot add the detcal {name}")
-    b = GraphBuilder(opset)
-    b.reserve(taken)
-    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
-    _finish_outputs(b, outs)
+    b, static = build_inserted(head, spec, opset, taken, static_shapes)
 
     image = next(i for i in graph.input if i.name == info.input_name)
     batch = value_info_dims(image)[0]
@@ -340,11 +360,36 @@ def build_patched_model(
     graph.output.extend(_output_infos(batch, spec.config.max_det))
     _prune(graph)
 
-    for key, value in _metadata(artifact, spec, head, source_sha).to_metadata_props().items():
+    meta = dataclasses.replace(_metadata(artifact, spec, head, source_sha), static_shapes=static)
+    for key, value in meta.to_metadata_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     findings = _validate(model, b, src)
     return PatchResult(model, head, spec, list(b.nodes), findings)
+
+
+def build_inserted(head: Head, spec: PostprocessSpec, opset: int, taken, static_shapes: bool | None
+                   ) -> tuple[GraphBuilder, bool]:
+    """The inserted nodes -> (GraphBuilder holding them, whether they are the fixed-shape variant).
+
+    static_shapes None: the default variant, unless the TensorRT table says some of its nodes would
+    run outside a TensorRT engine (ep_support.leaves_tensorrt: e.g. NonZero where multi-label
+    isotonic calibrates survivors only); then the fixed-shape one."""
+    def build(static: bool) -> GraphBuilder:
+        b = GraphBuilder(opset)
+        b.reserve(taken)
+        _finish_outputs(b, add_postprocess(b, head, LETTERBOX_INPUT, spec, static))
+        return b
+
+    if static_shapes is not None:
+        return build(bool(static_shapes)), bool(static_shapes)
+    from . import ep_support
+
+    b = build(False)
+    findings = ep_support.check_nodes(b.nodes, opset, consts=dict(b.const_values), forbid=ep_support.DETCAL_FORBIDDEN)
+    if ep_support.leaves_tensorrt(findings):
+        return build(True), True
+    return b, False
 
 
 def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
@@ -369,12 +414,16 @@ def default_out_path(model_path: str | Path) -> Path:
 def patch_model(
     model_path: str | Path, artifact: Artifact | str | Path, out_path: str | Path | None = None, *,
     iou: float | None = None, max_det: int | None = None, conf: float | None = None, force: bool = False,
+    static_shapes: bool | None = None,
 ) -> Path:
     """Patch `model_path` with `artifact` (an Artifact or the path of a calibration.json), write
     `out_path` (default `<stem>.detcal.onnx` beside it).
 
     iou / max_det / conf override the artifact's NMS IoU, K and (every class's) score threshold.
     force: patch even when the artifact was fitted on a model with another sha256.
+    static_shapes: True: the fixed-shape graph for TensorRT (no NonZero, no data-dependent Slice,
+    TopK with constant K); False: the default; None: the default unless the TensorRT table says
+    some of its nodes would leave the engine.
     Raises DetcalError (one line) for: missing/corrupt model, already patched model, sha256
     mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
     output path equal to the input. Nothing is written unless everything succeeded (atomic).
@@ -384,7 +433,8 @@ def patch_model(
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
     check_writable(out, inputs=(src,))          # refuses out == src, before any work
-    result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
+    result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force,
+                                 static_shapes=static_shapes)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
         raise DetcalError(f"{src}: inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))

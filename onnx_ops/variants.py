@@ -18,9 +18,17 @@ from .graph_calibration import class_shape
 from .head import Head
 
 
+BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls")
+
+
 class Variant(enum.Enum):
     """How the dense scores [B, C, N] | [B, N, C] become one key per candidate.
 
+    BOXES_FIRST       single-label xywh_cls / xywh_obj_cls heads (the default): one pass over N x C
+                      for a [B, N] survival margin (Sub + ReduceMax), the surviving boxes compacted in
+                      ascending index (CumSum, ScatterElements, Slice to the most survivors of any
+                      image), then calibrate / threshold / best class on those boxes only
+                      ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shape: the Slice.
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
                       calibrate the K candidates (per-class constants gathered by class).
     UNIFORM_IDENTITY  identity map, one finite threshold for all classes, single-label: the best
@@ -36,6 +44,7 @@ class Variant(enum.Enum):
                       score, then the threshold penalty over N x C; no data-dependent shape.
     """
 
+    BOXES_FIRST = "boxes_first"
     SPARSE = "sparse"
     UNIFORM_IDENTITY = "uniform_identity"
     LOGIT_SPACE = "logit_space"
@@ -44,11 +53,16 @@ class Variant(enum.Enum):
 
 
 def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
-                               raw_thresholds: np.ndarray) -> Variant:
-    """The variant for this head, map, config and raw thresholds (C,) float32 (see Variant)."""
+                               raw_thresholds: np.ndarray, static_shapes: bool = False) -> Variant:
+    """The variant for this head, map, config and raw thresholds (C,) float32 (see Variant).
+
+    static_shapes: the fixed-shape graph (TensorRT): never BOXES_FIRST or SURVIVORS_ONLY (their
+    compaction has data-dependent shapes), DENSE instead."""
     if head.layout == "end2end":
         return Variant.SPARSE
     multi = cfg.multi_label
+    if not static_shapes and not multi and head.layout in BOXES_FIRST_LAYOUTS:
+        return Variant.BOXES_FIRST
     rthr = raw_thresholds
     isotonic = isinstance(cmap, IsotonicMap)
     identity = not isotonic and cmap.is_identity
@@ -56,7 +70,7 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
         return Variant.UNIFORM_IDENTITY
     if head.sigmoid_front and not multi and not isotonic and not identity:
         return Variant.LOGIT_SPACE
-    if isotonic or (not head.sigmoid_front and not identity and not np.all(rthr == -np.inf)):
+    if not static_shapes and (isotonic or (not head.sigmoid_front and not identity and not np.all(rthr == -np.inf))):
         return Variant.SURVIVORS_ONLY
     return Variant.DENSE
 

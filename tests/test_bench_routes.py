@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import routes  # noqa: E402
-from calib.calibration_map import identity_map  # noqa: E402
-from calib.pipeline import PostprocessConfig  # noqa: E402
+from calib.artifact import identity_map  # noqa: E402
+from calib.artifact import PostprocessConfig  # noqa: E402
 
 NO_PAD_ROW = np.array([[640, 640, 1, 1, 0, 0]], np.float32)     # orig 640x640 served at 640: no letterbox
 

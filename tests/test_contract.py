@@ -76,7 +76,13 @@ def _head(layout="xywh_cls", sigmoid_front=False):
      PostprocessConfig(), [0.2] * 3, Variant.SURVIVORS_ONLY),
 ])
 def test_choose_calibration_variant(head, cmap, cfg, thr, want):
-    assert choose_calibration_variant(head, cmap, cfg, np.asarray(thr, np.float32)) is want
+    """`want` is the fixed-shape graph's variant where it has no data-dependent shape; the default
+    graph takes the boxes-first route for every single-label dense head."""
+    thr = np.asarray(thr, np.float32)
+    single_dense = head.layout != "end2end" and not cfg.multi_label
+    assert choose_calibration_variant(head, cmap, cfg, thr) is (Variant.BOXES_FIRST if single_dense else want)
+    static_want = Variant.DENSE if want is Variant.SURVIVORS_ONLY else want
+    assert choose_calibration_variant(head, cmap, cfg, thr, static_shapes=True) is static_want
 
 
 TWINS = ("threshold", "calibrate", "select_best_class", "pre_nms_top_k", "mask_letterbox", "class_aware_nms",

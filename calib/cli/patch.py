@@ -22,6 +22,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, help="override the number of detections per image (K)")
     p.add_argument("--conf", type=float, help="override every class's score threshold (calibrated scale)")
     p.add_argument("--force", action="store_true", help="patch even if the model's sha256 differs from the artifact's")
+    p.add_argument("--static-shapes", action="store_true",
+                   help="fixed-shape graph for TensorRT: no NonZero, no data-dependent Slice, TopK with constant K "
+                        "(default: chosen automatically, fixed-shape only where TensorRT would leave nodes outside "
+                        "the engine)")
     p.set_defaults(run=run)
     return p
 
@@ -37,7 +41,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = patch_model(args.model, args.calibration, args.out, iou=args.iou, max_det=args.max_det,
-                          conf=args.conf, force=args.force)
+                          conf=args.conf, force=args.force,
+                          static_shapes=True if getattr(args, "static_shapes", False) else None)
     model = onnx.load(str(out), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     s = json.loads(meta["detcal"])
@@ -46,7 +51,8 @@ def run(args) -> int:
     print(f"  head {s['layout']} ({s['num_classes']} classes)"
           f"{', calibration before the Sigmoid' if s['calibration_in_logit_space'] else ''}; "
           f"calibrator {s['calibrator']}; thresholds {min(thr):.3g}..{max(thr):.3g}; "
-          f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}")
+          f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}; "
+          f"{'fixed-shape graph (TensorRT)' if s.get('static_shapes') else 'default graph'}")
     print(f"  inputs: {model.graph.input[0].name}, letterbox [B, 6]; outputs: num_dets, det_boxes, det_scores, det_classes")
     for w in dict.fromkeys(str(w.message) for w in caught):
         print(f"  note: {w}", file=sys.stderr)
