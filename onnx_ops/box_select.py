@@ -76,10 +76,13 @@ def box_margin(b: GraphBuilder, scores: str, raw_thr: np.ndarray, class_axis: in
 def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     """alive [B, N] bool -> Slots: the surviving box indices in ascending order, [B, M]."""
     alive_i = b.cast(alive, INT64, name="boxes_first/alive_i")
-    count = b.reduce("ReduceSum", alive_i, [1], keepdims=True, name="boxes_first/count")            # [B, 1]
+    cumsum = b.op("CumSum", alive_i, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum")       # [B, N]
+    if n_static:     # the survivors per image: the last running count (a Slice, not a second pass)
+        count = b.slice(cumsum, [n_static - 1], [n_static], [1], name="boxes_first/count")           # [B, 1]
+    else:
+        count = b.reduce("ReduceSum", alive_i, [1], keepdims=True, name="boxes_first/count")
     most = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most")               # [1]
-    slot = b.op("Sub", b.op("CumSum", alive_i, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum"),
-                b.i64("boxes_first/one", 1), name="boxes_first/slot")                              # [B, N]
+    slot = b.op("Sub", cumsum, b.i64("boxes_first/one", 1), name="boxes_first/slot")               # [B, N]
     if n_static is not None:
         index = b.i64("boxes_first/box_index", np.arange(n_static, dtype=np.int64).reshape(1, -1))
         n = b.i64("boxes_first/n", n_static)

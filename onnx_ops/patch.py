@@ -1,6 +1,7 @@
 """`detcal patch`: rewrite an exported detector so that its outputs are final detections.
 
-    patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False) -> Path
+    patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False,
+                static_shapes=None) -> Path
 
 The patched model takes the source image input unchanged plus `letterbox` float32 [B, 6]
 (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
@@ -14,6 +15,22 @@ graph "cut at the head"), which the equivalence tests run against `calib.pipelin
 The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det), capped
 at N when N is static; M <= K1 the slots in use after top-k):
 
+    Default graph, single-label xywh_cls / xywh_obj_cls heads (Variant.BOXES_FIRST, onnx_ops.box_select):
+    box margin        the ONE pass over all N x C scores: Sub (raw thresholds; the box rows of a raw
+                      xywh_cls head get +3e38, so the head is not sliced) + ReduceMax over classes ->
+                      [B, N], Greater 0; a Sigmoid-front or obj*cls score tensor: ReduceMax against the
+                      lowest raw threshold (a superset, narrowed per class below).
+    compact boxes     CumSum over the survival mask, ScatterElements of the box indices into their
+                      slots, Slice to M = most survivors of any image -> [B, M] in ascending box index
+                      (nothing capped: exact for any number of survivors), Range/Less for filled slots.
+    gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
+                      Sigmoid front's boxes, probabilities, logits), decode on [B, 4+C, M].
+    per slot          threshold penalty, calibration, best class as below but on [B, C, M] only;
+                      unfilled slots get NEG. Then pre-NMS top-k (Pad, TopK(K1)) onwards as below; the
+                      slots are in box order, so TopK's ties (lower position) are the reference's (lower
+                      box index). No NonZero anywhere.
+    Otherwise (end2end, multi_label, and the fixed-shape variant static_shapes=True for TensorRT:
+    no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
                       Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
                       and logits directly; the head Concat is pruned.
