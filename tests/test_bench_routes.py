@@ -200,7 +200,8 @@ def test_kernel_times_sums_per_op_type_and_filters_by_prefix(tmp_path):
     feeds = [{"head": head, "letterbox": NO_PAD_ROW}]
     prof = profile_graph.profile_session(g.SerializeToString(), feeds, 3, 1, tmp_path, "t")
     assert "NonMaxSuppression" in prof and all(v["ms"] >= 0 and v["nodes"] >= 1 for v in prof.values())
-    assert profile_graph.profile_session(g.SerializeToString(), feeds, 3, 1, tmp_path, "u", prefix="nothing/") == {}
+    none = profile_graph.profile_session(g.SerializeToString(), feeds, 3, 1, tmp_path, "u", prefix="nothing/")
+    assert [k for k in none if not k.startswith("_")] == []
     events = [{"cat": "Node", "name": "detcal/a_kernel_time", "dur": 3000, "args": {"op_name": "TopK"}},
               {"cat": "Node", "name": "detcal/b_kernel_time", "dur": 1000, "args": {"op_name": "TopK"}},
               {"cat": "Node", "name": "conv_kernel_time", "dur": 9000, "args": {"op_name": "Conv"}},
@@ -234,3 +235,19 @@ def test_bench_real_on_the_project_detector(capsys):
     lines = [ln for ln in out.splitlines() if ln.strip().startswith("detcal-")]
     agree = [ln for ln in lines if "matched" in ln]
     assert len(agree) == 2 and all("matched 1.000" in ln and "extra 0.000" in ln for ln in agree), out
+
+
+def test_inserted_over_raw_pairs_nodes_with_their_run():
+    import profile_graph
+
+    def node(name, ts, dur):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": "X"}}
+
+    events = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+              node("conv", 1, 40), node("detcal/a", 50, 4),
+              {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100},
+              node("conv", 201, 80), node("detcal/a", 290, 4), node("detcal/b", 295, 4),
+              node("stray", 500, 9)]
+    ratio, ins, own = profile_graph.inserted_over_raw(events)
+    assert ratio == pytest.approx(np.median([4 / 40, 8 / 80]))
+    assert ins == pytest.approx(0.006) and own == pytest.approx(0.06)
