@@ -1,6 +1,7 @@
 """The contract: the patched model's metadata schema (one writer, one reader) and the variant choice."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from calib.artifact import (METADATA_KEY, PATCHED_OUTPUTS, ROW_FIELDS, AffineLog
                             PostprocessConfig, Preprocess, identity_map, is_patched_metadata)
 from calib.artifact import ORIG_W, PAD_TOP
 from onnx_ops.head import Head
-from onnx_ops.variants import Variant, choose_calibration_variant
+from onnx_ops.variants import BOXES_FIRST_MIN_CLASSES, Variant, choose_calibration_variant
 
 from artifact_factory import make_calibration
 
@@ -80,9 +81,14 @@ def test_choose_calibration_variant(head, cmap, cfg, thr, want):
     graph takes the boxes-first route for every single-label dense head."""
     thr = np.asarray(thr, np.float32)
     single_dense = head.layout != "end2end" and not cfg.multi_label
-    assert choose_calibration_variant(head, cmap, cfg, thr) is (Variant.BOXES_FIRST if single_dense else want)
-    static_want = Variant.DENSE if want is Variant.SURVIVORS_ONLY else want
-    assert choose_calibration_variant(head, cmap, cfg, thr, static_shapes=True) is static_want
+    no_survivors_only = Variant.DENSE if want is Variant.SURVIVORS_ONLY else want
+    # 3 classes: below BOXES_FIRST_MIN_CLASSES; single-label never runs NonZero over N x C
+    assert choose_calibration_variant(head, cmap, cfg, thr) is (no_survivors_only if single_dense else want)
+    assert choose_calibration_variant(head, cmap, cfg, thr, static_shapes=True) is no_survivors_only
+    many = dataclasses.replace(head, num_classes=BOXES_FIRST_MIN_CLASSES)
+    thr_many = np.resize(thr, BOXES_FIRST_MIN_CLASSES)
+    got = choose_calibration_variant(many, cmap, cfg, thr_many)
+    assert got is (Variant.BOXES_FIRST if single_dense else want)
 
 
 TWINS = ("threshold", "calibrate", "select_best_class", "pre_nms_top_k", "mask_letterbox", "class_aware_nms",

@@ -18,6 +18,7 @@ from calib.letterbox import letterbox_row
 from calib.model_info import sha256_file
 from calib.pipeline import pack_fixed, postprocess
 from onnx_ops.patch import build_patched_model, build_postprocess_graph
+from onnx_ops.variants import BOXES_FIRST_MIN_CLASSES
 
 ROW = letterbox_row(640, 640, (640, 640)).astype(np.float32)[None]
 
@@ -52,7 +53,7 @@ def test_static_variant_has_fixed_shapes(layout, kind, multi_label):
 def test_default_variant_reduces_to_boxes_first(layout, kind):
     """Single-label dense heads: no NonZero at all, and the only ops that read all N x C scores
     are the margin's Sub + ReduceMax (plus, for obj * cls, the product itself)."""
-    C, N = 6, 700
+    C, N = BOXES_FIRST_MIN_CLASSES + 4, 700
     cmap = make_calibration(kind, C, np.random.default_rng(1))
     g = build_postprocess_graph(layout, C, cmap, np.linspace(0.2, 0.4, C), PostprocessConfig(),
                                 num_candidates=N).graph
@@ -72,18 +73,18 @@ def test_ties_across_the_top_k_cut_follow_box_index(static):
     """Every box's best calibrated score is 0.5 (a tie), reached through classes with different raw
     thresholds, so their survival margins differ (0.4 or 0.2): the reference keeps the lowest box
     indices at the pre-NMS cut, whatever the margin, and so must the graph."""
-    n = 400
-    raw = np.zeros((1, 4 + 2, n), np.float32)
+    n, C = 400, 20
+    raw = np.zeros((1, 4 + C, n), np.float32)
     raw[0, 0] = np.arange(n) * 30.0 % 600 + 20
     raw[0, 1] = np.arange(n) // 20 * 30.0 + 20
     raw[0, 2:4] = 10.0
     raw[0, 4, 1::2] = 0.5          # odd boxes: class 0 (threshold 0.1, margin 0.4)
     raw[0, 5, 0::2] = 0.5          # even boxes: class 1 (threshold 0.3, margin 0.2)
     cfg = PostprocessConfig(pre_nms_top_k=50, max_det=100, iou_threshold=0.5)
-    thr = np.array([0.1, 0.3])
-    g = build_postprocess_graph("xywh_cls", 2, identity_map(2), thr, cfg, num_candidates=n, static_shapes=static)
+    thr = np.r_[0.1, 0.3, np.full(C - 2, 0.25)]
+    g = build_postprocess_graph("xywh_cls", C, identity_map(C), thr, cfg, num_candidates=n, static_shapes=static)
     got = _run(g, raw, ROW)
-    ref = pack_fixed(postprocess(raw, "xywh_cls", ROW, identity_map(2), thr, cfg), cfg.max_det)
+    ref = pack_fixed(postprocess(raw, "xywh_cls", ROW, identity_map(C), thr, cfg), cfg.max_det)
     assert ref["num_dets"][0, 0] == 50 and set(ref["det_classes"][0, :50]) == {0, 1}
     assert_same_detections(got, ref)
 
@@ -92,12 +93,13 @@ def test_more_survivors_than_the_cap_with_per_class_calibration():
     """Survivors far beyond pre_nms_top_k, per-class Platt and thresholds: the boxes the reference keeps
     are the best by calibrated score, not by raw margin (nothing is capped before calibration)."""
     rng = np.random.default_rng(4)
-    raw = random_head("xywh_cls", 2, 3000, 8, rng)
-    cmap = make_calibration("platt_per_class", 8, rng)
+    C = 20
+    raw = random_head("xywh_cls", 2, 3000, C, rng)
+    cmap = make_calibration("platt_per_class", C, rng)
     cfg = PostprocessConfig(pre_nms_top_k=40, max_det=30, iou_threshold=0.6)
-    thr = np.linspace(0.05, 0.5, 8)
+    thr = np.linspace(0.05, 0.5, C)
     rows = np.repeat(ROW, 2, 0)
-    got = _run(build_postprocess_graph("xywh_cls", 8, cmap, thr, cfg, num_candidates=3000), raw, rows)
+    got = _run(build_postprocess_graph("xywh_cls", C, cmap, thr, cfg, num_candidates=3000), raw, rows)
     ref = pack_fixed(postprocess(raw, "xywh_cls", rows, cmap, thr, cfg), cfg.max_det)
     assert ref["num_dets"].min() > 10
     assert_same_detections(got, ref, ties_unordered=True)
