@@ -165,3 +165,28 @@ def test_inspect_names_the_nodes_outside_tensorrt(detector, tmp_path):
     assert any("nms" in n for n in fixed)                 # NonMaxSuppression runs outside in both
     assert reports[True]["eps"]["cpu"]["falls_back"] == []
     assert "nodes outside the TensorRT engine" in format_inspection(reports[False])
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+@pytest.mark.parametrize("layout,sigmoid_front", [("xywh_cls", True), ("xywh_cls", False), ("xywh_obj_cls", False)])
+@pytest.mark.parametrize("kind", ["identity", "temperature", "platt_per_class", "isotonic_per_class"])
+@pytest.mark.parametrize("static", [False, True])
+def test_whole_models_with_many_classes(tmp_path, opset, layout, sigmoid_front, kind, static):
+    """Whole synthetic detectors with enough classes for the boxes-first route (and its Sigmoid-front
+    form, which gathers boxes, probabilities and logits of the surviving boxes) equal the reference."""
+    from test_patch_models import batch_inputs, run_both
+
+    C = BOXES_FIRST_MIN_CLASSES + 4
+    model = synthetic_detector(layout, num_classes=C, opset=opset, sigmoid_front=sigmoid_front, size=64, seed=opset)
+    path = tmp_path / "det.onnx"
+    onnx.save(model, str(path))
+    thr = np.linspace(0.2, 0.45, C) if layout == "xywh_cls" else np.linspace(0.05, 0.15, C)
+    art = make_artifact(C, calibrator=kind, thresholds=thr, layout=layout, sha256=sha256_file(path), input_size=(64, 64),
+                        max_det=50, iou_threshold=0.5, seed=opset)
+    result = build_patched_model(path, art, static_shapes=static)
+    ops = [n.op_type for n in result.inserted]
+    assert ("CumSum" in ops) == (not static) and "NonZero" not in ops
+    x, rows = batch_inputs([(100, 60), (64, 64), (50, 90)], input_size=(64, 64), seed=opset)
+    got, ref = run_both(path, result.model, art, x, rows, layout)
+    assert ref["num_dets"].sum() > 0
+    assert_same_detections(got, ref, ties_unordered=result.head.sigmoid_front and kind != "isotonic_per_class")
