@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .args import parse_size
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -26,6 +28,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fixed-shape graph for TensorRT: no NonZero, no data-dependent Slice, TopK with constant K "
                         "(default: chosen automatically, fixed-shape only where TensorRT would leave nodes outside "
                         "the engine)")
+    e = p.add_argument_group("embedded preprocessing (the model takes the decoded image, no glue code)")
+    e.add_argument("--embed-preprocess", action="store_true",
+                   help="the patched model takes `image` uint8 [H, W, 3] (any size) and letterboxes, scales "
+                        "and lays it out in the graph as the calibration records; boxes in the image's pixels")
+    e.add_argument("--input-channel-order", choices=("RGB", "BGR"),
+                   help="channel order of the images passed in (default: the calibration's; the other one "
+                        "is reversed in the graph)")
+    e.add_argument("--frame-size", type=parse_size, metavar="HxW",
+                   help="fixed-size video frames instead: `frames` uint8 [B, H, W, 3], the geometry "
+                        "folded into constants")
     p.set_defaults(run=run)
     return p
 
@@ -41,7 +53,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = patch_model(args.model, args.calibration, args.out, iou=args.iou, max_det=args.max_det,
-                          conf=args.conf, force=args.force,
+                          conf=args.conf, force=args.force, embed_preprocess=args.embed_preprocess,
+                          input_channel_order=args.input_channel_order, frame_size=args.frame_size,
                           static_shapes=True if getattr(args, "static_shapes", False) else None)
     model = onnx.load(str(out), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -53,7 +66,10 @@ def run(args) -> int:
           f"calibrator {s['calibrator']}; thresholds {min(thr):.3g}..{max(thr):.3g}; "
           f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}; "
           f"{'fixed-shape graph (TensorRT)' if s.get('static_shapes') else 'default graph'}")
-    print(f"  inputs: {model.graph.input[0].name}, letterbox [B, 6]; outputs: num_dets, det_boxes, det_scores, det_classes")
+    inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())
+    if not args.embed_preprocess:
+        inputs = f"{model.graph.input[0].name}, {inputs}"
+    print(f"  inputs: {inputs}; outputs: num_dets, det_boxes, det_scores, det_classes")
     for w in dict.fromkeys(str(w.message) for w in caught):
         print(f"  note: {w}", file=sys.stderr)
     return 0
