@@ -59,7 +59,7 @@ from artifact_factory import make_artifact  # noqa: E402
 from calib.artifact import identity_map  # noqa: E402
 from calib.errors import DetcalError  # noqa: E402
 from calib.layouts import decode  # noqa: E402
-from calib.letterbox import centre_in_content, letterbox  # noqa: E402
+from calib.letterbox import centre_in_content, letterbox_image  # noqa: E402
 from calib.model_info import sha256_file  # noqa: E402
 from calib.pipeline import PostprocessConfig, pack_fixed, postprocess, select_candidates  # noqa: E402
 from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
@@ -113,8 +113,10 @@ def route_opencv(cv2, out, layout, rows, conf, iou, max_det):
     res = []
     for b in range(out.shape[0]):
         boxes, scores, cls = user_decode(out, layout, b, conf)
+        # top_k=0: OpenCV applies top_k to the candidates BEFORE NMS; max_det caps the result after
+        # it (NMSBoxesBatched returns indices sorted by score, descending)
         idx = np.asarray(cv2.dnn.NMSBoxesBatched(boxes, scores.astype(np.float32), cls.astype(np.int32),
-                                                 conf, iou, 1.0, max_det), np.int64).reshape(-1)
+                                                 conf, iou, 1.0, 0), np.int64).reshape(-1)[:max_det]
         xyxy = boxes[idx].copy()
         xyxy[:, 2:] += xyxy[:, :2]
         res.append((to_original(xyxy, rows[b]), scores[idx], cls[idx]))
@@ -181,7 +183,7 @@ def scene_batch(batch: int, size: int, seed: int):
     xs, rows = [], []
     for i in range(batch):
         img, _, _ = positive_scene(seed + i)
-        lb, row = letterbox(img, (size, size))
+        lb, row = letterbox_image(img, (size, size))
         xs.append(lb.transpose(2, 0, 1).astype(np.float32) / 255.0)
         rows.append(row)
     return np.ascontiguousarray(np.stack(xs)), np.stack(rows).astype(np.float32)

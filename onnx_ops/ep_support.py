@@ -286,6 +286,18 @@ def check_nodes(
     return findings
 
 
+def falls_back(f: Finding) -> bool:
+    """On a TensorRT EP: the finding's node would not run inside the engine (an error, or a node
+    onnxruntime's TensorRT EP leaves outside it: NonZero, NonMaxSuppression)."""
+    return f.ep.startswith("trt") and (f.level == ERROR or "outside TensorRT" in f.reason or "filtered out" in f.reason)
+
+
+def leaves_tensorrt(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that put an inserted node outside a TensorRT engine (falls_back), other than
+    NonMaxSuppression, which every variant of the inserted graph has."""
+    return [f for f in findings if falls_back(f) and f.op != "NonMaxSuppression"]
+
+
 @dataclass
 class EPReport:
     """Coverage of one model on one EP: covered = no error findings."""

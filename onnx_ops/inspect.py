@@ -18,7 +18,7 @@ import os
 import onnx
 
 from calib.errors import DetcalError
-from onnx_ops.ep_support import EP_NAMES, EPS, coverage, model_opset
+from onnx_ops.ep_support import EP_NAMES, EPS, coverage, falls_back, model_opset
 
 
 def _load(path: str) -> onnx.ModelProto:
@@ -81,7 +81,9 @@ def inspect_model(path: str) -> dict:
     Returns {"path", "opset", "num_nodes", "inputs": [{name, dtype, shape}], "outputs": [...],
     "head": calib.head_recognition.describe_head(...),
     "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...],
-                 "not_in_table": [{op, count, note}]}}}. covered: no known limitation (unknown ops aside).
+                 "not_in_table": [{op, count, note}],
+                 "falls_back": [node names that would run outside a TensorRT engine (TensorRT EPs only)]}}}.
+    covered: no known limitation (unknown ops aside).
     Raises DetcalError (one line, naming the file) for a missing or non-ONNX file.
     """
     model = _load(path)
@@ -109,6 +111,7 @@ def inspect_model(path: str) -> dict:
                           for (op, reason), n in sorted(errs.items(), key=lambda kv: -kv[1])],
             "warnings": [{"op": op, "reason": reason, "count": n} for (op, reason), n in warn.items()],
             "not_in_table": unknown,
+            "falls_back": list(dict.fromkeys(f.node for f in r.errors + r.warnings if falls_back(f))),
         }
     return {
         "path": path,
@@ -171,4 +174,6 @@ def format_inspection(d: dict) -> str:
             lines.append(f"      ! {w['op']} x{w['count']}: {w['reason']}")
         for u in e.get("not_in_table", []):
             lines.append(f"      ? {u['op']} x{u['count']}: {u['note']}")
+        if e.get("falls_back"):
+            lines.append(f"      nodes outside the TensorRT engine ({len(e['falls_back'])}): {', '.join(e['falls_back'])}")
     return "\n".join(lines)

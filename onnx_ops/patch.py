@@ -1,7 +1,7 @@
 """`detcal patch`: rewrite an exported detector so that its outputs are final detections.
 
     patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False,
-                embed_preprocess=False, input_channel_order=None, frame_size=None) -> Path
+                static_shapes=None, embed_preprocess=False, input_channel_order=None, frame_size=None) -> Path
 
 The patched model takes the source image input unchanged plus `letterbox` float32 [B, 6]
 (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
@@ -21,6 +21,22 @@ graph "cut at the head"), which the equivalence tests run against `calib.pipelin
 The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det), capped
 at N when N is static; M <= K1 the slots in use after top-k):
 
+    Default graph, single-label xywh_cls / xywh_obj_cls heads (Variant.BOXES_FIRST, onnx_ops.box_select):
+    box margin        the ONE pass over all N x C scores: Sub (raw thresholds; the box rows of a raw
+                      xywh_cls head get +3e38, so the head is not sliced) + ReduceMax over classes ->
+                      [B, N], Greater 0; a Sigmoid-front or obj*cls score tensor: ReduceMax against the
+                      lowest raw threshold (a superset, narrowed per class below).
+    compact boxes     CumSum over the survival mask, ScatterElements of the box indices into their
+                      slots, Slice to M = most survivors of any image -> [B, M] in ascending box index
+                      (nothing capped: exact for any number of survivors), Range/Less for filled slots.
+    gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
+                      Sigmoid front's boxes, probabilities, logits), decode on [B, 4+C, M].
+    per slot          threshold penalty, calibration, best class as below but on [B, C, M] only;
+                      unfilled slots get NEG. Then pre-NMS top-k (Pad, TopK(K1)) onwards as below; the
+                      slots are in box order, so TopK's ties (lower position) are the reference's (lower
+                      box index). No NonZero anywhere.
+    Otherwise (end2end, multi_label, and the fixed-shape variant static_shapes=True for TensorRT:
+    no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
                       yolox_raw / gfl_multilevel / detr (several model outputs): onnx_ops.decode_graph,
                       grid and stride constants built from the input size here (Exp, Softmax, MatMul ...).
@@ -67,6 +83,7 @@ raw threshold) uses the model's own probabilities in both, so the set of survivo
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +98,7 @@ from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
-from . import steps
+from . import box_select, steps
 from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
@@ -138,20 +155,35 @@ class PatchResult:
 # ------------------------------------------------------------------------------------------
 # the inserted part
 # ------------------------------------------------------------------------------------------
-def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec) -> dict[str, str]:
+def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec,
+                    static_shapes: bool = False) -> dict[str, str]:
     """Insert the steps of `calib.pipeline` (builders in `onnx_ops.steps`, in the same order):
     decode -> threshold/calibrate/select_best_class (the variant: `choose_calibration_variant`)
     -> pre_nms_top_k -> mask_letterbox -> class_aware_nms (max_det) -> to_original_pixels -> pack_fixed.
+    static_shapes: the fixed-shape variant (no NonZero, no data-dependent Slice: no trim_slots).
 
     Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
     """
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
-    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
+    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
     multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
+    elif variant is Variant.BOXES_FIRST:
+        # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
+        front = None
+        if head.sigmoid_front:
+            front = steps.Dense(
+                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+                class_axis=1,
+                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+            )
+        key, cls, survivors = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
+                                                                head.n_static)
+        decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = steps.Dense(
             steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
@@ -165,11 +197,13 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
         boxes_src, fmt, box_axis = decoded.boxes, decoded.box_format, (2 if decoded.class_axis == 1 else 1)
-    key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
-    n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
+    if variant is not Variant.BOXES_FIRST:
+        key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
+        n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
-    tk = steps.trim_slots(b, tk, cfg.max_det)
+    if not static_shapes:
+        tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")
@@ -215,6 +249,7 @@ def build_postprocess_graph(
     opset: int = 18,
     head_dtype: int = FLOAT,
     input_name: str = "head",
+    static_shapes: bool = False,
 ) -> onnx.ModelProto:
     """A model whose input is a raw head output and whose outputs are the patched model's.
 
@@ -230,7 +265,7 @@ def build_postprocess_graph(
     head = Head(layout, input_name, head_dtype, num_classes, num_candidates, batch)
     b = GraphBuilder(opset)
     b.reserve([input_name, LETTERBOX_INPUT, *OUTPUTS])
-    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
+    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec, static_shapes)
     _finish_outputs(b, outs)
     graph = helper.make_graph(
         b.nodes, "detcal_postprocess",
@@ -315,11 +350,14 @@ def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha:
 
 def build_patched_model(
     model_path: str | Path, artifact: Artifact, *, iou=None, max_det=None, conf=None, force=False,
-    model: onnx.ModelProto | None = None, embed_preprocess: bool = False, input_channel_order: str | None = None,
-    frame_size: tuple[int, int] | None = None,
+    model: onnx.ModelProto | None = None, static_shapes: bool | None = None, embed_preprocess: bool = False,
+    input_channel_order: str | None = None, frame_size: tuple[int, int] | None = None,
 ) -> PatchResult:
     """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input.
 
+    static_shapes: True builds the fixed-shape variant (no NonZero, no data-dependent Slice: for
+    TensorRT), False the default, None the default unless TensorRT would run some of its nodes
+    outside the engine (build_inserted).
     embed_preprocess: the model takes `image` uint8 [H, W, 3] in `input_channel_order` (default:
     the artifact's) and preprocesses in the graph; with frame_size (H, W), `frames` [B, H, W, 3].
     """
@@ -352,10 +390,7 @@ def build_patched_model(
     for name in (LETTERBOX_INPUT, *OUTPUTS):
         if name in taken:
             raise DetcalError(f"{src}: the model already has a tensor named {name!r}; cannot add the detcal {name}")
-    b = GraphBuilder(opset)
-    b.reserve(taken)
-    outs = add_postprocess(b, head, LETTERBOX_INPUT, spec)
-    _finish_outputs(b, outs)
+    b, static = build_inserted(head, spec, opset, taken, static_shapes)
 
     image = next(i for i in graph.input if i.name == info.input_name)
     batch = value_info_dims(image)[0]
@@ -369,7 +404,8 @@ def build_patched_model(
     embedded = _embed_preprocess(model, info, artifact, input_channel_order, frame_size, src) if embed_preprocess else None
 
     inputs = None if embedded is None else {embedded.input_name: embedded.description}
-    for key, value in _metadata(artifact, spec, head, source_sha, inputs).to_metadata_props().items():
+    meta = dataclasses.replace(_metadata(artifact, spec, head, source_sha, inputs), static_shapes=static)
+    for key, value in meta.to_metadata_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     findings = _validate(model, b, src)
@@ -399,6 +435,30 @@ def _embed_preprocess(model, info, artifact: Artifact, input_channel_order, fram
     return embedded
 
 
+def build_inserted(head: Head, spec: PostprocessSpec, opset: int, taken, static_shapes: bool | None
+                   ) -> tuple[GraphBuilder, bool]:
+    """The inserted nodes -> (GraphBuilder holding them, whether they are the fixed-shape variant).
+
+    static_shapes None: the default variant, unless the TensorRT table says some of its nodes would
+    run outside a TensorRT engine (ep_support.leaves_tensorrt: e.g. NonZero where multi-label
+    isotonic calibrates survivors only); then the fixed-shape one."""
+    def build(static: bool) -> GraphBuilder:
+        b = GraphBuilder(opset)
+        b.reserve(taken)
+        _finish_outputs(b, add_postprocess(b, head, LETTERBOX_INPUT, spec, static))
+        return b
+
+    if static_shapes is not None:
+        return build(bool(static_shapes)), bool(static_shapes)
+    from . import ep_support
+
+    b = build(False)
+    findings = ep_support.check_nodes(b.nodes, opset, consts=dict(b.const_values), forbid=ep_support.DETCAL_FORBIDDEN)
+    if ep_support.leaves_tensorrt(findings):
+        return build(True), True
+    return b, False
+
+
 def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
     """checker (full) + shape inference on the result; the inserted nodes against ep_support."""
     try:
@@ -421,13 +481,17 @@ def default_out_path(model_path: str | Path) -> Path:
 def patch_model(
     model_path: str | Path, artifact: Artifact | str | Path, out_path: str | Path | None = None, *,
     iou: float | None = None, max_det: int | None = None, conf: float | None = None, force: bool = False,
-    embed_preprocess: bool = False, input_channel_order: str | None = None, frame_size: tuple[int, int] | None = None,
+    static_shapes: bool | None = None, embed_preprocess: bool = False, input_channel_order: str | None = None,
+    frame_size: tuple[int, int] | None = None,
 ) -> Path:
     """Patch `model_path` with `artifact` (an Artifact or the path of a calibration.json), write
     `out_path` (default `<stem>.detcal.onnx` beside it).
 
     iou / max_det / conf override the artifact's NMS IoU, K and (every class's) score threshold.
     force: patch even when the artifact was fitted on a model with another sha256.
+    static_shapes: True: the fixed-shape graph for TensorRT (no NonZero, no data-dependent Slice,
+    TopK with constant K); False: the default; None: the default unless the TensorRT table says
+    some of its nodes would leave the engine.
     embed_preprocess / input_channel_order / frame_size: see build_patched_model.
     Raises DetcalError (one line) for: missing/corrupt model, already patched model, sha256
     mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
@@ -439,8 +503,8 @@ def patch_model(
     out = Path(out_path) if out_path is not None else default_out_path(src)
     check_writable(out, inputs=(src,))          # refuses out == src, before any work
     result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force,
-                                 embed_preprocess=embed_preprocess, input_channel_order=input_channel_order,
-                                 frame_size=frame_size)
+                                 static_shapes=static_shapes, embed_preprocess=embed_preprocess,
+                                 input_channel_order=input_channel_order, frame_size=frame_size)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
         raise DetcalError(f"{src}: inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))

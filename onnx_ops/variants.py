@@ -18,9 +18,22 @@ from .graph_calibration import class_shape
 from .head import Head
 
 
+BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls")
+# Below this many classes the pass over N x C is cheap and the boxes-first compaction (about 30
+# small nodes, a ScatterElements over N) costs more than it saves (bench_real.py: the project's
+# 5-class detector 0.33 -> 0.47 ms, the 80-class YOLOv8n 3.0 -> 1.4 ms).
+BOXES_FIRST_MIN_CLASSES = 16
+
+
 class Variant(enum.Enum):
     """How the dense scores [B, C, N] | [B, N, C] become one key per candidate.
 
+    BOXES_FIRST       single-label xywh_cls / xywh_obj_cls heads (the default): one pass over N x C
+                      for a [B, N] survival margin (Sub + ReduceMax), the surviving boxes compacted in
+                      ascending index (CumSum, ScatterElements, Slice to the most survivors of any
+                      image), then calibrate / threshold / best class on those boxes only
+                      ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shape: the Slice.
+                      From BOXES_FIRST_MIN_CLASSES classes on.
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
                       calibrate the K candidates (per-class constants gathered by class).
     UNIFORM_IDENTITY  identity map, one finite threshold for all classes, single-label: the best
@@ -29,13 +42,14 @@ class Variant(enum.Enum):
     LOGIT_SPACE       the head ends in Sigmoid(logits) (sigmoid_front), logit-affine map,
                       single-label: calibrate the logits (a * z + b, exact), threshold with the raw
                       probabilities, choose the class on the calibrated logit, Sigmoid per box only.
-    SURVIVORS_ONLY    isotonic maps, or logit-affine maps on probability heads with some finite
-                      threshold: threshold the raw scores first (NonZero), calibrate only the M
+    SURVIVORS_ONLY    multi-label, isotonic maps, or logit-affine maps on probability heads with some
+                      finite threshold: threshold the raw scores first (NonZero), calibrate only the M
                       survivors, scatter them into a NEG-filled key (data-dependent shape).
     DENSE             everything else (identity maps, or no threshold at all): calibrate every
                       score, then the threshold penalty over N x C; no data-dependent shape.
     """
 
+    BOXES_FIRST = "boxes_first"
     SPARSE = "sparse"
     UNIFORM_IDENTITY = "uniform_identity"
     LOGIT_SPACE = "logit_space"
@@ -44,11 +58,19 @@ class Variant(enum.Enum):
 
 
 def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
-                               raw_thresholds: np.ndarray) -> Variant:
-    """The variant for this head, map, config and raw thresholds (C,) float32 (see Variant)."""
+                               raw_thresholds: np.ndarray, static_shapes: bool = False) -> Variant:
+    """The variant for this head, map, config and raw thresholds (C,) float32 (see Variant).
+
+    static_shapes: the fixed-shape graph (TensorRT): never BOXES_FIRST or SURVIVORS_ONLY (their
+    compaction has data-dependent shapes), DENSE instead. Single-label heads never get
+    SURVIVORS_ONLY (NonZero over all N x C): BOXES_FIRST from BOXES_FIRST_MIN_CLASSES classes, DENSE
+    below."""
     if head.layout == "end2end":
         return Variant.SPARSE
     multi = cfg.multi_label
+    if (not static_shapes and not multi and head.layout in BOXES_FIRST_LAYOUTS
+            and head.num_classes >= BOXES_FIRST_MIN_CLASSES):
+        return Variant.BOXES_FIRST
     rthr = raw_thresholds
     isotonic = isinstance(cmap, IsotonicMap)
     identity = not isotonic and cmap.is_identity
@@ -56,7 +78,9 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
         return Variant.UNIFORM_IDENTITY
     if head.sigmoid_front and not multi and not isotonic and not identity:
         return Variant.LOGIT_SPACE
-    if isotonic or (not head.sigmoid_front and not identity and not np.all(rthr == -np.inf)):
+    # NonZero over [B, N, C] (SURVIVORS_ONLY) for multi-label only; never in the fixed-shape graph
+    if not static_shapes and multi and (isotonic or (not head.sigmoid_front and not identity
+                                                     and not np.all(rthr == -np.inf))):
         return Variant.SURVIVORS_ONLY
     return Variant.DENSE
 

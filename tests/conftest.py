@@ -41,3 +41,33 @@ def blob_models(request, blob_model, blob_model_obj) -> tuple[str, Path]:
 def blob_data(blob_dir) -> Path:
     """data.yaml of a 2-class dataset: 24 positive and 16 negative images."""
     return write_blob_dataset(blob_dir / "data2")
+
+
+# ------------------------------------------------------------------------------------------
+# graph variants: the equivalence tests run against both the default inserted graph and the
+# fixed-shape one (`static_shapes=True`, for TensorRT)
+# ------------------------------------------------------------------------------------------
+GRAPH_VARIANT_MODULES = {"test_patch_equivalence", "test_patch_edges", "test_patch_slots", "test_patch_models"}
+GRAPH_BUILDERS = ("build_postprocess_graph", "build_patched_model", "patch_model")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ in GRAPH_VARIANT_MODULES and "graph_variant" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("graph_variant")
+        metafunc.parametrize("graph_variant", ["default", "static"], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def graph_variant(request):
+    """'default' or 'static': the test module's graph builders get static_shapes=True.
+    Module-scoped (Hypothesis refuses function-scoped fixtures)."""
+    import functools
+
+    variant = getattr(request, "param", "default")
+    with pytest.MonkeyPatch.context() as mp:
+        if variant == "static":
+            for name in GRAPH_BUILDERS:
+                fn = getattr(request.module, name, None)
+                if fn is not None:
+                    mp.setattr(request.module, name, functools.partial(fn, static_shapes=True))
+        yield variant

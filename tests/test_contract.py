@@ -1,6 +1,7 @@
 """The contract: the patched model's metadata schema (one writer, one reader) and the variant choice."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from calib.artifact import (METADATA_KEY, PATCHED_OUTPUTS, ROW_FIELDS, AffineLog
                             PostprocessConfig, Preprocess, identity_map, is_patched_metadata)
 from calib.artifact import ORIG_W, PAD_TOP
 from onnx_ops.head import Head
-from onnx_ops.variants import Variant, choose_calibration_variant
+from onnx_ops.variants import BOXES_FIRST_MIN_CLASSES, Variant, choose_calibration_variant
 
 from artifact_factory import make_calibration
 
@@ -76,7 +77,18 @@ def _head(layout="xywh_cls", sigmoid_front=False):
      PostprocessConfig(), [0.2] * 3, Variant.SURVIVORS_ONLY),
 ])
 def test_choose_calibration_variant(head, cmap, cfg, thr, want):
-    assert choose_calibration_variant(head, cmap, cfg, np.asarray(thr, np.float32)) is want
+    """`want` is the fixed-shape graph's variant where it has no data-dependent shape; the default
+    graph takes the boxes-first route for every single-label dense head."""
+    thr = np.asarray(thr, np.float32)
+    single_dense = head.layout != "end2end" and not cfg.multi_label
+    no_survivors_only = Variant.DENSE if want is Variant.SURVIVORS_ONLY else want
+    # 3 classes: below BOXES_FIRST_MIN_CLASSES; single-label never runs NonZero over N x C
+    assert choose_calibration_variant(head, cmap, cfg, thr) is (no_survivors_only if single_dense else want)
+    assert choose_calibration_variant(head, cmap, cfg, thr, static_shapes=True) is no_survivors_only
+    many = dataclasses.replace(head, num_classes=BOXES_FIRST_MIN_CLASSES)
+    thr_many = np.resize(thr, BOXES_FIRST_MIN_CLASSES)
+    got = choose_calibration_variant(many, cmap, cfg, thr_many)
+    assert got is (Variant.BOXES_FIRST if single_dense else want)
 
 
 TWINS = ("threshold", "calibrate", "select_best_class", "pre_nms_top_k", "mask_letterbox", "class_aware_nms",

@@ -52,6 +52,7 @@ class PatchedMetadata:
     preprocess: dict | None = None          # Preprocess.to_artifact()
     certified_bound: float | None = None
     inputs: dict | None = None              # {name: description} beside the source's; None: `letterbox`
+    static_shapes: bool | None = None      # the fixed-shape inserted graph (TensorRT), else the default
     detcal_version: str = DETCAL_VERSION
     raw: dict = field(default_factory=dict, compare=False, repr=False)   # the entry as read
 
@@ -72,6 +73,7 @@ class PatchedMetadata:
                         "det_scores": f"float32 [B, {k}] calibrated", "det_classes": f"int32 [B, {k}]"},
             "preprocess": self.preprocess,
             "certified_bound": self.certified_bound,
+            "static_shapes": self.static_shapes,
         }
         flat = (self.detcal_version, self.source_sha256, self.calibrator)
         return {METADATA_KEY: json.dumps(summary, sort_keys=True),
@@ -104,6 +106,7 @@ class PatchedMetadata:
             nms=typed("nms", dict),
             preprocess=typed("preprocess", dict),
             certified_bound=typed("certified_bound", (int, float)),
+            static_shapes=typed("static_shapes", bool),
             detcal_version=typed("detcal_version", str) or "",
             raw=d,
         )

@@ -24,6 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, help="override the number of detections per image (K)")
     p.add_argument("--conf", type=float, help="override every class's score threshold (calibrated scale)")
     p.add_argument("--force", action="store_true", help="patch even if the model's sha256 differs from the artifact's")
+    p.add_argument("--static-shapes", action="store_true",
+                   help="fixed-shape graph for TensorRT: no NonZero, no data-dependent Slice, TopK with constant K "
+                        "(default: chosen automatically, fixed-shape only where TensorRT would leave nodes outside "
+                        "the engine)")
     e = p.add_argument_group("embedded preprocessing (the model takes the decoded image, no glue code)")
     e.add_argument("--embed-preprocess", action="store_true",
                    help="the patched model takes `image` uint8 [H, W, 3] (any size) and letterboxes, scales "
@@ -50,7 +54,8 @@ def run(args) -> int:
         warnings.simplefilter("always")
         out = patch_model(args.model, args.calibration, args.out, iou=args.iou, max_det=args.max_det,
                           conf=args.conf, force=args.force, embed_preprocess=args.embed_preprocess,
-                          input_channel_order=args.input_channel_order, frame_size=args.frame_size)
+                          input_channel_order=args.input_channel_order, frame_size=args.frame_size,
+                          static_shapes=True if getattr(args, "static_shapes", False) else None)
     model = onnx.load(str(out), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     s = json.loads(meta["detcal"])
@@ -59,7 +64,8 @@ def run(args) -> int:
     print(f"  head {s['layout']} ({s['num_classes']} classes)"
           f"{', calibration before the Sigmoid' if s['calibration_in_logit_space'] else ''}; "
           f"calibrator {s['calibrator']}; thresholds {min(thr):.3g}..{max(thr):.3g}; "
-          f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}")
+          f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}; "
+          f"{'fixed-shape graph (TensorRT)' if s.get('static_shapes') else 'default graph'}")
     inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())
     if not args.embed_preprocess:
         inputs = f"{model.graph.input[0].name}, {inputs}"

@@ -1,0 +1,374 @@
+"""Post-processing routes on real models and real images, interleaved in one process (issue 11).
+
+    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project] [--no-whole]
+
+The shared folder is ../shared beside the repository, or $DETCAL_SHARED where set (a git
+worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared/real/models/yolov8n_coco_int8.onnx,
+[1,3,640,640] -> [1,84,8400], batch fixed at 1) on 40 real COCO images
+(../shared/real/coco_train/images/val, the first 40 photos with objects by name; centred
+letterbox 640, pad 114, RGB, /255), and the project's own detectors (examples/models/
+detector_xywh_cls.onnx, detector_xywh_obj_cls.onnx, 320, 5 classes) on 40 generated scenes
+(examples/detector/scenes.py). Each is skipped with a message where its files are absent.
+
+Two measurements per model and batch size, each `--reps` repetitions of `--runs` runs:
+
+  post    the post-processing alone on the saved raw head outputs (run i uses the i-th batch of
+          images, cyclically): numpy (calib.pipeline.postprocess: detcal's reference), opencv
+          (cv2.dnn.NMSBoxesBatched, max_det after NMS), ortx (onnxruntime-extensions' YOLOv8
+          steps; it rejects batch > 1, so a batch of 8 is 8 calls), detcal-id (the inserted graph,
+          identity calibration, uniform threshold) and detcal-fit (temperature calibration,
+          per-class thresholds, as `detcal fit` writes them), the inserted graph built by
+          onnx_ops.patch.build_postprocess_graph.
+  whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
+          patched-id, patched-fit (detcal patch) and ortx-whole (the raw model + ortx's steps,
+          batch 1 only). Skipped for a batch size the model's batch axis does not allow.
+
+Within a run the routes go in a fresh random order. Every session: CPU provider,
+intra_op_num_threads=--threads (2), inter_op 1, session.intra_op.allow_spinning=0 (unless
+--spinning). Reported per repetition: the median ms of each route, the load average
+(os.getloadavg(), 1 min) at its start and end, ratios of medians against detcal-fit / raw of the
+same repetition. Noise floor: the spread between repetitions (max over routes of
+|rep_i / rep_j - 1|) and, for whole models, |raw2 / raw - 1|. Agreement: share of the numpy
+reference's detections that each route reproduces (same class, IoU >= 0.99) and the largest
+score difference (detcal-fit against the numpy reference with the same calibration).
+
+Score threshold 0.25 (detcal-fit: per-class thresholds drawn in 0.2..0.35, seeded; temperature
+T drawn in 0.6..2.0, seeded), IoU 0.7, max_det 300, pre-NMS top-k 3000.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import routes  # noqa: E402
+from artifact_factory import make_artifact  # noqa: E402
+from calib.artifact import identity_map  # noqa: E402
+from calib.images import read_image_rgb  # noqa: E402
+from calib.model_info import sha256_file  # noqa: E402
+from calib.artifact import PostprocessConfig  # noqa: E402
+from calib.artifact import Preprocess  # noqa: E402
+from calib.preprocess import preprocess_image  # noqa: E402
+from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
+
+SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo
+REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
+REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
+PROJECT_MODELS = (ROOT / "examples" / "models" / "detector_xywh_cls.onnx",
+                  ROOT / "examples" / "models" / "detector_xywh_obj_cls.onnx")
+CONF, IOU, MAX_DET = 0.25, 0.7, 300
+SPINNING = False
+
+
+def session(model, threads: int = 2, profile_prefix: str | None = None) -> ort.InferenceSession:
+    """CPU session, intra_op_num_threads=threads, spinning off unless --spinning."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if not SPINNING:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+def real_images(n: int = 40) -> list[Path]:
+    """The first n photos with objects (no '_bg' crop) of the real val split, by name."""
+    files = sorted(p for p in REAL_IMAGES.glob("*.jpg") if "_bg" not in p.stem)
+    return files[:n]
+
+
+def real_inputs(size: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """n real images -> (x [n, 3, S, S] float32 RGB /255, rows [n, 6] float32), centred letterbox pad 114."""
+    xs, rows = [], []
+    for p in real_images(n):
+        x, row = preprocess_image(read_image_rgb(p), (size, size), Preprocess())
+        xs.append(x.reshape(3, size, size))
+        rows.append(row)
+    return np.stack(xs).astype(np.float32), np.stack(rows).astype(np.float32)
+
+
+def scene_inputs(size: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """n generated deployment scenes, letterboxed like the real images."""
+    from examples.detector.scenes import positive_scene
+
+    xs, rows = [], []
+    for i in range(n):
+        img, _, _ = positive_scene(1000 + i)
+        x, row = preprocess_image(img, (size, size), Preprocess())
+        xs.append(x.reshape(3, size, size))
+        rows.append(row)
+    return np.stack(xs).astype(np.float32), np.stack(rows).astype(np.float32)
+
+
+def raw_outputs(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    """The raw head output for every image, one image per run (works for a batch fixed at 1)."""
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(x.shape[0])])
+
+
+def batch_axis_ok(sess: ort.InferenceSession, batch: int) -> bool:
+    d = sess.get_inputs()[0].shape[0]
+    return not isinstance(d, int) or d == batch
+
+
+# ------------------------------------------------------------------------------------------
+# artifacts
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    """One calibration of one model: its map, thresholds and patched / cut graphs."""
+
+    name: str
+    artifact: object
+    cut: ort.InferenceSession | None = None
+    patched: ort.InferenceSession | None = None
+
+    @property
+    def cmap(self):
+        return self.artifact.calibration
+
+    @property
+    def thresholds(self):
+        return self.artifact.score_thresholds
+
+
+def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str, object]:
+    sha = sha256_file(model_path)
+    rng = np.random.default_rng(11)
+    fit_thr = rng.uniform(0.2, 0.35, c)
+    nms = dict(iou_threshold=IOU, max_det=MAX_DET)
+    return {
+        "id": make_artifact(c, calibrator="identity", thresholds=CONF, layout=layout, sha256=sha,
+                            input_size=(size, size), **nms),
+        "fit": make_artifact(c, calibrator="temperature", thresholds=fit_thr, layout=layout, sha256=sha,
+                             input_size=(size, size), seed=11, **nms),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# timing
+# ------------------------------------------------------------------------------------------
+def time_interleaved(units: dict, runs: int, reps: int, seed: int) -> list[dict]:
+    """units {route: fn(i)} -> per repetition {route: median ms, '_load': (start, end)}; run i calls every
+    route once with argument i, in a fresh random order."""
+    rng = np.random.default_rng(seed)
+    names = list(units)
+    out = []
+    for _ in range(reps):
+        start = load()
+        t = {r: [] for r in names}
+        for i in range(runs):
+            for k in rng.permutation(len(names)):
+                r = names[k]
+                s = time.perf_counter()
+                units[r](i)
+                t[r].append(time.perf_counter() - s)
+        med = {r: float(np.median(v)) * 1e3 for r, v in t.items()}
+        med["_load"] = (start, load())
+        out.append(med)
+    return out
+
+
+def spread(reps: list[dict], names) -> float:
+    """Noise floor: max over routes of |rep_i / rep_j - 1| (the larger over the smaller)."""
+    worst = 0.0
+    for r in names:
+        v = [m[r] for m in reps]
+        worst = max(worst, max(v) / min(v) - 1)
+    return worst
+
+
+def print_reps(title: str, reps: list[dict], names, base: str) -> None:
+    print(f"\n{title}")
+    head = "  " + f"{'route':<12}" + "".join(f"{'rep ' + str(i + 1) + ' ms':>11}{'x ' + base:>13}" for i in range(len(reps)))
+    print(head)
+    for r in names:
+        cells = "".join(f"{m[r]:>11.3f}{m[r] / m[base]:>13.3f}" for m in reps)
+        print(f"  {r:<12}{cells}")
+    print("  load average (1 min) start/end: " + "; ".join(f"rep {i + 1}: {m['_load'][0]} / {m['_load'][1]}"
+                                                        for i, m in enumerate(reps)))
+    print(f"  noise floor (spread between repetitions, max over routes): {spread(reps, names):.3f}")
+
+
+# ------------------------------------------------------------------------------------------
+# one model
+# ------------------------------------------------------------------------------------------
+def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, args, cv2, ppp, tmp: Path, report: dict):
+    import onnx
+
+    x, rows = inputs
+    raw_s = session(str(model_path), args.threads)
+    heads = raw_outputs(raw_s, x)                                  # [n, ...] saved raw outputs
+    n_img = heads.shape[0]
+    n_cand = heads.shape[2] if layout == "xywh_cls" else heads.shape[1]
+    cfg = PostprocessConfig(iou_threshold=IOU, max_det=MAX_DET)
+    arts = make_variants(model_path, layout, c, size)
+    variants = {}
+    for key, art in arts.items():
+        cut = build_postprocess_graph(layout, c, art.calibration, art.score_thresholds, cfg, num_candidates=n_cand)
+        pp = patch_model(model_path, art, tmp / f"{model_path.stem}.{key}.detcal.onnx")
+        variants[key] = Variant(key, art, session(cut.SerializeToString(), args.threads), session(str(pp), args.threads))
+    ortx_cut = ortx_whole = None
+    if ppp is not None and layout == "xywh_cls":
+        ortx_cut = session(routes.ortx_cut_model(ppp, c, n_cand, CONF, IOU, MAX_DET).SerializeToString(), args.threads)
+        ortx_whole = session(routes.ortx_model(ppp, onnx.load(str(model_path)), c, CONF, IOU, MAX_DET).SerializeToString(),
+                             args.threads)
+    in_name = raw_s.get_inputs()[0].name
+    idm = identity_map(c)
+
+    for batch in args.batches:
+        nb = n_img // batch
+        hb = [heads[i * batch:(i + 1) * batch] for i in range(nb)]
+        rb = [rows[i * batch:(i + 1) * batch] for i in range(nb)]
+        xb = [x[i * batch:(i + 1) * batch] for i in range(nb)]
+
+        def ortx_post(i):
+            h, r = hb[i % nb], rb[i % nb]
+            return [routes.ortx_to_dets(ortx_cut.run(None, {"head": h[j:j + 1]})[0], r[j]) for j in range(h.shape[0])]
+
+        def cut_run(v):
+            return lambda i: v.cut.run(None, {"head": hb[i % nb], "letterbox": rb[i % nb]})
+
+        post_units = {
+            "numpy": lambda i: routes.route_numpy(hb[i % nb], layout, rb[i % nb], idm, CONF, cfg),
+            "detcal-id": cut_run(variants["id"]),
+            "detcal-fit": cut_run(variants["fit"]),
+        }
+        if cv2 is not None:
+            post_units["opencv"] = lambda i: routes.route_opencv(cv2, hb[i % nb], layout, rb[i % nb], CONF, IOU, MAX_DET)
+        if ortx_cut is not None:
+            post_units["ortx"] = ortx_post
+
+        # agreement over all batches (one pass, untimed)
+        agree = {}
+        ref = [d for i in range(nb) for d in post_units["numpy"](i)]
+        got = {"detcal-id": [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-id"](i))]}
+        if "opencv" in post_units:
+            got["opencv"] = [d for i in range(nb) for d in post_units["opencv"](i)]
+        if "ortx" in post_units:
+            got["ortx"] = [d for i in range(nb) for d in ortx_post(i)]
+        for r, g in got.items():
+            agree[r] = routes.agreement(g, ref)
+        fv = variants["fit"]
+        ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
+        agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
+            [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
+
+        for _ in range(args.warmup):
+            for fn in post_units.values():
+                fn(0)
+        post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
+        reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
+        title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
+        if batch > 1 and "ortx" in post_units:
+            title += f"; ortx: {batch} calls of batch 1"
+        print_reps(title, reps, post_names, "detcal-fit")
+        print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
+        print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
+        for r, a in agree.items():
+            print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
+                  f"dets {a['n_got']} vs {a['n_ref']}")
+        entry = report.setdefault(name, {}).setdefault(str(batch), {})
+        entry["post"] = reps
+        entry["post_noise"] = spread(reps, post_names)
+        entry["agreement"] = agree
+
+        if args.no_whole or not batch_axis_ok(raw_s, batch):
+            if not args.no_whole:
+                print(f"  whole models: batch axis of {model_path.name} is fixed at {raw_s.get_inputs()[0].shape[0]}, "
+                      f"batch {batch} not measured")
+            continue
+        raw2_s = session(str(model_path), args.threads)
+        whole_units = {
+            "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
+            "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
+            "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+            "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+        }
+        if ortx_whole is not None and batch == 1:
+            whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
+        for _ in range(args.warmup):
+            for fn in whole_units.values():
+                fn(0)
+        runs = args.whole_runs if args.whole_runs else args.runs
+        reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
+        names_w = list(whole_units)
+        print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
+        print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
+        entry["whole"] = reps_w
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=200, help="runs per repetition")
+    ap.add_argument("--whole-runs", type=int, default=0, help="runs per repetition for whole models (default: --runs)")
+    ap.add_argument("--reps", type=int, default=2, help="repetitions")
+    ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (each must divide 40)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--only", choices=("real", "project"))
+    ap.add_argument("--no-whole", action="store_true", help="post-processing alone only")
+    ap.add_argument("--spinning", action="store_true", help="leave onnxruntime's spin-waiting on")
+    ap.add_argument("--json", help="write the numbers to this JSON file")
+    args = ap.parse_args(argv)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    global SPINNING
+    SPINNING = args.spinning
+    cv2, cv_note = routes.load_opencv(args.threads)
+    ppp, ortx_note = routes.load_ortx()
+    import onnx
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC; onnxruntime {ort.__version__} CPU, "
+          f"intra_op_num_threads={args.threads}, spinning {'on' if SPINNING else 'off'}; numpy {np.__version__}, "
+          f"onnx {onnx.__version__}; os.cpu_count()={os.cpu_count()}; load average {load()}")
+    print(f"opencv: {cv_note or cv2.__version__}")
+    if ppp is not None:
+        import onnxruntime_extensions
+        print(f"onnxruntime-extensions: {onnxruntime_extensions.__version__}")
+    else:
+        print(f"SKIP route ortx: {ortx_note}")
+    jobs = []
+    if args.only in (None, "real"):
+        if REAL_MODEL.exists() and REAL_IMAGES.is_dir():
+            jobs.append(("real yolov8n int8 640 [1,84,8400]", REAL_MODEL, "xywh_cls", 80, 640, lambda: real_inputs(640)))
+        else:
+            print(f"SKIP real model: {REAL_MODEL} or {REAL_IMAGES} not found (../shared/real beside the repo)")
+    if args.only in (None, "project"):
+        for p in PROJECT_MODELS:
+            if p.exists():
+                layout = "xywh_obj_cls" if "obj" in p.stem else "xywh_cls"
+                jobs.append((f"project {p.stem} 320, 5 cls", p, layout, 5, 320, lambda: scene_inputs(320)))
+            else:
+                print(f"SKIP project detector: {p} not found (python -m examples.detector.train)")
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path, layout, c, size, inputs in jobs:
+            bench_model(name, path, layout, c, size, inputs(), args, cv2, ppp, Path(tmp), report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

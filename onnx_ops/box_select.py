@@ -1,0 +1,169 @@
+"""Boxes first: the inserted graph's one pass over all N x C scores, then work on survivors only.
+
+Single-label dense heads (xywh_cls, xywh_obj_cls). The reference (`calib.pipeline.select_candidates`)
+keeps a box when some class clears its raw threshold, calibrates the surviving (box, class) pairs,
+picks each box's best calibrated class (ties: lowest class) and sorts the boxes by that score
+(ties: lower box index). The graph reaches the same candidates in this order:
+
+    box_margin       [B, N]: max over classes of (score - raw threshold), one Sub + one ReduceMax
+                     over a raw xywh_cls head [B, 4+C, N] as it is (the box rows get a threshold of
+                     +3e38, so the scores are never sliced out: a copy of all N x C); a box survives
+                     iff its margin > 0 (p - t > 0 <=> p > t in IEEE float32). On a bare score
+                     tensor (a cut Sigmoid front, obj * cls) ReduceMax alone against the lowest
+                     threshold: a superset, which slot_key narrows with each class's own threshold.
+    compact_boxes    the survivors' box indices in ascending order, [B, M], M = most survivors of
+                     any image: CumSum over the survival mask gives every survivor its slot,
+                     ScatterElements writes the box indices there (non-survivors to distinct slots
+                     past N), Slice keeps the first M slots; slot_valid [B, M] marks the filled ones
+                     (unfilled slots point at box 0 and are masked). Exact for any number of
+                     survivors: nothing is capped before the classes are looked at.
+    gather_slots     the slots' rows of the head (boxes, scores, and logits where the head's
+                     Sigmoid front was cut): GatherElements / GatherND -> [B, 4+C, M] | [B, M, 5+C],
+                     decoded with the same step as the dense head (steps.decode_dense).
+    slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
+                     [B, C, M] slots), raw-threshold penalty (steps.threshold), best class
+                     (steps.select_best_class) -> key [B, M] (NEG for unfilled slots), class [B, M].
+
+The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
+ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere;
+data-dependent shapes: the Slice to M (and the Range of M slot positions), as steps.trim_slots.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnx import numpy_helper
+
+from calib.artifact import AffineLogitMap
+
+from . import steps
+from .graph_builder import FLOAT, INT64, NEG, GraphBuilder, gather_rows
+from .graph_calibration import class_shape
+from .graph_types import Dense
+
+BOX_ROW_THRESHOLD = np.float32(3.0e38)     # box rows of a raw head never give the margin
+
+
+@dataclass
+class Slots:
+    """The surviving boxes, compacted: box [B, M] int64 (ascending, valid indices), valid [B, M] bool."""
+
+    box: str
+    valid: str
+
+
+def box_margin(b: GraphBuilder, scores: str, raw_thr: np.ndarray, class_axis: int, lead: int = 0) -> str:
+    """scores [B, lead+C, N] (class_axis 1) | [B, N, lead+C] (class_axis 2) -> alive [B, N] bool, a
+    superset of the boxes where some class c has score > raw_thr[c]: exactly those with `lead`
+    leading non-score channels (a raw xywh_cls head's 4 box rows, given a threshold of +3e38:
+    one Sub + ReduceMax), those above the lowest threshold without (ReduceMax alone)."""
+    C = raw_thr.size
+    thr = raw_thr.astype(np.float32)
+    if not lead:
+        # a superset of the survivors is enough (slot_key applies every class's own threshold
+        # again): the lowest threshold needs no Sub over N x C
+        best = b.reduce("ReduceMax", scores, [class_axis], keepdims=False, name="boxes_first/best_raw")
+        return b.op("Greater", best, b.f32("boxes_first/raw_thr_min", thr.min()), name="boxes_first/alive")
+    full = np.concatenate([np.full(lead, BOX_ROW_THRESHOLD, np.float32), thr])
+    shape = (1, lead + C, 1) if class_axis == 1 else (1, 1, lead + C)
+    diff = b.op("Sub", scores, b.f32("boxes_first/raw_thr", full.reshape(shape)), name="boxes_first/over")
+    margin = b.reduce("ReduceMax", diff, [class_axis], keepdims=False, name="boxes_first/margin")
+    return b.op("Greater", margin, b.f32("boxes_first/zero", 0.0), name="boxes_first/alive")
+
+
+def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
+    """alive [B, N] bool -> Slots: the surviving box indices in ascending order, [B, M]."""
+    alive_i = b.cast(alive, INT64, name="boxes_first/alive_i")
+    cumsum = b.op("CumSum", alive_i, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum")       # [B, N]
+    if n_static:     # the survivors per image: the last running count (a Slice, not a second pass)
+        count = b.slice(cumsum, [n_static - 1], [n_static], [1], name="boxes_first/count")           # [B, 1]
+    else:
+        count = b.reduce("ReduceSum", alive_i, [1], keepdims=True, name="boxes_first/count")
+    most = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most")               # [1]
+    slot = b.op("Sub", cumsum, b.i64("boxes_first/one", 1), name="boxes_first/slot")               # [B, N]
+    if n_static is not None:
+        index = b.i64("boxes_first/box_index", np.arange(n_static, dtype=np.int64).reshape(1, -1))
+        n = b.i64("boxes_first/n", n_static)
+    else:
+        n = b.squeeze(b.dim(alive, 1, name="boxes_first/n1"), [0], name="boxes_first/n")
+        index = b.unsqueeze(b.op("Range", b.i64("boxes_first/i0", 0), n, b.i64("boxes_first/i1", 1),
+                                 name="boxes_first/range"), [0], name="boxes_first/box_index")
+    shape = b.op("Shape", alive, name="boxes_first/shape")                                          # [B, N]
+    index_b = b.op("Expand", index, shape, name="boxes_first/box_index_b")
+    # non-survivors go to N + their index: distinct slots past the ones kept
+    target = b.op("Where", alive, slot, b.op("Add", index_b, n, name="boxes_first/dump"), name="boxes_first/target")
+    room = b.op("Mul", shape, b.i64("boxes_first/double_n", [1, 2]), name="boxes_first/room")      # [B, 2N]
+    zeros = b.op("ConstantOfShape", room, name="boxes_first/zeros",
+                 value=numpy_helper.from_array(np.zeros(1, np.int64)))
+    scattered = b.op("ScatterElements", zeros, target, index_b, name="boxes_first/scatter", axis=1)
+    box = b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
+               name="boxes_first/box")                                                             # [B, M]
+    pos = b.op("Range", b.i64("boxes_first/p0", 0), b.squeeze(most, [0], name="boxes_first/m"),
+               b.i64("boxes_first/p1", 1), name="boxes_first/positions")                            # [M]
+    valid = b.op("Less", b.unsqueeze(pos, [0], name="boxes_first/positions_1m"), count, name="boxes_first/valid")
+    return Slots(box, valid)
+
+
+def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str) -> str:
+    """x [B, W, N] (box_axis 2) | [B, N, W] (box_axis 1) -> the slots' columns / rows, [B, W, M] | [B, M, W]."""
+    if box_axis == 2:
+        idx = b.op("Expand", b.unsqueeze(slots.box, [1], name=f"{name}_idx1"), b.i64(f"{name}_idx_shape", [1, width, 1]),
+                   name=f"{name}_idx")
+        return b.op("GatherElements", x, idx, name=name, axis=2)
+    return gather_rows(b, x, slots.box, name, width)
+
+
+def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots) -> tuple[str, str]:
+    """Decoded slots (Dense over M slots) -> (key [B, M] calibrated best score, NEG where no class
+    survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them."""
+    C = raw_thr.size
+    shape = class_shape(C, d.class_axis)
+    if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
+        z = steps.calibrate_logits(b, d, cmap, C)
+        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape), d.class_axis)
+        key = steps.calibrated_box_score(b, best_z)
+    else:
+        cal = steps.calibrate(b, d, cmap, C)
+        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis)
+    unfilled = b.cast(b.op("Not", slots.valid, name="boxes_first/unfilled"), FLOAT, name="boxes_first/unfilled_f")
+    key = b.op("Sub", key, b.op("Mul", unfilled, b.f32("boxes_first/big", -NEG), name="boxes_first/penalty"),
+               name="boxes_first/key")
+    return key, cls
+
+
+def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
+                           raw_thr: np.ndarray, n_static: int | None) -> tuple[str, str, Dense]:
+    """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense).
+
+    raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
+    float32), used when `dense` is None; dense: the head's decoded tensors where its Sigmoid front
+    was cut (boxes [B, 4, N], probs and logits [B, C, N]). The slot boxes are cxcywh input px,
+    [B, 4, M] (xywh_cls) | [B, M, 4] (xywh_obj_cls).
+    """
+    C = raw_thr.size
+    if dense is not None:                       # Sigmoid-front head: boxes, probs, logits apart
+        alive = box_margin(b, dense.probs, raw_thr, dense.class_axis)
+        slots = compact_boxes(b, alive, n_static)
+        box_axis = 2 if dense.class_axis == 1 else 1
+        d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
+                        gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
+                        logits=None if dense.logits is None else
+                        gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"))
+    elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
+        alive = box_margin(b, raw, raw_thr, 1, lead=4)
+        slots = compact_boxes(b, alive, n_static)
+        d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout)
+    elif layout == "xywh_obj_cls":              # score = obj * cls needs the product over N x C
+        full = steps.decode_dense(b, raw, layout)
+        alive = box_margin(b, full.probs, raw_thr, 2)
+        slots = compact_boxes(b, alive, n_static)
+        d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout)
+    else:
+        raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")
+    key, cls = slot_key(b, d, cmap, raw_thr, slots)
+    return key, cls, d
+
+
+__all__ = ["Slots", "box_margin", "compact_boxes", "gather_slots", "slot_key", "boxes_first_candidates"]
