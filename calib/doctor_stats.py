@@ -27,7 +27,8 @@ from .matching import MatchedDetections
 
 __all__ = ["SIZE_BUCKETS", "SIZE_EDGES", "Estimate", "size_bucket", "bootstrap_weights", "weighted_median_rows",
            "matched_size_log_ratios", "size_shift", "gt_hits", "gt_buckets", "recall_by_group",
-           "paired_recall_difference", "median_shift"]
+           "paired_recall_difference", "median_shift", "located_pairs", "paired_mean_difference",
+           "weighted_dece_rows", "paired_dece_difference"]
 
 SIZE_BUCKETS = ("small", "medium", "large")
 SIZE_EDGES = (32.0 ** 2, 96.0 ** 2)   # COCO's area ranges, px^2 of the original image
@@ -226,3 +227,85 @@ def paired_recall_difference(hits_a: np.ndarray, hits_b: np.ndarray, gt_image_in
         lo, hi = _interval(boot, level)
         out.append(Estimate(float(diff.sum() / den.sum()), lo, hi, level, n, int((den > 0).sum())))
     return out
+
+
+# ------------------------------------------------------------------- located pairs (any IoU)
+
+def located_pairs(detections, gt_boxes_xyxy, gt_classes, conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each labelled box with the same-class detection (score > conf) centred inside it that overlaps it most.
+
+    Catches a size bias too large for IoU >= 0.5 matching (a 2x box has IoU <= 0.25 with its
+    object), while still comparing a prediction with its own object: a labelled box that no
+    detection sits on has no pair, so missed objects do not bias the statistic.
+    Returns (image_index (P,), log size ratio (P,), log aspect ratio (P,)), predicted over labelled.
+    """
+    from .boxes import box_iou
+
+    imgs, ls, la = [], [], []
+    for i, (d, gt, gc) in enumerate(zip(detections, gt_boxes_xyxy, gt_classes)):
+        gt = np.asarray(gt, np.float64).reshape(-1, 4)
+        keep = np.asarray(d.scores) > conf
+        if len(gt) == 0 or not keep.any():
+            continue
+        b = np.asarray(d.boxes_xyxy, np.float64)[keep]
+        c = np.asarray(d.classes)[keep]
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        inside = ((cx[None] >= gt[:, 0:1]) & (cx[None] <= gt[:, 2:3]) & (cy[None] >= gt[:, 1:2]) & (cy[None] <= gt[:, 3:4])
+                  & (c[None] == np.asarray(gc)[:, None]))
+        iou = np.where(inside, box_iou(gt, b), -1.0)
+        best = iou.argmax(axis=1)
+        has = iou[np.arange(len(gt)), best] > 0
+        g, p = _wh(gt[has]), _wh(b[best[has]])
+        ok = (g > 0).all(axis=1) & (p > 0).all(axis=1)
+        g, p = g[ok], p[ok]
+        imgs.append(np.full(len(g), i, np.int64))
+        ls.append(0.5 * (np.log(p[:, 0] * p[:, 1]) - np.log(g[:, 0] * g[:, 1])))
+        la.append(np.log(p[:, 0] / p[:, 1]) - np.log(g[:, 0] / g[:, 1]))
+    cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)   # noqa: E731
+    return cat(imgs, np.int64), cat(ls, np.float64), cat(la, np.float64)
+
+
+# ----------------------------------------------------------------- paired per-image statistics
+
+def paired_mean_difference(a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
+                           seed: int = 0) -> Estimate:
+    """mean(a) - mean(b) of per-image values a, b (n,) of the same images (e.g. false positives per
+    negative image at two sizes), interval by a paired image bootstrap."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_mean_difference: {a.size} vs {b.size} images")
+    if a.size == 0:
+        return _nan_estimate(level)
+    w = bootstrap_weights(a.size, n_boot, seed)
+    boot = (w @ (a - b)) / a.size
+    lo, hi = _interval(boot, level)
+    return Estimate(float(np.mean(a - b)), lo, hi, level, int(a.size), int(a.size))
+
+
+def weighted_dece_rows(scores: np.ndarray, is_tp: np.ndarray, weights: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """D-ECE (calib.metrics.dece) of detections (K,) under per-detection weights (B, K) -> (B,); nan for empty rows."""
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    b = np.minimum((scores * n_bins).astype(np.int64), n_bins - 1)
+    onehot = np.zeros((scores.size, n_bins))
+    onehot[np.arange(scores.size), b] = 1.0
+    w = np.asarray(weights, np.float64)
+    sum_s = w @ (onehot * scores[:, None])
+    sum_a = w @ (onehot * np.asarray(is_tp, np.float64).reshape(-1)[:, None])
+    n = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.abs(sum_s - sum_a).sum(axis=1) / n, math.nan)
+
+
+def paired_dece_difference(run_a: tuple[np.ndarray, np.ndarray, np.ndarray], run_b: tuple[np.ndarray, np.ndarray, np.ndarray],
+                           n_images: int, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Estimate:
+    """D-ECE(a) - D-ECE(b), each run given as (scores (K,), is_tp (K,), image_index (K,)) over the same
+    n_images images, interval by a paired image bootstrap (the same resample for both runs)."""
+    w = bootstrap_weights(n_images, n_boot, seed)
+    (sa, ta, ia), (sb, tb, ib) = run_a, run_b
+    if len(sa) == 0 or len(sb) == 0:
+        return _nan_estimate(level, len(sa) + len(sb), n_images)
+    full = np.ones((1, n_images))
+    point = weighted_dece_rows(sa, ta, full[:, ia])[0] - weighted_dece_rows(sb, tb, full[:, ib])[0]
+    boot = weighted_dece_rows(sa, ta, w[:, ia]) - weighted_dece_rows(sb, tb, w[:, ib])
+    lo, hi = _interval(boot, level)
+    return Estimate(float(point), lo, hi, level, int(len(sa) + len(sb)), int(n_images))

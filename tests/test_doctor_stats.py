@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calib.doctor_stats import (SIZE_BUCKETS, bootstrap_weights, gt_buckets, gt_hits, median_shift,
-                                paired_recall_difference, recall_by_group, size_bucket, size_shift,
-                                weighted_median_rows)
+from calib.doctor_stats import (SIZE_BUCKETS, bootstrap_weights, gt_buckets, gt_hits, located_pairs, median_shift,
+                                paired_dece_difference, paired_mean_difference, paired_recall_difference,
+                                recall_by_group, size_bucket, size_shift, weighted_dece_rows, weighted_median_rows)
+from calib.metrics import dece
 from calib.matching import match_dataset
 from calib.pipeline import Detections
 
@@ -140,3 +141,60 @@ def test_small_noisy_difference_is_not_supported():
     b[flip[0]], b[flip[1]] = not a[flip[0]], not a[flip[1]]
     d = paired_recall_difference(a, b, img, np.zeros(len(a), np.int64), 1, n_img, n_boot=500)[0]
     assert abs(d.value) <= 2 / len(a) and not d.excludes(0.0)
+
+
+# ------------------------------------------------------------------------ located pairs
+
+def test_located_pairs_see_a_size_bias_too_large_for_matching():
+    dets, gts, gcs = scenes(40, seed=6, scale=2.2)     # IoU of a 2.2x box with its object: 0.2, never matched
+    m = matched_of(dets, gts, gcs)
+    assert m.is_tp.mean() < 0.1
+    img, ls, la = located_pairs(dets, gts, gcs, 0.25)
+    est = median_shift(ls, img, len(gts), n_boot=300)
+    assert est.n == sum(len(g) for g in gts) and np.exp(est.value) == pytest.approx(2.2, rel=0.05) and est.low > 0
+    assert abs(np.median(la)) < 0.05
+
+
+def test_located_pairs_ignore_missed_objects_and_other_classes():
+    dets, gts, gcs = scenes(40, seed=7, miss_small=True)
+    img, ls, _ = located_pairs(dets, gts, gcs, 0.25)
+    est = median_shift(ls, img, len(gts), n_boot=300)
+    assert abs(est.value) < np.log(1.05) and est.low > -np.log(1.05) and est.high < np.log(1.05)   # no practical shift
+    wrong = [Detections(d.boxes_xyxy, d.scores, 1 - d.classes) for d in dets]
+    assert located_pairs(wrong, gts, gcs, 0.25)[0].size < len(img)
+
+
+# ------------------------------------------------------------------- paired per-image statistics
+
+def test_paired_mean_difference():
+    rng = np.random.default_rng(8)
+    a = rng.poisson(0.5, 100).astype(float)
+    same = paired_mean_difference(a, a, n_boot=300)
+    assert same.value == 0 and same.low == 0 and same.high == 0
+    more = paired_mean_difference(a + rng.poisson(0.8, 100), a, n_boot=300)
+    assert more.excludes(0.0) and more.low > 0.4
+    noisy = paired_mean_difference(rng.poisson(0.5, 100).astype(float), rng.poisson(0.5, 100).astype(float), n_boot=300)
+    assert not noisy.excludes(0.0)
+
+
+def test_weighted_dece_matches_dece_and_counts_repeats():
+    rng = np.random.default_rng(9)
+    s = rng.random(50)
+    tp = rng.random(50) < s
+    assert weighted_dece_rows(s, tp, np.ones((1, 50)))[0] == pytest.approx(dece(s, tp))
+    w = rng.integers(0, 3, 50).astype(float)
+    idx = np.repeat(np.arange(50), w.astype(int))
+    assert weighted_dece_rows(s, tp, w[None])[0] == pytest.approx(dece(s[idx], tp[idx]))
+
+
+def test_paired_dece_difference():
+    rng = np.random.default_rng(10)
+    n_img = 60
+    img = rng.integers(0, n_img, 600)
+    s = rng.uniform(0.3, 1.0, 600)
+    tp = rng.random(600) < s                           # calibrated
+    same = paired_dece_difference((s, tp, img), (s, tp, img), n_img, n_boot=300)
+    assert same.value == 0 and not same.excludes(0.0)
+    over = np.minimum(s + 0.25, 1.0)                   # over-confident by 0.25
+    worse = paired_dece_difference((over, tp, img), (s, tp, img), n_img, n_boot=300)
+    assert worse.excludes(0.0) and worse.low > 0.05
