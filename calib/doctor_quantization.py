@@ -26,6 +26,9 @@ same images and labels:
    they reach beyond it by more than ``clip_excess_warn`` of its width, for more than
    ``clip_share_warn`` of the values (more than one step out), the layer is flagged "clips"
    (calibrated on other data than deployment).
+   "wastes range" alone does not flag the check: it predicts damage that 1-3 measure directly
+   (healthy real exports have such layers); it is listed beside a measured problem, as the
+   layers to look at, and is always in the summary and the evidence.
 5. score shift: a median shift beyond ``score_shift_warn`` with an interval excluding 0 warns
    (beyond ``score_shift_fail`` fails); most float detections without a quantized partner warns.
 
@@ -55,7 +58,7 @@ from .metrics import _ap_sorted, ap_per_class
 from .model_info import load_onnx, read_model_info
 from .pipeline import PostprocessConfig
 from .preprocess import Preprocess, preprocess_image
-from .runner import make_session, resolve_input_size
+from .runner import resolve_input_size
 
 __all__ = ["QuantizationOptions", "QuantizationResult", "GroupComparison", "LayerRange", "compare_quantization",
            "activation_ranges", "qdq_ranges", "pair_detections", "ACTIVATION_OPS"]
@@ -445,7 +448,11 @@ def compare_quantization(
     kw = dict(num_classes=nc, base_conf=opts.base_conf, config=opts.postprocess, batch_size=batch_size,
               threads=threads, progress=progress)
     col_q = quantized_collected or collect_detections(dataset, info_q, preprocess, size, desc="running quantized model", **kw)
-    col_r = collect_detections(dataset, info_r, preprocess, size, desc="running float reference", **kw)
+    same_file = Path(reference).resolve() == Path(quantized).resolve()
+    if same_file and quantized_collected is not None:   # a model against itself: one run is enough
+        col_r = col_q
+    else:
+        col_r = collect_detections(dataset, info_r, preprocess, size, desc="running float reference", **kw)
     if list(col_r.sample_indices) != list(col_q.sample_indices):
         raise DetcalError(f"{dataset.source}: the two runs read different images; cannot pair them")
     if len(col_r) == 0:
@@ -490,12 +497,15 @@ def compare_quantization(
                         f"({worst.clipped_share:.2%} of values outside the quantized range "
                         f"[{worst.qdq_range[0]:.3g}, {worst.qdq_range[1]:.3g}], deployment range "
                         f"[{worst.min:.3g}, {worst.max:.3g}])")
+    status = "fail" if fail else ("warn" if findings else "ok")
+    waste_text = ""
     if wastes:
         worst = max(wastes, key=lambda lr: lr.outlier_share)
-        findings.append(f"{len(wastes)} of {len(layers)} layer(s) spend > {opts.outlier_share_warn:.0%} of an 8-bit "
-                        f"min/max range on outliers beyond the 0.1-99.9th percentiles, worst {worst.tensor} "
-                        f"({worst.outlier_share:.0%}, {worst.bits_lost:.1f} bits lost)")
-    status = "fail" if fail else ("warn" if findings else "ok")
+        waste_text = (f"{len(wastes)} of {len(layers)} layer(s) spend > {opts.outlier_share_warn:.0%} of an 8-bit "
+                      f"min/max range on outliers beyond the 0.1-99.9th percentiles, worst {worst.tensor} "
+                      f"({worst.outlier_share:.0%}, {worst.bits_lost:.1f} bits lost)")
+        if findings:
+            findings.append(waste_text)
     n_gt = int(m_r.gt_classes.shape[0])
     compared = {
         "reference_model": str(reference), "quantized_model": str(quantized), "dataset": dataset.source,
@@ -515,6 +525,7 @@ def compare_quantization(
                f"scores > {opts.conf:g}: recall {rec_r:.3f} vs {rec_q:.3f}; size buckets "
                + ", ".join(f"{g.group} {g.recall_drop.text('{:+.3f}')}" for g in overall)
                + f"; score shift of {shift.n} paired detections {shift.text('{:+.4f}')}; "
-               f"{len(layers)} layers measured on {len(xs)} images")
+               f"{len(layers)} layers measured on {len(xs)} images"
+               + (f" ({len(clips)} clip)" if clips else "") + (f"; {waste_text}" if waste_text else ""))
     return QuantizationResult(status, findings, compared, by_size, by_class, shift, unpaired, layers, summary,
                               col_r, col_q)

@@ -154,3 +154,15 @@ def test_incomparable_models_are_refused(pair, tmp_path):
                              options=OPTS)
     with pytest.raises(DetcalError, match="base_conf"):
         compare_quantization(FLOAT_MODEL, pair["int8"], pair["dataset"], options=QuantizationOptions(conf=0.0))
+
+
+def test_outliers_beyond_the_percentiles_waste_the_range(tmp_path):
+    path = _tiny_model(tmp_path / "f.onnx")
+    bulk = [np.linspace(0, 1, 16, dtype=np.float32).reshape(1, 1, 4, 4) for _ in range(100)]
+    spike = bulk[0].copy()
+    spike[0, 0, 0, 0] = 100.0           # one value in 1600 is 100x the bulk
+    r = activation_ranges(path, bulk + [spike])[0]
+    assert r.max == 100.0 and r.p999 <= 1.0 + 1e-6
+    assert r.outlier_share == pytest.approx(0.99, abs=0.001) and r.bits_lost > 6 and r.flags == ["wastes range"]
+    quiet = activation_ranges(path, bulk)[0]
+    assert quiet.outlier_share < 0.01 and quiet.flags == []
