@@ -25,7 +25,9 @@ same images and labels:
    (scale and zero point of the same tensor name) is compared with the deployment values: when
    they reach beyond it by more than ``clip_excess_warn`` of its width, for more than
    ``clip_share_warn`` of the values (more than one step out), the layer is flagged "clips"
-   (calibrated on other data than deployment).
+   (calibrated on other data than deployment). Clipping flags the check on its own when a
+   layer clips more than ``clip_share_alone`` of its values; rarer clipping is listed beside a
+   measured problem (and always in the summary and the evidence).
    "wastes range" alone does not flag the check: it predicts damage that 1-3 measure directly
    (healthy real exports have such layers); it is listed beside a measured problem, as the
    layers to look at, and is always in the summary and the evidence.
@@ -86,6 +88,7 @@ class QuantizationOptions:
     score_shift_warn: float = 0.05     # |median score change| of paired detections that warns
     clip_excess_warn: float = 0.25     # deployment max/min beyond the QDQ range by > 1/4 of that range...
     clip_share_warn: float = 1e-5      # ...for more than this share of the values: the layer clips
+    clip_share_alone: float = 1e-3     # clipping layers flag the check on their own above this share
     score_shift_fail: float = 0.15
     postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(mask_padding=False))
 
@@ -491,10 +494,11 @@ def compare_quantization(
                         f"IoU >= {opts.pair_iou:g}: the quantized boxes or classes moved")
     clips = [lr for lr in layers if "clips" in lr.flags]
     wastes = [lr for lr in layers if "wastes range" in lr.flags]
-    if clips:
+    measured = bool(findings)
+    if clips and (measured or max(lr.clipped_share for lr in clips) > opts.clip_share_alone):
         worst = max(clips, key=lambda lr: lr.clip_excess)
         findings.append(f"{len(clips)} layer(s) clip deployment activations, worst {worst.tensor} "
-                        f"({worst.clipped_share:.2%} of values outside the quantized range "
+                        f"({worst.clipped_share:.3%} of values outside the quantized range "
                         f"[{worst.qdq_range[0]:.3g}, {worst.qdq_range[1]:.3g}], deployment range "
                         f"[{worst.min:.3g}, {worst.max:.3g}])")
     status = "fail" if fail else ("warn" if findings else "ok")
@@ -504,7 +508,7 @@ def compare_quantization(
         waste_text = (f"{len(wastes)} of {len(layers)} layer(s) spend > {opts.outlier_share_warn:.0%} of an 8-bit "
                       f"min/max range on outliers beyond the 0.1-99.9th percentiles, worst {worst.tensor} "
                       f"({worst.outlier_share:.0%}, {worst.bits_lost:.1f} bits lost)")
-        if findings:
+        if measured:
             findings.append(waste_text)
     n_gt = int(m_r.gt_classes.shape[0])
     compared = {
@@ -526,6 +530,7 @@ def compare_quantization(
                + ", ".join(f"{g.group} {g.recall_drop.text('{:+.3f}')}" for g in overall)
                + f"; score shift of {shift.n} paired detections {shift.text('{:+.4f}')}; "
                f"{len(layers)} layers measured on {len(xs)} images"
-               + (f" ({len(clips)} clip)" if clips else "") + (f"; {waste_text}" if waste_text else ""))
+               + (f" ({len(clips)} clip deployment values, at most {max(lr.clipped_share for lr in clips):.3%} of a "
+                  "layer's)" if clips else "") + (f"; {waste_text}" if waste_text else ""))
     return QuantizationResult(status, findings, compared, by_size, by_class, shift, unpaired, layers, summary,
                               col_r, col_q)
