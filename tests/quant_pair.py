@@ -20,7 +20,8 @@ INPUT_SIZE = (320, 320)
 
 def calibration_batches(n_images: int, seed: int = 7) -> list[np.ndarray]:
     """n_images generated scenes (3/4 positive, 1/4 negative) -> [(1, 3, 320, 320) float32], letterboxed RGB/255."""
-    from calib.preprocess import Preprocess, preprocess_image
+    from calib.artifact import Preprocess
+    from calib.preprocess import preprocess_image
     from examples.detector.scenes import negative_scene, positive_scene
 
     pre = Preprocess()

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calib.collect import Collected
 from calib.data import load_dataset
-from calib.doctor_quantization import (QuantizationOptions, activation_ranges, compare_quantization,
+from calib.doctor.quantization import (QuantizationOptions, activation_ranges, compare_quantization,
                                        pair_detections, qdq_ranges)
 from calib.errors import DetcalError
 from calib.pipeline import Detections

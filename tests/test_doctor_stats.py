@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calib.doctor_stats import (SIZE_BUCKETS, bootstrap_weights, gt_buckets, gt_hits, located_pairs, median_shift,
+from calib.doctor.stats import (SIZE_BUCKETS, bootstrap_weights, gt_buckets, gt_hits, located_pairs, median_shift,
                                 paired_dece_difference, paired_mean_difference, paired_recall_difference,
                                 recall_by_group, size_bucket, size_shift, weighted_dece_rows, weighted_median_rows)
 from calib.metrics import dece

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .matching import MatchedDetections
+from ..matching import MatchedDetections
 
 __all__ = ["SIZE_BUCKETS", "SIZE_EDGES", "Estimate", "size_bucket", "bootstrap_weights", "weighted_median_rows",
            "matched_size_log_ratios", "size_shift", "gt_hits", "gt_buckets", "recall_by_group",
@@ -239,7 +239,7 @@ def located_pairs(detections, gt_boxes_xyxy, gt_classes, conf: float) -> tuple[n
     detection sits on has no pair, so missed objects do not bias the statistic.
     Returns (image_index (P,), log size ratio (P,), log aspect ratio (P,)), predicted over labelled.
     """
-    from .boxes import box_iou
+    from ..boxes import box_iou
 
     imgs, ls, la = [], [], []
     for i, (d, gt, gc) in enumerate(zip(detections, gt_boxes_xyxy, gt_classes)):

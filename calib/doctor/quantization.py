@@ -47,23 +47,25 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .boxes import box_iou
-from .collect import Collected, collect_detections
-from .data import Dataset
-from .doctor_stats import (SIZE_BUCKETS, SIZE_EDGES, Estimate, gt_buckets, gt_hits, median_shift,
-                           paired_recall_difference, recall_by_group, size_bucket)
-from .errors import DetcalError
-from .fit import match_collected
-from .images import read_image_rgb
-from .matching import MatchedDetections
-from .metrics import _ap_sorted, ap_per_class
-from .model_info import load_onnx, read_model_info
-from .pipeline import PostprocessConfig
-from .preprocess import Preprocess, preprocess_image
-from .runner import resolve_input_size
+from ..artifact import PostprocessConfig, Preprocess
+from ..boxes import box_iou
+from ..collect import Collected, collect_detections
+from ..data import Dataset
+from ..errors import DetcalError
+from ..fitting import match_collected
+from ..images import read_image_rgb
+from ..matching import MatchedDetections
+from ..metrics import _ap_sorted, ap_per_class
+from ..model_info import load_onnx, read_model_info
+from ..preprocess import preprocess_image
+from ..runner import resolve_input_size
+from .report import Check, DoctorOptions
+from .runs import Run
+from .stats import (SIZE_BUCKETS, SIZE_EDGES, Estimate, gt_buckets, gt_hits, median_shift, paired_recall_difference,
+                    recall_by_group, size_bucket)
 
 __all__ = ["QuantizationOptions", "QuantizationResult", "GroupComparison", "LayerRange", "compare_quantization",
-           "activation_ranges", "qdq_ranges", "pair_detections", "ACTIVATION_OPS"]
+           "activation_ranges", "qdq_ranges", "pair_detections", "ACTIVATION_OPS", "check_quantization"]
 
 ACTIVATION_OPS = ("Conv", "Add", "Mul", "Concat", "Sigmoid", "Relu", "LeakyRelu", "HardSwish", "Clip", "MaxPool",
                   "Resize", "Sub", "BatchNormalization", "ConvTranspose", "MatMul", "Gemm")
@@ -534,3 +536,34 @@ def compare_quantization(
                   "layer's)" if clips else "") + (f"; {waste_text}" if waste_text else ""))
     return QuantizationResult(status, findings, compared, by_size, by_class, shift, unpaired, layers, summary,
                               col_r, col_q)
+
+
+# ----------------------------------------------------------------------- the doctor check
+
+def check_quantization(main: Run, reference_model: str | Path, dataset: Dataset, info, preprocess: Preprocess,
+                       opts: DoctorOptions, *, batch_size: int = 8, threads: int | None = None,
+                       progress: bool = False) -> Check:
+    """Doctor check 8, quantization: `main` (the served, quantized model's run) against its float reference.
+
+    Reuses main's detections; runs the reference at the same input size and the activation pass.
+    Status and findings are the engine's (see the module docstring); the evidence is its result.
+    """
+    name = "quantization"
+    qopts = QuantizationOptions(conf=opts.conf, base_conf=opts.base_conf, match_iou=opts.match_iou,
+                                bootstrap=max(opts.bootstrap, 10), level=opts.interval_level, seed=opts.seed,
+                                postprocess=opts.postprocess)
+    collected = None if main.emulated else main.collected
+    r = compare_quantization(reference_model, info.path, dataset, preprocess=preprocess,
+                             input_size=main.runner.input_size, layout=info.layout, options=qopts,
+                             quantized_collected=collected, batch_size=batch_size, threads=threads, progress=progress)
+    sev = {"fail": "high", "warn": "medium", "ok": "none"}[r.status]
+    finding = ("; ".join(r.findings) + f" ({r.summary})") if r.findings else r.summary
+    fixes = []
+    if any("recall drops" in f or "clip" in f or "range" in f for f in r.findings):
+        fixes.append("re-run the post-training quantization calibrated on deployment images (a CalibrationDataReader "
+                     "over this split; percentile or entropy calibration instead of min/max), and keep the layers "
+                     "flagged in evidence.layers in float (quantize_static nodes_to_exclude)")
+    if any("scores of" in f or "partner" in f for f in r.findings):
+        fixes.append("fit detcal on the quantized model itself (detcal fit --model QUANTIZED.onnx): the float model's "
+                     "calibration and thresholds do not carry over; keep the box decode and the output Concat in float")
+    return Check(name, r.status, sev, finding, r.to_dict(), "; ".join(fixes))
