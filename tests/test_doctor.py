@@ -444,7 +444,7 @@ def test_incident_served_at_208_fires(example_deploy):
     small = c.evidence["recall_drop_by_size"]["small"]
     assert small["interval"][0] > 0 and small["value"] >= 0.15          # supported by the data, and large
     assert c.evidence["recall_drop"]["interval"][0] > 0
-    assert "recall (small) drops" in c.finding and "image-bootstrap" in c.finding
+    assert "recall drop (small)" in c.finding and "image-bootstrap" in c.finding
     # the boxes it does find are sized right: box_shape stays quiet
     assert r.check("box_shape").status == "ok", r.check("box_shape").finding
 

@@ -67,6 +67,8 @@ from .stats import (SIZE_BUCKETS, SIZE_EDGES, Estimate, gt_buckets, gt_hits, med
 __all__ = ["QuantizationOptions", "QuantizationResult", "GroupComparison", "LayerRange", "compare_quantization",
            "activation_ranges", "qdq_ranges", "pair_detections", "ACTIVATION_OPS", "check_quantization"]
 
+MAX_LISTED = 3   # flagged groups of one kind named in the findings; the rest are counted
+
 ACTIVATION_OPS = ("Conv", "Add", "Mul", "Concat", "Sigmoid", "Relu", "LeakyRelu", "HardSwish", "Clip", "MaxPool",
                   "Resize", "Sub", "BatchNormalization", "ConvTranspose", "MatMul", "Gemm")
 
@@ -481,10 +483,13 @@ def compare_quantization(
     findings, fail = [], False
     pct = lambda e: f"{100 * e.value:+.1f} pts [{100 * e.low:+.1f}, {100 * e.high:+.1f}]"   # noqa: E731
     for kind, groups in (("size", by_size), ("class", by_class)):
-        for g in sorted((g for g in groups if g.flagged), key=lambda g: -g.recall_drop.value):
-            fail |= g.recall_drop.low > opts.recall_drop_fail or g.recall_drop.value > opts.recall_drop_fail
+        hit = sorted((g for g in groups if g.flagged), key=lambda g: -g.recall_drop.value)
+        fail |= any(g.recall_drop.value > opts.recall_drop_fail for g in hit)
+        for g in hit[:MAX_LISTED]:
             findings.append(f"{kind} {g.group}: recall drops {pct(g.recall_drop)} ({g.recall_reference.value:.3f} -> "
                             f"{g.recall_quantized.value:.3f} on {g.n_gt} labelled boxes)")
+        if len(hit) > MAX_LISTED:
+            findings.append(f"{len(hit) - MAX_LISTED} more {kind} group(s) with a supported recall drop (evidence.by_{kind})")
     n_ref = shift.n + unpaired
     if shift.n and abs(shift.value) > opts.score_shift_warn and shift.excludes(0.0):
         fail |= abs(shift.value) > opts.score_shift_fail
@@ -533,7 +538,7 @@ def compare_quantization(
                + f"; score shift of {shift.n} paired detections {shift.text('{:+.4f}')}; "
                f"{len(layers)} layers measured on {len(xs)} images"
                + (f" ({len(clips)} clip deployment values, at most {max(lr.clipped_share for lr in clips):.3%} of a "
-                  "layer's)" if clips else "") + (f"; {waste_text}" if waste_text else ""))
+                  "layer's)" if clips else "") + (f"; {waste_text}" if waste_text and not measured else ""))
     return QuantizationResult(status, findings, compared, by_size, by_class, shift, unpaired, layers, summary,
                               col_r, col_q)
 

@@ -76,12 +76,15 @@ def check_resolution(main: Run, other: Run | None, note: str, native: tuple[int,
         scale = ev["letterbox_scale_median"]
         up, down = scale > 2.0, scale < 0.25
         status, sev = verdict(False, up or down, "low")
-        ev["recall_by_size"] = {k: v.to_dict() for k, v in recall_by_size(main, opts).items()}
+        rec = recall_by_size(main, opts)
+        ev["recall_by_size"] = {k: v.to_dict() for k, v in rec.items()}
         what = (f"images are upscaled {scale:.2f}x on median into the input: the model sees blurrier objects than at capture"
                 if up else f"images are shrunk to {scale:.2f}x on median: objects lose {1 / scale:.0f}x in size, small ones vanish"
                 if down else f"images enter the {fmt_size(main.size)} input at a median scale of {scale:.2f}")
         fix = ("capture or export at a resolution closer to the model input, or fit detcal on images as served"
                if up else "serve at a larger input (re-export) or tile large images" if down else "")
+        what += ("; recall by size (scores > " + f"{opts.conf:g}): "
+                 + ", ".join(f"{k} {v.value:.2f} of {v.n}" for k, v in rec.items() if v.n)) if any(v.n for v in rec.values()) else ""
         return Check(name, status, sev, f"{what}; {note}" if note else what, ev, fix)
     ref, srv = (other, main) if not main.emulated and tuple(main.size) == tuple(serve) else (main, other)
     if list(ref.collected.sample_indices) != list(srv.collected.sample_indices):
@@ -110,23 +113,26 @@ def check_resolution(main: Run, other: Run | None, note: str, native: tuple[int,
         if supported(e) and e.value >= opts.recall_gap_warn:
             fail |= e.value >= opts.recall_gap_fail
             warn = True
-            problems.append(f"recall ({label}) drops {_pts(e)}")
+            problems.append(f"recall drop ({label})")
     if supported(d_dece) and d_dece.value >= opts.dece_gap_warn:
         fail |= d_dece.value >= opts.dece_gap_fail
         warn = True
-        problems.append(f"D-ECE rises {_pts(d_dece)}")
+        problems.append("D-ECE rise")
     if supported(d_fp) and d_fp.value >= max(0.1, 0.5 * fp_base):
         fail |= d_fp.value >= max(0.5, fp_base)
         warn = True
-        problems.append(f"false positives per negative image rise {_pts(d_fp)}")
+        problems.append("FP per negative image rise")
     status, sev = verdict(fail, warn)
     how = "emulated in the fixed input" if srv.emulated else "run for real"
     sizes = ", ".join(f"{k} {_pts(v)}" for k, v in by_size.items() if v.n)
-    finding = (f"serving at {fmt_size(serve)} ({how}) vs native {fmt_size(native)} on the same {n_img} images: "
-               + ("; ".join(problems) + "; " if problems else "")
-               + f"recall {fmt_number(b['recall'])} vs {fmt_number(a['recall'])} (drop {_pts(overall)}; by size {sizes}), "
-               f"D-ECE {fmt_number(b['dece'])} vs {fmt_number(a['dece'])}, FP/negative image "
-               f"{fmt_number(float(fp_s.mean()) if fp_s.size else None)} vs {fmt_number(fp_base if fp_r.size else None)} (scores > {opts.conf:g}; {opts.interval_level:.0%} image-bootstrap intervals)")
+    fp_text = (f"FP/negative image {float(fp_s.mean()):.3f} vs {fp_base:.3f}, rise {_pts(d_fp)}" if fp_r.size
+               else "no negative images")
+    finding = (f"serving at {fmt_size(serve)} ({how}) vs native {fmt_size(native)} on the same {n_img} images "
+               f"(scores > {opts.conf:g}; {opts.interval_level:.0%} image-bootstrap intervals): recall "
+               f"{fmt_number(b['recall'])} vs {fmt_number(a['recall'])}, drop {_pts(overall)}, by size {sizes}; "
+               f"D-ECE {fmt_number(b['dece'])} vs {fmt_number(a['dece'])}, rise {_pts(d_dece)}; {fp_text}")
+    if problems:
+        finding += f"; supported by the data and beyond tolerance: {', '.join(problems)}"
     if note:
         finding += f"; {note}"
     if status == "ok":
