@@ -166,3 +166,12 @@ def test_outliers_beyond_the_percentiles_waste_the_range(tmp_path):
     assert r.outlier_share == pytest.approx(0.99, abs=0.001) and r.bits_lost > 6 and r.flags == ["wastes range"]
     quiet = activation_ranges(path, bulk)[0]
     assert quiet.outlier_share < 0.01 and quiet.flags == []
+
+
+def test_quantized_output_concat_shifts_the_scores(pair, tmp_path):
+    # the classic mistake: the output Concat(boxes in px, scores in 0..1) quantized with one scale
+    broken = make_int8(tmp_path / "int8_decode.onnx", batches=calibration_batches(4), quantize_decode=True)
+    r = compare_quantization(FLOAT_MODEL, broken, pair["dataset"], options=OPTS)
+    assert r.status == "fail" and r.scores_shifted and r.score_shift.low > OPTS.score_shift_fail
+    assert r.to_dict()["scores_shifted"] is True
+    assert any("do not carry over" in f for f in r.findings)

@@ -170,6 +170,8 @@ class QuantizationResult:
     n_unpaired: int                   # float detections above conf without a quantized partner
     layers: list[LayerRange]
     summary: str = ""
+    scores_shifted: bool = False      # a supported score shift beyond the tolerance
+    boxes_moved: bool = False         # most float detections have no quantized partner
     reference_collected: Collected | None = field(default=None, repr=False)   # for reuse, not serialised
     quantized_collected: Collected | None = field(default=None, repr=False)
 
@@ -185,7 +187,8 @@ class QuantizationResult:
         return {"status": self.status, "summary": self.summary, "findings": list(self.findings),
                 "compared": self.compared, "by_size": [g.to_dict() for g in self.by_size],
                 "by_class": [g.to_dict() for g in self.by_class], "score_shift": self.score_shift.to_dict(),
-                "n_unpaired": self.n_unpaired, "layers": [lr.to_dict() for lr in self.layers]}
+                "n_unpaired": self.n_unpaired, "scores_shifted": self.scores_shifted,
+                "boxes_moved": self.boxes_moved, "layers": [lr.to_dict() for lr in self.layers]}
 
 
 # ----------------------------------------------------------------------------------- pairing
@@ -491,12 +494,14 @@ def compare_quantization(
         if len(hit) > MAX_LISTED:
             findings.append(f"{len(hit) - MAX_LISTED} more {kind} group(s) with a supported recall drop (evidence.by_{kind})")
     n_ref = shift.n + unpaired
-    if shift.n and abs(shift.value) > opts.score_shift_warn and shift.excludes(0.0):
+    scores_shifted = bool(shift.n and abs(shift.value) > opts.score_shift_warn and shift.excludes(0.0))
+    boxes_moved = bool(n_ref >= opts.min_gt and unpaired / n_ref > 0.5)
+    if scores_shifted:
         fail |= abs(shift.value) > opts.score_shift_fail
         findings.append(f"scores of {shift.n} paired detections (IoU >= {opts.pair_iou:g}, same class) shift by "
                         f"{shift.text('{:+.3f}')} (quantized - float, median): the float model's calibration and "
                         "thresholds do not carry over")
-    if n_ref >= opts.min_gt and unpaired / n_ref > 0.5:
+    if boxes_moved:
         findings.append(f"{unpaired} of {n_ref} float detections above {opts.conf:g} have no quantized partner at "
                         f"IoU >= {opts.pair_iou:g}: the quantized boxes or classes moved")
     clips = [lr for lr in layers if "clips" in lr.flags]
@@ -540,7 +545,7 @@ def compare_quantization(
                + (f" ({len(clips)} clip deployment values, at most {max(lr.clipped_share for lr in clips):.3%} of a "
                   "layer's)" if clips else "") + (f"; {waste_text}" if waste_text and not measured else ""))
     return QuantizationResult(status, findings, compared, by_size, by_class, shift, unpaired, layers, summary,
-                              col_r, col_q)
+                              scores_shifted, boxes_moved, col_r, col_q)
 
 
 # ----------------------------------------------------------------------- the doctor check
@@ -564,11 +569,12 @@ def check_quantization(main: Run, reference_model: str | Path, dataset: Dataset,
     sev = {"fail": "high", "warn": "medium", "ok": "none"}[r.status]
     finding = ("; ".join(r.findings) + f" ({r.summary})") if r.findings else r.summary
     fixes = []
-    if any("recall drops" in f or "clip" in f or "range" in f for f in r.findings):
+    clipping = r.status != "ok" and any("clips" in lr.flags for lr in r.layers)
+    if r.flagged_groups or clipping:
         fixes.append("re-run the post-training quantization calibrated on deployment images (a CalibrationDataReader "
                      "over this split; percentile or entropy calibration instead of min/max), and keep the layers "
                      "flagged in evidence.layers in float (quantize_static nodes_to_exclude)")
-    if any("scores of" in f or "partner" in f for f in r.findings):
+    if r.scores_shifted or r.boxes_moved:
         fixes.append("fit detcal on the quantized model itself (detcal fit --model QUANTIZED.onnx): the float model's "
                      "calibration and thresholds do not carry over; keep the box decode and the output Concat in float")
     return Check(name, r.status, sev, finding, r.to_dict(), "; ".join(fixes))
