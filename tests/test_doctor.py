@@ -168,7 +168,7 @@ def test_resolution_emulated_on_fixed_model_fires(blob):
     r = diagnose(blob["model"], blob["clean"], serve_size=64, options=OPTS, progress=False)
     c = r.check("resolution")
     assert c.status in ("warn", "fail") and c.evidence["serving_emulated"] is True
-    assert c.evidence["recall_drop"] >= 0.05
+    assert c.evidence["recall_drop"]["value"] >= 0.05 and c.evidence["recall_drop"]["interval"][0] > 0
     assert "emulated" in c.finding and c.fix
     assert r.exit_code == 1
     # the other checks ran at the real input: unchanged
@@ -227,11 +227,13 @@ def test_resolution_larger_than_fixed_input_is_explained(blob):
 # ------------------------------------------------------------------------------- 2 box shape
 
 def test_box_shape_fires_on_large_objects(blob, tmp_path):
-    scenes = [(f"pos_{i}", (128, 128), [(i % 2, 24, 24, 80)], None) for i in range(8)]
+    scenes = [(f"pos_{i}", (128, 128), [(i % 2, 24, 24, 80)], None) for i in range(12)]
     data = write_scenes(tmp_path / "big", scenes)
     c = diagnose(blob["model"], data, options=OPTS, progress=False).check("box_shape")
     assert c.status == "fail", c.finding
-    assert c.evidence["size_ratio_pred_over_gt"] < 0.5
+    located = c.evidence["located_pairs"]["log_size"]
+    assert located["ratio"] < 0.5 and located["ratio_interval"][1] < 1.0   # 32 px windows on 80 px squares
+    assert c.evidence["matched_pairs"]["log_size"]["n"] == 0               # IoU 0.16: nothing matches
     assert "anchors: not read" in c.finding   # anchor-free head: said plainly
 
 
@@ -416,3 +418,158 @@ def test_doctor_runs_on_the_example_detector(tmp_path):
     assert cal["dece_90ci"][0] <= cal["dece"] <= cal["dece_90ci"][1]
     assert r.exit_code == (1 if any(c.flagged for c in r.checks) else 0)
     assert json.loads((tmp_path / "out" / "doctor.json").read_text()) == json.loads(json.dumps(r.to_dict()))
+
+
+# ------------------------------------------------------------------------------- the incident and quantization
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "models"
+
+
+@pytest.fixture(scope="module")
+def example_deploy(tmp_path_factory):
+    from examples.detector.scenes import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("incident") / "deploy", n_val_pos=30, n_val_neg=10, n_test_pos=0,
+                         n_test_neg=0, seed=3)
+
+
+@pytest.mark.skipif(not (EXAMPLE_DIR / "detector_xywh_cls_208.onnx").exists(), reason="no example detector exports")
+def test_incident_served_at_208_fires(example_deploy):
+    # the project's own detector, trained at 320, served at 208: small objects are lost
+    r = diagnose(EXAMPLE_DIR / "detector_xywh_cls_208.onnx", example_deploy,
+                 native_model=EXAMPLE_DIR / "detector_xywh_cls.onnx", options=DoctorOptions(timing_images=2, bootstrap=200),
+                 progress=False)
+    c = r.check("resolution")
+    assert c.status == "fail", c.finding
+    small = c.evidence["recall_drop_by_size"]["small"]
+    assert small["interval"][0] > 0 and small["value"] >= 0.15          # supported by the data, and large
+    assert c.evidence["recall_drop"]["interval"][0] > 0
+    assert "recall drop (small)" in c.finding and "image-bootstrap" in c.finding
+    # the boxes it does find are sized right: box_shape stays quiet
+    assert r.check("box_shape").status == "ok", r.check("box_shape").finding
+
+
+@pytest.fixture(scope="module")
+def int8_pair(tmp_path_factory):
+    from quant_pair import calibration_batches, make_int8
+
+    root = tmp_path_factory.mktemp("int8")
+    batches = calibration_batches(8)
+    return {"healthy": make_int8(root / "int8.onnx", batches=batches),
+            "clipping": make_int8(root / "int8_dim.onnx", batches=[b * 0.35 for b in batches])}
+
+
+QUANT_OPTS = DoctorOptions(timing_images=2, bootstrap=200)
+
+
+@pytest.mark.skipif(not (EXAMPLE_DIR / "detector_xywh_cls.onnx").exists(), reason="no example detector exports")
+def test_quantization_fires_on_a_miscalibrated_int8(int8_pair, example_deploy):
+    r = diagnose(int8_pair["clipping"], example_deploy, reference_model=EXAMPLE_DIR / "detector_xywh_cls.onnx",
+                 options=QUANT_OPTS, progress=False)
+    c = r.check("quantization")
+    assert c.status == "fail" and c.severity == "high", c.finding
+    flagged = [g for g in c.evidence["by_size"] + c.evidence["by_class"] if g["flagged"]]
+    assert flagged and all(g["recall_drop"]["interval"][0] > 0 for g in flagged)
+    assert any("clips" in lr["flags"] for lr in c.evidence["layers"])
+    assert "recall drops" in c.finding and "calibrated on deployment images" in c.fix
+    assert c.evidence["compared"]["reference_model"].endswith("detector_xywh_cls.onnx")
+
+
+@pytest.mark.skipif(not (EXAMPLE_DIR / "detector_xywh_cls.onnx").exists(), reason="no example detector exports")
+def test_quantization_quiet_on_a_healthy_int8(int8_pair, example_deploy, tmp_path, capsys):
+    out = tmp_path / "q"
+    rc = cli_main(["doctor", "--model", str(int8_pair["healthy"]), "--data", str(example_deploy), "--quiet",
+                   "--reference-model", str(EXAMPLE_DIR / "detector_xywh_cls.onnx"), "--out", str(out)])
+    text = capsys.readouterr().out
+    doc = json.loads((out / "doctor.json").read_text())
+    q = next(c for c in doc["checks"] if c["name"] == "quantization")
+    assert q["status"] == "ok", q["finding"]
+    assert "quantization: float vs quantized" in text and len(q["evidence"]["layers"]) >= 20
+    assert rc in (0, 1)   # other checks judge the example detector itself
+
+
+def test_quantization_check_only_with_a_reference(clean_report):
+    assert "quantization" not in {c.name for c in clean_report.checks}
+
+
+# ------------------------------------------------------------------------------- quiet on a healthy real model
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
+REAL_MODEL = REAL / "models" / "yolov8n_coco_int8.onnx"
+REAL_DATA = REAL / "coco_train"
+needs_real = pytest.mark.skipif(not (REAL_MODEL.exists() and (REAL_DATA / "data.yaml").exists()),
+                                reason=f"real detector and images not found under {REAL} (development files, not shipped)")
+
+
+def _real_subset(root: Path, n_pos: int = 60, n_neg: int = 60) -> Path:
+    """A data.yaml over symlinks to n_pos positive and n_neg negative images of the real val split, spread evenly."""
+    import yaml
+
+    src = yaml.safe_load((REAL_DATA / "data.yaml").read_text())
+    imgs = sorted((REAL_DATA / "images" / "val").iterdir())
+    lab = lambda p: REAL_DATA / "labels" / "val" / (p.stem + ".txt")   # noqa: E731
+    pos = [p for p in imgs if lab(p).exists() and lab(p).read_text().strip()]
+    neg = [p for p in imgs if p not in set(pos)]
+    pick = lambda xs, n: [xs[i] for i in np.unique(np.linspace(0, len(xs) - 1, min(n, len(xs))).round().astype(int))]  # noqa: E731
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    for p in pick(pos, n_pos) + pick(neg, n_neg):
+        (root / "images" / "val" / p.name).symlink_to(p)
+        if lab(p).exists():
+            (root / "labels" / "val" / lab(p).name).symlink_to(lab(p))
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "val": "images/val", "names": src["names"]}))
+    return root / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """doctor once on the real YOLOv8n int8 at 640 over 60 positive + 60 negative real images; the quantization
+    check compares the model with itself (no float export of it is at hand): nothing changed, nothing to flag."""
+    if not (REAL_MODEL.exists() and (REAL_DATA / "data.yaml").exists()):
+        pytest.skip(f"real detector and images not found under {REAL}")
+    root = tmp_path_factory.mktemp("real")
+    data = _real_subset(root / "data")
+    return diagnose(REAL_MODEL, data, reference_model=REAL_MODEL, options=DoctorOptions(timing_images=4),
+                    out_dir=root / "out", progress=False)
+
+
+@needs_real
+@pytest.mark.parametrize("name", ["resolution", "box_shape", "letterbox", "uniform_fp", "nms_load", "quantization"])
+def test_quiet_on_a_healthy_real_model(real_report, name):
+    c = real_report.check(name)
+    assert c.status == "ok", f"{name}: {c.finding}"
+
+
+@needs_real
+def test_calibration_on_the_real_model_never_fails(real_report):
+    # YOLOv8n's raw scores are under-confident (mean score below precision; more so on these train2017
+    # images, which it was trained on): D-ECE near the 0.08 tolerance (0.074 on the whole val split), so
+    # on a subset it may warn. That warning is true of the model and detcal fit is its fix; never a fail.
+    c = real_report.check("calibration")
+    assert c.status in ("ok", "warn"), c.finding
+    if c.status == "warn":
+        assert c.evidence["mean_score"] < c.evidence["precision"] and c.evidence["dece_90ci"][0] < 0.15
+
+
+@needs_real
+def test_labels_on_real_coco_warns_only_about_the_labels(real_report):
+    # COCO labels truncated objects at the frame edge and a 120-image subset lacks some of the 80 classes:
+    # both true of the labels, neither a verdict on the model; never a fail
+    c = real_report.check("labels")
+    assert c.status in ("ok", "warn") and c.severity in ("none", "low", "medium")
+    assert c.evidence["n_out_of_range_clipped"] == 0
+
+
+@needs_real
+def test_real_box_shape_compares_like_with_like(real_report):
+    ev = real_report.check("box_shape").evidence
+    m = ev["matched_pairs"]["log_size"]
+    assert m["n"] >= 100 and 0.9 < m["ratio"] < 1.1 and m["ratio_interval"][0] <= 1.0 + 0.02
+    # all predictions vs all labels would have said otherwise (small objects are missed)
+    assert ev["unpaired_pred_size_quantiles"][1] > 1.3 * ev["gt_size_quantiles"][1]
+
+
+def test_reference_model_of_another_layout_is_refused(blob, tmp_path):
+    other = make_blob_detector(tmp_path / "obj.onnx", gain=20.0, layout="xywh_obj_cls")
+    with pytest.raises(DetcalError, match="not the same detector"):
+        diagnose(blob["model"], blob["clean"], reference_model=other, options=OPTS, progress=False)

@@ -17,16 +17,23 @@ Checks and their defaults (``DoctorOptions``):
                 the extra padding. What it does not emulate: frames downscaled to the serving
                 size and then upscaled back into the fixed input (blur without shrinking).
                 A serving size larger than a fixed input cannot be run at all: said so, and
-                only the dataset's image sizes are compared with the input. Flags a gap in
-                recall (>= 0.05 warn, >= 0.15 fail), D-ECE (>= 0.03 / >= 0.08) or false
-                positives per negative image (>= max(0.1, 50%) / >= max(0.5, 100%)), all at
-                the confidence threshold (0.25). Without a second size: median letterbox
-                scale > 2 (images upscaled) or < 0.25 (objects shrunk 4x+) is a low warn.
-2. box_shape    predicted (score > 0.25) vs ground-truth box sizes (sqrt area) and aspect
-                ratios in model-input pixels at the serving size; median ratio outside
-                [1/1.5, 1.5] warns, outside [1/2, 2] fails (skipped when the model finds
-                nothing and has no anchors). Anchors: read from the graph where an anchor_grid-like constant (1, na, ny, nx, 2) or (1, na, 1, 1, 2) exists
-                (YOLOv5/v7 exports); k-means with the 1 - IoU distance on the ground-truth
+                only the dataset's image sizes are compared with the input. With two runs,
+                every gap is a paired difference on the same images with a 95% interval by
+                image bootstrap, and is flagged only when the interval excludes 0: recall at
+                the threshold (0.25), overall and per COCO size bucket (small < 32^2, medium
+                < 96^2, large; >= 0.05 warns, >= 0.15 fails), D-ECE (>= 0.03 / >= 0.08) and
+                false positives per negative image (>= max(0.1, 50%) / >= max(0.5, 100%)).
+                Without a second size: median letterbox scale > 2 (images upscaled) or
+                < 0.25 (objects shrunk 4x+) is a low warn; recall by size bucket is reported.
+2. box_shape    predicted vs labelled size (sqrt area) and aspect w/h of the SAME object, never
+                all predictions against all labels (a model that misses small objects predicts
+                larger boxes on average while sizing each one right): matched pairs (IoU >=
+                0.5, same class; a bias beyond 1.15x warns) and located pairs (the same-class
+                detection centred in the label that overlaps it most, any IoU; beyond 1.5x
+                warns, 2x fails); median log-ratio with a 95% image-bootstrap interval, flagged
+                only when the interval excludes 1x (and with >= 10 pairs). Anchors: read from
+                the graph where an anchor_grid-like constant (1, na, ny, nx, 2) or (1, na, 1, 1, 2)
+                exists (YOLOv5/v7 exports); k-means with the 1 - IoU distance on the ground-truth
                 sizes and YOLOv5's best possible recall (a size ratio within 4x): model BPR
                 < 0.98 warns, < 0.90 fails. Anchor-free heads and unrecognised graphs: said so.
 3. letterbox    share of detections > 0.25 whose centre lies in the padding: >= 1% warns,
@@ -49,10 +56,20 @@ Checks and their defaults (``DoctorOptions``):
                 coordinates outside the image (clipped on load) or zero-size boxes warn;
                 class imbalance (most / least frequent class > 10) or a class without any box
                 warns (low).
+8. quantization only with ``reference_model`` (the float export of the same network): the
+                served (quantized) model against it on the same images, see
+                ``calib.doctor.quantization``: paired recall drop by size bucket and class
+                (> 0.03 with a 95% image-bootstrap interval excluding 0 warns, > 0.10 fails),
+                AP50 by bucket and class, the score shift of detection pairs at IoU >= 0.9
+                (> 0.05 warns, > 0.15 fails), per-layer activation ranges of the float model on
+                the deployment images (min, max, 0.1/99.9th percentiles, the share of an 8-bit
+                min/max range spent on outliers) and, for QDQ models, the layers whose
+                calibrated range clips deployment activations.
 
 Modules: ``report`` (Check, DoctorReport, DoctorOptions), ``runs`` (running the model,
-serving emulated), ``anchors``, one module per group of checks (``resolution``, ``box_shape``,
-``scores``, ``load_labels``) and ``diagnose`` composing them. The command is ``calib.cli.doctor``.
+serving emulated), ``anchors``, ``stats`` (the like-with-like statistics and their image bootstrap),
+one module per group of checks (``resolution``, ``box_shape``, ``scores``, ``load_labels``,
+``quantization``) and ``diagnose`` composing them. The command is ``calib.cli.doctor``.
 """
 from .anchors import best_possible_recall, kmeans_anchors, read_anchors, wh_iou
 from .diagnose import CHECK_NAMES, diagnose

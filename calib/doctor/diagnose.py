@@ -16,6 +16,7 @@ from ..model_info import check_class_count, load_onnx, metadata_imgsz, read_mode
 from ..artifact import Preprocess
 from .box_shape import check_box_shape
 from .load_labels import check_labels, check_nms_load
+from .quantization import check_quantization
 from .report import DoctorOptions, DoctorReport, fmt_size
 from .resolution import check_resolution
 from .runs import run_model
@@ -33,6 +34,7 @@ def diagnose(
     serve_size: int | tuple[int, int] | None = None,
     native_size: int | tuple[int, int] | None = None,
     native_model: str | Path | None = None,
+    reference_model: str | Path | None = None,
     preprocess: Preprocess = Preprocess(),
     options: DoctorOptions | None = None,
     layout: str | None = None,
@@ -49,6 +51,8 @@ def diagnose(
     native_size: the size it was trained/exported at, for dynamic-size models without `imgsz` metadata.
     native_model: the same detector exported at its training size (fixed-size exports): the
     resolution check runs it beside `model` for a real comparison.
+    reference_model: the float export of the same network when `model` is quantized: adds the
+    quantization check (recall by size and class, score shift, activation ranges).
     Raises DetcalError for bad input (missing files, class mismatch, dynamic model without any size).
     """
     opts = options or DoctorOptions()
@@ -74,6 +78,11 @@ def diagnose(
     num_classes = check_class_count(info, dataset.names, str(data))
     if info.is_patched:
         raise DetcalError(f"{model} is already patched by detcal; run doctor on the raw exported model")
+    if reference_model is not None:   # checked before the long runs
+        ref_info = read_model_info(reference_model, layout=layout, num_classes=dataset.num_classes)
+        if ref_info.layout != info.layout:
+            raise DetcalError(f"{reference_model} has layout {ref_info.layout}, {model} has {info.layout}: "
+                              "not the same detector")
 
     # sizes: what runs as the main (serving) run, and what is compared with it
     note = ""
@@ -143,6 +152,10 @@ def diagnose(
     checks.append(check_uniform_fp(main, dataset, opts, out, dataset.names))
     checks.append(check_nms_load(main, dataset, info, opts, progress))
     checks.append(check_labels(dataset, main, opts))
+    if reference_model is not None:
+        log(f"doctor: comparing with the float reference {Path(reference_model).name}")
+        checks.append(check_quantization(main, reference_model, dataset, info, preprocess, opts, batch_size=batch_size,
+                                         threads=threads, progress=progress))
     for ch in checks:
         ch.evidence = to_jsonable(ch.evidence, 6)
     report = DoctorReport(str(model), str(data), split, tuple(serve), tuple(native) if native else None,

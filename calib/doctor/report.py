@@ -128,6 +128,10 @@ class DoctorOptions:
     dece_gap_fail: float = 0.08
     max_crops: int = 24
     bootstrap: int = 200
+    interval_level: float = 0.95       # like-with-like intervals (box_shape, resolution, quantization)
+    min_pairs: int = 10                # box_shape: fewer pairs than this are reported, never flagged
+    matched_ratio_warn: float = 1.15   # box_shape: size/aspect bias on IoU >= 0.5 pairs that warns
+    min_gt_bucket: int = 10            # resolution: size buckets with fewer labels are reported, never flagged
     seed: int = 0
     postprocess: PostprocessConfig = field(default_factory=lambda: PostprocessConfig(mask_padding=False))
 
@@ -138,6 +142,8 @@ class DoctorOptions:
             raise DetcalError(f"the score floor must be in [0, conf), got {self.base_conf}")
         if self.timing_images < 1:
             raise DetcalError("timing_images must be >= 1")
+        if not 0 < self.interval_level < 1 or self.bootstrap < 10:
+            raise DetcalError(f"interval_level must be in (0, 1) and bootstrap >= 10, got {self.interval_level}, {self.bootstrap}")
 
 
 def fmt_size(size) -> str:
