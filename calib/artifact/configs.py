@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .constraints import Array, Block, Bool, Int, Optional, Real, Str, check_block
+
 RESIZE_MODES = ("letterbox", "stretch")
+MAX_DET = 10_000                 # detections per image the artifact may ask for
+MAX_PRE_NMS_TOP_K = 100_000
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,18 @@ class Preprocess:
     channel_order: str = "RGB"           # RGB | BGR
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)   # in 0..1 units, after /255
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    # what the `preprocess` block may hold, checked by `check_block` in `from_artifact`
+    _artifact_constraints = {
+        "resize": Optional(Str(RESIZE_MODES), nullable=False),
+        "pad_value": Optional(Int(0, 255), nullable=False),
+        "channel_order": Optional(Str(("RGB", "BGR")), nullable=False),
+        "scaling": Optional(Block({
+            "kind": Str(("div255", "mean_std")),
+            "mean": Optional(Array(Real(-1e3, 1e3), length=3), nullable=False),
+            "std": Optional(Array(Real(0, 1e3, low_open=True), length=3), nullable=False),
+        }), nullable=False),
+    }
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
@@ -45,15 +61,12 @@ class Preprocess:
         }
 
     @classmethod
-    def from_artifact(cls, d: dict) -> "Preprocess":
-        if not isinstance(d, dict):
-            raise ValueError(f"preprocess block must be a JSON object, got {type(d).__name__}")
+    def from_artifact(cls, d: dict, path: str = "preprocess") -> "Preprocess":
+        """The `preprocess` block -> Preprocess; ConstraintError (a ValueError) naming the key."""
+        check_block(d, cls._artifact_constraints, path)
         scaling = d.get("scaling", {"kind": "div255"})
-        if not isinstance(scaling, dict) or scaling.get("kind") not in ("div255", "mean_std"):
-            raise ValueError(f"preprocess.scaling must be {{\"kind\": \"div255\"}} or "
-                             f"{{\"kind\": \"mean_std\", \"mean\": [3], \"std\": [3]}}, got {scaling!r}")
-        mean = tuple(scaling.get("mean", (0.0, 0.0, 0.0)))
-        std = tuple(scaling.get("std", (1.0, 1.0, 1.0)))
+        mean = tuple(scaling.get("mean", (0.0, 0.0, 0.0))) if scaling["kind"] == "mean_std" else (0.0, 0.0, 0.0)
+        std = tuple(scaling.get("std", (1.0, 1.0, 1.0))) if scaling["kind"] == "mean_std" else (1.0, 1.0, 1.0)
         return cls(d.get("resize", "letterbox"), int(d.get("pad_value", 114)), d.get("channel_order", "RGB"), mean, std)
 
 
@@ -67,6 +80,16 @@ class PostprocessConfig:
     multi_label: bool = False
     class_aware: bool = True
     mask_padding: bool = True         # drop boxes centred in the letterbox bars
+
+    # what the `nms` block may hold, checked by `check_block` in `from_artifact`
+    _artifact_constraints = {
+        "iou_threshold": Optional(Real(0, 1), nullable=False),
+        "max_det": Optional(Int(1, MAX_DET), nullable=False),
+        "pre_nms_top_k": Optional(Int(1, MAX_PRE_NMS_TOP_K), nullable=False),
+        "multi_label": Optional(Bool(), nullable=False),
+        "class_aware": Optional(Bool(), nullable=False),
+        "mask_padding": Optional(Bool(), nullable=False),
+    }
 
     def __post_init__(self):
         if not 0.0 <= self.iou_threshold <= 1.0:
@@ -85,6 +108,8 @@ class PostprocessConfig:
         }
 
     @classmethod
-    def from_artifact(cls, d: dict) -> "PostprocessConfig":
+    def from_artifact(cls, d: dict, path: str = "nms") -> "PostprocessConfig":
+        """The `nms` block -> PostprocessConfig; ConstraintError (a ValueError) naming the key."""
+        check_block(d, cls._artifact_constraints, path)
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
