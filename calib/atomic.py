@@ -1,6 +1,9 @@
 """Atomic output: write to a temporary file in the same folder, then rename.
 
 Nothing half-written is ever left at the destination, and an input is never overwritten.
+The file gets the permissions a plain ``open(path, "w")`` would give it (0o666 less the
+user's umask), not mkstemp's private 0o600, so that a serving process running as another
+user can read the patched model.
 """
 from __future__ import annotations
 
@@ -32,6 +35,13 @@ def check_writable(path: str | os.PathLike, *, inputs: tuple = ()) -> Path:
     return out
 
 
+def _current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + rename in the same folder)."""
     out = Path(path)
@@ -42,6 +52,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise DetcalError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -92,6 +92,7 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
                           "and the patched one as --patched")
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
     del proto
+    _check_same_source(info.sha256, model, artifact, calibration, pinfo, patched)
     num_classes = check_class_count(info, dataset.names, str(data))
     if artifact is not None and artifact.num_classes != num_classes:
         raise DetcalError(f"class count mismatch: {calibration} was fitted for {artifact.num_classes} classes, "
@@ -99,13 +100,23 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
     if pinfo is not None and pinfo.num_classes is not None and pinfo.num_classes != num_classes:
         raise DetcalError(f"class count mismatch: {patched} predicts {pinfo.num_classes} classes, "
                           f"{data} names {num_classes}")
-    if artifact is not None and artifact.model.get("sha256") not in (None, info.sha256):
-        warnings.append(f"{calibration} was fitted on another model (sha256 {str(artifact.model['sha256'])[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
-    if pinfo is not None and pinfo.source_sha256 not in (None, info.sha256):
-        warnings.append(f"{patched} was patched from another model (sha256 {pinfo.source_sha256[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
     return pinfo, artifact, dataset, info, num_classes
+
+
+def _check_same_source(sha256: str, model, artifact, calibration, pinfo, patched) -> None:
+    """--calibration and --patched must come from --model: the sha256 each records (as `patch`
+    checks it) equals the model's. DetcalError naming the files that disagree."""
+    recorded = []
+    if artifact is not None and artifact.model.get("sha256"):
+        name = calibration if not isinstance(calibration, Artifact) else "the calibration artifact"
+        recorded.append((f"--calibration {name}", "was fitted on", str(artifact.model["sha256"])))
+    if pinfo is not None and pinfo.source_sha256:
+        recorded.append((f"--patched {patched}", "was patched from", pinfo.source_sha256))
+    wrong = [(f, verb, h) for f, verb, h in recorded if h != sha256]
+    if not wrong:
+        return
+    what = "; ".join(f"{f} {verb} a model with sha256 {h[:12]}..." for f, verb, h in wrong)
+    raise DetcalError(f"{what}, not --model {model} (sha256 {sha256[:12]}...): pass the files that belong together")
 
 
 def evaluate(
