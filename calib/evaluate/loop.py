@@ -207,6 +207,7 @@ def evaluate(
     samples = dataset.samples
     pos = {id(s): i for i, s in enumerate(samples)}
     gt_boxes, gt_classes, rows_all = [], [], []
+    crowd_boxes, crowd_classes = [], []
     label = str(dataset.source)
 
     def evaluate_batch(batch: InputBatch, first: bool) -> None:
@@ -249,6 +250,8 @@ def evaluate(
         for i, row in zip(idx, r_n):
             gt_boxes.append(samples[i].gt_boxes_xyxy_px(int(row[0]), int(row[1])))
             gt_classes.append(np.asarray(samples[i].gt_classes, dtype=np.int64))
+            crowd_boxes.append(samples[i].crowd_boxes_xyxy_px(int(row[0]), int(row[1])))
+            crowd_classes.append(np.asarray(samples[i].crowd_classes, dtype=np.int64))
             rows_all.append(row)
 
     def transform(rgb):
@@ -265,7 +268,7 @@ def evaluate(
     if not gt_boxes:
         raise DetcalError(f"{data} ({split}): no readable images")
     n_images = len(gt_boxes)
-    n_neg = sum(1 for g in gt_classes if g.size == 0)
+    n_neg = sum(1 for g, cr in zip(gt_classes, crowd_classes) if g.size == 0 and cr.size == 0)
     if n_neg == n_images:
         warnings.append("no image has a labelled object: AP, precision and recall are not defined")
     if n_neg == 0:
@@ -273,7 +276,8 @@ def evaluate(
 
     columns["raw"].thresholds = conf
     for col in columns.values():
-        col.metrics = column_metrics(col, gt_boxes, gt_classes, list(dataset.names), match_iou)
+        col.metrics = column_metrics(col, gt_boxes, gt_classes, list(dataset.names), match_iou,
+                                     (crowd_boxes, crowd_classes))
     if "reference" in columns:
         thr = artifact.score_thresholds
         for c, name in enumerate(dataset.names):
