@@ -7,6 +7,7 @@ user can read the patched model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -79,3 +80,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def removing_new_empty_dirs(*folders: str | os.PathLike):
+    """Run the body; if it fails (an error or Ctrl-C), remove those of `folders` (and of their
+    parents) that did not exist before and are still empty, so that a failed command leaves no
+    empty output folder behind. Folders that existed, or that hold anything, are kept."""
+    created = []
+    for folder in folders:
+        p = Path(folder).absolute()
+        new = []
+        while not p.exists() and p != p.parent:
+            new.append(p)
+            p = p.parent
+        created.extend(new)                       # deepest first
+    try:
+        yield
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise

@@ -35,6 +35,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from calib.atomic import removing_new_empty_dirs
     from calib.doctor import DoctorOptions, diagnose
     from calib.errors import DetcalError
     from calib.artifact import PostprocessConfig
@@ -47,9 +48,11 @@ def run(args) -> int:
     for src in (args.model, args.data):
         if Path(args.out).exists() and Path(args.out).resolve() == Path(src).resolve():
             raise DetcalError(f"output folder is an input: {args.out}")
-    report = diagnose(args.model, args.data, split=args.split, serve_size=args.serve_size, native_size=args.native_size,
-                      native_model=args.native_model, preprocess=pre, options=options, layout=args.layout,
-                      out_dir=args.out, batch_size=args.batch, threads=args.threads, progress=not args.quiet)
+    with removing_new_empty_dirs(args.out):            # a failed doctor leaves no empty folder
+        report = diagnose(args.model, args.data, split=args.split, serve_size=args.serve_size,
+                          native_size=args.native_size, native_model=args.native_model, preprocess=pre,
+                          options=options, layout=args.layout, out_dir=args.out, batch_size=args.batch,
+                          threads=args.threads, progress=not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
