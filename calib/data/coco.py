@@ -17,11 +17,19 @@ from .types import Dataset, LabelReport, Sample, finish_dataset
 from .yolo import clean_boxes
 
 
+def _is_id(v) -> bool:
+    """COCO ids are integers (strings accepted too); never null, a bool, a float or a container."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
 def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike | None) -> Dataset:
+    text = read_text(path)
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DetcalError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:       # a 5000-digit number, nesting too deep
+        raise DetcalError(f"{path}: invalid JSON: {str(exc).split(';')[0][:120]}") from None
     if not isinstance(data, dict):
         raise DetcalError(f"{path}: not a COCO instances JSON (top level is not an object)")
     for key in ("images", "annotations", "categories"):
@@ -30,8 +38,8 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
 
     cats = {}
     for c in data["categories"]:
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DetcalError(f"{path}: category without 'id' and 'name': {c!r}"[:300])
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or "name" not in c:
+            raise DetcalError(f"{path}: category without an integer 'id' and a 'name': {c!r}"[:300])
         if c["id"] in cats:
             raise DetcalError(f"{path}: category id {c['id']} appears twice")
         cats[c["id"]] = str(c["name"])
@@ -46,8 +54,8 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
 
     images: dict[Any, dict] = {}
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            raise DetcalError(f"{path}: image entry without 'id' and 'file_name': {im!r}"[:300])
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
+            raise DetcalError(f"{path}: image entry without an integer 'id' and a 'file_name': {im!r}"[:300])
         if im["id"] in images:
             raise DetcalError(f"{path}: image id {im['id']} appears twice")
         images[im["id"]] = im
@@ -60,13 +68,13 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
     per_image: dict[Any, list[tuple[list[float], int, str]]] = {i: [] for i in images}
     crowd: dict[Any, list[tuple[list[float], int, str]]] = {i: [] for i in images}
     for k, ann in enumerate(data["annotations"]):
-        aid = ann.get("id", f"#{k}") if isinstance(ann, dict) else f"#{k}"
+        aid = ann.get("id") if isinstance(ann, dict) and _is_id(ann.get("id")) else f"#{k}"
         where = f"{path}: annotation {aid}"
         if not isinstance(ann, dict):
             raise DetcalError(f"{where}: not an object")
-        if ann.get("image_id") not in images:
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
             raise DetcalError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("category_id") not in cat_index:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in cat_index:
             raise DetcalError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
         if (not isinstance(bbox, list) or len(bbox) != 4
