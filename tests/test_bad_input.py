@@ -173,3 +173,22 @@ def test_ctrl_c_during_the_library_imports(monkeypatch, capsys):
     assert main(["fit", "--model", "m.onnx", "--data", "d.yaml"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "detcal: interrupted" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["patch", "--model", "m.onnx", "--calibration", "c.json", "--conf", "nan"],
+    ["patch", "--model", "m.onnx", "--calibration", "c.json", "--iou", "1.5"],
+    ["patch", "--model", "m.onnx", "--calibration", "c.json", "--max-det", "0"],
+    ["eval", "--model", "m.onnx", "--data", "d.yaml", "--conf", "-0.5"],
+    ["eval", "--model", "m.onnx", "--data", "d.yaml", "--match-iou", "nan"],
+    ["doctor", "--model", "m.onnx", "--data", "d.yaml", "--iou", "inf"],
+    ["fit", "--model", "m.onnx", "--data", "d.yaml", "--mean", "nan,0,0"],
+    ["fit", "--model", "m.onnx", "--data", "d.yaml", "--threads", "0"],
+])
+def test_out_of_range_options_are_usage_errors(argv, capsys):
+    from calib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and argv[-2] in err and "Traceback" not in err

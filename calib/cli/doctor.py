@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import add_preprocess_args, add_run_args, parse_size, preprocess_from_args
+from .args import add_preprocess_args, add_run_args, parse_size, preprocess_from_args, unit_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,8 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--native-model", help="the same detector exported at its training size, when --model is a fixed-size "
                                           "export at another size: the resolution check runs both")
     p.add_argument("--out", default="doctor", help="folder for doctor.json and the PNGs (default: doctor/)")
-    p.add_argument("--conf", type=float, default=0.25, help="the confidence threshold deployed today (default: 0.25)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold deployed today (default: 0.7)")
+    p.add_argument("--conf", type=unit_float, default=0.25, help="the confidence threshold deployed today (default: 0.25)")
+    p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold deployed today (default: 0.7)")
     add_run_args(p)
     p.add_argument("--json", action="store_true", help="print doctor.json to stdout instead of the text report")
     p.add_argument("--quiet", action="store_true", help="no progress")
