@@ -192,3 +192,24 @@ def test_out_of_range_options_are_usage_errors(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and argv[-2] in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [float("nan"), -0.5, 1.5])
+def test_patch_and_eval_refuse_a_bad_threshold(tmp_path, blob_model, blob_data, capsys, value):
+    import json
+
+    from artifact_factory import make_artifact
+    from calib.model_info import sha256_file
+
+    art = make_artifact(2, calibrator="identity", thresholds=0.25, input_size=(128, 128), sha256=sha256_file(blob_model))
+    d = json.loads(json.dumps(art.to_dict()))
+    d["thresholds"]["score"][1] = value
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps(d, allow_nan=True))
+    out = tmp_path / "m.detcal.onnx"
+    for argv in (["patch", "--model", blob_model, "--calibration", cal, "--out", out],
+                 ["eval", "--model", blob_model, "--calibration", cal, "--data", blob_data, "--split", "val",
+                  "--out", tmp_path / "ev"]):
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and "\n" not in err and str(cal) in err and "thresholds.score[1]" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json"]
