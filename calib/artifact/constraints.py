@@ -122,15 +122,6 @@ class Str:
 
 
 @dataclass(frozen=True)
-class Const:
-    value: object
-
-    def check(self, v, key, ctx):
-        if v != self.value or type(v) is not type(self.value):
-            raise ConstraintError(key, v, f"expected {self.value!r}")
-
-
-@dataclass(frozen=True)
 class Array:
     """A JSON list of `item`s. length: an int, PER_CLASS (the model's num_classes) or None;
     min_len / max_len bounds; order: "increasing" (strictly) or "non_decreasing" for numbers;
@@ -154,14 +145,14 @@ class Array:
             raise ConstraintError(key, v, f"expected {want} values, found {len(v)}")
         if len(v) < self.min_len or (self.max_len is not None and len(v) > self.max_len):
             raise ConstraintError(key, v, f"expected a list{self._len_text(ctx)}, found {len(v)} values")
-        sibling = ctx.get("_siblings", {}).get(self.same_length_as) if self.same_length_as else None
+        like = ctx.get("_like")          # the sibling list this one must match in length (same_length_as)
         for i, item in enumerate(v):
-            sub_ctx = ctx
-            if isinstance(sibling, list):
-                sub_ctx = {**ctx, "_siblings": {self.same_length_as: sibling[i] if i < len(sibling) else None}}
-            _check_value(self.item, item, f"{key}[{i}]", sub_ctx)
-        if isinstance(sibling, list) and not isinstance(self.item, Array) and len(sibling) != len(v):
-            raise ConstraintError(key, v, f"expected as many values as {self.same_length_as} ({len(sibling)}), found {len(v)}")
+            item_ctx = ctx
+            if isinstance(self.item, Array) and isinstance(like, list):   # nested: match like[i] in turn
+                item_ctx = {**ctx, "_like": like[i] if i < len(like) else None}
+            _check_value(self.item, item, f"{key}[{i}]", item_ctx)
+        if isinstance(like, list) and not isinstance(self.item, Array) and len(like) != len(v):
+            raise ConstraintError(key, v, f"expected as many values as {self.same_length_as} ({len(like)}), found {len(v)}")
         if self.order and len(v) > 1:
             for i in range(1, len(v)):
                 bad = v[i] <= v[i - 1] if self.order == "increasing" else v[i] < v[i - 1]
@@ -205,23 +196,6 @@ class Optional:
     nullable: bool = True
 
 
-@dataclass(frozen=True)
-class OneOf:
-    """The first constraint that accepts the value wins; the last one's error is raised."""
-
-    options: tuple
-
-    def check(self, v, key, ctx):
-        err = None
-        for option in self.options:
-            try:
-                _check_value(option, v, key, ctx)
-                return
-            except ConstraintError as exc:
-                err = exc
-        raise err
-
-
 def _check_value(constraint, v, key, ctx):
     if isinstance(constraint, Optional):
         if v is None and constraint.nullable:
@@ -235,7 +209,6 @@ def check_block(block, constraints: dict, path: str, **ctx) -> None:
     ConstraintError naming `path.key` (and the index, for lists) on the first violation."""
     if not isinstance(block, dict):
         raise ConstraintError(path, block, "expected a JSON object")
-    ctx = {**ctx, "_siblings": block}
     for name, constraint in constraints.items():
         key = f"{path}.{name}" if path else name
         if name not in block:
@@ -243,7 +216,6 @@ def check_block(block, constraints: dict, path: str, **ctx) -> None:
                 continue
             raise ConstraintError(key, _MISSING, "required key is missing")
         value = block[name]
-        sub_ctx = ctx
-        if isinstance(constraint, Array) and constraint.same_length_as:
-            sub_ctx = {**ctx, "_siblings": {constraint.same_length_as: block.get(constraint.same_length_as)}}
-        _check_value(constraint, value, key, sub_ctx)
+        inner = constraint.inner if isinstance(constraint, Optional) else constraint
+        like = block.get(inner.same_length_as) if isinstance(inner, Array) and inner.same_length_as else None
+        _check_value(constraint, value, key, {**ctx, "_like": like})
