@@ -13,64 +13,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from .artifact.configs import RESIZE_MODES
+from .artifact.configs import RESIZE_MODES  # noqa: F401
 from .artifact.interface import ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, ROW_FIELDS, SCALE_X, SCALE_Y  # noqa: F401
+from .resize import letterbox_resize, resize_row
 
 
 def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox") -> np.ndarray:
     """The row for an image of orig_w x orig_h served at input size (H, W) -> float64 (6,).
 
     `letterbox` follows Ultralytics' LetterBox (centred, scale-up allowed): r = min(H/h, W/w),
-    content round(w*r) x round(h*r), pad_left = round((W - round(w*r)) / 2 - 0.1).
+    content round(w*r) x round(h*r), pad_left = round((W - round(w*r)) / 2 - 0.1), with r and
+    the rounding in float32 as the embedded preprocessing computes them (`calib.resize`, the one
+    definition: it differs from Ultralytics' float64 only within float32 rounding of a .5 tie).
     """
-    in_h, in_w = int(size[0]), int(size[1])
-    if orig_w <= 0 or orig_h <= 0:
-        raise ValueError(f"image size must be positive, got {orig_w}x{orig_h}")
-    if mode == "stretch":
-        return np.array([orig_w, orig_h, in_w / orig_w, in_h / orig_h, 0.0, 0.0], dtype=np.float64)
-    if mode != "letterbox":
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    r = min(in_h / orig_h, in_w / orig_w)
-    new_w, new_h = int(round(orig_w * r)), int(round(orig_h * r))
-    pad_left = int(round((in_w - new_w) / 2 - 0.1))
-    pad_top = int(round((in_h - new_h) / 2 - 0.1))
-    return np.array([orig_w, orig_h, r, r, pad_left, pad_top], dtype=np.float64)
+    return resize_row(orig_w, orig_h, size, mode)
 
 
 def content_size(row: np.ndarray) -> tuple[int, int]:
-    """(width, height) in input pixels of the resized image content inside the input."""
-    return int(round(row[ORIG_W] * row[SCALE_X])), int(round(row[ORIG_H] * row[SCALE_Y]))
+    """(width, height) in input pixels of the resized image content inside the input:
+    max(1, rint(float32(orig) * float32(scale))), calib.resize.scaled_size's rule."""
+    f32 = np.float32
+    return (max(1, int(np.rint(f32(row[ORIG_W]) * f32(row[SCALE_X])))),
+            max(1, int(np.rint(f32(row[ORIG_H]) * f32(row[SCALE_Y])))))
 
 
 def letterbox_image(
     image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an image into the model input. image (h, w, 3) uint8 -> ((H, W, 3) uint8, row (6,)).
+    """Resize an image into the model input: (h, w, 3) uint8 -> ((H, W, 3) float32 in 0..255, row (6,)).
 
-    Bilinear resize of the content, then constant padding (`pad_value`) around it.
+    `calib.resize.letterbox_resize`: ONNX Resize (linear, half_pixel, no antialias) of the content,
+    kept in float32, constant padding (`pad_value`) around it: exactly what the patched model
+    does with `--embed-preprocess`.
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (h, w, 3) image, got shape {image.shape}")
-    orig_h, orig_w = image.shape[:2]
-    row = letterbox_row(orig_w, orig_h, size, mode)
-    in_h, in_w = int(size[0]), int(size[1])
-    new_w, new_h = (in_w, in_h) if mode == "stretch" else content_size(row)
-    if (new_w, new_h) != (orig_w, orig_h):
-        from PIL import Image      # only where an image is resized: keeps the geometry import light
-
-        resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    else:
-        resized = image
-    out = np.full((in_h, in_w, 3), pad_value, dtype=np.uint8)
-    left, top = int(row[PAD_LEFT]), int(row[PAD_TOP])
-    out[top : top + new_h, left : left + new_w] = resized
-    return out, row
-
-
-# the old name, for callers in the other half (calib/doctor.py, examples/detector/train.py) until they
-# move to letterbox_image; the package attribute `calib.letterbox` is this module again
-
+    return letterbox_resize(image, size, mode=mode, pad_value=pad_value)
 
 
 def input_to_original_xyxy(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:

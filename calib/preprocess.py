@@ -5,18 +5,17 @@ import numpy as np
 
 from .artifact.configs import Preprocess
 from .letterbox import letterbox_image
+from .resize import to_model_input
 
 
 def to_input_tensor(image_hwc: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in the model's channel order and scaling."""
-    x = image_hwc[..., ::-1] if pre.channel_order == "BGR" else image_hwc
-    x = x.astype(np.float32) * np.float32(1 / 255)
-    if pre.mean != (0.0, 0.0, 0.0) or pre.std != (1.0, 1.0, 1.0):
-        x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """(H, W, 3) RGB pixels (uint8, or float32 0..255 from letterbox_image) -> (3, H, W) float32
+    in the model's channel order and scaling (calib.resize.to_model_input)."""
+    return to_model_input(image_hwc, pre.channel_order, pre.mean, pre.std)
 
 
 def preprocess_image(image_rgb: np.ndarray, size: tuple[int, int], pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
-    """(h, w, 3) uint8 RGB -> ((3, H, W) float32 model input, letterbox row (6,))."""
+    """(h, w, 3) uint8 RGB -> ((3, H, W) float32 model input, letterbox row (6,)); the same
+    arithmetic as the patched model's embedded preprocessing (calib.resize)."""
     resized, row = letterbox_image(image_rgb, size, mode=pre.resize, pad_value=pre.pad_value)
     return to_input_tensor(resized, pre), row

@@ -1,12 +1,19 @@
 """`detcal patch`: rewrite an exported detector so that its outputs are final detections.
 
-    patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False) -> Path
+    patch_model(model_path, artifact, out_path=None, *, iou=None, max_det=None, conf=None, force=False,
+                embed_preprocess=False, input_channel_order=None, frame_size=None) -> Path
 
 The patched model takes the source image input unchanged plus `letterbox` float32 [B, 6]
 (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
 num_dets int32 [B, 1], det_boxes float32 [B, K, 4] (x1, y1, x2, y2 in original px, clipped),
 det_scores float32 [B, K] (calibrated), det_classes int32 [B, K]; rows at and after num_dets
 are zero with class -1; K = max_det.
+
+With embed_preprocess the inputs are instead `image` uint8 [H, W, 3] (any H, W; or `frames`
+uint8 [B, H, W, 3] with frame_size = (H, W) fixed): the artifact's preprocessing runs in the
+graph in front of the source model (`onnx_ops.preprocess_graph`, twin of `calib.resize`) and
+the letterbox row it computes feeds the inserted post-processing; boxes come out in the image's
+own pixels.
 
 `build_postprocess_graph` builds the same inserted part over a bare head-output input (the
 graph "cut at the head"), which the equivalence tests run against `calib.pipeline`.
@@ -279,8 +286,10 @@ def _outer_inputs(g: onnx.GraphProto) -> set:
     return names
 
 
-def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> PatchedMetadata:
+def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str,
+              inputs: dict | None = None) -> PatchedMetadata:
     return PatchedMetadata(
+        inputs=inputs,
         source_sha256=source_sha,
         layout=spec.layout,
         num_classes=spec.num_classes,
@@ -295,9 +304,16 @@ def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha:
 
 def build_patched_model(
     model_path: str | Path, artifact: Artifact, *, iou=None, max_det=None, conf=None, force=False,
-    model: onnx.ModelProto | None = None,
+    model: onnx.ModelProto | None = None, embed_preprocess: bool = False, input_channel_order: str | None = None,
+    frame_size: tuple[int, int] | None = None,
 ) -> PatchResult:
-    """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input."""
+    """Patch in memory (nothing written). Raises DetcalError with a one-line message on bad input.
+
+    embed_preprocess: the model takes `image` uint8 [H, W, 3] in `input_channel_order` (default:
+    the artifact's) and preprocesses in the graph; with frame_size (H, W), `frames` [B, H, W, 3].
+    """
+    if (input_channel_order is not None or frame_size is not None) and not embed_preprocess:
+        raise DetcalError("--input-channel-order and --frame-size go with --embed-preprocess")
     path = Path(model_path)
     model = model if model is not None else load_onnx(path)
     src = str(path)
@@ -339,12 +355,37 @@ def build_patched_model(
     del graph.output[:]
     graph.output.extend(_output_infos(batch, spec.config.max_det))
     _prune(graph)
+    embedded = _embed_preprocess(model, info, artifact, input_channel_order, frame_size, src) if embed_preprocess else None
 
-    for key, value in _metadata(artifact, spec, head, source_sha).to_metadata_props().items():
+    inputs = None if embedded is None else {embedded.input_name: embedded.description}
+    for key, value in _metadata(artifact, spec, head, source_sha, inputs).to_metadata_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     findings = _validate(model, b, src)
-    return PatchResult(model, head, spec, list(b.nodes), findings)
+    inserted = list(b.nodes)
+    if embedded is not None:
+        from . import ep_support
+        findings += ep_support.check_nodes(embedded.nodes, model_opset(model), consts=embedded.consts,
+                                           forbid=ep_support.DETCAL_FORBIDDEN)
+        inserted = list(embedded.nodes) + inserted
+    return PatchResult(model, head, spec, inserted, findings)
+
+
+def _embed_preprocess(model, info, artifact: Artifact, input_channel_order, frame_size, src: str):
+    """The artifact's preprocessing in front of the source model (onnx_ops.preprocess_graph)."""
+    from .preprocess_graph import PreprocessGraphSpec, embed_in_patched
+
+    size = tuple(artifact.model.get("input_size") or info.input_size or ())
+    if len(size) != 2:
+        raise DetcalError(f"{src}: --embed-preprocess needs the input size (the calibration records none)")
+    try:
+        spec = PreprocessGraphSpec.from_preprocess(artifact.preprocess, size, input_channel_order)
+    except ValueError as exc:
+        raise DetcalError(f"{src}: --embed-preprocess: {exc}") from None
+    embedded = embed_in_patched(model, info.input_name, spec, frame_hw=frame_size, source=src)
+    shape = "[H, W, 3]" if frame_size is None else f"[B, {frame_size[0]}, {frame_size[1]}, 3]"
+    embedded.description = f"uint8 {shape} {spec.image_channel_order}, preprocessed in the graph"
+    return embedded
 
 
 def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
@@ -369,12 +410,14 @@ def default_out_path(model_path: str | Path) -> Path:
 def patch_model(
     model_path: str | Path, artifact: Artifact | str | Path, out_path: str | Path | None = None, *,
     iou: float | None = None, max_det: int | None = None, conf: float | None = None, force: bool = False,
+    embed_preprocess: bool = False, input_channel_order: str | None = None, frame_size: tuple[int, int] | None = None,
 ) -> Path:
     """Patch `model_path` with `artifact` (an Artifact or the path of a calibration.json), write
     `out_path` (default `<stem>.detcal.onnx` beside it).
 
     iou / max_det / conf override the artifact's NMS IoU, K and (every class's) score threshold.
     force: patch even when the artifact was fitted on a model with another sha256.
+    embed_preprocess / input_channel_order / frame_size: see build_patched_model.
     Raises DetcalError (one line) for: missing/corrupt model, already patched model, sha256
     mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
     output path equal to the input. Nothing is written unless everything succeeded (atomic).
@@ -384,7 +427,9 @@ def patch_model(
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
     check_writable(out, inputs=(src,))          # refuses out == src, before any work
-    result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
+    result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force,
+                                 embed_preprocess=embed_preprocess, input_channel_order=input_channel_order,
+                                 frame_size=frame_size)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
         raise DetcalError(f"{src}: inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))

@@ -45,9 +45,18 @@ def test_matches_ultralytics_geometry(w, h, in_h, in_w):
     row = letterbox_row(w, h, (in_h, in_w))
     r, (uw, uh), top, bottom, left, right = ultralytics_letterbox(w, h, in_h, in_w)
     assert row[SCALE_X] == row[SCALE_Y] == r
-    assert (row[PAD_LEFT], row[PAD_TOP]) == (left, top)
-    assert content_size(row) == (uw, uh)
-    assert left + uw + right == in_w and top + uh + bottom == in_h
+    cw, ch = content_size(row)
+    # detcal rounds the content size in float32 (as the embedded graph does, calib.resize) and
+    # never to 0 px: Ultralytics' float64 geometry exactly, except within float32 rounding of a
+    # .5 tie and where a side rounds to 0
+    near_tie = any(abs(v - np.floor(v) - 0.5) < 1e-4 for v in (w * r, h * r))
+    if not near_tie and uw >= 1 and uh >= 1:
+        assert (row[PAD_LEFT], row[PAD_TOP]) == (left, top)
+        assert (cw, ch) == (uw, uh)
+        assert left + uw + right == in_w and top + uh + bottom == in_h
+    else:
+        assert abs(cw - max(uw, 1)) <= 1 and abs(ch - max(uh, 1)) <= 1 and min(cw, ch) >= 1
+        assert 0 <= row[PAD_LEFT] <= in_w - cw and 0 <= row[PAD_TOP] <= in_h - ch
 
 
 @SETTINGS
@@ -116,7 +125,7 @@ def test_centre_in_content():
 def test_letterbox_image_shape_content_and_pad(w, h, size, pad):
     img = np.zeros((h, w, 3), np.uint8)
     out, row = letterbox_image(img, size, pad_value=pad)
-    assert out.shape == (size[0], size[1], 3) and out.dtype == np.uint8
+    assert out.shape == (size[0], size[1], 3) and out.dtype == np.float32   # calib.resize: no rounding to uint8
     np.testing.assert_array_equal(row, letterbox_row(w, h, size))
     cw, ch = content_size(row)
     left, top = int(row[PAD_LEFT]), int(row[PAD_TOP])

@@ -48,6 +48,7 @@ class PatchedMetadata:
     nms: dict | None = None                 # PostprocessConfig.to_artifact()
     preprocess: dict | None = None          # Preprocess.to_artifact()
     certified_bound: float | None = None
+    inputs: dict | None = None              # {name: description} beside the source's; None: `letterbox`
     detcal_version: str = DETCAL_VERSION
     raw: dict = field(default_factory=dict, compare=False, repr=False)   # the entry as read
 
@@ -63,7 +64,7 @@ class PatchedMetadata:
             "calibration_in_logit_space": self.calibration_in_logit_space,
             "thresholds": self.thresholds,
             "nms": self.nms,
-            "inputs": {LETTERBOX_INPUT: "float32 [B, 6] " + ", ".join(ROW_FIELDS)},
+            "inputs": self.inputs or {LETTERBOX_INPUT: "float32 [B, 6] " + ", ".join(ROW_FIELDS)},
             "outputs": {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {k}, 4] xyxy original px",
                         "det_scores": f"float32 [B, {k}] calibrated", "det_classes": f"int32 [B, {k}]"},
             "preprocess": self.preprocess,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import positive_int, unit_float
+from .args import parse_size, positive_int, unit_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,6 +24,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=positive_int, help="override the number of detections per image (K)")
     p.add_argument("--conf", type=unit_float, help="override every class's score threshold (calibrated scale)")
     p.add_argument("--force", action="store_true", help="patch even if the model's sha256 differs from the artifact's")
+    e = p.add_argument_group("embedded preprocessing (the model takes the decoded image, no glue code)")
+    e.add_argument("--embed-preprocess", action="store_true",
+                   help="the patched model takes `image` uint8 [H, W, 3] (any size) and letterboxes, scales "
+                        "and lays it out in the graph as the calibration records; boxes in the image's pixels")
+    e.add_argument("--input-channel-order", choices=("RGB", "BGR"),
+                   help="channel order of the images passed in (default: the calibration's; the other one "
+                        "is reversed in the graph)")
+    e.add_argument("--frame-size", type=parse_size, metavar="HxW",
+                   help="fixed-size video frames instead: `frames` uint8 [B, H, W, 3], the geometry "
+                        "folded into constants")
     p.set_defaults(run=run)
     return p
 
@@ -39,7 +49,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = patch_model(args.model, args.calibration, args.out, iou=args.iou, max_det=args.max_det,
-                          conf=args.conf, force=args.force)
+                          conf=args.conf, force=args.force, embed_preprocess=args.embed_preprocess,
+                          input_channel_order=args.input_channel_order, frame_size=args.frame_size)
     model = onnx.load(str(out), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     s = json.loads(meta["detcal"])
@@ -49,7 +60,10 @@ def run(args) -> int:
           f"{', calibration before the Sigmoid' if s['calibration_in_logit_space'] else ''}; "
           f"calibrator {s['calibrator']}; thresholds {min(thr):.3g}..{max(thr):.3g}; "
           f"NMS IoU {nms['iou_threshold']:g}, pre-NMS top-k {nms['pre_nms_top_k']}, max_det {nms['max_det']}")
-    print(f"  inputs: {model.graph.input[0].name}, letterbox [B, 6]; outputs: num_dets, det_boxes, det_scores, det_classes")
+    inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())
+    if not args.embed_preprocess:
+        inputs = f"{model.graph.input[0].name}, {inputs}"
+    print(f"  inputs: {inputs}; outputs: num_dets, det_boxes, det_scores, det_classes")
     for w in dict.fromkeys(str(w.message) for w in caught):
         print(f"  note: {w}", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ def embed_at_serve_size(image: np.ndarray, serve_size: tuple[int, int], input_si
                         pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
     """Emulate serving at a smaller size on a fixed-size model.
 
-    image (h, w, 3) uint8 -> ((H, W, 3) uint8 canvas of the model's input size, letterbox row (6,)).
+    image (h, w, 3) uint8 -> ((H, W, 3) float32 canvas of the model's input size, letterbox row (6,)).
     The image is letterboxed into serve_size (S_h, S_w) and that canvas is centred in the input
     (H, W), padded with ``pre.pad_value``; the row maps input px to original px, so the content
     region it describes is the image only (the serving bars and the extra border are padding).
@@ -33,7 +33,7 @@ def embed_at_serve_size(image: np.ndarray, serve_size: tuple[int, int], input_si
     if sh > ih or sw > iw:
         raise ValueError(f"serving size {sh}x{sw} does not fit in the input {ih}x{iw}")
     small, row = letterbox_image(image, (sh, sw), mode=pre.resize, pad_value=pre.pad_value)
-    canvas = np.full((ih, iw, 3), pre.pad_value, dtype=np.uint8)
+    canvas = np.full((ih, iw, 3), pre.pad_value, dtype=small.dtype)   # float32: no rounding between the two
     top, left = (ih - sh) // 2, (iw - sw) // 2
     canvas[top:top + sh, left:left + sw] = small
     row = row.copy()
