@@ -28,7 +28,9 @@ from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
 from .artifact import Preprocess
 from .runner import resolve_input_size
-from .thresholds import RejectionThresholds, f1_thresholds, fit_rejection_thresholds_matched
+from .bootstrap import format_interval_rows, intervals_to_dict, metric_intervals
+from .certify import SHAPES, CertifiedThresholds, certify_matched
+from .thresholds import f1_thresholds
 
 
 OPERATING_POINTS = ("baseline", "f1", "max-recall")
@@ -48,6 +50,9 @@ class FitOptions:
     # --baseline-conf mapped through the calibrator (today's operating point, same detections),
     # "f1" = per-class F1-optimal on positive images, "max-recall" = the --base-conf floor
     operating_point: str = "baseline"
+    # the threshold family certified on the negative scenes: per-class, global, or auto (per-class
+    # unless it loses more than a recall point to global on held-out folds); see calib.certify
+    threshold_shape: str = "auto"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def validate(self) -> None:
@@ -63,6 +68,8 @@ class FitOptions:
             raise DetcalError("--base-conf and --baseline-conf must be in [0, 1)")
         if self.operating_point not in OPERATING_POINTS:
             raise DetcalError(f"--operating-point must be one of {', '.join(OPERATING_POINTS)}, got {self.operating_point!r}")
+        if self.threshold_shape not in SHAPES:
+            raise DetcalError(f"threshold shape must be one of {', '.join(SHAPES)}, got {self.threshold_shape!r}")
         if self.folds < 2:
             raise DetcalError(f"--folds must be >= 2, got {self.folds}")
 
@@ -75,10 +82,11 @@ class FitResult:
     after: dict                       # cross-validated metrics of calibrated + thresholded
     oof_scores: np.ndarray            # (K,) held-out calibrated scores
     oof_survive: np.ndarray           # (K,) bool, survived held-out thresholds
-    thresholds: RejectionThresholds
+    thresholds: CertifiedThresholds
     calibrator: object
     selection: dict
     seconds: dict
+    intervals: dict = field(default_factory=dict)   # {"before"|"after": {metric: Interval dict}}
     summary: str = ""
 
 
@@ -98,9 +106,9 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
     return cal, {"mode": "explicit", "winner": kind}
 
 
-def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator) -> RejectionThresholds:
-    """Per-class thresholds on calibrated `scores` (K,): the lowest that certify the negative-scene
-    target, starting from the operating point (see FitOptions.operating_point)."""
+def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator) -> CertifiedThresholds:
+    """Per-class thresholds on calibrated `scores` (K,), certified out of sample on the negative
+    scenes (calib.certify); the family ends at the operating point (see FitOptions.operating_point)."""
     c = matched.num_classes
     classes = np.arange(c)
     base = np.full(c, opts.base_conf) if calibrator is None else calibrator.transform(np.full(c, opts.base_conf), classes)
@@ -110,10 +118,8 @@ def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOpt
     elif opts.operating_point == "f1":
         pos = ~matched.negative_image_mask[matched.image_index]
         base = f1_thresholds(scores[pos], matched.classes[pos], matched.is_tp[pos], matched.n_gt_per_class, base)
-    return fit_rejection_thresholds_matched(
-        matched, scores=scores, max_negative_rate=opts.max_negative_rate, confidence=opts.confidence,
-        base_threshold=base,
-    )
+    return certify_matched(matched, scores, base_threshold=base, max_negative_rate=opts.max_negative_rate,
+                           confidence=opts.confidence, shape=opts.threshold_shape, seed=opts.seed)
 
 
 def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -233,6 +239,12 @@ def fit(
     after = after_metrics(matched, oof, keep, dataset.names)
     for c, name in enumerate(dataset.names):      # the thresholds the artifact ships, not the 0.0 of the masked scores
         after["per_class"][name]["threshold"] = finite_or_none(thresholds.score_[c])
+    counts = ~matched.ignored                 # the bootstrap sees only detections that are TP or FP
+    intervals = {
+        "before": intervals_to_dict(metric_intervals(counted, thresholds=options.baseline_conf, seed=options.seed)),
+        "after": intervals_to_dict(metric_intervals(counted, scores=np.where(keep, oof, 0.0)[counts], thresholds=0.0,
+                                                    seed=options.seed)),
+    }
     model_block = {
         "file": Path(model).name,
         "sha256": info.sha256,
@@ -259,7 +271,8 @@ def fit(
         extra={"source": str(dataset.source), "split": split, "n_images_used": len(collected),
                "labels": dataset.report.to_dict(), "seconds": seconds},
     )
-    result = FitResult(artifact, matched, before, after, oof, keep, thresholds, calibrator, selection, seconds)
+    result = FitResult(artifact, matched, before, after, oof, keep, thresholds, calibrator, selection, seconds,
+                       intervals)
     if out is not None:
         write_outputs(result, Path(out), dataset, options)
     return result
@@ -306,6 +319,7 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
         "calibrator": result.selection,
         "thresholds": result.thresholds.report(dataset.names),
         "metrics": result.artifact.metrics,
+        "intervals": result.intervals,
     }
     summary = format_summary(result, dataset, out, report_dir)
     atomic_write_json(report_dir / "report.json", to_jsonable(report))
@@ -363,14 +377,14 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         lines.append(f"calibrator: {win} (auto, {sel.get('n_folds')}-fold CV log-loss {cands[win]['log_loss']:.4f} vs identity {ident:.4f})")
     else:
         lines.append(f"calibrator: {sel.get('winner')} (chosen with --calibrator)")
-    t = result.thresholds
-    lines.append(f"thresholds: {t.note}")
-    if t.recall_ is not None and np.any(np.isfinite(t.recall_)):
-        lines.append(f"  recall at the fitted thresholds {np.nanmean(t.recall_):.3f} vs {np.nanmean(t.base_recall_):.3f} "
-                     f"at the score floor (mean over classes, fitting data)")
+    lines += result.thresholds.summary_lines()
     lines.append("")
-    lines.append(format_table([(f"before (raw > {a.metrics['before_definition'].split('threshold ')[1].split(' ')[0]})", result.before),
-                               ("after (held-out CV)", result.after)]))
+    before_title = f"before (raw > {a.metrics['before_definition'].split('threshold ')[1].split(' ')[0]})"
+    lines.append(format_table([(before_title, result.before), ("after (held-out CV)", result.after)]))
+    if result.intervals:
+        lines.append("")
+        lines.append(format_interval_rows([(before_title, result.intervals["before"]),
+                                           ("after (held-out CV)", result.intervals["after"])]))
     lines.append("")
     lines.append(f"wrote {out} and the report in {report_dir}/ (reliability.png, thresholds.png, report.json)")
     return "\n".join(lines)

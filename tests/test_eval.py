@@ -67,6 +67,13 @@ def test_cli_writes_table_json_and_plots(tmp_path, blob_model, blob_data, platt,
             assert 0.0 <= m[key] <= 1.0, (name, key)
         assert m["ap50_95"] <= m["ap50"]
         assert m["latency_model_ms_median"] > 0 and m["latency_total_ms_p90"] >= m["latency_model_ms_median"] * 0
+        # bootstrap intervals by image around each column's own numbers
+        iv = m["intervals"]["recall"]
+        assert iv["estimate"] == pytest.approx(m["recall"]) and iv["low"] <= iv["estimate"] <= iv["high"]
+        assert m["intervals"]["negative_image_rate"]["estimate"] == pytest.approx(m["negative_image_rate"])
+        if name != "raw":   # the recall a single raw threshold gets at the same negative-image rate
+            assert m["global_baseline"]["negative_rate"] <= m["negative_image_rate"] + 1e-12
+    assert "bootstrap interval by image" in stdout and "best single raw threshold in hindsight" in stdout
     assert doc["columns"]["raw"]["metrics"]["latency_post_ms_median"] > 0
     assert doc["columns"]["patched"]["metrics"]["latency_post_ms_median"] is None
     assert doc["data"]["n_images"] == 40 and doc["data"]["n_negative_images"] == 16

@@ -55,7 +55,18 @@ def check_artifact(out: Path, model: Path, layout: str) -> dict:
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads((report / "report.json").read_text())
     assert "metrics" in rep and "thresholds" in rep
-    assert "D-ECE" in (report / "summary.txt").read_text()
+    # the negative-scene certification says what certified what, on how many images (calib.certify)
+    t = rep["thresholds"]
+    assert t["procedure"] and t["n_negative_images"] == t["n_shape_images"] + t["n_certification_images"] or \
+        not t["certified"]
+    assert t["shape"] in ("per-class", "global") and t["baseline"] is not None
+    # bootstrap intervals by image for before and after
+    for phase in ("before", "after"):
+        for key in ("dece", "recall", "negative_image_rate"):
+            iv = rep["intervals"][phase][key]
+            assert iv["low"] is None or iv["low"] <= iv["high"]
+    summary = (report / "summary.txt").read_text()
+    assert "D-ECE" in summary and "bootstrap interval by image" in summary and "procedure:" in summary
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
     return d
 

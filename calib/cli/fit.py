@@ -21,12 +21,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calibrator", default="auto", choices=CALIBRATOR_CHOICES,
                    help="calibrator; auto picks by cross-validated log-loss and never anything worse than identity (default: auto)")
     p.add_argument("--max-negative-rate", type=float, default=0.01,
-                   help="target share of negative images with any surviving detection, certified by a 95%% Clopper-Pearson bound (default: 0.01)")
+                   help="target share of negative images with any surviving detection, certified out of sample: a "
+                        "threshold family shaped on part of the images is tested on held-out negative images "
+                        "(fixed-sequence, exact binomial; default: 0.01)")
+    p.add_argument("--threshold-shape", choices=["auto", "per-class", "global"], default="auto",
+                   help="the certified thresholds: per-class, one global level, or auto = per-class unless it "
+                        "loses more than a recall point to global on held-out folds (default: auto)")
     p.add_argument("--operating-point", choices=["baseline", "f1", "max-recall"], default="baseline",
                    help="where thresholds start before negative scenes raise them: baseline = --baseline-conf on the raw "
                         "scale, mapped through the calibrator (keeps today's detections; default); f1 = per-class "
                         "F1-optimal on positive images; max-recall = the lowest thresholds that certify the target")
-    p.add_argument("--confidence", type=float, default=0.95, help="confidence of the upper bound (default: 0.95)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of the negative-scene guarantee (default: 0.95)")
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")
     p.add_argument("--baseline-conf", type=float, default=0.25, help="the raw operating threshold users run today, for before/after (default: 0.25)")
@@ -60,6 +65,7 @@ def run(args) -> int:
         calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
         match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
         folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
+        threshold_shape=args.threshold_shape,
     )
     out = Path(args.out)
     with removing_new_empty_dirs(out.parent, report_dir_for(out)):     # a failed fit leaves no empty folder

@@ -100,6 +100,30 @@ def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: flo
     return out
 
 
+def add_intervals_and_baseline(columns: dict[str, Column]) -> list[str]:
+    """Bootstrap intervals by image (D-ECE, recall, negative-image rate) into every column's
+    metrics ("intervals"), and for each calibrated column the recall of the best single raw
+    threshold at the same negative-image rate on the same images, in hindsight
+    ("global_baseline"); returns the notes that say so."""
+    from ..bootstrap import intervals_to_dict, metric_intervals
+    from ..certify import ScoredImages, global_baseline
+
+    for col in columns.values():
+        col.metrics["intervals"] = intervals_to_dict(metric_intervals(col.matched.without_ignored(), thresholds=col.thresholds))
+    notes = []
+    raw = ScoredImages.from_matched(columns["raw"].matched)
+    for name, col in columns.items():
+        rate, rec = col.metrics.get("negative_image_rate"), col.metrics.get("recall")
+        if name == "raw" or rate is None or rec is None:
+            continue
+        b = global_baseline(raw, rate)
+        col.metrics["global_baseline"] = b
+        if b["recall"] is not None:
+            notes.append(f"recall at the same negative-image rate ({rate:.1%}): {name} {rec:.3f} vs {b['recall']:.3f} "
+                         f"for the best single raw threshold in hindsight ({b['threshold']:.3f}) on these images")
+    return notes
+
+
 def _split(mask: np.ndarray, dets: list[Detections]) -> list[np.ndarray]:
     bounds = np.cumsum([len(d) for d in dets])[:-1]
     return np.split(mask, bounds)

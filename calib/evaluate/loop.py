@@ -39,7 +39,7 @@ from ..pipeline import postprocess
 from ..preprocess import preprocess_image
 from ..progress import Progress
 from ..runner import DetectorRunner, InputBatch, batch_inputs, resolve_input_size
-from .columns import Column, EvalResult, column_metrics
+from .columns import Column, EvalResult, add_intervals_and_baseline, column_metrics
 from .patched import PatchedModelInfo, PatchedRunner, read_patched_info
 from .report import format_eval_table, write_eval_outputs
 
@@ -287,6 +287,7 @@ def evaluate(
             columns["patched"].metrics["per_class"][name]["threshold"] = float(pinfo.thresholds[c])
 
     others = [n for n in columns if n != "raw"]
+    notes += add_intervals_and_baseline(columns)
     ap_note = f"AP: raw over its detections with score > {ap_floor:g}"
     if others:
         ap_note += (f"; {' and '.join(others)} over what {'they output' if len(others) > 1 else 'it outputs'} "

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..bootstrap import format_interval_rows
 from ..fitting import ROWS, format_table
 from ..metrics import survives
 from ..plots import operating_curves, save_operating_curves, save_reliability_diagrams
@@ -41,6 +42,10 @@ def format_eval_summary(result: EvalResult) -> str:
              f"({d['n_negative_images']} negative), {d['n_labelled_objects']} labelled objects; "
              f"input {s['input_size'][0]}x{s['input_size'][1]}, preprocessing from {s['preprocess_source']}",
              "", result.table, ""]
+    if all("intervals" in c.metrics for c in result.columns.values()):
+        conf = s["conf"]
+        lines += [format_interval_rows([(TITLES[n].format(conf=conf), c.metrics["intervals"])
+                                        for n, c in result.columns.items()]), ""]
     lines += [f"note: {n}" for n in result.notes]
     if result.out is not None:
         lines.append(f"wrote {result.out / 'eval.json'}, reliability.png and operating_curves.png in {result.out}/")
