@@ -1,9 +1,13 @@
 """Atomic output: write to a temporary file in the same folder, then rename.
 
 Nothing half-written is ever left at the destination, and an input is never overwritten.
+The file gets the permissions a plain ``open(path, "w")`` would give it (0o666 less the
+user's umask), not mkstemp's private 0o600, so that a serving process running as another
+user can read the patched model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -32,6 +36,13 @@ def check_writable(path: str | os.PathLike, *, inputs: tuple = ()) -> Path:
     return out
 
 
+def _current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + rename in the same folder)."""
     out = Path(path)
@@ -42,6 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise DetcalError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -68,3 +80,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def removing_new_empty_dirs(*folders: str | os.PathLike):
+    """Run the body; if it fails (an error or Ctrl-C), remove those of `folders` (and of their
+    parents) that did not exist before and are still empty, so that a failed command leaves no
+    empty output folder behind. Folders that existed, or that hold anything, are kept."""
+    created = []
+    for folder in folders:
+        p = Path(folder).absolute()
+        new = []
+        while not p.exists() and p != p.parent:
+            new.append(p)
+            p = p.parent
+        created.extend(new)                       # deepest first
+    try:
+        yield
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise

@@ -25,6 +25,8 @@ class Collected:
     detections: list[Detections]
     gt_boxes_xyxy: list[np.ndarray]   # (M, 4) original px
     gt_classes: list[np.ndarray]      # (M,) int64
+    crowd_boxes_xyxy: list[np.ndarray]   # (R, 4) original px, COCO crowd (ignore) regions
+    crowd_classes: list[np.ndarray]      # (R,) int64
     image_sizes: list[tuple[int, int]]  # (width, height)
     rows: np.ndarray                  # (n, 6) letterbox rows
     sample_indices: list[int]         # index into dataset.samples
@@ -55,7 +57,7 @@ def collect_detections(
 
     runner = runner or DetectorRunner(info, preprocess, input_size, batch_size=batch_size, threads=threads)
     samples = dataset.samples
-    dets, gtb, gtc, sizes, rows, idxs, secs, bss = [], [], [], [], [], [], [], []
+    dets, gtb, gtc, crb, crc, sizes, rows, idxs, secs, bss = [], [], [], [], [], [], [], [], [], []
     thresholds = np.full(num_classes, base_conf)
 
     def images():
@@ -80,8 +82,10 @@ def collect_detections(
                 dets.append(d)
                 gtb.append(s.gt_boxes_xyxy_px(w, h))
                 gtc.append(np.asarray(s.gt_classes, dtype=np.int64))
+                crb.append(s.crowd_boxes_xyxy_px(w, h))
+                crc.append(np.asarray(s.crowd_classes, dtype=np.int64))
                 sizes.append((w, h))
                 rows.append(row)
                 idxs.append(i)
             bar.update(len(batch.indices))
-    return Collected(dets, gtb, gtc, sizes, np.asarray(rows).reshape(-1, 6), idxs, secs, bss)
+    return Collected(dets, gtb, gtc, crb, crc, sizes, np.asarray(rows).reshape(-1, 6), idxs, secs, bss)

@@ -102,7 +102,8 @@ class FitResult:
 
 
 def match_collected(collected: Collected, num_classes: int, iou: float) -> MatchedDetections:
-    return match_detections(collected.detections, collected.gt_boxes_xyxy, collected.gt_classes, iou, num_classes)
+    return match_detections(collected.detections, collected.gt_boxes_xyxy, collected.gt_classes, iou, num_classes,
+                            collected.crowd_boxes_xyxy, collected.crowd_classes)
 
 
 def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
@@ -144,7 +145,7 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> t
     for f in range(k):
         train_img = image_fold != f
         test = det_fold == f
-        sub = _subset_images(matched, train_img)
+        sub = _subset_images(matched, train_img).without_ignored()     # crowd-ignored: neither TP nor FP
         n_pos = int(sub.is_tp.sum())
         if kind == "identity" or n_pos == 0 or n_pos == sub.n_detections:
             # identity, or a training part with one label only: leave the scores as they are
@@ -232,13 +233,14 @@ def fit(
     if matched.is_tp.all():
         raise DetcalError(f"{model}: every detection is a true positive; there is nothing to calibrate against")
 
+    counted = matched.without_ignored()       # detections on crowd regions are neither TP nor FP
     try:
-        calibrator, selection = _fit_calibrator(options.calibrator, matched, options)
+        calibrator, selection = _fit_calibrator(options.calibrator, counted, options)
     except ValueError as exc:
         raise DetcalError(f"cannot fit the calibrator: {exc}") from None
     kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
-    calibrated = calibrator.transform(matched.scores, matched.classes)
-    thresholds = _fit_thresholds(matched, calibrated, options, calibrator)
+    calibrated = calibrator.transform(counted.scores, counted.classes)
+    thresholds = _fit_thresholds(counted, calibrated, options, calibrator)
     try:
         oof, keep = cross_validate(matched, kind, options)
     except ValueError as exc:
@@ -247,9 +249,12 @@ def fit(
 
     before = summarize(matched, options.baseline_conf, class_names=dataset.names)
     after = after_metrics(matched, oof, keep, dataset.names)
+    for c, name in enumerate(dataset.names):      # the thresholds the artifact ships, not the 0.0 of the masked scores
+        after["per_class"][name]["threshold"] = finite_or_none(thresholds.score_[c])
+    counts = ~matched.ignored                 # the bootstrap sees only detections that are TP or FP
     intervals = {
-        "before": intervals_to_dict(metric_intervals(matched, thresholds=options.baseline_conf, seed=options.seed)),
-        "after": intervals_to_dict(metric_intervals(matched, scores=np.where(keep, oof, 0.0), thresholds=0.0,
+        "before": intervals_to_dict(metric_intervals(counted, thresholds=options.baseline_conf, seed=options.seed)),
+        "after": intervals_to_dict(metric_intervals(counted, scores=np.where(keep, oof, 0.0)[counts], thresholds=0.0,
                                                     seed=options.seed)),
     }
     model_block = {

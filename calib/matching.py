@@ -1,6 +1,6 @@
 """Match detections to ground truth, COCO style, for a single image or a whole dataset.
 
-Rules (those of pycocotools' ``COCOeval.evaluateImg`` for boxes, no crowd or ignore flags):
+Rules (those of pycocotools' ``COCOeval.evaluateImg`` for boxes, crowd regions included):
 
 - matching is per class: a detection only ever matches a ground-truth box of its own class;
 - within an image and class, detections are processed by score, highest first, ties in
@@ -9,7 +9,13 @@ Rules (those of pycocotools' ``COCOeval.evaluateImg`` for boxes, no crowd or ign
   that IoU >= ``iou_threshold`` (ties between boxes: the later ground-truth box, as
   pycocotools does); each ground-truth box is used at most once;
 - a pair with IoU 0 never matches, so ``iou_threshold=0`` means "any overlap" (the IoU > 0
-  matching that LaECE_0 uses).
+  matching that LaECE_0 uses);
+- crowd regions (COCO ``iscrowd=1``) are ignore regions, never ground truth to find: a
+  detection left unmatched by the boxes above whose overlap with a crowd region of its class
+  in its image, measured as intersection over the *detection's* area (COCO's rule for crowd),
+  is >= ``iou_threshold`` (and > 0) is *ignored*: neither a true nor a false positive
+  (``MatchedDetections.ignored``); metrics and fits leave it out. An image with crowd
+  regions is not a negative scene, even when it has no other box.
 
 Unlike COCOeval there is no per-image ``maxDets`` cap: the detections given are the
 detections evaluated (the reference pipeline already applies ``max_det``).
@@ -31,7 +37,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .boxes import box_iou_pairs
+from .boxes import box_area, box_iou_pairs
 from .errors import DetcalError
 
 __all__ = [
@@ -76,7 +82,11 @@ class MatchedDetections:
     gt_classes:          (G,) int64.
     n_gt_per_class:      (C,) int64, ground-truth boxes per class.
     n_images:            number of images, negative ones included.
-    negative_image_mask: (n_images,) bool, True for images without any ground-truth box.
+    negative_image_mask: (n_images,) bool, True for images without any ground-truth box
+                         and without crowd regions.
+    crowd_ioa:           (K,) float64, the detection's largest intersection-over-its-area with
+                         a crowd region of its class in its image (0.0 without one); see
+                         ``ignored``.
     num_classes:         C.
     iou_threshold:       the threshold ``is_tp`` was matched at.
 
@@ -103,6 +113,19 @@ class MatchedDetections:
     pair_det: np.ndarray = field(repr=False, default=None)
     pair_gt: np.ndarray = field(repr=False, default=None)
     pair_iou: np.ndarray = field(repr=False, default=None)
+    crowd_ioa: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def ignored(self) -> np.ndarray:
+        """(K,) bool: unmatched detections covering a crowd region of their class (intersection
+        over the detection's area >= iou_threshold, and > 0): neither TP nor FP."""
+        if self.crowd_ioa is None:
+            return np.zeros(self.scores.shape[0], bool)
+        return ~self.is_tp & (self.crowd_ioa > 0) & (self.crowd_ioa >= self.iou_threshold)
+
+    def without_ignored(self) -> "MatchedDetections":
+        """The detections that count (TP or FP), as a ``subset`` (no re-matching)."""
+        return self.subset(~self.ignored)
 
     @property
     def n_detections(self) -> int:
@@ -133,6 +156,7 @@ class MatchedDetections:
             is_tp=self.is_tp[keep],
             iou=self.iou[keep],
             gt_index=self.gt_index[keep],
+            crowd_ioa=None if self.crowd_ioa is None else self.crowd_ioa[keep],
             pair_det=None,
             pair_gt=None,
             pair_iou=None,
@@ -173,6 +197,7 @@ def match_dataset(
     per_image_gts: Sequence,
     iou_threshold: float = 0.5,
     num_classes: int | None = None,
+    per_image_crowd: Sequence | None = None,
 ) -> MatchedDetections:
     """Match a dataset's detections, given per image, to its ground truth.
 
@@ -183,7 +208,12 @@ def match_dataset(
         a mapping with keys ``gt_boxes_xyxy``/``boxes_xyxy``/``boxes`` and
         ``gt_classes``/``classes``. An image without ground truth is a negative scene.
     num_classes: C; defaults to 1 + the largest class seen.
+    per_image_crowd: optional, one ``(crowd_boxes_xyxy (R, 4), crowd_classes (R,))`` per image:
+        the crowd (ignore) regions, in the same units.
     """
+    if per_image_crowd is not None and len(per_image_crowd) != len(per_image_dets):
+        raise ValueError(f"match_dataset: {len(per_image_dets)} images of detections but "
+                         f"{len(per_image_crowd)} of crowd regions")
     if len(per_image_dets) != len(per_image_gts):
         raise ValueError(
             f"match_dataset: {len(per_image_dets)} images of detections but {len(per_image_gts)} of ground truth"
@@ -193,6 +223,8 @@ def match_dataset(
     gt_parts = [_unpack_gts(g, i) for i, g in enumerate(per_image_gts)]
     det_counts = np.array([p[1].shape[0] for p in det_parts], np.int64)
     gt_counts = np.array([p[1].shape[0] for p in gt_parts], np.int64)
+    crowd_parts = [_unpack_gts(g, i) for i, g in enumerate(per_image_crowd)] if per_image_crowd is not None else []
+    crowd_counts = np.array([p[1].shape[0] for p in crowd_parts], np.int64)
     cat = lambda parts, j, shape, dtype: (  # noqa: E731
         np.concatenate([p[j] for p in parts]).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
     )
@@ -207,15 +239,20 @@ def match_dataset(
         n_images=n_images,
         iou_threshold=iou_threshold,
         num_classes=num_classes,
+        crowd_image_index=np.repeat(np.arange(len(crowd_parts), dtype=np.int64), crowd_counts) if crowd_parts else None,
+        crowd_boxes=cat(crowd_parts, 0, (0, 4), np.float64) if crowd_parts else None,
+        crowd_classes=cat(crowd_parts, 1, (0,), np.int64) if crowd_parts else None,
     )
 
 
 def match_detections(detections: Sequence, gt_boxes_xyxy: Sequence, gt_classes: Sequence,
-                     iou_threshold: float = 0.5, num_classes: int | None = None) -> MatchedDetections:
+                     iou_threshold: float = 0.5, num_classes: int | None = None,
+                     crowd_boxes_xyxy: Sequence | None = None, crowd_classes: Sequence | None = None) -> MatchedDetections:
     """Per-image detection objects (with .boxes_xyxy, .scores, .classes, e.g. calib.pipeline.Detections)
-    and per-image ground truth -> MatchedDetections."""
+    and per-image ground truth (and, optionally, per-image crowd regions) -> MatchedDetections."""
     dets = [(d.boxes_xyxy, d.scores, d.classes) for d in detections]
-    return match_dataset(dets, list(zip(gt_boxes_xyxy, gt_classes)), iou_threshold, num_classes)
+    crowd = list(zip(crowd_boxes_xyxy, crowd_classes)) if crowd_boxes_xyxy is not None else None
+    return match_dataset(dets, list(zip(gt_boxes_xyxy, gt_classes)), iou_threshold, num_classes, crowd)
 
 
 def match_flat(
@@ -229,11 +266,15 @@ def match_flat(
     n_images: int,
     iou_threshold: float = 0.5,
     num_classes: int | None = None,
+    crowd_image_index: np.ndarray | None = None,
+    crowd_boxes: np.ndarray | None = None,
+    crowd_classes: np.ndarray | None = None,
 ) -> MatchedDetections:
     """``match_dataset`` on flat arrays (the fast path; no per-image Python objects).
 
     det_image_index (K,) int in [0, n_images), det_boxes (K, 4) xyxy, det_scores (K,),
-    det_classes (K,) int; gt_image_index (G,), gt_boxes (G, 4) xyxy, gt_classes (G,).
+    det_classes (K,) int; gt_image_index (G,), gt_boxes (G, 4) xyxy, gt_classes (G,);
+    optional crowd regions crowd_image_index (R,), crowd_boxes (R, 4) xyxy, crowd_classes (R,).
     Detections within an image keep their given relative order (it breaks score ties).
     """
     det_boxes, det_scores, det_classes = _check_dets(det_boxes, det_scores, det_classes, "detections")
@@ -241,7 +282,12 @@ def match_flat(
     _check_threshold(iou_threshold)
     det_image_index = _check_index(det_image_index, det_scores.shape[0], n_images, "det_image_index")
     gt_image_index = _check_index(gt_image_index, gt_classes.shape[0], n_images, "gt_image_index")
-    seen = max(int(det_classes.max(initial=-1)), int(gt_classes.max(initial=-1))) + 1
+    if crowd_boxes is None:
+        crowd_image_index, crowd_boxes, crowd_classes = np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
+    crowd_boxes, crowd_classes = _check_gts(crowd_boxes, crowd_classes, "crowd regions")
+    crowd_image_index = _check_index(crowd_image_index, crowd_classes.shape[0], n_images, "crowd_image_index")
+    seen = max(int(det_classes.max(initial=-1)), int(gt_classes.max(initial=-1)),
+               int(crowd_classes.max(initial=-1))) + 1
     if num_classes is None:
         num_classes = seen
     elif seen > num_classes:
@@ -252,6 +298,7 @@ def match_flat(
     )
     pd, pg, piou = _sort_pairs(det_scores, pd, pg, piou)
     gt_index, iou = _greedy(det_scores, pd, pg, piou, iou_threshold)
+    crowd_ioa = _crowd_ioa(det_image_index, det_boxes, det_classes, crowd_image_index, crowd_boxes, crowd_classes)
     return MatchedDetections(
         image_index=det_image_index,
         scores=det_scores,
@@ -263,16 +310,54 @@ def match_flat(
         gt_classes=gt_classes,
         n_gt_per_class=np.bincount(gt_classes, minlength=num_classes).astype(np.int64),
         n_images=int(n_images),
-        negative_image_mask=np.bincount(gt_image_index, minlength=n_images) == 0,
+        negative_image_mask=(np.bincount(gt_image_index, minlength=n_images) == 0)
+        & (np.bincount(crowd_image_index, minlength=n_images) == 0),
         num_classes=int(num_classes),
         iou_threshold=float(iou_threshold),
         pair_det=pd,
         pair_gt=pg,
         pair_iou=piou,
+        crowd_ioa=crowd_ioa,
     )
 
 
 # ----------------------------------------------------------------------------- core
+
+
+def _same_key_pairs(det_key, gt_key):
+    """All (i, j) with det_key[i] == gt_key[j] -> pair_det (P,), pair_gt (P,) int64, a sort-and-join."""
+    g_order = np.argsort(gt_key, kind="stable")
+    gt_key_sorted = gt_key[g_order]
+    lo = np.searchsorted(gt_key_sorted, det_key, side="left")
+    hi = np.searchsorted(gt_key_sorted, det_key, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    has = np.flatnonzero(counts)
+    counts, lo = counts[has], lo[has]
+    pd = np.repeat(has, counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    return pd, g_order[np.repeat(lo, counts) + offsets]
+
+
+def _crowd_ioa(det_image, det_boxes, det_classes, crowd_image, crowd_boxes, crowd_classes):
+    """(K,) float64: each detection's largest intersection over its own area with a crowd
+    region of the same image and class (COCO's IoU for crowd); 0.0 without one."""
+    out = np.zeros(det_image.shape[0], np.float64)
+    if det_image.size == 0 or crowd_image.size == 0:
+        return out
+    n_keys = int(max(det_classes.max(), crowd_classes.max())) + 1
+    pd, pc = _same_key_pairs(det_image * n_keys + det_classes, crowd_image * n_keys + crowd_classes)
+    if pd.size == 0:
+        return out
+    b1, b2 = det_boxes[pd], crowd_boxes[pc]
+    wh = np.clip(np.minimum(b1[:, 2:], b2[:, 2:]) - np.maximum(b1[:, :2], b2[:, :2]), 0, None)
+    area = box_area(b1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ioa = np.where(area > 0, wh[:, 0] * wh[:, 1] / np.where(area > 0, area, 1.0), 0.0)
+    np.maximum.at(out, pd, np.clip(ioa, 0.0, 1.0))
+    return out
 
 
 def _candidate_pairs(det_image, det_boxes, det_classes, gt_image, gt_boxes, gt_classes, n_images):
@@ -286,21 +371,9 @@ def _candidate_pairs(det_image, det_boxes, det_classes, gt_image, gt_boxes, gt_c
     if det_image.size == 0 or gt_image.size == 0:
         return empty
     n_keys_per_image = int(max(det_classes.max(), gt_classes.max())) + 1
-    gt_key = gt_image * n_keys_per_image + gt_classes
-    g_order = np.argsort(gt_key, kind="stable")
-    gt_key_sorted = gt_key[g_order]
-    det_key = det_image * n_keys_per_image + det_classes
-    lo = np.searchsorted(gt_key_sorted, det_key, side="left")
-    hi = np.searchsorted(gt_key_sorted, det_key, side="right")
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
+    pd, pg = _same_key_pairs(det_image * n_keys_per_image + det_classes, gt_image * n_keys_per_image + gt_classes)
+    if pd.size == 0:
         return empty
-    has = np.flatnonzero(counts)
-    counts, lo = counts[has], lo[has]
-    pd = np.repeat(has, counts)
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    pg = g_order[np.repeat(lo, counts) + offsets]
     piou = box_iou_pairs(det_boxes[pd], gt_boxes[pg])
     nz = piou > 0
     return pd[nz], pg[nz], piou[nz]

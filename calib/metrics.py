@@ -6,6 +6,10 @@ Everything works on ``MatchedDetections`` (calib.matching) or on plain arrays. A
 the reference pipeline); thresholds are a scalar or a (C,) array. Because matching is greedy
 by score within each class, the matches of the survivors are those of the full matching, so
 the operating point is applied by filtering, never by re-matching.
+
+Detections that ``MatchedDetections.ignored`` marks (unmatched, on a COCO crowd region of
+their class) are neither true nor false positives: AP, precision, recall and the calibration
+errors leave them out, as pycocotools does.
 """
 from __future__ import annotations
 
@@ -155,17 +159,19 @@ def _class_order(matched: MatchedDetections):
     return order, bounds
 
 
-def _ap_per_class(is_tp, n_gt_per_class, order, bounds) -> np.ndarray:
+def _ap_per_class(is_tp, n_gt_per_class, order, bounds, ignored=None) -> np.ndarray:
     tp_sorted = is_tp[order]
+    counted = np.ones(tp_sorted.shape[0], bool) if ignored is None else ~ignored[order]
     out = np.full(n_gt_per_class.shape[0], math.nan)
     for c in np.flatnonzero(n_gt_per_class > 0):
-        out[c] = _ap_sorted(tp_sorted[bounds[c]:bounds[c + 1]], int(n_gt_per_class[c]))
+        seg = slice(bounds[c], bounds[c + 1])
+        out[c] = _ap_sorted(tp_sorted[seg][counted[seg]], int(n_gt_per_class[c]))
     return out
 
 
 def ap_per_class(matched: MatchedDetections) -> np.ndarray:
     """(C,) AP per class at ``matched.iou_threshold``; nan for classes without ground truth."""
-    return _ap_per_class(matched.is_tp, matched.n_gt_per_class, *_class_order(matched))
+    return _ap_per_class(matched.is_tp, matched.n_gt_per_class, *_class_order(matched), matched.ignored)
 
 
 def ap_per_class_and_threshold(matched: MatchedDetections, iou_thresholds=COCO_IOU_THRESHOLDS) -> np.ndarray:
@@ -179,7 +185,7 @@ def ap_per_class_and_threshold(matched: MatchedDetections, iou_thresholds=COCO_I
     rows = []
     for t in iou_thresholds:
         m = matched if t == matched.iou_threshold else matched.rematch(t)
-        rows.append(_ap_per_class(m.is_tp, matched.n_gt_per_class, order, bounds))
+        rows.append(_ap_per_class(m.is_tp, matched.n_gt_per_class, order, bounds, m.ignored))
     return np.stack(rows) if rows else np.zeros((0, matched.num_classes))
 
 
@@ -251,9 +257,9 @@ def precision_recall(matched: MatchedDetections, thresholds=0.0) -> PrecisionRec
 
     precision = surviving TPs / survivors (nan with no survivors), recall = surviving TPs /
     ground-truth boxes (nan without ground truth). Negative images count (their detections
-    are false positives).
+    are false positives); detections ignored on crowd regions do not count.
     """
-    keep = survives(matched.scores, matched.classes, thresholds)
+    keep = survives(matched.scores, matched.classes, thresholds) & ~matched.ignored
     c = matched.num_classes
     n_kept = np.bincount(matched.classes[keep], minlength=c)
     n_tp = np.bincount(matched.classes[keep & matched.is_tp], minlength=c)
@@ -284,7 +290,8 @@ def summarize(
     LaECE_0 uses the IoUs of a matching at IoU > 0 (Kuzucu et al. 2024); D-ECE and
     precision/recall use ``matched.iou_threshold``. nan values become None.
     """
-    keep = survives(matched.scores, matched.classes, thresholds)
+    ignored = matched.ignored
+    keep = survives(matched.scores, matched.classes, thresholds) & ~ignored
     pr = precision_recall(matched, thresholds)
     ap_tc = ap_per_class_and_threshold(matched, COCO_IOU_THRESHOLDS)
     ap50_c = ap_tc[0]
@@ -307,6 +314,7 @@ def summarize(
         "n_negative_images": matched.n_negative_images,
         "n_detections": matched.n_detections,
         "n_kept": int(keep.sum()),
+        "n_ignored_on_crowd": int(ignored.sum()),
         "iou_threshold": float(matched.iou_threshold),
         "ap50": finite_or_none(np.nanmean(ap50_c[has_gt]) if has_gt.any() else math.nan),
         "ap50_95": finite_or_none(ap_tc[:, has_gt].mean() if has_gt.any() else math.nan),

@@ -49,6 +49,40 @@ class ModelInfo:
         return is_patched_metadata(self.metadata)
 
 
+FLOAT_INPUTS = ("float32", "float16")
+LAYOUT_SHAPES = {"xywh_cls": "[B, 4+C, N]", "xywh_obj_cls": "[B, N, 5+C]", "end2end": "[B, K, 6]"}
+
+
+def _check_image_input(p: Path, inp) -> None:
+    """detcal feeds float NCHW images with 3 channels: a clear line for anything else (uint8, NHWC)."""
+    dims = value_info_dims(inp)
+    dtype = value_info_dtype(inp)
+    if dtype not in FLOAT_INPUTS:
+        raise DetcalError(f"{p}: image input '{inp.name}' is {dtype}; detcal runs models with a float32 or float16 "
+                          "input (x = pixel / 255, NCHW): uint8 inputs are not supported yet, export with a float input")
+    c, last = dims[1], dims[3]
+    if isinstance(c, int) and c != 3:
+        if last == 3:
+            raise DetcalError(f"{p}: image input '{inp.name}' {list(dims)} is NHWC (channels last); detcal feeds NCHW "
+                              "[B, 3, H, W] images: NHWC inputs are not supported yet, export with an NCHW input")
+        raise DetcalError(f"{p}: image input '{inp.name}' {list(dims)} has {c} channels; detcal feeds RGB or BGR "
+                          "images [B, 3, H, W]")
+
+
+def _fits_layout(layout: str, shape: tuple) -> bool:
+    """Could an output of this shape be `layout`? (Dynamic dims fit anything.)"""
+    if len(shape) != 3:
+        return False
+    fixed = lambda d, ok: not isinstance(d, int) or ok(d)  # noqa: E731
+    if layout == "end2end":
+        return fixed(shape[2], lambda d: d == 6)
+    if layout == "xywh_cls":
+        return fixed(shape[1], lambda d: d > 4)
+    if layout == "xywh_obj_cls":
+        return fixed(shape[2], lambda d: d > 5)
+    return True
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -90,13 +124,22 @@ def parse_names(text: str | None) -> list[str] | None:
     return None
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file (with external data), or raise a one-line DetcalError naming it."""
+def check_model_path(path: str | Path) -> Path:
+    """The one check every command makes before reading a model file: it exists, is a file
+    (not a directory) and is not empty. DetcalError (one line, naming it) otherwise."""
     p = Path(path)
     if not p.exists():
         raise DetcalError(f"model file not found: {p}")
     if p.is_dir():
-        raise DetcalError(f"model path is a folder, expected an .onnx file: {p}")
+        raise DetcalError(f"{p}: is a directory, expected an .onnx file")
+    if p.stat().st_size == 0:
+        raise DetcalError(f"{p}: empty file (0 bytes), expected an ONNX model")
+    return p
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file (with external data), or raise a one-line DetcalError naming it."""
+    p = check_model_path(path)
     try:
         return onnx.load(str(p))
     except Exception as exc:  # onnx raises DecodeError, google.protobuf errors, OSError...
@@ -120,6 +163,7 @@ def read_model_info(
         shapes = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
         raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] found (inputs: {shapes})")
     inp = image_inputs[0]
+    _check_image_input(p, inp)
     if layout is not None and layout not in LAYOUTS:
         raise DetcalError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")
     has_select = any(n.op_type in SELECTING_OPS for n in graph.node)
@@ -163,6 +207,9 @@ def read_model_info(
         if guess is not None:
             break
     out, shape, guess = found[-1]
+    if layout is not None and not _fits_layout(layout, shape):
+        raise DetcalError(f"{p}: --layout {layout} needs an output {LAYOUT_SHAPES[layout]}, but {out.name} is "
+                          f"{list(shape)}; leave --layout out to recognise the layout, or pick the matching one")
     if guess is None:
         listing = "; ".join(f"{o.name} {list(s)}" for o, s, _ in found)
         raise DetcalError(

@@ -13,7 +13,6 @@ DynamicQuantizeLinear, QLinearConv, QuantizeLinear, DequantizeLinear run there).
 
 from __future__ import annotations
 
-import os
 
 import onnx
 
@@ -22,8 +21,9 @@ from onnx_ops.ep_support import EP_NAMES, EPS, coverage, falls_back, model_opset
 
 
 def _load(path: str) -> onnx.ModelProto:
-    if not os.path.isfile(path):
-        raise DetcalError(f"{path}: no such file")
+    from calib.model_info import check_model_path
+
+    check_model_path(path)          # not found / a directory / an empty file: the same line in every command
     try:
         # External weights are not needed to list ops; do not require them to be present.
         return onnx.load(path, load_external_data=False)

@@ -20,11 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constraints import PER_CLASS, AnyObject, Array, ConstraintError, Optional, Real, Str, check_block
+
 EPS = 1e-6  # clip before logit: keeps float32 logit finite and matches the graph's Clip
 MAX_KNOTS = 64
 AFFINE_KINDS = ("identity", "temperature", "temperature_per_class", "platt_per_class")
 ISOTONIC_KIND = "isotonic_per_class"
 KINDS = AFFINE_KINDS + (ISOTONIC_KIND,)
+MAX_SLOPE = 1e4      # a (logit-space slope) in (0, MAX_SLOPE]: beyond it float32 logits overflow
+MAX_BIAS = 1e4       # |b| <= MAX_BIAS
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -73,6 +77,14 @@ class AffineLogitMap:
     kind: str
     a: np.ndarray
     b: np.ndarray
+
+    # what the `calibrator` block of a logit-affine map may hold (checked in map_from_artifact)
+    _artifact_constraints = {
+        "kind": Str(AFFINE_KINDS),
+        "a": Array(Real(0, MAX_SLOPE, low_open=True), length=PER_CLASS, min_len=1),
+        "b": Array(Real(-MAX_BIAS, MAX_BIAS), length=PER_CLASS, min_len=1, same_length_as="a"),
+        "selection": Optional(AnyObject()),
+    }
 
     def __post_init__(self):
         self.a = np.asarray(self.a, dtype=np.float64).reshape(-1)
@@ -131,6 +143,15 @@ class IsotonicMap:
     x: list
     y: list
     kind: str = ISOTONIC_KIND
+
+    # what the `calibrator` block of an isotonic map may hold (checked in map_from_artifact)
+    _artifact_constraints = {
+        "kind": Str((ISOTONIC_KIND,)),
+        "x": Array(Array(Real(0, 1), min_len=1, max_len=MAX_KNOTS, order="increasing"), length=PER_CLASS, min_len=1),
+        "y": Array(Array(Real(0, 1), min_len=1, max_len=MAX_KNOTS, order="non_decreasing", same_length_as="x"),
+                   length=PER_CLASS, min_len=1, same_length_as="x"),
+        "selection": Optional(AnyObject()),
+    }
 
     def __post_init__(self):
         self.x = [np.asarray(v, dtype=np.float64).reshape(-1) for v in self.x]
@@ -206,24 +227,23 @@ def identity_map(num_classes: int) -> AffineLogitMap:
     return AffineLogitMap("identity", np.ones(num_classes), np.zeros(num_classes))
 
 
-def map_from_artifact(block: dict, num_classes: int | None = None) -> CalibrationMap:
-    """The artifact's `calibrator` block -> its map. Raises ValueError on a malformed block."""
+def map_from_artifact(block: dict, num_classes: int | None = None, path: str = "calibrator") -> CalibrationMap:
+    """The artifact's `calibrator` block -> its map.
+
+    Checks the block against the map class's declared constraints (one list per class when
+    num_classes is given); raises ConstraintError (a ValueError) naming the key, e.g.
+    `calibrator.a[3]`, and ValueError for a map whose class count differs from num_classes.
+    """
     if not isinstance(block, dict):
-        raise ValueError(f"calibrator block must be a JSON object, got {type(block).__name__}")
-    kind = block.get("kind")
-    needed = ("a", "b") if kind in AFFINE_KINDS else ("x", "y") if kind == ISOTONIC_KIND else ()
-    missing = [k for k in needed if k not in block]
-    if missing:
-        raise ValueError(f"calibrator {kind!r} lacks {', '.join(repr(k) for k in missing)}")
-    try:
-        if kind in AFFINE_KINDS:
-            m = AffineLogitMap(kind, block["a"], block["b"])
-        elif kind == ISOTONIC_KIND:
-            m = IsotonicMap(block["x"], block["y"])
-        else:
-            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
-    except TypeError as exc:       # e.g. a number where a list of per-class lists belongs
-        raise ValueError(f"calibrator {kind!r}: malformed values ({exc})") from None
+        raise ConstraintError(path, block, "expected a JSON object")
+    check_block(block, {"kind": Str(KINDS)}, path)
+    cls = IsotonicMap if block["kind"] == ISOTONIC_KIND else AffineLogitMap
+    ctx = {} if num_classes is None else {PER_CLASS: num_classes}
+    check_block(block, cls._artifact_constraints, path, **ctx)
+    if cls is AffineLogitMap:
+        m = AffineLogitMap(block["kind"], block["a"], block["b"])
+    else:
+        m = IsotonicMap(block["x"], block["y"])
     if num_classes is not None and m.num_classes != num_classes:
         raise ValueError(f"calibrator has {m.num_classes} classes, the model has {num_classes}")
     return m

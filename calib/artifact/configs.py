@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .constraints import Array, Block, Bool, Int, Optional, Real, Str, check_block
+
 RESIZE_MODES = ("letterbox", "stretch")
 PLACEMENTS = ("centre", "top_left", "bottom_right")   # where the letterboxed content sits (YOLOX: top_left); = calib.resize
 SCALES = ("div255", "none")                           # pixel / 255 first, or raw 0..255 (YOLOX)
+MAX_DET = 10_000                 # detections per image the artifact may ask for
+MAX_PRE_NMS_TOP_K = 100_000
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,20 @@ class Preprocess:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     placement: str = "centre"
     scale: str = "div255"
+
+    # what the `preprocess` block may hold, checked by `check_block` in `from_artifact`
+    _artifact_constraints = {
+        "resize": Optional(Str(RESIZE_MODES), nullable=False),
+        "pad_value": Optional(Int(0, 255), nullable=False),
+        "channel_order": Optional(Str(("RGB", "BGR")), nullable=False),
+        "placement": Optional(Str(PLACEMENTS), nullable=False),
+        "scaling": Optional(Block({
+            "kind": Str(("div255", "mean_std", "none")),
+            "units": Optional(Str(("0..1", "0..255")), nullable=False),
+            "mean": Optional(Array(Real(-1e3, 1e3), length=3), nullable=False),
+            "std": Optional(Array(Real(0, 1e3, low_open=True), length=3), nullable=False),
+        }), nullable=False),
+    }
 
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
@@ -60,13 +78,10 @@ class Preprocess:
         return out
 
     @classmethod
-    def from_artifact(cls, d: dict) -> "Preprocess":
-        if not isinstance(d, dict):
-            raise ValueError(f"preprocess block must be a JSON object, got {type(d).__name__}")
+    def from_artifact(cls, d: dict, path: str = "preprocess") -> "Preprocess":
+        """The `preprocess` block -> Preprocess; ConstraintError (a ValueError) naming the key."""
+        check_block(d, cls._artifact_constraints, path)
         scaling = d.get("scaling", {"kind": "div255"})
-        if not isinstance(scaling, dict) or scaling.get("kind") not in ("div255", "mean_std", "none"):
-            raise ValueError(f"preprocess.scaling must be {{\"kind\": \"div255\"}}, {{\"kind\": \"none\"}} or "
-                             f"{{\"kind\": \"mean_std\", \"mean\": [3], \"std\": [3]}}, got {scaling!r}")
         mean = tuple(scaling.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(scaling.get("std", (1.0, 1.0, 1.0)))
         raw = scaling.get("kind") == "none" or scaling.get("units") == "0..255"
@@ -85,6 +100,16 @@ class PostprocessConfig:
     class_aware: bool = True
     mask_padding: bool = True         # drop boxes centred in the letterbox bars
 
+    # what the `nms` block may hold, checked by `check_block` in `from_artifact`
+    _artifact_constraints = {
+        "iou_threshold": Optional(Real(0, 1), nullable=False),
+        "max_det": Optional(Int(1, MAX_DET), nullable=False),
+        "pre_nms_top_k": Optional(Int(1, MAX_PRE_NMS_TOP_K), nullable=False),
+        "multi_label": Optional(Bool(), nullable=False),
+        "class_aware": Optional(Bool(), nullable=False),
+        "mask_padding": Optional(Bool(), nullable=False),
+    }
+
     def __post_init__(self):
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
@@ -102,6 +127,8 @@ class PostprocessConfig:
         }
 
     @classmethod
-    def from_artifact(cls, d: dict) -> "PostprocessConfig":
+    def from_artifact(cls, d: dict, path: str = "nms") -> "PostprocessConfig":
+        """The `nms` block -> PostprocessConfig; ConstraintError (a ValueError) naming the key."""
+        check_block(d, cls._artifact_constraints, path)
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)

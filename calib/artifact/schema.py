@@ -27,11 +27,48 @@ from ..errors import DetcalError
 from ..jsonable import to_jsonable
 from .calibration_map import CalibrationMap, map_from_artifact
 from .configs import PostprocessConfig, Preprocess
+from .constraints import PER_CLASS, AnyObject, Array, Bool, ConstraintError, Int, Optional, Real, Str, check_block
 from .interface import LAYOUTS
 from .version import DETCAL_VERSION
 
 FORMAT = "detcal.calibration"
 FORMAT_VERSION = 1
+MAX_INPUT_SIDE = 16_384
+MAX_CLASSES = 100_000
+
+# the blocks without a class of their own on this side of the contract: declared here, once
+MODEL_CONSTRAINTS = {
+    "sha256": Str(),
+    "file": Optional(Str()),
+    "input_name": Optional(Str()),
+    "input_size": Array(Int(1, MAX_INPUT_SIDE), length=2),
+    "input_dtype": Optional(Str()),
+    "output_name": Optional(Str()),
+    "layout": Str(LAYOUTS),
+    "num_classes": Int(1, MAX_CLASSES),
+    "class_names": Optional(Array(Str(), length=PER_CLASS)),
+}
+THRESHOLDS_CONSTRAINTS = {       # the block RejectionThresholds.to_artifact writes
+    "score": Array(Real(0, 1), length=PER_CLASS),
+    "max_negative_rate": Optional(Real(0, 1)),
+    "confidence": Optional(Real(0, 1)),
+    "certified_bound": Optional(Real(0, 1)),
+    "negative_rate": Optional(Real(0, 1)),
+    "certified": Optional(Bool()),
+    "n_negative_images": Optional(Real(0)),
+    "note": Optional(Str()),
+}
+TOP_CONSTRAINTS = {
+    "detcal_version": Optional(Str()),
+    "created": Optional(Str()),
+    "model": AnyObject(),
+    "preprocess": AnyObject(),
+    "calibrator": AnyObject(),
+    "thresholds": AnyObject(),
+    "nms": AnyObject(),
+    "metrics": Optional(AnyObject()),
+    "data": Optional(AnyObject()),
+}
 
 
 @dataclass
@@ -74,60 +111,40 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "calibration") -> "Artifact":
-        """Validate and parse; raises DetcalError naming `source` and the offending key."""
-        def bad(msg):
-            return DetcalError(f"{source}: {msg}")
-
+        """Validate and parse; raises DetcalError (one line) naming `source`, the key (a JSON path
+        such as `calibrator.a[3]`) and the value. Every block is checked against its declared
+        constraints (`calib.artifact.constraints`): types, one value per class, finite values,
+        ranges, knot order, a known format and a supported version."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise bad(f"not a detcal calibration file (expected \"format\": \"{FORMAT}\")")
-        if not isinstance(d.get("version"), int) or d["version"] > FORMAT_VERSION:
-            raise bad(f"unsupported version {d.get('version')!r}; this detcal reads up to {FORMAT_VERSION}")
-        for key in ("model", "preprocess", "calibrator", "thresholds", "nms"):
-            if not isinstance(d.get(key), dict):
-                raise bad(f"missing or malformed block {key!r}")
-        model = d["model"]
-        for key in ("sha256", "input_size", "layout", "num_classes"):
-            if key not in model:
-                raise bad(f"model block lacks {key!r}")
-        c = model["num_classes"]
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise bad(f"model.num_classes must be a positive integer, got {c!r}")
-        size = model["input_size"]
-        if (not isinstance(size, list) or len(size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-            raise bad(f"model.input_size must be [H, W] in pixels, got {size!r}")
-        if model["layout"] not in LAYOUTS:
-            raise bad(f"model.layout {model['layout']!r} is not one of {', '.join(LAYOUTS)}")
-        names = model.get("class_names")
-        if names is not None and (not isinstance(names, list) or len(names) != c):
-            raise bad(f"model.class_names must list {c} names")
-        for key, parse in (("calibrator", lambda b: map_from_artifact(b, c)),
-                           ("preprocess", Preprocess.from_artifact),
-                           ("nms", PostprocessConfig.from_artifact)):
-            try:
-                parsed = parse(d[key])
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                raise bad(f"invalid {key} block: {exc}") from None
-            if key == "calibrator":
-                calibration = parsed
-            elif key == "preprocess":
-                preprocess = parsed
-            else:
-                nms = parsed
-        scores = d["thresholds"].get("score")
-        if not isinstance(scores, list) or len(scores) != c or not all(isinstance(v, (int, float)) for v in scores):
-            raise bad(f"thresholds.score must be a list of {c} numbers")
-        extra = d.get("data", {})
+            found = d.get("format", "(missing)") if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+            raise DetcalError(f"{source}: not a detcal calibration file (format = {found!r}, "
+                              f"expected \"format\": \"{FORMAT}\")"[:300])
+        version = d.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise DetcalError(f"{source}: version = {version!r}: unsupported version; this detcal reads "
+                              f"version 1..{FORMAT_VERSION}"[:300])
+        try:
+            check_block(d, TOP_CONSTRAINTS, "")
+            check_block(d["model"], MODEL_CONSTRAINTS, "model", num_classes=d["model"].get("num_classes"))
+            c = d["model"]["num_classes"]
+            check_block(d["thresholds"], THRESHOLDS_CONSTRAINTS, "thresholds", **{PER_CLASS: c})
+            calibration = map_from_artifact(d["calibrator"], c, "calibrator")
+            preprocess = Preprocess.from_artifact(d["preprocess"], "preprocess")
+            nms = PostprocessConfig.from_artifact(d["nms"], "nms")
+        except ConstraintError as exc:
+            raise DetcalError(f"{source}: {exc}") from None
+        except ValueError as exc:          # a cross-field rule of a config's own __post_init__
+            raise DetcalError(f"{source}: {exc}") from None
         return cls(
-            model=model,
+            model=d["model"],
             preprocess=preprocess,
             calibration=calibration,
             thresholds=d["thresholds"],
             nms=nms,
-            metrics=d.get("metrics", {}),
-            selection=d["calibrator"].get("selection", {}),
-            extra=extra,
-            created=d.get("created", ""),
+            metrics=d.get("metrics") or {},
+            selection=d["calibrator"].get("selection") or {},
+            extra=d.get("data") or {},
+            created=d.get("created") or "",
         )
 
     def save(self, path: str | Path) -> Path:
@@ -137,12 +154,19 @@ class Artifact:
 
 def load_artifact(path: str | Path) -> Artifact:
     """Read and validate a calibration.json; DetcalError (one line, naming the file) when it is bad."""
-    """Read and validate a calibration.json; DetcalError (one line, naming the file) when it is bad."""
     p = Path(path)
     if not p.exists():
         raise DetcalError(f"calibration file not found: {p}")
+    if p.is_dir():
+        raise DetcalError(f"{p}: is a directory, expected a calibration.json file")
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DetcalError(f"{p}: not valid JSON ({exc})") from None
+        text = p.read_bytes()
+    except OSError as exc:
+        raise DetcalError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise DetcalError(f"{p}: empty file, expected a calibration.json from `detcal fit`")
+    try:
+        d = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:    # JSONDecodeError is a ValueError
+        raise DetcalError(f"{p}: not valid JSON ({str(exc)[:200]})") from None
     return Artifact.from_dict(d, source=str(p))

@@ -5,6 +5,7 @@ Only argparse here: importing this module must stay cheap (`detcal --help` < 1 s
 from __future__ import annotations
 
 import argparse
+import math
 
 # = calib.artifact.LAYOUTS, spelled out so that `detcal --help` imports no numpy (tests/test_head_wiring.py checks)
 LAYOUT_CHOICES = ("xywh_cls", "xywh_obj_cls", "end2end", "yolox_raw", "gfl_multilevel", "detr")
@@ -30,8 +31,8 @@ def floats3(text: str) -> tuple[float, float, float]:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
-    if len(vals) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"expected three comma-separated finite numbers, got {text!r}")
     return vals
 
 
@@ -46,12 +47,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def unit_float(text: str) -> float:
+    """A finite number in [0, 1] (a score threshold, an IoU, a rate); an argparse error otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:          # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """--layout, --batch, --threads: how the raw model is run."""
     p.add_argument("--layout", choices=LAYOUT_CHOICES, help="override the recognised head layout")
     p.add_argument("--batch", type=positive_int, default=8,
                    help="images per model call when the batch axis is dynamic (default: 8)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
 
 
 def add_model_data_args(p: argparse.ArgumentParser, *, split_default: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import add_preprocess_args, add_run_args, parse_size, preprocess_from_args
+from .args import add_preprocess_args, add_run_args, parse_size, preprocess_from_args, unit_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,8 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                              "adds the quantization check (recall by size and class, score shift, "
                                              "activation ranges)")
     p.add_argument("--out", default="doctor", help="folder for doctor.json and the PNGs (default: doctor/)")
-    p.add_argument("--conf", type=float, default=0.25, help="the confidence threshold deployed today (default: 0.25)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold deployed today (default: 0.7)")
+    p.add_argument("--conf", type=unit_float, default=0.25, help="the confidence threshold deployed today (default: 0.25)")
+    p.add_argument("--iou", type=unit_float, default=0.7, help="NMS IoU threshold deployed today (default: 0.7)")
     add_run_args(p)
     p.add_argument("--json", action="store_true", help="print doctor.json to stdout instead of the text report")
     p.add_argument("--quiet", action="store_true", help="no progress")
@@ -39,6 +39,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from calib.atomic import removing_new_empty_dirs
     from calib.doctor import DoctorOptions, diagnose
     from calib.errors import DetcalError
     from calib.artifact import PostprocessConfig
@@ -51,9 +52,12 @@ def run(args) -> int:
     for src in [s for s in (args.model, args.data, args.native_model, args.reference_model) if s]:
         if Path(args.out).exists() and Path(args.out).resolve() == Path(src).resolve():
             raise DetcalError(f"output folder is an input: {args.out}")
-    report = diagnose(args.model, args.data, split=args.split, serve_size=args.serve_size, native_size=args.native_size,
-                      native_model=args.native_model, reference_model=args.reference_model, preprocess=pre, options=options, layout=args.layout,
-                      out_dir=args.out, batch_size=args.batch, threads=args.threads, progress=not args.quiet)
+    with removing_new_empty_dirs(args.out):            # a failed doctor leaves no empty folder
+        report = diagnose(args.model, args.data, split=args.split, serve_size=args.serve_size,
+                          native_size=args.native_size, native_model=args.native_model,
+                          reference_model=args.reference_model, preprocess=pre,
+                          options=options, layout=args.layout, out_dir=args.out, batch_size=args.batch,
+                          threads=args.threads, progress=not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import add_model_data_args, add_names_arg, add_preprocess_args
+from .args import add_model_data_args, add_names_arg, add_preprocess_args, unit_float
 
 # the defaults of calib.evaluate (AP_FLOOR, DEFAULT_CONF), repeated here so that `--help` does
 # not import the evaluator; tests/test_fit_cli.py checks that they agree
@@ -24,11 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--patched", help="the patched model from `detcal patch` (.detcal.onnx)")
     p.add_argument("--calibration", help="calibration.json: evaluates the reference pipeline with it, "
                                          "and gives the preprocessing when there is no --patched")
-    p.add_argument("--conf", type=float, default=DEFAULT_CONF,
+    p.add_argument("--conf", type=unit_float, default=DEFAULT_CONF,
                    help=f"the raw model's operating score threshold (default: {DEFAULT_CONF})")
-    p.add_argument("--ap-floor", type=float, default=AP_FLOOR,
+    p.add_argument("--ap-floor", type=unit_float, default=AP_FLOOR,
                    help=f"raw score floor for the raw model's AP (default: {AP_FLOOR})")
-    p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
+    p.add_argument("--match-iou", type=unit_float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--out", default="eval", help="output folder for eval.json and the plots (default: eval)")
     add_names_arg(p)
     add_preprocess_args(p)

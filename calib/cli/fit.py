@@ -48,9 +48,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from calib.atomic import removing_new_empty_dirs
     from calib.data import read_names_file
     from calib.errors import DetcalError
-    from calib.fitting import FitOptions, fit
+    from calib.fitting import FitOptions, fit, report_dir_for
     from calib.artifact import PostprocessConfig
 
     pre = preprocess_from_args(args)
@@ -66,11 +69,13 @@ def run(args) -> int:
         threshold_shape=args.threshold_shape,
         nms_on_queries=args.iou is not None,
     )
-    result = fit(
-        args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
-        imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names),
-        progress=not args.quiet,
-    )
+    out = Path(args.out)
+    with removing_new_empty_dirs(out.parent, report_dir_for(out)):     # a failed fit leaves no empty folder
+        result = fit(
+            args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
+            imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names),
+            progress=not args.quiet,
+        )
     print(result.summary)
     if not result.thresholds.certified_:
         print(f"warning: the negative-scene target was not certified: {result.thresholds.note}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import parse_size
+from .args import parse_size, positive_int, unit_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,9 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the raw exported detector (.onnx)")
     p.add_argument("--calibration", required=True, help="calibration.json from `detcal fit`")
     p.add_argument("--out", help="output path (default: <model>.detcal.onnx beside the model)")
-    p.add_argument("--iou", type=float, help="override the NMS IoU threshold")
-    p.add_argument("--max-det", type=int, help="override the number of detections per image (K)")
-    p.add_argument("--conf", type=float, help="override every class's score threshold (calibrated scale)")
+    p.add_argument("--iou", type=unit_float, help="override the NMS IoU threshold")
+    p.add_argument("--max-det", type=positive_int, help="override the number of detections per image (K)")
+    p.add_argument("--conf", type=unit_float, help="override every class's score threshold (calibrated scale)")
     p.add_argument("--force", action="store_true", help="patch even if the model's sha256 differs from the artifact's")
     p.add_argument("--static-shapes", action="store_true",
                    help="fixed-shape graph for TensorRT: no NonZero, no data-dependent Slice, TopK with constant K "

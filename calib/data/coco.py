@@ -17,11 +17,19 @@ from .types import Dataset, LabelReport, Sample, finish_dataset
 from .yolo import clean_boxes
 
 
+def _is_id(v) -> bool:
+    """COCO ids are integers (strings accepted too); never null, a bool, a float or a container."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
 def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike | None) -> Dataset:
+    text = read_text(path)
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DetcalError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:       # a 5000-digit number, nesting too deep
+        raise DetcalError(f"{path}: invalid JSON: {str(exc).split(';')[0][:120]}") from None
     if not isinstance(data, dict):
         raise DetcalError(f"{path}: not a COCO instances JSON (top level is not an object)")
     for key in ("images", "annotations", "categories"):
@@ -30,8 +38,8 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
 
     cats = {}
     for c in data["categories"]:
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DetcalError(f"{path}: category without 'id' and 'name': {c!r}"[:300])
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or "name" not in c:
+            raise DetcalError(f"{path}: category without an integer 'id' and a 'name': {c!r}"[:300])
         if c["id"] in cats:
             raise DetcalError(f"{path}: category id {c['id']} appears twice")
         cats[c["id"]] = str(c["name"])
@@ -46,8 +54,8 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
 
     images: dict[Any, dict] = {}
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            raise DetcalError(f"{path}: image entry without 'id' and 'file_name': {im!r}"[:300])
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
+            raise DetcalError(f"{path}: image entry without an integer 'id' and a 'file_name': {im!r}"[:300])
         if im["id"] in images:
             raise DetcalError(f"{path}: image id {im['id']} appears twice")
         images[im["id"]] = im
@@ -58,17 +66,15 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
 
     report = LabelReport()
     per_image: dict[Any, list[tuple[list[float], int, str]]] = {i: [] for i in images}
+    crowd: dict[Any, list[tuple[list[float], int, str]]] = {i: [] for i in images}
     for k, ann in enumerate(data["annotations"]):
-        aid = ann.get("id", f"#{k}") if isinstance(ann, dict) else f"#{k}"
+        aid = ann.get("id") if isinstance(ann, dict) and _is_id(ann.get("id")) else f"#{k}"
         where = f"{path}: annotation {aid}"
         if not isinstance(ann, dict):
             raise DetcalError(f"{where}: not an object")
-        if ann.get("image_id") not in images:
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
             raise DetcalError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("iscrowd", 0):
-            report.n_crowd_ignored += 1
-            continue
-        if ann.get("category_id") not in cat_index:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in cat_index:
             raise DetcalError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
         if (not isinstance(bbox, list) or len(bbox) != 4
@@ -76,13 +82,20 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
             raise DetcalError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], found {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise DetcalError(f"{where}: negative bbox width or height {bbox}")
+        iscrowd = ann.get("iscrowd", 0)
+        if iscrowd not in (0, 1, True, False, None):
+            raise DetcalError(f"{where}: 'iscrowd' must be 0 or 1, found {iscrowd!r}"[:300])
+        if iscrowd:                    # an ignore region, not an object to find
+            report.n_crowd_ignored += 1
+            crowd[ann["image_id"]].append((bbox, cat_index[ann["category_id"]], where))
+            continue
         per_image[ann["image_id"]].append((bbox, cat_index[ann["category_id"]], where))
 
     samples = []
     for iid, im in images.items():
         img_path = Path(os.path.normpath(folder / im["file_name"]))
         anns = per_image[iid]
-        if not anns:
+        if not anns and not crowd[iid]:
             samples.append(Sample(img_path, np.zeros((0, 4)), np.zeros((0,), dtype=np.int64)))
             continue
         w, h = im.get("width"), im.get("height")
@@ -92,13 +105,20 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
             except DetcalError:
                 raise DetcalError(
                     f"{path}: image {iid} has no valid 'width'/'height' and {img_path} cannot be read to get them") from None
-        xywh = np.array([a[0] for a in anns], dtype=np.float64)
-        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) / np.array([w, h, w, h], dtype=np.float64)
+        scale = np.array([w, h, w, h], dtype=np.float64)
+        xywh = np.array([a[0] for a in anns], dtype=np.float64).reshape(-1, 4)
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) / scale
         boxes, classes = clean_boxes(xyxy, np.array([a[1] for a in anns], dtype=np.int64), [a[2] for a in anns], report)
-        samples.append(Sample(img_path, boxes, classes))
+        cw = np.array([a[0] for a in crowd[iid]], dtype=np.float64).reshape(-1, 4)
+        crowd_xyxy = np.clip(np.concatenate([cw[:, :2], cw[:, :2] + cw[:, 2:]], axis=1) / scale, 0.0, 1.0)
+        crowd_keep = (crowd_xyxy[:, 2] > crowd_xyxy[:, 0]) & (crowd_xyxy[:, 3] > crowd_xyxy[:, 1])
+        crowd_classes = np.array([a[1] for a in crowd[iid]], dtype=np.int64).reshape(-1)
+        samples.append(Sample(img_path, boxes, classes, crowd_boxes_xyxy_norm=crowd_xyxy[crowd_keep],
+                              crowd_classes=crowd_classes[crowd_keep]))
     samples.sort(key=lambda s: str(s.image_path))
     if report.n_crowd_ignored:
-        report.note("crowd", f"{path}: {report.n_crowd_ignored} iscrowd annotations ignored (not matched, not counted)")
+        report.note("crowd", f"{path}: {report.n_crowd_ignored} iscrowd annotations are ignore regions: a detection "
+                             "on one is neither a true nor a false positive, and their images are not negative scenes")
     return finish_dataset(names, samples, report, f"{path} (COCO)", path)
 
 

@@ -49,28 +49,40 @@ class Sample:
     gt_boxes_xyxy_norm: (M, 4) float64 xyxy, normalised to [0, 1] of the EXIF-oriented image.
     gt_classes: (M,) int64 in [0, len(names)).
     label_path: where the labels came from (None for COCO, or when the label file is missing).
+    crowd_boxes_xyxy_norm: (R, 4) float64 xyxy normalised, COCO ``iscrowd=1`` regions: ignore
+        regions (a detection on one is neither TP nor FP), never objects to find. YOLO labels
+        have none.
+    crowd_classes: (R,) int64, the class of each crowd region.
     """
 
     image_path: Path
     gt_boxes_xyxy_norm: np.ndarray
     gt_classes: np.ndarray
     label_path: Path | None = None
+    crowd_boxes_xyxy_norm: np.ndarray | None = None
+    crowd_classes: np.ndarray | None = None
 
     def __post_init__(self):
-        boxes = np.array(self.gt_boxes_xyxy_norm, dtype=np.float64).reshape(-1, 4)
-        classes = np.array(self.gt_classes, dtype=np.int64).reshape(-1)
-        if len(boxes) != len(classes):
-            raise ValueError(f"{len(boxes)} boxes but {len(classes)} classes for {self.image_path}")
-        boxes.setflags(write=False)
-        classes.setflags(write=False)
         object.__setattr__(self, "image_path", Path(self.image_path))
-        object.__setattr__(self, "gt_boxes_xyxy_norm", boxes)
-        object.__setattr__(self, "gt_classes", classes)
+        for boxes_name, classes_name in (("gt_boxes_xyxy_norm", "gt_classes"), ("crowd_boxes_xyxy_norm", "crowd_classes")):
+            raw_boxes, raw_classes = getattr(self, boxes_name), getattr(self, classes_name)
+            boxes = np.array(() if raw_boxes is None else raw_boxes, dtype=np.float64).reshape(-1, 4)
+            classes = np.array(() if raw_classes is None else raw_classes, dtype=np.int64).reshape(-1)
+            if len(boxes) != len(classes):
+                raise ValueError(f"{len(boxes)} boxes but {len(classes)} classes for {self.image_path}")
+            boxes.setflags(write=False)
+            classes.setflags(write=False)
+            object.__setattr__(self, boxes_name, boxes)
+            object.__setattr__(self, classes_name, classes)
 
     @property
     def is_negative(self) -> bool:
-        """True for a negative scene: no ground-truth boxes."""
-        return len(self.gt_classes) == 0
+        """True for a negative scene: no ground-truth boxes and no crowd regions."""
+        return len(self.gt_classes) == 0 and len(self.crowd_classes) == 0
+
+    def crowd_boxes_xyxy_px(self, width: int, height: int) -> np.ndarray:
+        """Crowd regions in pixels of a (width, height) image: (R, 4) float64 xyxy."""
+        return self.crowd_boxes_xyxy_norm * np.array([width, height, width, height], dtype=np.float64)
 
     @property
     def n_boxes(self) -> int:
@@ -136,7 +148,7 @@ class LabelReport:
         if self.n_polygon_boxes:
             extra.append(f"{self.n_polygon_boxes} polygons used as boxes")
         if self.n_crowd_ignored:
-            extra.append(f"{self.n_crowd_ignored} crowd annotations ignored")
+            extra.append(f"{self.n_crowd_ignored} crowd regions (ignore regions: neither TP nor FP)")
         if self.n_unreadable_images:
             extra.append(f"{self.n_unreadable_images} unreadable images skipped")
         return head + ("; " + ", ".join(extra) if extra else "")

@@ -65,15 +65,18 @@ def _percentiles_ms(seconds: list[float], batch_sizes: list[int]) -> tuple[float
     return float(np.median(per_image)), float(np.percentile(per_image, 90))
 
 
-def _match(dets: list[Detections], gt_boxes, gt_classes, num_classes: int, iou: float) -> MatchedDetections:
-    return match_detections(dets, gt_boxes, gt_classes, iou, num_classes)
+def _match(dets: list[Detections], gt_boxes, gt_classes, num_classes: int, iou: float, crowd=None) -> MatchedDetections:
+    crowd_boxes, crowd_classes = crowd if crowd is not None else (None, None)
+    return match_detections(dets, gt_boxes, gt_classes, iou, num_classes, crowd_boxes, crowd_classes)
 
 
-def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: float) -> dict:
+def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: float, crowd=None) -> dict:
     """Match col's detections to the ground truth (per image (M, 4) xyxy original px, (M,) classes)
-    at IoU >= iou and summarise: AP, AP at the operating point, calibration, negatives, latency."""
+    at IoU >= iou and summarise: AP, AP at the operating point, calibration, negatives, latency.
+    crowd: optional (per-image crowd boxes (R, 4) xyxy original px, per-image classes (R,)):
+    COCO ignore regions, a detection on one is neither TP nor FP."""
     c = len(names)
-    col.matched = m = _match(col.detections, gt_boxes, gt_classes, c, iou)
+    col.matched = m = _match(col.detections, gt_boxes, gt_classes, c, iou, crowd)
     out = summarize(m, col.thresholds, class_names=names)
     keep = survives(m.scores, m.classes, col.thresholds)
     if np.ndim(col.thresholds) == 0 and float(col.thresholds) < 0:   # everything it outputs
@@ -81,7 +84,7 @@ def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: flo
     else:
         kept = [Detections(d.boxes_xyxy[s], d.scores[s], d.classes[s])
                 for d, s in zip(col.detections, _split(keep, col.detections))]
-        mk = _match(kept, gt_boxes, gt_classes, c, iou)
+        mk = _match(kept, gt_boxes, gt_classes, c, iou, crowd)
         out["ap50_at_op"], out["ap50_95_at_op"] = finite_or_none(mean_ap(mk, [0.5])), finite_or_none(mean_ap(mk))
     model_med, model_p90 = _percentiles_ms(col.model_seconds, col.batch_sizes)
     out["latency_model_ms_median"], out["latency_model_ms_p90"] = model_med, model_p90
@@ -106,7 +109,7 @@ def add_intervals_and_baseline(columns: dict[str, Column]) -> list[str]:
     from ..certify import ScoredImages, global_baseline
 
     for col in columns.values():
-        col.metrics["intervals"] = intervals_to_dict(metric_intervals(col.matched, thresholds=col.thresholds))
+        col.metrics["intervals"] = intervals_to_dict(metric_intervals(col.matched.without_ignored(), thresholds=col.thresholds))
     notes = []
     raw = ScoredImages.from_matched(columns["raw"].matched)
     for name, col in columns.items():

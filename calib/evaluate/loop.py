@@ -92,6 +92,7 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
                           "and the patched one as --patched")
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
     del proto
+    _check_same_source(info.sha256, model, artifact, calibration, pinfo, patched)
     num_classes = check_class_count(info, dataset.names, str(data))
     if artifact is not None and artifact.num_classes != num_classes:
         raise DetcalError(f"class count mismatch: {calibration} was fitted for {artifact.num_classes} classes, "
@@ -99,13 +100,23 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
     if pinfo is not None and pinfo.num_classes is not None and pinfo.num_classes != num_classes:
         raise DetcalError(f"class count mismatch: {patched} predicts {pinfo.num_classes} classes, "
                           f"{data} names {num_classes}")
-    if artifact is not None and artifact.model.get("sha256") not in (None, info.sha256):
-        warnings.append(f"{calibration} was fitted on another model (sha256 {str(artifact.model['sha256'])[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
-    if pinfo is not None and pinfo.source_sha256 not in (None, info.sha256):
-        warnings.append(f"{patched} was patched from another model (sha256 {pinfo.source_sha256[:12]}...) "
-                        f"than {model} ({info.sha256[:12]}...)")
     return pinfo, artifact, dataset, info, num_classes
+
+
+def _check_same_source(sha256: str, model, artifact, calibration, pinfo, patched) -> None:
+    """--calibration and --patched must come from --model: the sha256 each records (as `patch`
+    checks it) equals the model's. DetcalError naming the files that disagree."""
+    recorded = []
+    if artifact is not None and artifact.model.get("sha256"):
+        name = calibration if not isinstance(calibration, Artifact) else "the calibration artifact"
+        recorded.append((f"--calibration {name}", "was fitted on", str(artifact.model["sha256"])))
+    if pinfo is not None and pinfo.source_sha256:
+        recorded.append((f"--patched {patched}", "was patched from", pinfo.source_sha256))
+    wrong = [(f, verb, h) for f, verb, h in recorded if h != sha256]
+    if not wrong:
+        return
+    what = "; ".join(f"{f} {verb} a model with sha256 {h[:12]}..." for f, verb, h in wrong)
+    raise DetcalError(f"{what}, not --model {model} (sha256 {sha256[:12]}...): pass the files that belong together")
 
 
 def evaluate(
@@ -196,6 +207,7 @@ def evaluate(
     samples = dataset.samples
     pos = {id(s): i for i, s in enumerate(samples)}
     gt_boxes, gt_classes, rows_all = [], [], []
+    crowd_boxes, crowd_classes = [], []
     label = str(dataset.source)
 
     def evaluate_batch(batch: InputBatch, first: bool) -> None:
@@ -238,6 +250,8 @@ def evaluate(
         for i, row in zip(idx, r_n):
             gt_boxes.append(samples[i].gt_boxes_xyxy_px(int(row[0]), int(row[1])))
             gt_classes.append(np.asarray(samples[i].gt_classes, dtype=np.int64))
+            crowd_boxes.append(samples[i].crowd_boxes_xyxy_px(int(row[0]), int(row[1])))
+            crowd_classes.append(np.asarray(samples[i].crowd_classes, dtype=np.int64))
             rows_all.append(row)
 
     def transform(rgb):
@@ -254,7 +268,7 @@ def evaluate(
     if not gt_boxes:
         raise DetcalError(f"{data} ({split}): no readable images")
     n_images = len(gt_boxes)
-    n_neg = sum(1 for g in gt_classes if g.size == 0)
+    n_neg = sum(1 for g, cr in zip(gt_classes, crowd_classes) if g.size == 0 and cr.size == 0)
     if n_neg == n_images:
         warnings.append("no image has a labelled object: AP, precision and recall are not defined")
     if n_neg == 0:
@@ -262,7 +276,8 @@ def evaluate(
 
     columns["raw"].thresholds = conf
     for col in columns.values():
-        col.metrics = column_metrics(col, gt_boxes, gt_classes, list(dataset.names), match_iou)
+        col.metrics = column_metrics(col, gt_boxes, gt_classes, list(dataset.names), match_iou,
+                                     (crowd_boxes, crowd_classes))
     if "reference" in columns:
         thr = artifact.score_thresholds
         for c, name in enumerate(dataset.names):

@@ -59,7 +59,7 @@ def write_eval_outputs(result: EvalResult, out_dir: Path) -> None:
     panels, curves = [], {}
     grid = np.linspace(0, 1, 201)
     for name, col in result.columns.items():
-        m = col.matched
+        m = col.matched.without_ignored()        # detections on crowd regions: neither TP nor FP
         keep = survives(m.scores, m.classes, col.thresholds)
         title = TITLES[name].format(conf=conf)
         panels.append((f"{title}: D-ECE {_fmt(col.metrics.get('dece'))}", m.scores[keep], m.is_tp[keep]))
