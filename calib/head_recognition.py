@@ -251,6 +251,10 @@ def recognise_head(
         fits = sorted({c for s in shapes.values() for c in shape_candidates(s, input_hw)} |
                       ({"gfl_multilevel"} if _gfl_split(shapes, input_hw, hint) else set()),
                       key=ALL_LAYOUTS.index)
+        if layout is not None:
+            raise DetcalError(f"{source}: --layout {layout} needs an output {LAYOUT_SHAPES[layout]}, but found {found}; "
+                              + (f"--layout values that fit these shapes: {', '.join(fits)}" if fits else
+                                 "leave --layout out to recognise the layout"))
         raise DetcalError(f"{source}: no output fits a supported layout (found: {found}); "
                           + (f"--layout values that fit these shapes: {', '.join(fits)}" if fits else
                              "supported: " + ", ".join(f"{k} {v}" for k, v in LAYOUT_SHAPES.items())))

@@ -50,7 +50,6 @@ class ModelInfo:
 
 
 FLOAT_INPUTS = ("float32", "float16")
-LAYOUT_SHAPES = {"xywh_cls": "[B, 4+C, N]", "xywh_obj_cls": "[B, N, 5+C]", "end2end": "[B, K, 6]"}
 
 
 def _check_image_input(p: Path, inp) -> None:
@@ -208,7 +207,7 @@ def read_model_info(
             break
     out, shape, guess = found[-1]
     if layout is not None and not _fits_layout(layout, shape):
-        raise DetcalError(f"{p}: --layout {layout} needs an output {LAYOUT_SHAPES[layout]}, but {out.name} is "
+        raise DetcalError(f"{p}: --layout {layout} needs an output {_layout_shapes()[layout]}, but {out.name} is "
                           f"{list(shape)}; leave --layout out to recognise the layout, or pick the matching one")
     if guess is None:
         listing = "; ".join(f"{o.name} {list(s)}" for o, s, _ in found)
@@ -278,3 +277,8 @@ def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str)
             f"{data_path} names {n}"
         )
     return n
+
+
+def _layout_shapes() -> dict:
+    from .head_recognition import LAYOUT_SHAPES  # one table of layout shapes, beside the recognition
+    return LAYOUT_SHAPES
