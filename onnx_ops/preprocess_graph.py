@@ -254,7 +254,7 @@ def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, s
     new_name = IMAGE_INPUT if frame_hw is None else FRAMES_INPUT
     taken = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer} \
         | {i.name for i in graph.input if i.name != input_name}
-    if new_name in taken:
+    if new_name in taken and new_name != input_name:   # the model's own `image` input is replaced, not kept
         raise DetcalError(f"{source}: the model already has a tensor named {new_name!r}; cannot add the detcal input")
     start = len(b.nodes)
     if frame_hw is None:

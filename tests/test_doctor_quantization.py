@@ -99,8 +99,9 @@ def _collected(per_image):
     dets = [Detections(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s, np.float32), np.asarray(c, np.int64))
             for b, s, c in per_image]
     n = len(dets)
-    return Collected(dets, [np.zeros((0, 4))] * n, [np.zeros(0, np.int64)] * n, [(100, 100)] * n,
-                     np.zeros((n, 6)), list(range(n)))
+    return Collected(detections=dets, gt_boxes_xyxy=[np.zeros((0, 4))] * n, gt_classes=[np.zeros(0, np.int64)] * n,
+                     crowd_boxes_xyxy=[np.zeros((0, 4))] * n, crowd_classes=[np.zeros(0, np.int64)] * n,
+                     image_sizes=[(100, 100)] * n, rows=np.zeros((n, 6)), sample_indices=list(range(n)))
 
 
 def test_pair_detections_same_class_high_iou_once():
