@@ -1,0 +1,313 @@
+"""Box-aware calibration: the float32 formula, its graph twin (bit for bit), monotonicity, the fit.
+
+The equivalence property: for random maps (classes, a > 0, b, feature weights, standardisation),
+thresholds, input sizes, scores (edges 0 and 1 included) and boxes (degenerate, inverted, outside
+the input), onnxruntime running onnx_ops.box_calibration computes the same calibrated logits bit
+for bit as calib.box_map, hence the same survivors, and calibrated scores within a few float32 ulps.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from calib.box_calibrator import PlattBox
+from calib.box_features import box_features_f32, log_f32
+from calib.box_map import BoxPlattMap, logit_f32
+from calib.calibrators import PerClassPlatt, log_loss
+from onnx_ops import box_calibration as bc
+from onnx_ops.graph_builder import GraphBuilder
+
+F = np.float32
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def random_map(num_classes: int, seed: int, global_w: bool = False, clip: float = 4.0) -> BoxPlattMap:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.7, (1 if global_w else num_classes, 3)) * np.ones((num_classes, 1))
+    return BoxPlattMap(rng.uniform(0.3, 2.5, num_classes), rng.uniform(-2, 2, num_classes), w,
+                       rng.normal([-4, 0, 0.4], 0.5), rng.uniform(0.2, 2.0, 3), clip)
+
+
+def random_boxes(rng: np.random.Generator, m: int, size) -> np.ndarray:
+    """(m, 4) xyxy input px: ordinary boxes, tiny and zero-size ones, inverted ones, some off the input."""
+    h, w = size
+    cx, cy = rng.uniform(-0.2 * w, 1.2 * w, m), rng.uniform(-0.2 * h, 1.2 * h, m)
+    bw = np.exp(rng.uniform(np.log(1e-3), np.log(1.5 * w), m))
+    bh = np.exp(rng.uniform(np.log(1e-3), np.log(1.5 * h), m))
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    odd = rng.random(m)
+    boxes[odd < 0.05, 2] = boxes[odd < 0.05, 0]                      # zero width
+    boxes[(odd >= 0.05) & (odd < 0.1)] = boxes[(odd >= 0.05) & (odd < 0.1)][:, [2, 3, 0, 1]]   # inverted
+    return boxes.astype(F)
+
+
+def random_scores(rng: np.random.Generator, m: int) -> np.ndarray:
+    p = rng.beta(0.6, 1.5, m)
+    edge = rng.random(m)
+    p[edge < 0.03] = 0.0
+    p[(edge >= 0.03) & (edge < 0.06)] = 1.0
+    p[(edge >= 0.06) & (edge < 0.1)] = rng.choice([1e-7, 1e-6, 0.5, 1 - 1e-6, 1 - 1e-8], int(np.sum((edge >= 0.06) & (edge < 0.1))))
+    return p.astype(F)
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    onnx.checker.check_model(model, full_check=True)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _model(b: GraphBuilder, inputs, outputs) -> onnx.ModelProto:
+    graph = helper.make_graph(b.nodes, "boxcal", inputs, outputs, initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)], producer_name="detcal-test")
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return model
+
+
+@functools.lru_cache(maxsize=32)
+def step_session(num_classes: int, seed: int, global_w: bool, size: tuple, thr_seed: int, opset: int):
+    """The calibrate-and-threshold step alone: (p [M], cls [M], boxes [M, 4]) -> (s, survives, score)."""
+    cmap = random_map(num_classes, seed, global_w)
+    thr = np.random.default_rng(thr_seed).uniform(0.05, 0.9, num_classes)
+    if thr_seed % 3 == 0:
+        thr[:] = thr[0]
+    b = GraphBuilder(opset)
+    s = bc.box_calibrated_logit(b, "p", "cls", "boxes", cmap, size)
+    surv = bc.box_survives(b, "p", "cls", s, cmap, thr)
+    score = bc.box_calibrated_score(b, s)
+    outs = {"s": s, "survives": surv, "score": score}
+    for name, t in outs.items():
+        b.nodes.append(helper.make_node("Identity", [t], [name], name=b.name(f"out/{name}")))
+    model = _model(b, [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["m"]),
+                       helper.make_tensor_value_info("cls", TensorProto.INT64, ["m"]),
+                       helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["m", 4])],
+                   [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["m"]),
+                    helper.make_tensor_value_info("survives", TensorProto.BOOL, ["m"]),
+                    helper.make_tensor_value_info("score", TensorProto.FLOAT, ["m"])])
+    assert all(n.name.startswith("detcal/") for n in b.nodes)
+    assert all(i.name.startswith("detcal/") for i in b.initializers)
+    return _session(model), cmap, thr
+
+
+@functools.lru_cache(maxsize=1)
+def log_session():
+    b = GraphBuilder(18)
+    y = bc.log_f32(b, "x")
+    b.nodes.append(helper.make_node("Identity", [y], ["y"], name=b.name("out/y")))
+    return _session(_model(b, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])]))
+
+
+def assert_scores_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Calibrated scores (sigmoid of the same logit, two exp kernels): within 4 float32 ulps of the
+    value plus 2^-23 (two ulps of 0.5-1): onnxruntime's Sigmoid is accurate in absolute terms, so
+    a score of 0.02 can be off by some of its own ulps."""
+    tol = 4 * np.spacing(np.abs(want)) + F(2.0 ** -23)
+    assert np.all(np.abs(got - want) <= tol), float(np.max(np.abs(got - want) / tol))
+
+
+# ------------------------------------------------------------------------------------------ log_f32
+def test_log_f32_is_accurate_and_monotone():
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.uniform(-41, 41, 200_000)).astype(F)
+    x = np.sort(np.concatenate([x, F([1.0, 2.0, 0.5, 1e-6, 1 - 1e-6, 2.0 ** -60, 2.0 ** 60])]))
+    got = log_f32(x)
+    want = np.log(x.astype(np.float64))
+    assert got.dtype == F
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0)) < 5e-7
+    assert np.all(np.diff(got) >= 0)
+    assert log_f32(F([1.0]))[0] == 0.0
+
+
+def test_log_f32_graph_is_bit_exact():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.exp(rng.uniform(-45, 45, 300_000)), [0.0, 1e-30, 1.0, 1e30, 2.0 ** -60, 2.0 ** 60]]).astype(F)
+    y = log_session().run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y.view(np.uint32), log_f32(x).view(np.uint32))
+
+
+@SETTINGS
+@given(st.lists(st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), allow_nan=False, width=32), min_size=2, max_size=50))
+def test_log_f32_monotone_property(xs):
+    x = np.sort(np.asarray(xs, dtype=F))
+    assert np.all(np.diff(log_f32(x)) >= 0)
+
+
+# ------------------------------------------------------------------------------------------ features
+def test_box_features_values():
+    size = (640, 480)                                  # H, W
+    boxes = F([[240 - 24, 320 - 32, 240 + 24, 320 + 32],     # centred, 48 x 64
+               [0, 0, 480, 640],                              # the whole input
+               [-10, -10, -10, -10]])                         # zero size, at a corner outside
+    phi = box_features_f32(boxes, size)
+    np.testing.assert_allclose(phi[0], [np.log(48 * 64 / (640 * 480)), np.log(48 / 64), 0.0], atol=2e-6)
+    np.testing.assert_allclose(phi[1], [0.0, np.log(480 / 640), 0.0], atol=2e-6)
+    d = np.hypot((-10 - 240) / 240, (-10 - 320) / 320) / np.sqrt(2)
+    np.testing.assert_allclose(phi[2], [np.log(1e-4 / (640 * 480)), 0.0, d], rtol=1e-6)
+    with pytest.raises(ValueError, match="4"):
+        box_features_f32(np.zeros((3, 5)), size)
+    with pytest.raises(ValueError, match="input_size"):
+        box_features_f32(boxes, (0, 640))
+
+
+# ------------------------------------------------------------------------------------------ the graph twin
+@SETTINGS
+@given(num_classes=st.sampled_from([1, 2, 5, 80]), seed=st.integers(0, 3), global_w=st.booleans(),
+       size=st.sampled_from([(640, 640), (320, 320), (384, 640), (736, 1280)]), thr_seed=st.integers(0, 5),
+       opset=st.sampled_from([11, 13, 18]), m=st.integers(0, 3000), data_seed=st.integers(0, 2**32 - 1))
+def test_graph_step_equals_reference(num_classes, seed, global_w, size, thr_seed, opset, m, data_seed):
+    sess, cmap, thr = step_session(num_classes, seed, global_w, size, thr_seed, opset)
+    rng = np.random.default_rng(data_seed)
+    p, cls, boxes = random_scores(rng, m), rng.integers(0, num_classes, m), random_boxes(rng, m, size)
+    s, surv, score = sess.run(None, {"p": p, "cls": cls, "boxes": boxes})
+    ref_s = cmap.calibrated_logit(p, cls, boxes, size)
+    np.testing.assert_array_equal(s.view(np.uint32), ref_s.view(np.uint32))      # the same bits
+    np.testing.assert_array_equal(surv, cmap.survives(p, cls, boxes, size, thr))  # the same survivors
+    assert_scores_close(score, cmap.transform(p, cls, boxes, size))
+
+
+def test_graph_step_dense_example():
+    """A realistic dense case: 8400 candidates with 80 classes, many near the threshold."""
+    sess, cmap, thr = step_session(80, 1, False, (640, 640), 1, 18)
+    rng = np.random.default_rng(5)
+    m = 8400
+    p = rng.uniform(0, 1, m).astype(F)
+    cls = rng.integers(0, 80, m)
+    boxes = random_boxes(rng, m, (640, 640))
+    # put the calibrated logits right at the thresholds: solve for p, then perturb by an ulp or two
+    s0 = cmap.calibrated_logit(p, cls, boxes, (640, 640)) - cmap.a[cls].astype(F) * logit_f32(p)
+    z = (cmap.logit_thresholds(thr)[cls].astype(np.float64) - s0) / cmap.a[cls]
+    near = (1 / (1 + np.exp(-z))).astype(F)
+    near = np.nextafter(near, F(2) * rng.integers(0, 2, m).astype(F) - F(0.5))
+    s, surv, score = sess.run(None, {"p": near, "cls": cls, "boxes": boxes})
+    ref = cmap.survives(near, cls, boxes, (640, 640), thr)
+    assert 0 < ref.sum() < m
+    np.testing.assert_array_equal(surv, ref)
+    np.testing.assert_array_equal(s.view(np.uint32), cmap.calibrated_logit(near, cls, boxes, (640, 640)).view(np.uint32))
+
+
+# ------------------------------------------------------------------------------------------ the map
+@SETTINGS
+@given(num_classes=st.sampled_from([1, 3, 80]), seed=st.integers(0, 20), data_seed=st.integers(0, 2**32 - 1),
+       clip=st.sampled_from([0.5, 4.0]))
+def test_map_is_monotone_in_the_score_and_prefilter_is_sound(num_classes, seed, data_seed, clip):
+    cmap = random_map(num_classes, seed, clip=clip)
+    rng = np.random.default_rng(data_seed)
+    m = 500
+    boxes = random_boxes(rng, m, (640, 640))
+    cls = rng.integers(0, num_classes, m)
+    p = np.sort(random_scores(rng, m))
+    box, c = boxes[rng.integers(0, m)], int(cls[0])
+    s = cmap.calibrated_logit(p, np.full(m, c), np.tile(box, (m, 1)), (640, 640))
+    assert np.all(np.diff(s) >= 0)                               # increasing in p for a fixed box and class
+    thr = rng.uniform(0, 1, num_classes)
+    s_all = cmap.calibrated_logit(p, cls, boxes, (640, 640))
+    exact = s_all > cmap.logit_thresholds(thr)[cls]
+    np.testing.assert_array_equal(cmap.survives(p, cls, boxes, (640, 640), thr), exact)   # prefilter drops none
+
+
+def test_thresholds_edges():
+    cmap = random_map(3, 0)
+    lt = cmap.logit_thresholds([0.0, 0.5, 1.0])
+    assert lt[0] == -np.inf and lt[1] == 0 and lt[2] == np.inf
+    pre = cmap.prefilter_thresholds([0.0, 0.5, 1.0])
+    assert pre[0] == -np.inf and pre[2] == np.inf and 0 <= pre[1] < 1
+
+
+def test_artifact_round_trip_and_errors():
+    cmap = random_map(4, 2)
+    block = cmap.to_artifact()
+    back = BoxPlattMap.from_artifact(block, num_classes=4)
+    for k in ("a", "b", "w", "mean", "std"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(cmap, k))
+    assert back.clip == cmap.clip
+    with pytest.raises(ValueError, match="lacks 'w'"):
+        BoxPlattMap.from_artifact({k: v for k, v in block.items() if k != "w"})
+    with pytest.raises(ValueError, match="classes"):
+        BoxPlattMap.from_artifact(block, num_classes=80)
+    with pytest.raises(ValueError, match="> 0"):
+        BoxPlattMap.from_artifact({**block, "a": [1.0, -1.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match="w must have shape"):
+        BoxPlattMap.from_artifact({**block, "w": [[0.0, 0.0]] * 4})
+    with pytest.raises(ValueError, match="features"):
+        BoxPlattMap.from_artifact({**block, "features": ["log_area"]})
+
+
+# ------------------------------------------------------------------------------------------ fitting
+def simulate(rng, n, num_classes=3, size=(640, 640), w_true=(-0.8, 0.0, 0.3)):
+    """Detections whose true precision depends on the box: P(tp) = sigmoid(z + 0.3 + w_true . u)."""
+    h, w = size
+    cx, cy = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    bw, bh = np.exp(rng.uniform(np.log(8), np.log(500), (2, n)))
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(F)
+    p = rng.beta(1.0, 1.5, n).astype(F)
+    cls = rng.integers(0, num_classes, n)
+    phi = box_features_f32(boxes, size).astype(np.float64)
+    u = (phi - np.array([-4.0, 0.0, 0.5])) / np.array([2.0, 1.0, 0.3])
+    s = logit_f32(p).astype(np.float64) + 0.3 + u @ np.asarray(w_true)
+    tp = rng.random(n) < 1 / (1 + np.exp(-s))
+    return p, cls, tp, boxes
+
+
+def test_fit_recovers_a_box_size_bias_and_beats_platt_held_out():
+    rng = np.random.default_rng(0)
+    size = (640, 640)
+    p, cls, tp, boxes = simulate(rng, 20_000)
+    model = PlattBox(3, size).fit(p, cls, tp, boxes)
+    assert model.map_.kind == "platt_box"
+    assert np.all(model.a_ > 0)
+    # w in the fitted standardisation <-> w_true in the simulation's (std 2, 1, 0.3)
+    w_sim = model.global_w_ / model.std_ * np.array([2.0, 1.0, 0.3])
+    np.testing.assert_allclose(w_sim, [-0.8, 0.0, 0.3], atol=0.1)
+    p2, cls2, tp2, boxes2 = simulate(np.random.default_rng(1), 20_000)
+    box_loss = log_loss(model.transform(p2, cls2, boxes2), tp2)
+    platt = PerClassPlatt(3).fit(p, cls, tp)
+    assert box_loss < log_loss(platt.transform(p2, cls2), tp2) - 0.01
+
+
+def test_no_box_effect_gives_small_weights():
+    rng = np.random.default_rng(2)
+    p, cls, tp, boxes = simulate(rng, 20_000, w_true=(0.0, 0.0, 0.0))
+    model = PlattBox(3, (640, 640)).fit(p, cls, tp, boxes)
+    assert np.all(np.abs(model.global_w_) < 0.05)
+
+
+def test_shrinkage_towards_the_global_fit():
+    rng = np.random.default_rng(3)
+    p, cls, tp, boxes = simulate(rng, 6000, num_classes=2)
+    cls[:15] = 2                                         # a rare class; class 3 has none
+    for per_class_w in (False, True):
+        model = PlattBox(4, (640, 640), shrink=20.0, per_class_w=per_class_w).fit(p, cls, tp, boxes)
+        assert model.a_[3] == model.global_a_ and model.b_[3] == model.global_b_
+        np.testing.assert_array_equal(model.w_[3], model.global_w_)
+        loose = PlattBox(4, (640, 640), shrink=0.0, per_class_w=per_class_w).fit(p, cls, tp, boxes)
+        far = abs(loose.b_[2] - loose.global_b_) + abs(loose.a_[2] - loose.global_a_)
+        near = abs(model.b_[2] - model.global_b_) + abs(model.a_[2] - model.global_a_)
+        assert near < far
+        if not per_class_w:
+            assert np.all(model.w_ == model.global_w_) and model.map_.global_w
+
+
+def test_fit_rejects_bad_input():
+    rng = np.random.default_rng(4)
+    p, cls, tp, boxes = simulate(rng, 100)
+    with pytest.raises(ValueError, match="input_size"):
+        PlattBox(3).fit(p, cls, tp, boxes)
+    with pytest.raises(ValueError, match="boxes_xyxy must have shape"):
+        PlattBox(3, (640, 640)).fit(p, cls, tp, boxes[:-1])
+    bad = boxes.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        PlattBox(3, (640, 640)).fit(p, cls, tp, bad)
+    with pytest.raises(ValueError, match="shrink"):
+        PlattBox(3, (640, 640), shrink=-1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PlattBox(3, (640, 640)).transform(p, cls, boxes)
