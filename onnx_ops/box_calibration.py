@@ -154,5 +154,110 @@ def box_calibrated_score(b: GraphBuilder, s: str) -> str:
     return b.op("Sigmoid", s, name="boxcal/score")
 
 
+# ------------------------------------------------------------------------------------------
+# the calibrate-and-threshold step on decoded heads (calib.box_pipeline.select_candidates_box)
+# ------------------------------------------------------------------------------------------
+def cxcywh_to_xyxy(b: GraphBuilder, boxes: str) -> str:
+    """boxes [..., 4] cxcywh -> [..., 4] xyxy with calib.boxes.cxcywh_to_xyxy's float32 arithmetic."""
+    centre = b.op("Gather", boxes, b.i64("boxcal/cxy", [0, 1]), name="boxcal/centre", axis=-1)
+    half = b.op("Div", b.op("Gather", boxes, b.i64("boxcal/wh", [2, 3]), name="boxcal/size", axis=-1),
+                b.f32("boxcal/two", 2.0), name="boxcal/half_size")
+    return b.op("Concat", b.op("Sub", centre, half, name="boxcal/xy1"), b.op("Add", centre, half, name="boxcal/xy2"),
+                name="boxcal/xyxy", axis=-1)
+
+
+def box_survivors_key_dense(b: GraphBuilder, probs: str, boxes: str, class_axis: int, cmap: BoxPlattMap, thresholds,
+                            input_size) -> str:
+    """Dense head -> key of probs' shape ([B, C, N] | [B, N, C]): the calibrated logit s where the
+    candidate survives (p > pre_c and s > L_c), NEG elsewhere.
+
+    probs [B, C, N] with boxes [B, 4, N] cxcywh (class_axis 1), or probs [B, N, C] with boxes
+    [B, N, 4] (class_axis 2). Prefilter over N x C (Greater, NonZero), then on the M prefiltered
+    candidates: GatherND of score and box, cxcywh -> xyxy, box_calibrated_logit, threshold, and
+    ScatterND into a NEG-filled key.
+    """
+    from .steps import NEG, _class_shape, _tensor
+
+    C = cmap.num_classes
+    pre = cmap.prefilter_thresholds(thresholds)
+    lt = cmap.logit_thresholds(thresholds)
+    shape = _class_shape(C, class_axis)
+    cand = b.op("Greater", probs, b.f32("boxcal/prefilter", pre.reshape(shape)), name="boxcal/prefiltered")
+    where = b.op("Transpose", b.op("NonZero", cand, name="boxcal/nonzero"), name="boxcal/cand_index", perm=[1, 0])
+    p = b.op("GatherND", probs, where, name="boxcal/cand_score")                                     # [M]
+    cls = b.op("Gather", where, b.i64("boxcal/class_col", class_axis), name="boxcal/cand_class", axis=1)
+    box_col = 2 if class_axis == 1 else 1
+    bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, box_col]), name="boxcal/cand_box_index", axis=1)
+    rows = b.op("Transpose", boxes, name="boxcal/boxes_bn4", perm=[0, 2, 1]) if class_axis == 1 else boxes
+    xyxy = cxcywh_to_xyxy(b, b.op("GatherND", rows, bidx, name="boxcal/cand_cxcywh"))               # [M, 4]
+    s = box_calibrated_logit(b, p, cls, xyxy, cmap, input_size)
+    ok = b.op("Greater", s, _per_class(b, "logit_threshold", lt, cls), name="boxcal/above_threshold")
+    vals = b.op("Where", ok, s, b.f32("boxcal/neg", NEG), name="boxcal/cand_key")
+    fill = b.op("ConstantOfShape", b.op("Shape", probs, name="boxcal/dense_shape"), name="boxcal/neg_fill",
+                value=_tensor(np.array([NEG], np.float32)))
+    return b.op("ScatterND", fill, where, vals, name="boxcal/key")
+
+
+def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: str, cmap: BoxPlattMap, thresholds,
+                             input_size) -> tuple[str, str]:
+    """end2end candidates: boxes [B, K, 4] xyxy, scores [B, K], classes [B, K] int64 -> (key [B, K]:
+    calibrated logit or NEG, class [B, K] made valid); classes outside [0, C) never survive."""
+    from .steps import NEG
+
+    C = cmap.num_classes
+    valid = b.op("And", b.ge(classes, b.i64("boxcal/cls_min", 0), name="boxcal/cls_ge0"),
+                 b.op("Less", classes, b.i64("boxcal/num_classes", C), name="boxcal/cls_ltC"), name="boxcal/cls_valid")
+    safe = b.op("Where", valid, classes, b.i64("boxcal/cls_zero", 0), name="boxcal/cls_safe")
+    s = box_calibrated_logit(b, scores, safe, boxes, cmap, input_size)
+    surv = b.op("And", valid, box_survives(b, scores, safe, s, cmap, thresholds), name="boxcal/sparse_survives")
+    return b.op("Where", surv, s, b.f32("boxcal/neg", NEG), name="boxcal/key"), safe
+
+
+def add_box_postprocess(b: GraphBuilder, raw: str, layout: str, letterbox: str, cmap: BoxPlattMap, thresholds,
+                        input_size, config, n_static: int | None) -> dict[str, str]:
+    """The whole inserted part for a box-aware map (calib.box_pipeline.postprocess_box), over a
+    float32 head output `raw`: decode -> box-aware key -> best class (or multi-label) -> top-k ->
+    mask -> NMS, all ranked by the calibrated logit; the output scores are its Sigmoid.
+    Returns {output name: tensor name} as onnx_ops.patch.add_postprocess."""
+    from . import steps
+
+    C = cmap.num_classes
+    multi = config.multi_label and layout != "end2end"
+    if layout == "end2end":
+        sp = steps.decode_end2end(b, raw)
+        key, cls = box_survivors_key_sparse(b, sp.boxes, sp.scores, sp.classes, cmap, thresholds, input_size)
+        n_cand, boxes_src, fmt, box_axis = n_static, sp.boxes, "xyxy", 1
+    else:
+        dense = steps.decode_dense(b, raw, layout)
+        key = box_survivors_key_dense(b, dense.probs, dense.boxes, dense.class_axis, cmap, thresholds, input_size)
+        boxes_src, fmt = dense.boxes, "cxcywh"
+        box_axis = 2 if dense.class_axis == 1 else 1
+        if multi:
+            key = steps.multi_label_candidates(b, key, dense.class_axis)
+            n_cand = None if n_static is None else n_static * C
+        else:
+            key, cls = steps.best_class(b, key, dense.class_axis)
+            n_cand = n_static
+    tk = steps.pre_nms_top_k(b, key, n_cand, config.pre_nms_top_k, config.max_det)
+    tk = steps.trim_slots(b, tk, config.max_det)
+    if multi:
+        c_t = b.i64("topk/num_classes", C)
+        box_index = b.op("Div", tk.index, c_t, name="topk/box")
+        cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+    else:
+        box_index = tk.index
+        cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
+        cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
+    boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
+    keep = tk.valid
+    if config.mask_padding:
+        keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")
+    nms_boxes = steps.class_offset_boxes_xyxy(b, boxes, cls_sel, keep, config.class_aware)
+    selected = steps.nms_select(b, nms_boxes, tk.score, keep, config.iou_threshold, config.max_det)
+    scored = steps.TopK(box_calibrated_score(b, tk.score), tk.index, tk.valid, tk.k1, tk.pad, tk.end)
+    return steps.pack_fixed(b, selected, scored, boxes, cls_sel, letterbox, config.max_det)
+
+
 __all__ = ["log_f32", "box_features", "standardised_features", "logit_f32", "box_calibrated_logit", "box_survives",
-           "box_calibrated_score"]
+           "box_calibrated_score", "cxcywh_to_xyxy", "box_survivors_key_dense", "box_survivors_key_sparse",
+           "add_box_postprocess"]
