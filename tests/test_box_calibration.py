@@ -385,3 +385,29 @@ def test_cut_graph_dense_example(layout):
     ref = pack_fixed(postprocess_box(raw, layout, rows, cmap, thr, (640, 640), cfg), cfg.max_det)
     assert ref["num_dets"].min() > 5
     assert_same_detections(got, ref, score_tol=3e-7)
+
+
+# ------------------------------------------------------------------------------------------ selection above the floor
+def test_select_on_floor_prefers_box_aware_when_the_bias_is_real_and_identity_when_calibrated():
+    from calib.floor_selection import above_floor, nested_oof, select_on_floor
+
+    rng = np.random.default_rng(11)
+    p, cls, tp, boxes = simulate(rng, 4000, w_true=(-0.8, 0.0, 0.0))
+    groups = rng.integers(0, 200, p.size)
+    win, rep = select_on_floor(p, cls, tp, groups, boxes, 3, (640, 640))
+    assert win == "platt_box", rep
+    assert rep["candidates"]["platt_box"]["log_loss"] < rep["candidates"]["identity"]["log_loss"]
+    # already calibrated scores: nothing beats identity on both held-out measures
+    p2 = rng.uniform(0.05, 0.95, 4000).astype(F)
+    tp2 = rng.random(4000) < p2
+    win2, rep2 = select_on_floor(p2, cls, tp2, groups, boxes, 3, (640, 640))
+    assert win2 == "identity", rep2
+    # without boxes the box-aware candidate is not offered
+    _, rep3 = select_on_floor(p, cls, tp, groups, None, 3)
+    assert "platt_box" not in rep3["candidates"]
+    oof, chosen = nested_oof(p2, cls, tp2, groups, boxes, 3, (640, 640), n_folds=3)
+    assert len(chosen) == 3
+    if all(c == "identity" for c in chosen):
+        np.testing.assert_array_equal(oof, p2.astype(np.float64))
+    keep = above_floor(np.array([0.1, 0.3, 0.3]), np.array([0, 0, 1]), [0.2, 0.3])
+    np.testing.assert_array_equal(keep, [False, True, False])

@@ -1,0 +1,132 @@
+"""Choosing the calibrator where users look: on the detections at and above a fitting floor.
+
+Kuzucu et al. (ECCV 2024, "On Calibration of Object Detectors") fit post-hoc calibrators on the
+detections that survive a per-class operating threshold chosen before calibration, not on every
+detection down to a 0.001 score floor (almost all of them low-score false positives, which pull
+the fit away from the few hundred detections a user keeps). Here:
+
+* the caller passes the fitting floor (C,) raw per-class scores (e.g. the thresholds the
+  operating-point rule picks on the raw scores) and the detections above it (`above_floor`);
+* `select_on_floor`: k-fold by image over those detections, every candidate fitted on the other
+  folds; the winner has the lowest pooled held-out log-loss among the candidates that beat
+  identity on BOTH held-out log-loss and held-out D-ECE; if none does, identity;
+* `nested_oof`: the selection itself repeated inside each outer fold, so that the held-out
+  scores (and every "after" number computed from them) include the choice of calibrator.
+
+Inputs everywhere: scores (N,) raw in [0, 1], classes (N,) int, is_tp (N,) bool, groups (N,) the
+image of each detection, boxes (N, 4) xyxy model-input px (needed by the box-aware candidate only).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .box_calibrator import PlattBox
+from .calibrators import fold_ids, log_loss, make_calibrator
+from .metrics import dece
+
+FLOOR_CANDIDATES = ("identity", "temperature", "platt_per_class", "isotonic_per_class", "platt_box")
+BOX_KIND = "platt_box"
+
+
+def above_floor(scores: np.ndarray, classes: np.ndarray, floor) -> np.ndarray:
+    """(N,) bool: score > floor[class] (the pipeline's survival rule), floor a scalar or (C,)."""
+    classes = np.asarray(classes, dtype=np.int64)
+    floor = np.asarray(floor, dtype=np.float64)
+    return np.asarray(scores) > (floor[classes] if floor.ndim else floor)
+
+
+def fit_kind(kind: str, scores, classes, is_tp, boxes, num_classes: int, input_size=None, params: dict | None = None):
+    """A calibrator of `kind` fitted on the given detections (boxes only used by platt_box)."""
+    params = dict(params or {})
+    if kind == BOX_KIND:
+        if boxes is None or input_size is None:
+            raise ValueError("the box-aware calibrator needs boxes and input_size")
+        return PlattBox(num_classes, tuple(input_size), **params).fit(scores, classes, is_tp, boxes)
+    return make_calibrator(kind, num_classes, **params).fit(scores, classes, is_tp)
+
+
+def calibrate(cal, scores, classes, boxes) -> np.ndarray:
+    """Calibrated scores (N,) float64 of any fitted calibrator (box-aware or not)."""
+    if getattr(cal, "kind", "") == BOX_KIND:
+        return np.asarray(cal.transform(scores, classes, boxes), dtype=np.float64)
+    return np.asarray(cal.transform(scores, classes), dtype=np.float64)
+
+
+def _oof_kind(kind, folds, k, scores, classes, is_tp, boxes, num_classes, input_size, params):
+    out = np.asarray(scores, dtype=np.float64).copy()
+    degenerate = 0
+    for f in range(k):
+        test = folds == f
+        train = ~test
+        n_pos = int(is_tp[train].sum())
+        if kind == "identity" or n_pos == 0 or n_pos == int(train.sum()) or not test.any():
+            degenerate += kind != "identity" and test.any()
+            continue
+        cal = fit_kind(kind, scores[train], classes[train], is_tp[train], None if boxes is None else boxes[train],
+                       num_classes, input_size, params.get(kind))
+        out[test] = calibrate(cal, scores[test], classes[test], None if boxes is None else boxes[test])
+    return out, degenerate
+
+
+def select_on_floor(scores, classes, is_tp, groups, boxes, num_classes: int, input_size=None,
+                    candidates=FLOOR_CANDIDATES, n_folds: int = 5, seed: int = 0, params: dict | None = None):
+    """Pick a calibrator on detections above the fitting floor -> (winner kind, report).
+
+    report = {"winner", "rule", "n_detections", "n_images", "n_folds", "candidates": {kind:
+    {"log_loss", "dece", "degenerate_folds"}}}; held-out (k-fold by image) pooled values.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = np.asarray(classes, dtype=np.int64)
+    is_tp = np.asarray(is_tp, dtype=bool)
+    params = dict(params or {})
+    kinds = ("identity",) + tuple(c for c in dict.fromkeys(candidates) if c != "identity")
+    if boxes is None or input_size is None:
+        kinds = tuple(k for k in kinds if k != BOX_KIND)
+    n_groups = np.unique(groups).size
+    report = {"rule": "lowest held-out log-loss among candidates beating identity on held-out log-loss and D-ECE",
+              "n_detections": int(scores.size), "n_images": int(n_groups), "candidates": {}}
+    if scores.size == 0 or n_groups < 2 or is_tp.all() or not is_tp.any():
+        report.update(winner="identity", n_folds=0, note="too few detections above the floor to compare calibrators")
+        return "identity", report
+    folds = fold_ids(groups, scores.size, n_folds, seed)
+    k = int(folds.max()) + 1
+    report["n_folds"] = k
+    for kind in kinds:
+        oof, degenerate = _oof_kind(kind, folds, k, scores, classes, is_tp, boxes, num_classes, input_size, params)
+        report["candidates"][kind] = {"log_loss": log_loss(oof, is_tp), "dece": dece(np.clip(oof, 0, 1), is_tp),
+                                      "degenerate_folds": int(degenerate)}
+    ident = report["candidates"]["identity"]
+    winner, best = "identity", ident["log_loss"]
+    for kind in kinds[1:]:
+        r = report["candidates"][kind]
+        if r["log_loss"] < ident["log_loss"] and r["dece"] < ident["dece"] and r["log_loss"] < best:
+            winner, best = kind, r["log_loss"]
+    report["winner"] = winner
+    return winner, report
+
+
+def nested_oof(scores, classes, is_tp, groups, boxes, num_classes: int, input_size=None,
+               candidates=FLOOR_CANDIDATES, n_folds: int = 5, seed: int = 0, params: dict | None = None):
+    """Held-out calibrated scores (N,) float64 with the selection inside each outer fold, and the
+    kind chosen in each outer fold (list of k). Outer and inner folds are both by image."""
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = np.asarray(classes, dtype=np.int64)
+    is_tp = np.asarray(is_tp, dtype=bool)
+    groups = np.asarray(groups)
+    out = scores.copy()
+    if scores.size == 0 or np.unique(groups).size < 2:
+        return out, []
+    folds = fold_ids(groups, scores.size, n_folds, seed)
+    chosen = []
+    for f in range(int(folds.max()) + 1):
+        test = folds == f
+        train = ~test
+        b_tr = None if boxes is None else boxes[train]
+        kind, _ = select_on_floor(scores[train], classes[train], is_tp[train], groups[train], b_tr, num_classes,
+                                  input_size, candidates, n_folds, seed + 1, params)
+        chosen.append(kind)
+        if kind != "identity":
+            cal = fit_kind(kind, scores[train], classes[train], is_tp[train], b_tr, num_classes, input_size,
+                           (params or {}).get(kind))
+            out[test] = calibrate(cal, scores[test], classes[test], None if boxes is None else boxes[test])
+    return out, chosen
