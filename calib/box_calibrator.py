@@ -171,7 +171,7 @@ class PlattBox:
         empty = self.class_counts_ == 0
         theta[empty] = g
         self.a_, self.b_, self.w_ = theta[:, 0].copy(), theta[:, 1].copy(), theta[:, 2:].copy()
-        self.map_ = BoxPlattMap(self.a_, self.b_, self.w_, self.mean_, self.std_, self.clip)
+        self.map_ = BoxPlattMap(self.a_, self.b_, self.w_, self.mean_, self.std_, self.clip, self.input_size_)
         return self
 
     def _check_fitted(self):

@@ -59,7 +59,9 @@ def sigmoid_f32(s: np.ndarray) -> np.ndarray:
 @dataclass
 class BoxPlattMap:
     """p' = sigmoid(a[c] * logit(p) + b[c] + w[c] . u(box)); a (C,) > 0, b (C,), w (C, 3),
-    mean (3,), std (3,) > 0 the feature standardisation, clip > 0 its bound (in std units)."""
+    mean (3,), std (3,) > 0 the feature standardisation, clip > 0 its bound (in std units),
+    input_size (H, W) the model input the features are relative to (the default of every
+    `input_size` argument below; None: it must be given)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -67,6 +69,7 @@ class BoxPlattMap:
     mean: np.ndarray
     std: np.ndarray
     clip: float = DEFAULT_CLIP
+    input_size: tuple | None = None
     kind: str = BOX_KIND
 
     def __post_init__(self):
@@ -91,6 +94,20 @@ class BoxPlattMap:
         if not (isinstance(self.clip, (int, float, np.floating)) and np.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"clip must be a finite number > 0, got {self.clip!r}")
         self.clip = float(self.clip)
+        if self.input_size is not None:
+            try:
+                h, w = (int(v) for v in self.input_size)
+            except (TypeError, ValueError):
+                raise ValueError(f"input_size must be (H, W), got {self.input_size!r}") from None
+            if h <= 0 or w <= 0:
+                raise ValueError(f"input_size must be positive, got {self.input_size!r}")
+            self.input_size = (h, w)
+
+    def _size(self, input_size):
+        size = input_size if input_size is not None else self.input_size
+        if size is None:
+            raise ValueError("input_size (H, W) is required: the map does not store one")
+        return size
 
     @property
     def num_classes(self) -> int:
@@ -106,14 +123,14 @@ class BoxPlattMap:
         return bool(np.all(self.w == self.w[0]))
 
     # -- the formula ---------------------------------------------------------------------------
-    def standardised_features(self, boxes_xyxy: np.ndarray, input_size) -> np.ndarray:
+    def standardised_features(self, boxes_xyxy: np.ndarray, input_size=None) -> np.ndarray:
         """boxes (..., 4) xyxy input px, input_size (H, W) -> u (..., 3) float32, clipped to +-clip."""
-        phi = box_features_f32(boxes_xyxy, input_size)
+        phi = box_features_f32(boxes_xyxy, self._size(input_size))
         u = (phi - self.mean.astype(F)) / self.std.astype(F)
         return np.clip(u, F(-self.clip), F(self.clip))
 
     def calibrated_logit(self, scores: np.ndarray, classes: np.ndarray, boxes_xyxy: np.ndarray,
-                         input_size) -> np.ndarray:
+                         input_size=None) -> np.ndarray:
         """scores (M,) raw, classes (M,) int in [0, C), boxes (M, 4) xyxy input px, input_size
         (H, W) -> s (M,) float32, computed exactly as the module docstring writes it."""
         scores = np.asarray(scores)
@@ -128,10 +145,18 @@ class BoxPlattMap:
         box_term = (w[..., 0] * u[..., 0] + w[..., 1] * u[..., 1]) + w[..., 2] * u[..., 2]
         return (self.a.astype(F)[classes] * z + self.b.astype(F)[classes]) + box_term
 
-    def transform(self, scores: np.ndarray, classes: np.ndarray, boxes_xyxy: np.ndarray, input_size) -> np.ndarray:
+    def transform(self, scores: np.ndarray, classes: np.ndarray, boxes_xyxy: np.ndarray, input_size=None) -> np.ndarray:
         """scores (M,) raw, classes (M,), boxes (M, 4) xyxy input px, input_size (H, W) ->
         calibrated scores (M,) float32."""
         return sigmoid_f32(self.calibrated_logit(scores, classes, boxes_xyxy, input_size))
+
+    def transform_mean_box(self, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """scores (...,) raw, classes (...,) -> (...,) float64 sigmoid(a_c logit(p) + b_c): the map
+        for a box whose standardised features are all 0 (the fitting data's mean box). Where a
+        per-class value without a box is needed (e.g. the calibrated image of a raw threshold)."""
+        classes = np.asarray(classes, dtype=np.int64)
+        z = logit_f32(scores).astype(np.float64)
+        return 1 / (1 + np.exp(-(self.a[classes] * z + self.b[classes])))
 
     # -- thresholds ----------------------------------------------------------------------------
     def logit_thresholds(self, thresholds) -> np.ndarray:
@@ -164,7 +189,8 @@ class BoxPlattMap:
         return r32
 
     def survives(self, scores, classes, boxes_xyxy, input_size, thresholds) -> np.ndarray:
-        """(M,) bool: p > pre_c and s > L_c (the survival test of the pipeline and the graph)."""
+        """(M,) bool: p > pre_c and s > L_c (the survival test of the pipeline and the graph);
+        input_size None: the stored one."""
         classes = np.asarray(classes, dtype=np.int64)
         pre = self.prefilter_thresholds(thresholds)
         lt = self.logit_thresholds(thresholds)
@@ -182,6 +208,7 @@ class BoxPlattMap:
             "feature_mean": [float(v) for v in self.mean],
             "feature_std": [float(v) for v in self.std],
             "feature_clip": self.clip,
+            **({"input_size": list(self.input_size)} if self.input_size is not None else {}),
         }
 
     @classmethod
@@ -198,7 +225,7 @@ class BoxPlattMap:
             raise ValueError(f"calibrator {BOX_KIND!r}: features {feats!r}, this detcal knows {list(FEATURE_NAMES)!r}")
         try:
             m = cls(block["a"], block["b"], block["w"], block["feature_mean"], block["feature_std"],
-                    block.get("feature_clip", DEFAULT_CLIP))
+                    block.get("feature_clip", DEFAULT_CLIP), block.get("input_size"))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"calibrator {BOX_KIND!r}: {exc}") from None
         if num_classes is not None and m.num_classes != num_classes:

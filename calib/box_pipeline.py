@@ -51,10 +51,11 @@ def select_candidates_box(decoded: Decoded, b: int, cmap: BoxPlattMap, threshold
 
 
 def postprocess_box(raw: np.ndarray | Decoded, layout: str, rows: np.ndarray, cmap: BoxPlattMap,
-                    thresholds, input_size, config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
+                    thresholds, input_size=None, config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
     """calib.pipeline.postprocess with the box-aware map: raw head output (B, ...) of `layout`,
-    rows (B, 6) letterbox rows, thresholds calibrated (C,) or scalar, input_size (H, W) ->
-    final detections per image (scores calibrated, float32)."""
+    rows (B, 6) letterbox rows, thresholds calibrated (C,) or scalar, input_size (H, W) (None:
+    the map's) -> final detections per image (scores calibrated, float32)."""
+    input_size = cmap._size(input_size)
     decoded = raw if isinstance(raw, Decoded) else decode(raw, layout)
     rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
     thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (cmap.num_classes,))

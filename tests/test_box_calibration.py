@@ -411,3 +411,18 @@ def test_select_on_floor_prefers_box_aware_when_the_bias_is_real_and_identity_wh
         np.testing.assert_array_equal(oof, p2.astype(np.float64))
     keep = above_floor(np.array([0.1, 0.3, 0.3]), np.array([0, 0, 1]), [0.2, 0.3])
     np.testing.assert_array_equal(keep, [False, True, False])
+
+
+def test_map_stores_its_input_size():
+    cmap = random_map(2, 0)
+    sized = BoxPlattMap(cmap.a, cmap.b, cmap.w, cmap.mean, cmap.std, cmap.clip, (384, 640))
+    back = BoxPlattMap.from_artifact(sized.to_artifact())
+    assert back.input_size == (384, 640)
+    rng = np.random.default_rng(0)
+    p, cls, boxes = random_scores(rng, 50), rng.integers(0, 2, 50), random_boxes(rng, 50, (384, 640))
+    np.testing.assert_array_equal(back.calibrated_logit(p, cls, boxes), cmap.calibrated_logit(p, cls, boxes, (384, 640)))
+    with pytest.raises(ValueError, match="input_size"):
+        cmap.calibrated_logit(p, cls, boxes)
+    # the mean box: every standardised feature 0, so the box term vanishes
+    mean_box = back.transform_mean_box(p, cls)
+    np.testing.assert_allclose(mean_box, 1 / (1 + np.exp(-(cmap.a[cls] * logit_f32(p) + cmap.b[cls]))), rtol=1e-6)
