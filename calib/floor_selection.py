@@ -130,3 +130,43 @@ def nested_oof(scores, classes, is_tp, groups, boxes, num_classes: int, input_si
                            (params or {}).get(kind))
             out[test] = calibrate(cal, scores[test], classes[test], None if boxes is None else boxes[test])
     return out, chosen
+
+
+def input_boxes_of(detections) -> np.ndarray:
+    """Per-image detections (calib.pipeline.Detections, with boxes_input_xyxy) -> (K, 4) float32
+    xyxy model-input px, in the order calib.matching flattens them (image 0's first)."""
+    parts = [np.asarray(d.boxes_input_xyxy, dtype=np.float32).reshape(-1, 4) for d in detections]
+    return np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)
+
+
+def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num_classes: int, input_size=None,
+                    n_folds: int = 5, seed: int = 0, candidates=FLOOR_CANDIDATES, nested: bool = True):
+    """Fit the calibrator on the detections above `floor` (C,) raw -> (fitted calibrator, report).
+
+    kind "auto": select_on_floor picks among `candidates` (and, with nested, the report holds the
+    nested held-out scores' summary). An explicit kind is fitted as asked. With too few detections
+    above the floor to fit (no positive or no negative), identity.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    keep = above_floor(scores, classes, floor)
+    s, c, t, g = scores[keep], np.asarray(classes)[keep], np.asarray(is_tp, bool)[keep], np.asarray(groups)[keep]
+    b = None if boxes is None else np.asarray(boxes)[keep]
+    report = {"fit_floor": [float(v) for v in np.broadcast_to(np.asarray(floor, np.float64), (num_classes,))],
+              "n_above_floor": int(keep.sum()), "n_detections": int(scores.size)}
+    if kind == "auto":
+        winner, sel = select_on_floor(s, c, t, g, b, num_classes, input_size, candidates, n_folds, seed)
+        report.update(mode="auto", **sel)
+        if nested and sel.get("n_folds"):
+            oof, chosen = nested_oof(s, c, t, g, b, num_classes, input_size, candidates, n_folds, seed)
+            report["nested"] = {"chosen_per_fold": chosen, "log_loss": log_loss(oof, t),
+                                "dece": dece(np.clip(oof, 0, 1), t),
+                                "identity_log_loss": log_loss(s, t), "identity_dece": dece(s, t)}
+    else:
+        winner = kind
+        report.update(mode="explicit", winner=kind)
+    if winner != "identity" and 0 < int(t.sum()) < t.size:
+        return fit_kind(winner, s, c, t, b, num_classes, input_size), report
+    if winner != "identity":
+        report["note"] = f"{winner} asked for, but the detections above the floor lack a positive or a negative: identity"
+        report["winner"] = "identity"
+    return make_calibrator("identity", num_classes).fit(scores, classes, is_tp), report

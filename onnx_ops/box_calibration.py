@@ -213,22 +213,24 @@ def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: 
     return b.op("Where", surv, s, b.f32("boxcal/neg", NEG), name="boxcal/key"), safe
 
 
-def add_box_postprocess(b: GraphBuilder, raw: str, layout: str, letterbox: str, cmap: BoxPlattMap, thresholds,
-                        input_size, config, n_static: int | None) -> dict[str, str]:
-    """The whole inserted part for a box-aware map (calib.box_pipeline.postprocess_box), over a
-    float32 head output `raw`: decode -> box-aware key -> best class (or multi-label) -> top-k ->
-    mask -> NMS, all ranked by the calibrated logit; the output scores are its Sigmoid.
-    Returns {output name: tensor name} as onnx_ops.patch.add_postprocess."""
+def add_box_postprocess(b: GraphBuilder, decoded, letterbox: str, cmap: BoxPlattMap, thresholds, input_size, config,
+                        n_static: int | None) -> dict[str, str]:
+    """The whole inserted part for a box-aware map (calib.box_pipeline.postprocess_box) after decode:
+    box-aware key -> best class (or multi-label) -> top-k -> mask -> NMS, all ranked by the calibrated
+    logit; the output scores are its Sigmoid. decoded: steps.Dense (probabilities; the head's logits
+    are not used, the reference sees probabilities) or steps.Sparse (end2end). n_static: the static
+    candidate count N or None. Returns {output name: tensor name} as onnx_ops.patch.add_postprocess."""
     from . import steps
 
     C = cmap.num_classes
-    multi = config.multi_label and layout != "end2end"
-    if layout == "end2end":
-        sp = steps.decode_end2end(b, raw)
-        key, cls = box_survivors_key_sparse(b, sp.boxes, sp.scores, sp.classes, cmap, thresholds, input_size)
-        n_cand, boxes_src, fmt, box_axis = n_static, sp.boxes, "xyxy", 1
+    sparse = isinstance(decoded, steps.Sparse)
+    multi = config.multi_label and not sparse
+    if sparse:
+        key, cls = box_survivors_key_sparse(b, decoded.boxes, decoded.scores, decoded.classes, cmap, thresholds,
+                                            input_size)
+        n_cand, boxes_src, fmt, box_axis = n_static, decoded.boxes, "xyxy", 1
     else:
-        dense = steps.decode_dense(b, raw, layout)
+        dense = decoded
         key = box_survivors_key_dense(b, dense.probs, dense.boxes, dense.class_axis, cmap, thresholds, input_size)
         boxes_src, fmt = dense.boxes, "cxcywh"
         box_axis = 2 if dense.class_axis == 1 else 1

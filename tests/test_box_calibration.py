@@ -328,7 +328,10 @@ def cut_session(layout: str, num_classes: int, seed: int, multi: bool, max_det: 
     shape = {"xywh_cls": ["b", 4 + num_classes, n], "xywh_obj_cls": ["b", n, 5 + num_classes], "end2end": ["b", n, 6]}[layout]
     b = GraphBuilder(18)
     b.reserve(["head", LETTERBOX_INPUT, "num_dets", "det_boxes", "det_scores", "det_classes"])
-    outs = bc.add_box_postprocess(b, "head", layout, LETTERBOX_INPUT, cmap, thr, (640, 640), cfg, static_n)
+    from onnx_ops import steps
+
+    decoded = steps.decode_end2end(b, "head") if layout == "end2end" else steps.decode_dense(b, "head", layout)
+    outs = bc.add_box_postprocess(b, decoded, LETTERBOX_INPUT, cmap, thr, (640, 640), cfg, static_n)
     for name, t in outs.items():
         if t != name:
             b.nodes.append(helper.make_node("Identity", [t], [name], name=b.name(f"output/{name}")))
@@ -426,3 +429,22 @@ def test_map_stores_its_input_size():
     # the mean box: every standardised feature 0, so the box term vanishes
     mean_box = back.transform_mean_box(p, cls)
     np.testing.assert_allclose(mean_box, 1 / (1 + np.exp(-(cmap.a[cls] * logit_f32(p) + cmap.b[cls]))), rtol=1e-6)
+
+
+def test_choose_on_floor_fits_above_the_floor_only():
+    from calib.floor_selection import choose_on_floor
+
+    rng = np.random.default_rng(12)
+    p, cls, tp, boxes = simulate(rng, 3000, w_true=(-0.8, 0.0, 0.0))
+    groups = rng.integers(0, 100, p.size)
+    # below the floor: detections whose labels contradict everything above it
+    low = p < 0.3
+    tp_noisy = np.where(low, ~tp, tp)
+    cal, rep = choose_on_floor("platt_box", p, cls, tp_noisy, groups, boxes, 0.3, 3, (640, 640))
+    ref = PlattBox(3, (640, 640)).fit(p[~low], cls[~low], tp[~low], boxes[~low])
+    np.testing.assert_allclose(cal.a_, ref.a_)
+    assert rep["n_above_floor"] == int((~low).sum()) and rep["fit_floor"] == [0.3] * 3
+    cal2, rep2 = choose_on_floor("auto", p, cls, tp, groups, boxes, np.array([0.3, 0.3, 0.3]), 3, (640, 640), n_folds=3)
+    assert rep2["winner"] in rep2["candidates"] and len(rep2["nested"]["chosen_per_fold"]) == 3
+    cal3, rep3 = choose_on_floor("platt_per_class", p, cls, tp, groups, None, 0.9999, 3)
+    assert rep3["winner"] == "identity" and "note" in rep3
