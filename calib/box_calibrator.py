@@ -123,8 +123,11 @@ class PlattBox:
             raise ValueError(f"clip must be a finite number > 0, got {self.clip!r}")
 
     def fit(self, scores, classes, is_tp, boxes_xyxy, groups=None, num_classes=None,
-            input_size=None) -> "PlattBox":
-        """scores (N,) raw, classes (N,), is_tp (N,) bool, boxes_xyxy (N, 4) model-input px -> self."""
+            input_size=None, raw_floor=None) -> "PlattBox":
+        """scores (N,) raw, classes (N,), is_tp (N,) bool, boxes_xyxy (N, 4) model-input px -> self.
+
+        raw_floor (C,) or scalar: the raw scores the detections were selected above (stored in the
+        map: nothing at or below it survives in the pipeline and the graph)."""
         c = num_classes if num_classes is not None else self.num_classes
         if c is None:
             raise ValueError("num_classes is required (in the constructor or in fit)")
@@ -171,7 +174,8 @@ class PlattBox:
         empty = self.class_counts_ == 0
         theta[empty] = g
         self.a_, self.b_, self.w_ = theta[:, 0].copy(), theta[:, 1].copy(), theta[:, 2:].copy()
-        self.map_ = BoxPlattMap(self.a_, self.b_, self.w_, self.mean_, self.std_, self.clip, self.input_size_)
+        self.map_ = BoxPlattMap(self.a_, self.b_, self.w_, self.mean_, self.std_, self.clip, self.input_size_,
+                                raw_floor)
         return self
 
     def _check_fitted(self):

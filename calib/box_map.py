@@ -61,7 +61,9 @@ class BoxPlattMap:
     """p' = sigmoid(a[c] * logit(p) + b[c] + w[c] . u(box)); a (C,) > 0, b (C,), w (C, 3),
     mean (3,), std (3,) > 0 the feature standardisation, clip > 0 its bound (in std units),
     input_size (H, W) the model input the features are relative to (the default of every
-    `input_size` argument below; None: it must be given)."""
+    `input_size` argument below; None: it must be given), raw_floor (C,) the raw score of each
+    class above which the map was fitted (None: 0): nothing at or below it survives, because
+    below it the map is an extrapolation (a flat fit above the floor would lift every low score)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -70,6 +72,7 @@ class BoxPlattMap:
     std: np.ndarray
     clip: float = DEFAULT_CLIP
     input_size: tuple | None = None
+    raw_floor: np.ndarray | None = None
     kind: str = BOX_KIND
 
     def __post_init__(self):
@@ -94,6 +97,10 @@ class BoxPlattMap:
         if not (isinstance(self.clip, (int, float, np.floating)) and np.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"clip must be a finite number > 0, got {self.clip!r}")
         self.clip = float(self.clip)
+        if self.raw_floor is not None:
+            self.raw_floor = np.broadcast_to(np.asarray(self.raw_floor, dtype=np.float64), (c,)).copy()
+            if not np.all((self.raw_floor >= 0) & (self.raw_floor <= 1) | np.isposinf(self.raw_floor)):
+                raise ValueError("raw_floor must hold raw scores in [0, 1] (or inf), one per class")
         if self.input_size is not None:
             try:
                 h, w = (int(v) for v in self.input_size)
@@ -168,11 +175,12 @@ class BoxPlattMap:
         return lt.astype(F)
 
     def prefilter_thresholds(self, thresholds) -> np.ndarray:
-        """(C,) float32 raw scores pre_c such that no candidate with p <= pre_c has s > L_c.
+        """(C,) float32 raw scores pre_c: a candidate survives only if p > pre_c.
 
-        From |w_c . u| <= clip * sum_j |w_cj| =: g_c: s > L_c needs a_c z > L_c - b_c - g_c, and
-        the bound is moved PREFILTER_MARGIN further down (float32 rounding of s). -inf where every
-        clipped score could pass, +inf where none can.
+        The larger of raw_floor (where the map is valid) and a bound below which no box can pass:
+        from |w_c . u| <= clip * sum_j |w_cj| =: g_c, s > L_c needs a_c z > L_c - b_c - g_c, moved
+        PREFILTER_MARGIN further down (float32 rounding of s). -inf where every clipped score
+        could pass, +inf where none can.
         """
         lt = self.logit_thresholds(thresholds).astype(np.float64)
         g = self.clip * np.abs(self.w).sum(axis=1)
@@ -186,6 +194,8 @@ class BoxPlattMap:
         r32 = r.astype(F)
         up = np.isfinite(r32) & (r32.astype(np.float64) > r)              # cast rounded up: step down
         r32[up] = np.nextafter(r32[up], F(-np.inf))
+        if self.raw_floor is not None:
+            r32 = np.maximum(r32, self.raw_floor.astype(F))
         return r32
 
     def survives(self, scores, classes, boxes_xyxy, input_size, thresholds) -> np.ndarray:
@@ -209,6 +219,7 @@ class BoxPlattMap:
             "feature_std": [float(v) for v in self.std],
             "feature_clip": self.clip,
             **({"input_size": list(self.input_size)} if self.input_size is not None else {}),
+            **({"raw_floor": [float(v) for v in self.raw_floor]} if self.raw_floor is not None else {}),
         }
 
     @classmethod
@@ -225,7 +236,7 @@ class BoxPlattMap:
             raise ValueError(f"calibrator {BOX_KIND!r}: features {feats!r}, this detcal knows {list(FEATURE_NAMES)!r}")
         try:
             m = cls(block["a"], block["b"], block["w"], block["feature_mean"], block["feature_std"],
-                    block.get("feature_clip", DEFAULT_CLIP), block.get("input_size"))
+                    block.get("feature_clip", DEFAULT_CLIP), block.get("input_size"), block.get("raw_floor"))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"calibrator {BOX_KIND!r}: {exc}") from None
         if num_classes is not None and m.num_classes != num_classes:

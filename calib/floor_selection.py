@@ -35,13 +35,15 @@ def above_floor(scores: np.ndarray, classes: np.ndarray, floor) -> np.ndarray:
     return np.asarray(scores) > (floor[classes] if floor.ndim else floor)
 
 
-def fit_kind(kind: str, scores, classes, is_tp, boxes, num_classes: int, input_size=None, params: dict | None = None):
-    """A calibrator of `kind` fitted on the given detections (boxes only used by platt_box)."""
+def fit_kind(kind: str, scores, classes, is_tp, boxes, num_classes: int, input_size=None, params: dict | None = None,
+             raw_floor=None):
+    """A calibrator of `kind` fitted on the given detections (boxes only used by platt_box, which
+    also stores raw_floor, see BoxPlattMap)."""
     params = dict(params or {})
     if kind == BOX_KIND:
         if boxes is None or input_size is None:
             raise ValueError("the box-aware calibrator needs boxes and input_size")
-        return PlattBox(num_classes, tuple(input_size), **params).fit(scores, classes, is_tp, boxes)
+        return PlattBox(num_classes, tuple(input_size), **params).fit(scores, classes, is_tp, boxes, raw_floor=raw_floor)
     return make_calibrator(kind, num_classes, **params).fit(scores, classes, is_tp)
 
 
@@ -165,7 +167,7 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
         winner = kind
         report.update(mode="explicit", winner=kind)
     if winner != "identity" and 0 < int(t.sum()) < t.size:
-        return fit_kind(winner, s, c, t, b, num_classes, input_size), report
+        return fit_kind(winner, s, c, t, b, num_classes, input_size, raw_floor=floor), report
     if winner != "identity":
         report["note"] = f"{winner} asked for, but the detections above the floor lack a positive or a negative: identity"
         report["winner"] = "identity"

@@ -448,3 +448,27 @@ def test_choose_on_floor_fits_above_the_floor_only():
     assert rep2["winner"] in rep2["candidates"] and len(rep2["nested"]["chosen_per_fold"]) == 3
     cal3, rep3 = choose_on_floor("platt_per_class", p, cls, tp, groups, None, 0.9999, 3)
     assert rep3["winner"] == "identity" and "note" in rep3
+
+
+def test_raw_floor_is_part_of_the_survival_test():
+    """Below the fitting floor the map extrapolates: nothing at or below it survives, in numpy and the graph."""
+    cmap = random_map(3, 1)
+    floored = BoxPlattMap(cmap.a, cmap.b, cmap.w, cmap.mean, cmap.std, cmap.clip, (640, 640), [0.3, 0.0, np.inf])
+    assert BoxPlattMap.from_artifact(floored.to_artifact()).raw_floor.tolist() == [0.3, 0.0, np.inf]
+    rng = np.random.default_rng(3)
+    m = 4000
+    p, cls, boxes = rng.uniform(0, 1, m).astype(F), rng.integers(0, 3, m), random_boxes(rng, m, (640, 640))
+    thr = np.array([0.01, 0.01, 0.01])
+    surv = floored.survives(p, cls, boxes, None, thr)
+    assert not np.any(surv & (cls == 0) & (p <= F(0.3))) and np.any(surv & (cls == 0))
+    assert not np.any(surv & (cls == 2))
+    np.testing.assert_array_equal(surv[cls == 1], cmap.survives(p, cls, boxes, (640, 640), thr)[cls == 1])
+    b = GraphBuilder(18)
+    s = bc.box_calibrated_logit(b, "p", "cls", "boxes", floored, (640, 640))
+    out = bc.box_survives(b, "p", "cls", s, floored, thr)
+    b.nodes.append(helper.make_node("Identity", [out], ["survives"], name=b.name("out/survives")))
+    sess = _session(_model(b, [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["m"]),
+                               helper.make_tensor_value_info("cls", TensorProto.INT64, ["m"]),
+                               helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["m", 4])],
+                           [helper.make_tensor_value_info("survives", TensorProto.BOOL, ["m"])]))
+    np.testing.assert_array_equal(sess.run(None, {"p": p, "cls": cls, "boxes": boxes})[0], surv)
