@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from calib.calibrators import make_calibrator, select_calibrator
+from calib.calibrators import make_calibrator
+from calib.cross_validation import select_calibrator
 from calib.matching import match_flat
 from calib.thresholds import fit_rejection_thresholds_matched
 

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from artifact_factory import make_artifact  # noqa: E402
-from calib.calibration_map import identity_map  # noqa: E402
+from calib.artifact import identity_map  # noqa: E402
 from calib.errors import DetcalError  # noqa: E402
 from calib.layouts import decode  # noqa: E402
 from calib.letterbox import centre_in_content, letterbox  # noqa: E402

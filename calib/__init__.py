@@ -6,22 +6,41 @@ Library use mirrors the CLI:
     import calib
     result = calib.fit("yolov8n.onnx", "deploy.yaml", out="calibration.json")
     dets = calib.postprocess(raw, "xywh_cls", rows, artifact.calibration, artifact.score_thresholds, artifact.nms)
-"""
-from .artifact import Artifact, load_artifact
-from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
-from .calibration_map import map_from_artifact
-from .data import Dataset, load_dataset
-from .errors import DetcalError
-from .fit import FitOptions, fit
-from .letterbox import input_to_original_xyxy, letterbox, letterbox_row
-from .nms import batched_nms_xyxy, nms_xyxy
-from .pipeline import Detections, PostprocessConfig, pack_fixed, postprocess
-from .preprocess import Preprocess, preprocess_image
 
-__version__ = "0.1.0"
-__all__ = [
-    "Artifact", "load_artifact", "box_iou", "cxcywh_to_xyxy", "xyxy_to_cxcywh", "map_from_artifact",
-    "Dataset", "load_dataset", "DetcalError", "FitOptions", "fit", "input_to_original_xyxy", "letterbox",
-    "letterbox_row", "batched_nms_xyxy", "nms_xyxy", "Detections", "PostprocessConfig", "pack_fixed",
-    "postprocess", "Preprocess", "preprocess_image", "__version__",
-]
+The public names are loaded on first use (PEP 562), so `import calib` (and `calib.artifact`,
+which `onnx_ops` imports) does not pull in scipy, PIL, matplotlib or the data loaders.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .artifact.version import DETCAL_VERSION as __version__
+
+# public name -> the module (relative to calib) that defines it
+_LAZY = {
+    "Artifact": "artifact", "load_artifact": "artifact", "map_from_artifact": "artifact",
+    "PostprocessConfig": "artifact", "Preprocess": "artifact",
+    "box_iou": "boxes", "cxcywh_to_xyxy": "boxes", "xyxy_to_cxcywh": "boxes",
+    "Dataset": "data", "load_dataset": "data",
+    "DetcalError": "errors",
+    "FitOptions": "fitting", "fit": "fitting",
+    "input_to_original_xyxy": "letterbox", "letterbox_image": "letterbox", "letterbox_row": "letterbox",
+    "batched_nms_xyxy": "nms", "nms_xyxy": "nms",
+    "Detections": "pipeline", "pack_fixed": "pipeline", "postprocess": "pipeline",
+    "preprocess_image": "preprocess",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'calib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value        # later look-ups skip __getattr__ (this also replaces the submodule calib.fit)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -27,10 +27,8 @@ detections drawn from the pooled data and labelled by the global fit: a class wi
 detections ends roughly n_c / (n_c + shrink) of the way from the global fit to its own, and a
 class with none is exactly the global fit.
 
-`select_calibrator` implements ``--calibrator auto``: k-fold by image, the lowest
-cross-validated log-loss wins, and nothing that is not strictly better than identity is ever
-picked. `cross_val_oof` gives out-of-fold calibrated scores for any kind, so that every
-"after calibration" number is measured on images the fit did not see.
+The logit-affine fits are solved in `calib.newton`; `--calibrator auto` (k-fold by image,
+the lowest cross-validated log-loss wins) is `calib.cross_validation.select_calibrator`.
 """
 from __future__ import annotations
 
@@ -39,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from calib.calibration_map import (
+from calib.artifact import (
     EPS,
     MAX_KNOTS,
     AffineLogitMap,
@@ -47,17 +45,14 @@ from calib.calibration_map import (
     identity_map,
     logit,
 )
+from calib.newton import A_BOUNDS, T_BOUNDS, fit_global_platt, fit_global_temperature, fit_per_class_affine
 
-T_BOUNDS = (0.05, 20.0)          # temperature range; per-class temperatures use it too
-A_BOUNDS = (1e-3, 1e3)           # Platt slope a_c: > 0 keeps every map increasing
-B_BOUNDS = (-50.0, 50.0)         # Platt offset, only to keep separable classes finite
 LOSS_EPS = EPS                   # probabilities are clipped to [EPS, 1 - EPS] inside log-loss
+
 
 CANDIDATES = ("identity", "temperature", "temperature_per_class", "platt_per_class",
               "isotonic_per_class")
 
-
-# --------------------------------------------------------------------------- validation
 
 def validate_inputs(scores, classes, is_tp, groups=None, num_classes=None):
     """Check and normalise fitting inputs.
@@ -68,7 +63,7 @@ def validate_inputs(scores, classes, is_tp, groups=None, num_classes=None):
     """
     if num_classes is None:
         raise ValueError("num_classes is required (in the constructor or in fit)")
-    num_classes = _check_int(num_classes, "num_classes", minimum=1)
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
     scores = np.asarray(scores)
     classes = np.asarray(classes)
     is_tp = np.asarray(is_tp)
@@ -112,7 +107,7 @@ def validate_inputs(scores, classes, is_tp, groups=None, num_classes=None):
     return scores, classes, is_tp, groups
 
 
-def _check_int(value, name, minimum):
+def check_int(value, name, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -125,19 +120,15 @@ def _check_shrink(shrink):
     return float(shrink)
 
 
-# --------------------------------------------------------------------------- losses
-
 def log_loss(p: np.ndarray, is_tp: np.ndarray) -> float:
     """Mean binary log-loss; p (N,) clipped to [EPS, 1 - EPS], is_tp (N,) bool."""
-    return float(_per_detection_log_loss(np.asarray(p, dtype=np.float64), is_tp).mean())
+    return float(per_detection_log_loss(np.asarray(p, dtype=np.float64), is_tp).mean())
 
 
 def brier(p: np.ndarray, is_tp: np.ndarray) -> float:
     """Mean squared error between p (N,) and is_tp (N,) bool."""
     return float(np.mean((np.asarray(p, dtype=np.float64) - is_tp) ** 2))
 
-
-# --------------------------------------------------------------------------- base class
 
 class _Calibrator:
     """Shared plumbing: num_classes resolution, fitted check, delegation to `map_`."""
@@ -148,7 +139,7 @@ class _Calibrator:
         c = num_classes if num_classes is not None else self.num_classes
         if c is None:
             raise ValueError("num_classes is required (in the constructor or in fit)")
-        return _check_int(c, "num_classes", minimum=1)
+        return check_int(c, "num_classes", minimum=1)
 
     def fit(self, scores, classes, is_tp, groups=None, num_classes=None):
         """scores (N,), classes (N,), is_tp (N,) -> self, with `map_` and the fitted attributes."""
@@ -182,8 +173,6 @@ class _Calibrator:
         return self.map_.to_artifact()
 
 
-# --------------------------------------------------------------------------- identity
-
 @dataclass
 class Identity(_Calibrator):
     """p' = p. The baseline every other calibrator must beat."""
@@ -193,182 +182,10 @@ class Identity(_Calibrator):
 
     def __post_init__(self):
         if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
+            check_int(self.num_classes, "num_classes", minimum=1)
 
     def _fit(self, scores, classes, is_tp, num_classes):
         self.map_ = identity_map(num_classes)
-
-
-# --------------------------------------------------------------------------- logit-affine
-
-def _fit_global_temperature(z: np.ndarray, t: np.ndarray) -> float:
-    """Temperature T in T_BOUNDS minimising the mean log-loss of sigmoid(z / T).
-
-    The loss is convex in a = 1/T, so the optimum on the interval is the root of
-    d loss / d a = mean((sigmoid(a z) - t) z) found by scipy's bracketing brentq, or the
-    bound the derivative points to when it does not change sign.
-    """
-    tz = float(np.sum(t * z))
-    buf = np.empty_like(z)
-
-    def dloss(a):                      # sum(sigmoid(a z) z) - sum(t z), in place
-        np.multiply(z, -a, out=buf)
-        with np.errstate(over="ignore"):
-            np.exp(buf, out=buf)
-        np.add(buf, 1, out=buf)
-        np.divide(z, buf, out=buf)
-        return float(buf.sum()) - tz
-
-    lo, hi = 1 / T_BOUNDS[1], 1 / T_BOUNDS[0]
-    d_lo, d_hi = dloss(lo), dloss(hi)
-    if d_lo >= 0:
-        return T_BOUNDS[1]
-    if d_hi <= 0:
-        return T_BOUNDS[0]
-    a = optimize.brentq(dloss, lo, hi, xtol=1e-12, rtol=1e-10)
-    return float(1 / a)
-
-
-def _newton_affine(z, t, classes, num_classes, a_init, b_init, fit_b, a_bounds, prior=None,
-                   max_iter=100):
-    """Per-class logistic fit of s = a_c z + b_c, all classes at once, by damped Newton.
-
-    z (N,) logits, t (N,) float 0/1, classes (N,) int in [0, K). Minimises, per class, the
-    summed log-loss plus, with prior = (a0, b0, lam, h_aa, h_ab, h_bb), the penalty
-    lam/2 * d^T H d, d = (a_c - a0, b_c - b0). The 2x2 (1x1 without b) Hessian of each class
-    is inverted in closed form; a step that does not decrease a class's objective is halved
-    (the problem is convex, so this converges); a stays inside a_bounds, b inside B_BOUNDS.
-    One pass over the data (a few bincounts) per iteration. Returns a (K,), b (K,).
-    """
-    k = num_classes
-    if classes is None:           # one class: plain sums (bincount into one bin is slow)
-        def csum(v):
-            return np.array([v.sum()])
-    else:
-        def csum(v):
-            return np.bincount(classes, weights=v, minlength=k)
-    counts = np.array([float(z.size)]) if classes is None \
-        else np.bincount(classes, minlength=k).astype(np.float64)
-    tz_c = csum(t * z)
-    t_c = csum(t)
-    zz = z * z
-    if prior is None:
-        a0 = b0 = lam = h_aa = h_ab = h_bb = 0.0
-    else:
-        a0, b0, lam, h_aa, h_ab, h_bb = prior
-    lo, hi = a_bounds
-    a = np.clip(np.broadcast_to(np.asarray(a_init, dtype=np.float64), (k,)), lo, hi).copy()
-    b = np.broadcast_to(np.asarray(b_init, dtype=np.float64), (k,)).copy() if fit_b \
-        else np.zeros(k)
-    a_prev, b_prev = a.copy(), b.copy()
-    f_prev = np.full(k, np.inf)
-    step_a, step_b = np.zeros(k), np.zeros(k)
-    done = counts == 0            # empty classes keep their start point
-    tol = 1e-13 * (counts + lam + 1)
-    s, e, sp, sig, tmp = (np.empty_like(z) for _ in range(5))
-    for _ in range(max_iter):
-        # one pass, in preallocated buffers (fresh 4 MB arrays cost more than the arithmetic)
-        if classes is None:
-            np.multiply(z, a[0], out=s)
-            if fit_b:
-                s += b[0]
-        else:
-            np.take(a, classes, out=s)
-            s *= z
-            if fit_b:
-                np.take(b, classes, out=tmp)
-                s += tmp
-        np.abs(s, out=e)
-        np.negative(e, out=e)
-        np.exp(e, out=e)
-        np.log1p(e, out=sp)
-        np.maximum(s, 0, out=tmp)
-        sp += tmp                                  # softplus(s)
-        np.subtract(s, sp, out=sig)
-        np.exp(sig, out=sig)                       # sigmoid(s) = exp(s - softplus(s))
-        da, db = a - a0, b - b0
-        f = csum(sp) - a * tz_c - b * t_c
-        f += 0.5 * lam * (h_aa * da * da + 2 * h_ab * da * db + h_bb * db * db)
-        # classes whose step failed to decrease: halve it and try again from the last point
-        worse = (f > f_prev + 1e-12 * (1 + np.abs(f_prev))) & ~done
-        if np.any(worse):
-            step_a[worse] *= 0.5
-            step_b[worse] *= 0.5
-            tiny = worse & (np.abs(step_a) + np.abs(step_b) < 1e-13)
-            done |= tiny
-            a = np.where(worse, a_prev + step_a, a)
-            b = np.where(worse, b_prev + step_b, b)
-            a[tiny], b[tiny] = a_prev[tiny], b_prev[tiny]
-        ok = ~worse & ~done
-        r, w = e, sp                               # reuse: e and sp are no longer needed
-        np.subtract(sig, t, out=r)
-        np.subtract(1, sig, out=w)
-        w *= sig
-        g_a = csum(np.multiply(r, z, out=tmp)) + lam * (h_aa * da + h_ab * db)
-        hh_aa = csum(np.multiply(w, zz, out=tmp)) + lam * h_aa
-        if fit_b:
-            g_b = csum(r) + lam * (h_ab * da + h_bb * db)
-            hh_ab = csum(np.multiply(w, z, out=tmp)) + lam * h_ab
-            hh_bb = csum(w) + lam * h_bb
-            hh_aa, hh_bb = hh_aa + 1e-300, hh_bb + 1e-300   # 0 only for an empty class
-            det = hh_aa * hh_bb - hh_ab * hh_ab
-            # near-singular (one distinct score in a class, no prior): diagonal step instead
-            singular = det <= 1e-10 * hh_aa * hh_bb
-            det = np.where(singular, 1.0, det)
-            na = np.where(singular, -g_a / hh_aa, -(hh_bb * g_a - hh_ab * g_b) / det)
-            nb = np.where(singular, -g_b / hh_bb, -(hh_aa * g_b - hh_ab * g_a) / det)
-            pinned = ((a <= lo) & (na < 0)) | ((a >= hi) & (na > 0))
-            na = np.where(pinned, 0.0, na)
-            nb = np.where(pinned, -g_b / hh_bb, nb)
-        else:
-            g_b = np.zeros(k)
-            na = -g_a / (hh_aa + 1e-300)
-            nb = np.zeros(k)
-        new_a = np.clip(a + na, lo, hi)
-        new_b = np.clip(b + nb, *B_BOUNDS) if fit_b else b
-        na, nb = new_a - a, new_b - b
-        dec = -(g_a * na + g_b * nb)
-        done |= ok & (dec <= tol)
-        upd = ok & ~done
-        a_prev[ok], b_prev[ok], f_prev[ok] = a[ok], b[ok], f[ok]
-        step_a[upd], step_b[upd] = na[upd], nb[upd]
-        a[upd], b[upd] = new_a[upd], new_b[upd]
-        if np.all(done):
-            break
-    a, b = a_prev, b_prev   # the best point seen per class (accepted points only decrease)
-    return a.copy(), b.copy()
-
-
-def _shrink_prior(z, t, a0, b0, shrink):
-    """(a0, b0, shrink, h_aa, h_ab, h_bb): the global fit and its mean per-detection Hessian."""
-    with np.errstate(over="ignore"):
-        sig = 1 / (1 + np.exp(-(a0 * z + b0)))
-    w = sig * (1 - sig)
-    n = z.size
-    wz = w * z
-    return (a0, b0, shrink, float(np.sum(wz * z)) / n, float(wz.sum()) / n, float(w.sum()) / n)
-
-
-def _fit_per_class_affine(z, t, classes, num_classes, a0, b0, shrink, fit_b, a_bounds):
-    """Per-class (a_c, b_c) shrunk towards the global (a0, b0) with `shrink` pseudo-counts.
-
-    Returns a (C,), b (C,); classes without detections get exactly (a0, b0); without b
-    (per-class temperature) b is all b0 = 0.
-    """
-    prior = _shrink_prior(z, t, a0, b0, shrink)
-    a, b = _newton_affine(z, t, classes, num_classes, a0, b0, fit_b, a_bounds, prior)
-    empty = np.bincount(classes, minlength=num_classes) == 0
-    a[empty] = a0
-    b[empty] = b0
-    if not fit_b:
-        b[:] = b0
-    return a, b
-
-
-def _fit_global_platt(z: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """(a, b), a in A_BOUNDS, minimising the log-loss of sigmoid(a z + b) over all detections."""
-    a, b = _newton_affine(z, t, None, 1, 1.0, 0.0, True, A_BOUNDS)
-    return float(a[0]), float(b[0])
 
 
 @dataclass
@@ -383,10 +200,10 @@ class GlobalTemperature(_Calibrator):
 
     def __post_init__(self):
         if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
+            check_int(self.num_classes, "num_classes", minimum=1)
 
     def _fit(self, scores, classes, is_tp, num_classes):
-        self.temperature_ = _fit_global_temperature(logit(scores), is_tp.astype(np.float64))
+        self.temperature_ = fit_global_temperature(logit(scores), is_tp.astype(np.float64))
         self.map_ = AffineLogitMap(self.kind, np.full(num_classes, 1 / self.temperature_),
                                    np.zeros(num_classes))
 
@@ -400,7 +217,7 @@ class _ShrunkPerClass(_Calibrator):
 
     def __post_init__(self):
         if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
+            check_int(self.num_classes, "num_classes", minimum=1)
         self.shrink = _check_shrink(self.shrink)
 
 
@@ -417,8 +234,8 @@ class PerClassTemperature(_ShrunkPerClass):
     def _fit(self, scores, classes, is_tp, num_classes):
         z = logit(scores)
         t = is_tp.astype(np.float64)
-        self.global_temperature_ = _fit_global_temperature(z, t)
-        a, b = _fit_per_class_affine(z, t, classes, num_classes, 1 / self.global_temperature_,
+        self.global_temperature_ = fit_global_temperature(z, t)
+        a, b = fit_per_class_affine(z, t, classes, num_classes, 1 / self.global_temperature_,
                                      0.0, self.shrink, fit_b=False,
                                      a_bounds=(1 / T_BOUNDS[1], 1 / T_BOUNDS[0]))
         self.temperature_ = 1 / a
@@ -438,41 +255,19 @@ class PerClassPlatt(_ShrunkPerClass):
     def _fit(self, scores, classes, is_tp, num_classes):
         z = logit(scores)
         t = is_tp.astype(np.float64)
-        self.global_a_, self.global_b_ = _fit_global_platt(z, t)
-        self.a_, self.b_ = _fit_per_class_affine(z, t, classes, num_classes, self.global_a_,
+        self.global_a_, self.global_b_ = fit_global_platt(z, t)
+        self.a_, self.b_ = fit_per_class_affine(z, t, classes, num_classes, self.global_a_,
                                                  self.global_b_, self.shrink, fit_b=True,
                                                  a_bounds=A_BOUNDS)
         self.map_ = AffineLogitMap(self.kind, self.a_, self.b_)
 
 
-# --------------------------------------------------------------------------- isotonic
-
 def _pav(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted isotonic (non-decreasing) regression of y (K,) -> (block values (B,),
-    block start indices (B,)). scipy >= 1.12 when available, else a pool-adjacent-violators
-    loop over the (already tie-aggregated) points."""
-    if _scipy_isotonic is not None:
-        res = _scipy_isotonic(y, weights=w, increasing=True)
-        starts = np.asarray(res.blocks[:-1], dtype=np.intp)
-        return np.asarray(res.x)[starts], starts
-    vals, wts, starts = [], [], []
-    for i in range(y.size):
-        v, wt, st = float(y[i]), float(w[i]), i
-        while vals and vals[-1] >= v:
-            pv, pw = vals.pop(), wts.pop()
-            st = starts.pop()
-            v = (pv * pw + v * wt) / (pw + wt)
-            wt += pw
-        vals.append(v)
-        wts.append(wt)
-        starts.append(st)
-    return np.asarray(vals), np.asarray(starts, dtype=np.intp)
-
-
-try:  # scipy >= 1.12
-    from scipy.optimize import isotonic_regression as _scipy_isotonic
-except ImportError:  # pragma: no cover - depends on the installed scipy
-    _scipy_isotonic = None
+    block start indices (B,)), by scipy's isotonic_regression."""
+    res = optimize.isotonic_regression(y, weights=w, increasing=True)
+    starts = np.asarray(res.blocks[:-1], dtype=np.intp)
+    return np.asarray(res.x)[starts], starts
 
 
 def _isotonic_curve(x_sorted: np.ndarray, t_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -543,9 +338,9 @@ class PerClassIsotonic(_Calibrator):
 
     def __post_init__(self):
         if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
+            check_int(self.num_classes, "num_classes", minimum=1)
         self.shrink = _check_shrink(self.shrink)
-        self.max_knots = _check_int(self.max_knots, "max_knots", minimum=2)
+        self.max_knots = check_int(self.max_knots, "max_knots", minimum=2)
         if self.max_knots > MAX_KNOTS:
             raise ValueError(f"max_knots must be <= {MAX_KNOTS}, got {self.max_knots}")
         if not (isinstance(self.y_clip, (int, float)) and 0 <= self.y_clip < 0.5):
@@ -592,8 +387,6 @@ class PerClassIsotonic(_Calibrator):
         self.map_ = IsotonicMap(knots_x, knots_y)
 
 
-# --------------------------------------------------------------------------- factory
-
 _KINDS = {
     "identity": Identity,
     "temperature": GlobalTemperature,
@@ -618,140 +411,6 @@ def make_calibrator(kind: str, num_classes: int, **params) -> _Calibrator:
         raise ValueError(f"bad parameters for calibrator {kind!r}: {exc}") from None
 
 
-# --------------------------------------------------------------------------- cross-validation
-
-def fold_ids(groups: np.ndarray | None, n: int, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index (n,) in [0, k), whole groups (images) per fold, k = min(n_folds, #groups).
-
-    groups None: every detection is its own group. Fewer than 2 groups -> ValueError.
-    """
-    return _fold_ids(groups, n, n_folds, seed)[0]
-
-
-def _fold_ids(groups, n, n_folds, seed):
-    n_folds = _check_int(n_folds, "n_folds", minimum=2)
-    if groups is None:
-        inv = np.arange(n)
-        n_groups = n
-    else:
-        _, inv = np.unique(np.asarray(groups), return_inverse=True)
-        inv = inv.reshape(-1)
-        n_groups = int(inv.max()) + 1 if n else 0
-    if n_groups < 2:
-        raise ValueError(f"k-fold cross-validation needs detections from at least 2 images, "
-                         f"got {n_groups}")
-    k = min(n_folds, n_groups)
-    perm = np.random.default_rng(seed).permutation(n_groups)
-    fold_of_group = np.empty(n_groups, dtype=np.int64)
-    fold_of_group[perm] = np.arange(n_groups) % k
-    return fold_of_group[inv], n_groups
-
-
-class _Splits:
-    """Per fold: held-out indices and the training part's arrays, built once and shared by
-    every candidate."""
-
-    def __init__(self, scores, classes, is_tp, folds):
-        self.folds = folds
-        self.k = int(folds.max()) + 1
-        self.parts = []
-        for f in range(self.k):
-            test = folds == f
-            train = np.flatnonzero(~test)
-            t_tp = is_tp[train]
-            n_pos = int(t_tp.sum())
-            ok = 0 < n_pos < train.size
-            self.parts.append((np.flatnonzero(test), scores[train] if ok else None,
-                               classes[train] if ok else None, t_tp if ok else None))
-
-
-def _oof(kind, scores, classes, splits, num_classes, params):
-    """Out-of-fold calibrated scores (N,) float64 for `kind`, and the number of folds whose
-    training part lacked a positive or a negative (those folds fall back to identity)."""
-    out = np.empty(scores.size, dtype=np.float64)
-    degenerate = 0
-    for test, tr_scores, tr_classes, tr_tp in splits.parts:
-        if kind == "identity" or tr_scores is None:
-            degenerate += kind != "identity"
-            out[test] = scores[test]
-            continue
-        model = make_calibrator(kind, num_classes, **params)
-        model.num_classes_ = num_classes
-        model.class_counts_ = np.bincount(tr_classes, minlength=num_classes)
-        model._fit(tr_scores, tr_classes, tr_tp, num_classes)   # inputs validated by caller
-        out[test] = model.transform(scores[test], classes[test])
-    return out, degenerate
-
-
-def _per_detection_log_loss(p, is_tp):
+def per_detection_log_loss(p, is_tp):
     p = np.clip(p, LOSS_EPS, 1 - LOSS_EPS)
     return -np.where(is_tp, np.log(p), np.log1p(-p))
-
-
-def cross_val_oof(kind: str, scores, classes, is_tp, groups, num_classes: int,
-                  n_folds: int = 5, seed: int = 0, **params) -> np.ndarray:
-    """Out-of-fold calibrated scores (N,) float64: each detection calibrated by `kind` fitted on
-    the other folds (k-fold by image, groups (N,) image index). A fold whose training part
-    has no positive or no negative detection is left uncalibrated (identity)."""
-    make_calibrator(kind, num_classes, **params)   # validates kind and params up front
-    scores, classes, is_tp, groups = validate_inputs(scores, classes, is_tp, groups, num_classes)
-    folds = fold_ids(groups, scores.size, n_folds, seed)
-    splits = _Splits(scores, classes, is_tp, folds)
-    return _oof(kind, scores, classes, splits, num_classes, params)[0]
-
-
-def select_calibrator(scores, classes, is_tp, groups, num_classes: int,
-                      candidates=CANDIDATES, n_folds: int = 5, seed: int = 0,
-                      params: dict | None = None):
-    """``--calibrator auto``: pick the candidate with the lowest k-fold (by image) log-loss.
-
-    scores (N,), classes (N,), is_tp (N,), groups (N,) image index (None: per detection).
-    params: optional {kind: {constructor params}}. Identity is always evaluated and wins
-    unless a candidate's cross-validated log-loss is strictly lower.
-
-    Returns (calibrator fitted on all data, with `oof_scores_` (N,) its out-of-fold scores and
-    `cv_report_`; report dict): report = {"winner", "n_folds", "seed", "n_detections",
-    "n_groups", "candidates": {kind: {"log_loss", "brier", "fold_log_loss", "degenerate_folds"}}}.
-    """
-    params = dict(params or {})
-    candidates = tuple(candidates)
-    if not candidates:
-        raise ValueError("select_calibrator needs at least one candidate")
-    for kind in candidates:
-        make_calibrator(kind, num_classes, **params.get(kind, {}))
-    scores, classes, is_tp, groups = validate_inputs(scores, classes, is_tp, groups, num_classes)
-    folds, n_groups = _fold_ids(groups, scores.size, n_folds, seed)
-    splits = _Splits(scores, classes, is_tp, folds)
-    k = splits.k
-    fold_n = np.bincount(folds, minlength=k)
-    kinds = ("identity",) + tuple(c for c in dict.fromkeys(candidates) if c != "identity")
-
-    results, oofs = {}, {}
-    for kind in kinds:
-        oof, degenerate = _oof(kind, scores, classes, splits, num_classes, params.get(kind, {}))
-        oofs[kind] = oof
-        losses = _per_detection_log_loss(oof, is_tp)
-        results[kind] = {
-            "log_loss": float(losses.mean()),
-            "brier": brier(oof, is_tp),
-            "fold_log_loss": (np.bincount(folds, weights=losses, minlength=k) / fold_n).tolist(),
-            "degenerate_folds": degenerate,
-        }
-    winner = "identity"
-    best = results["identity"]["log_loss"]
-    for kind in kinds[1:]:
-        if kind in candidates and results[kind]["log_loss"] < best:
-            winner, best = kind, results[kind]["log_loss"]
-    report = {
-        "winner": winner,
-        "n_folds": k,
-        "seed": seed,
-        "n_detections": int(scores.size),
-        "n_groups": n_groups,
-        "candidates": {kind: results[kind] for kind in kinds},
-    }
-    best_cal = make_calibrator(winner, num_classes, **params.get(winner, {}))
-    best_cal.fit(scores, classes, is_tp)
-    best_cal.oof_scores_ = oofs[winner]
-    best_cal.cv_report_ = report
-    return best_cal, report

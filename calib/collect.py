@@ -12,8 +12,8 @@ import numpy as np
 
 from .data import Dataset, iter_images
 from .model_info import ModelInfo
-from .pipeline import Detections, PostprocessConfig, postprocess
-from .preprocess import Preprocess
+from .artifact import PostprocessConfig, Preprocess
+from .pipeline import Detections, postprocess
 from .progress import Progress
 from .runner import DetectorRunner
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .artifact.interface import LAYOUTS
 from .boxes import cxcywh_to_xyxy
-
-LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
 
 
 @dataclass

@@ -6,16 +6,15 @@ A letterbox row is float64 (6,) = (orig_w, orig_h, scale_x, scale_y, pad_left, p
 
 for both geometries: `letterbox` (Ultralytics' centred letterbox, scale_x == scale_y) and
 `stretch` (plain resize, scale_x != scale_y, no padding). The patched model takes the same rows
-as its extra input `letterbox` [B, 6].
+as its extra input `letterbox` [B, 6]. The row's columns are defined by the contract
+(`calib.artifact.ROW_FIELDS`); this module is their geometry.
 """
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-ORIG_W, ORIG_H, SCALE_X, SCALE_Y, PAD_LEFT, PAD_TOP = range(6)
-ROW_FIELDS = ("orig_w", "orig_h", "scale_x", "scale_y", "pad_left", "pad_top")
-RESIZE_MODES = ("letterbox", "stretch")
+from .artifact.configs import RESIZE_MODES
+from .artifact.interface import ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, ROW_FIELDS, SCALE_X, SCALE_Y  # noqa: F401
 
 
 def letterbox_row(orig_w: int, orig_h: int, size: tuple[int, int], mode: str = "letterbox") -> np.ndarray:
@@ -43,7 +42,7 @@ def content_size(row: np.ndarray) -> tuple[int, int]:
     return int(round(row[ORIG_W] * row[SCALE_X])), int(round(row[ORIG_H] * row[SCALE_Y]))
 
 
-def letterbox(
+def letterbox_image(
     image: np.ndarray, size: tuple[int, int], *, mode: str = "letterbox", pad_value: int = 114
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image into the model input. image (h, w, 3) uint8 -> ((H, W, 3) uint8, row (6,)).
@@ -58,6 +57,8 @@ def letterbox(
     in_h, in_w = int(size[0]), int(size[1])
     new_w, new_h = (in_w, in_h) if mode == "stretch" else content_size(row)
     if (new_w, new_h) != (orig_w, orig_h):
+        from PIL import Image      # only where an image is resized: keeps the geometry import light
+
         resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     else:
         resized = image
@@ -65,6 +66,11 @@ def letterbox(
     left, top = int(row[PAD_LEFT]), int(row[PAD_TOP])
     out[top : top + new_h, left : left + new_w] = resized
     return out, row
+
+
+# the old name, for callers in the other half (calib/doctor.py, examples/detector/train.py) until they
+# move to letterbox_image; the package attribute `calib.letterbox` is this module again
+
 
 
 def input_to_original_xyxy(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .jsonable import finite_or_none
 from .matching import MatchedDetections
 
 __all__ = [
@@ -268,12 +269,6 @@ def precision_recall(matched: MatchedDetections, thresholds=0.0) -> PrecisionRec
 # ----------------------------------------------------------------------------- summary
 
 
-def _num(x):
-    """JSON-friendly float: nan and inf become None."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def summarize(
     matched: MatchedDetections,
     thresholds=0.0,
@@ -299,10 +294,10 @@ def summarize(
     per_class = {
         names[c]: {
             "n_gt": int(matched.n_gt_per_class[c]),
-            "ap50": _num(ap50_c[c]),
-            "precision": _num(pr.precision_per_class[c]),
-            "recall": _num(pr.recall_per_class[c]),
-            "threshold": _num(thr if thr.ndim == 0 else thr[c]),
+            "ap50": finite_or_none(ap50_c[c]),
+            "precision": finite_or_none(pr.precision_per_class[c]),
+            "recall": finite_or_none(pr.recall_per_class[c]),
+            "threshold": finite_or_none(thr if thr.ndim == 0 else thr[c]),
         }
         for c in range(matched.num_classes)
     }
@@ -313,14 +308,14 @@ def summarize(
         "n_detections": matched.n_detections,
         "n_kept": int(keep.sum()),
         "iou_threshold": float(matched.iou_threshold),
-        "ap50": _num(np.nanmean(ap50_c[has_gt]) if has_gt.any() else math.nan),
-        "ap50_95": _num(ap_tc[:, has_gt].mean() if has_gt.any() else math.nan),
-        "precision": _num(pr.precision),
-        "recall": _num(pr.recall),
-        "dece": _num(dece(matched.scores[keep], matched.is_tp[keep], n_bins)),
-        "laece0": _num(laece0(matched.scores[keep], matched.classes[keep], loose.iou[keep], n_bins)),
-        "fp_per_negative_image": _num(fp_per_negative_image(matched, thresholds)),
-        "negative_image_rate": _num(negative_image_rate(matched, thresholds)),
-        f"negative_image_rate_above_{high_score:g}": _num(negative_image_rate(matched, thresholds, high_score)),
+        "ap50": finite_or_none(np.nanmean(ap50_c[has_gt]) if has_gt.any() else math.nan),
+        "ap50_95": finite_or_none(ap_tc[:, has_gt].mean() if has_gt.any() else math.nan),
+        "precision": finite_or_none(pr.precision),
+        "recall": finite_or_none(pr.recall),
+        "dece": finite_or_none(dece(matched.scores[keep], matched.is_tp[keep], n_bins)),
+        "laece0": finite_or_none(laece0(matched.scores[keep], matched.classes[keep], loose.iou[keep], n_bins)),
+        "fp_per_negative_image": finite_or_none(fp_per_negative_image(matched, thresholds)),
+        "negative_image_rate": finite_or_none(negative_image_rate(matched, thresholds)),
+        f"negative_image_rate_above_{high_score:g}": finite_or_none(negative_image_rate(matched, thresholds, high_score)),
         "per_class": per_class,
     }

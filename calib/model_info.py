@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .artifact.interface import is_patched_metadata
 from .errors import DetcalError
 from .layouts import LAYOUTS, guess_layout, num_classes_of
 
@@ -42,7 +43,7 @@ class ModelInfo:
 
     @property
     def is_patched(self) -> bool:
-        return "detcal" in self.metadata or "detcal_version" in self.metadata
+        return is_patched_metadata(self.metadata)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -53,15 +54,22 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _dims(value_info) -> tuple:
+def value_info_dims(value_info) -> tuple:
+    """An ONNX ValueInfo's shape: ints where fixed, the dim_param string (or None) where dynamic."""
     dims = []
     for d in value_info.type.tensor_type.shape.dim:
         dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
     return tuple(dims)
 
 
-def _dtype(value_info) -> str:
+def value_info_dtype(value_info) -> str:
+    """An ONNX ValueInfo's element type as a numpy dtype name ('float32', 'float16', ...)."""
     return onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type).name
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset of a model (1 if absent, per the ONNX spec)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -104,9 +112,9 @@ def read_model_info(
     inputs = [i for i in graph.input if i.name not in init_names]
     if len(inputs) < 1:
         raise DetcalError(f"{p}: the model has no image input")
-    image_inputs = [i for i in inputs if len(_dims(i)) == 4]
+    image_inputs = [i for i in inputs if len(value_info_dims(i)) == 4]
     if not image_inputs:
-        shapes = ", ".join(f"{i.name} {list(_dims(i))}" for i in inputs)
+        shapes = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
         raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] found (inputs: {shapes})")
     inp = image_inputs[0]
     if layout is not None and layout not in LAYOUTS:
@@ -118,7 +126,7 @@ def read_model_info(
     probed = None
     found = []
     for out in graph.output:
-        shape = _dims(out)
+        shape = value_info_dims(out)
         if not all(isinstance(d, int) for d in shape[1:]):
             # exporters often leave output dims symbolic: run the model once on zeros to learn them
             probed = probed if probed is not None else _probe_output_shapes(p, inp, metadata)
@@ -127,11 +135,11 @@ def read_model_info(
         guess = layout or guess_layout(shape, has_topk_or_nms=has_select, num_classes=hint)
         if layout is None and guess is None and hint is not None:
             guess = guess_layout(shape, has_topk_or_nms=has_select)
-        if guess is not None and probed and not all(isinstance(d, int) for d in _dims(inp)[2:]):
+        if guess is not None and probed and not all(isinstance(d, int) for d in value_info_dims(inp)[2:]):
             # a dynamic-size input keeps a dynamic candidate axis, whatever the probe saw
             n_axis = {"xywh_cls": 2, "xywh_obj_cls": 1}.get(guess)
             if n_axis is not None:
-                shape = shape[:n_axis] + (_dims(out)[n_axis],) + shape[n_axis + 1:]
+                shape = shape[:n_axis] + (value_info_dims(out)[n_axis],) + shape[n_axis + 1:]
         found.append((out, shape, guess))
         if guess is not None:
             break
@@ -142,13 +150,13 @@ def read_model_info(
             f"{p}: no output fits a supported layout (found: {listing}); supported: "
             "xywh_cls [B, 4+C, N], xywh_obj_cls [B, N, 5+C], end2end [B, K, 6]; use --layout to choose one"
         )
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = model_opset(model)
     return ModelInfo(
         path=p,
         sha256=sha256_file(p),
         input_name=inp.name,
-        input_shape=_dims(inp),
-        input_dtype=_dtype(inp),
+        input_shape=value_info_dims(inp),
+        input_dtype=value_info_dtype(inp),
         output_name=out.name,
         output_shape=shape,
         layout=guess,
@@ -162,9 +170,9 @@ def read_model_info(
 
 def _probe_output_shapes(path: Path, inp, metadata: dict) -> dict[str, tuple]:
     """Output name -> concrete shape from one onnxruntime run on a zero image (batch 1); {} on failure."""
-    import onnxruntime as ort
+    from .session import make_session
 
-    dims = list(_dims(inp))
+    dims = list(value_info_dims(inp))
     size = metadata_imgsz(metadata) or (640, 640)
     dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(dims)]
     if not isinstance(dims[1], int):
@@ -174,9 +182,7 @@ def _probe_output_shapes(path: Path, inp, metadata: dict) -> dict[str, tuple]:
             dims[axis] = fallback
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = make_session(path)
         outs = sess.run(None, {inp.name: np.zeros(dims, dtype=dtype)})
     except Exception:
         return {}

@@ -1,18 +1,22 @@
 """The numpy reference post-processing pipeline: the oracle for the patched ONNX graph.
 
-Order (the contract `onnx_ops` reproduces node for node):
+One small pure function per step, in the order of the contract; `onnx_ops.steps` holds the
+graph builders of the same names in the same order (put the two files side by side):
 
-    decode -> calibrate -> per-class thresholds (calibrated score > threshold)
-    -> one class per box, the best calibrated one (unless multi_label)
-    -> the pre_nms_top_k best candidates by calibrated score
-    -> letterbox mask (drop boxes whose centre lies in the padding)
-    -> class-aware NMS (suppress when IoU > iou_threshold) -> the best max_det
-    -> original-image pixels, clipped to the image.
+    decode              raw head output -> Decoded (boxes xyxy input px, scores)
+    threshold           per-class thresholds: calibrated score > t  <=>  raw score > r
+                        (r = CalibrationMap.raw_thresholds(t); exact, every map is monotone per
+                        class), so the test runs on raw scores and only survivors are calibrated
+    calibrate           the survivors' scores -> calibrated (float32)
+    select_best_class   one class per box, the best calibrated one (skipped for multi_label)
+    pre_nms_top_k       the pre_nms_top_k best candidates by calibrated score
+    mask_letterbox      drop boxes whose centre lies in the letterbox padding
+    class_aware_nms     suppress when IoU > iou_threshold (per class), keep the best max_det
+    to_original_pixels  input px -> original-image px, clipped to the image
 
-Thresholds are applied on raw scores through `CalibrationMap.raw_thresholds` (exact, since
-every map is monotone per class) and only the survivors are calibrated. Ties are broken by
-candidate index: box index for single-label, box * C + class for multi-label; a box's best
-class on a tie is the lowest class index. Arithmetic is float32, as in the graph.
+Ties are broken by candidate index: box index for single-label, box * C + class for
+multi-label; a box's best class on a tie is the lowest class index. Arithmetic is float32, as
+in the graph.
 """
 from __future__ import annotations
 
@@ -20,43 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration_map import CalibrationMap, identity_map
+from .artifact import PATCHED_OUTPUTS, CalibrationMap, PostprocessConfig, identity_map  # noqa: F401 (re-export)
 from .layouts import Decoded, decode
 from .letterbox import centre_in_content, input_to_original_xyxy
 from .nms import batched_nms_xyxy
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """Knobs of the pipeline, as stored in the artifact's `nms` block."""
-
-    iou_threshold: float = 0.7        # Ultralytics' default
-    max_det: int = 300
-    pre_nms_top_k: int = 3000         # < 3840, TensorRT's TopK limit
-    multi_label: bool = False
-    class_aware: bool = True
-    mask_padding: bool = True         # drop boxes centred in the letterbox bars
-
-    def __post_init__(self):
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if self.max_det < 1 or self.pre_nms_top_k < 1:
-            raise ValueError("max_det and pre_nms_top_k must be >= 1")
-
-    def to_artifact(self) -> dict:
-        return {
-            "iou_threshold": float(self.iou_threshold),
-            "max_det": int(self.max_det),
-            "pre_nms_top_k": int(self.pre_nms_top_k),
-            "multi_label": bool(self.multi_label),
-            "class_aware": bool(self.class_aware),
-            "mask_padding": bool(self.mask_padding),
-        }
-
-    @classmethod
-    def from_artifact(cls, d: dict) -> "PostprocessConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
 
 
 @dataclass
@@ -72,34 +43,97 @@ class Detections:
         return int(self.scores.shape[0])
 
 
-def select_candidates(
-    decoded: Decoded, b: int, calibration: CalibrationMap, raw_thresholds: np.ndarray, multi_label: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image b's surviving candidates -> (box index (M,), class (M,), calibrated score (M,) float32),
-    sorted by calibrated score, descending, ties by candidate index."""
+@dataclass
+class Candidates:
+    """One image's candidates (box, class) after `threshold`: M of them.
+
+    box (M,) int64 index into the decoded candidates; cls (M,) int64; score (M,) raw, then
+    calibrated float32 after `calibrate`; tie (M,) int64 the tie-break key (lower wins).
+    """
+
+    box: np.ndarray
+    cls: np.ndarray
+    score: np.ndarray
+    tie: np.ndarray
+
+    def take(self, sel) -> "Candidates":
+        return Candidates(self.box[sel], self.cls[sel], self.score[sel], self.tie[sel])
+
+
+# decode: calib.layouts.decode(raw, layout) -> Decoded, re-exported here as the first step
+
+
+def threshold(decoded: Decoded, b: int, raw_thresholds: np.ndarray) -> Candidates:
+    """Image b's (box, class) pairs whose raw score > raw threshold of the class.
+
+    Dense (N, C) scores: in row-major order (by box, then class), tie key box * C + class.
+    end2end (N,) scores and classes: classes outside [0, C) never survive, tie key box.
+    raw_thresholds (C,) float64 (cast to float32, as the graph bakes them) -> Candidates (raw scores).
+    """
     rthr = raw_thresholds.astype(np.float32)
     if decoded.is_dense:
         scores = decoded.scores[b]                                   # (N, C)
-        box_idx, cls_idx = np.nonzero(scores > rthr[None, :])       # row-major: by box, then class
-        cal = calibration.transform(scores[box_idx, cls_idx], cls_idx).astype(np.float32)
-        if not multi_label and box_idx.size:
-            # best calibrated class per box; on a tie the lowest class index
-            order = np.lexsort((cls_idx, -cal, box_idx))
-            box_idx, cls_idx, cal = box_idx[order], cls_idx[order], cal[order]
-            first = np.r_[True, box_idx[1:] != box_idx[:-1]]
-            box_idx, cls_idx, cal = box_idx[first], cls_idx[first], cal[first]
-        tie_key = box_idx * scores.shape[1] + cls_idx if multi_label else box_idx
-    else:
-        scores, classes = decoded.scores[b], decoded.classes[b]     # (N,), (N,)
-        num_classes = rthr.shape[0]
-        valid = (classes >= 0) & (classes < num_classes)
-        safe_cls = np.where(valid, classes, 0)
-        box_idx = np.nonzero(valid & (scores > rthr[safe_cls]))[0]
-        cls_idx = classes[box_idx]
-        cal = calibration.transform(scores[box_idx], cls_idx).astype(np.float32)
-        tie_key = box_idx
-    order = np.lexsort((tie_key, -cal))
-    return box_idx[order].astype(np.int64), cls_idx[order].astype(np.int64), cal[order]
+        box_idx, cls_idx = np.nonzero(scores > rthr[None, :])
+        return Candidates(box_idx, cls_idx, scores[box_idx, cls_idx], box_idx * scores.shape[1] + cls_idx)
+    scores, classes = decoded.scores[b], decoded.classes[b]         # (N,), (N,)
+    valid = (classes >= 0) & (classes < rthr.shape[0])
+    safe_cls = np.where(valid, classes, 0)
+    box_idx = np.nonzero(valid & (scores > rthr[safe_cls]))[0]
+    return Candidates(box_idx, classes[box_idx], scores[box_idx], box_idx)
+
+
+def calibrate(cands: Candidates, calibration: CalibrationMap) -> Candidates:
+    """Raw scores (M,) -> calibrated scores (M,) float32, per candidate class."""
+    cal = calibration.transform(cands.score, cands.cls).astype(np.float32)
+    return Candidates(cands.box, cands.cls, cal, cands.tie)
+
+
+def select_best_class(cands: Candidates) -> Candidates:
+    """Keep one candidate per box: the best calibrated class, the lowest class index on a tie."""
+    if not cands.box.size:
+        return cands
+    order = np.lexsort((cands.cls, -cands.score, cands.box))
+    cands = cands.take(order)
+    first = np.r_[True, cands.box[1:] != cands.box[:-1]]
+    return cands.take(first)
+
+
+def pre_nms_top_k(cands: Candidates, k: int) -> Candidates:
+    """The k best candidates, sorted by calibrated score descending, ties by the lower tie key."""
+    order = np.lexsort((cands.tie, -cands.score))[:k]
+    c = cands.take(order)
+    return Candidates(c.box.astype(np.int64), c.cls.astype(np.int64), c.score, c.tie)
+
+
+def mask_letterbox(boxes: np.ndarray, cands: Candidates, row: np.ndarray) -> tuple[np.ndarray, Candidates]:
+    """boxes (M, 4) xyxy input px of the candidates, row (6,) -> those centred on the image content."""
+    inside = centre_in_content(boxes, row)
+    return boxes[inside], cands.take(inside)
+
+
+def class_aware_nms(boxes: np.ndarray, cands: Candidates, config: PostprocessConfig) -> np.ndarray:
+    """boxes (M, 4) xyxy input px, sorted candidates -> kept positions (<= max_det,) int64, best first.
+
+    Suppression when IoU > iou_threshold, within a class (class_aware) or across all."""
+    nms_classes = cands.cls if config.class_aware else np.zeros_like(cands.cls)
+    return batched_nms_xyxy(boxes, cands.score, nms_classes, config.iou_threshold, max_keep=config.max_det)
+
+
+def to_original_pixels(boxes: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """boxes (K, 4) xyxy input px, row (6,) -> (K, 4) xyxy original-image px, clipped to the image."""
+    return input_to_original_xyxy(boxes, row)
+
+
+def select_candidates(
+    decoded: Decoded, b: int, calibration: CalibrationMap, raw_thresholds: np.ndarray, multi_label: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """threshold -> calibrate -> select_best_class (unless multi_label), sorted: image b's candidates
+    -> (box index (M,), class (M,), calibrated score (M,) float32), best first."""
+    cands = calibrate(threshold(decoded, b, raw_thresholds), calibration)
+    if decoded.is_dense and not multi_label:
+        cands = select_best_class(cands)
+    cands = pre_nms_top_k(cands, cands.box.size)
+    return cands.box, cands.cls, cands.score
 
 
 def postprocess(
@@ -110,7 +144,7 @@ def postprocess(
     thresholds: np.ndarray | float = 0.25,
     config: PostprocessConfig = PostprocessConfig(),
 ) -> list[Detections]:
-    """Raw head output for a batch -> final detections per image.
+    """Raw head output for a batch -> final detections per image: the steps above, composed.
 
     raw: (B, ...) as `calib.layouts` describes `layout` (or an already decoded batch);
     rows: (B, 6) letterbox rows; calibration: a CalibrationMap (None = identity);
@@ -128,16 +162,16 @@ def postprocess(
     raw_thr = calibration.raw_thresholds(thr)
     out = []
     for b in range(batch):
-        box_idx, cls_idx, cal = select_candidates(decoded, b, calibration, raw_thr, config.multi_label)
-        box_idx, cls_idx, cal = box_idx[: config.pre_nms_top_k], cls_idx[: config.pre_nms_top_k], cal[: config.pre_nms_top_k]
-        boxes = decoded.boxes_xyxy[b][box_idx]
+        cands = calibrate(threshold(decoded, b, raw_thr), calibration)
+        if decoded.is_dense and not config.multi_label:
+            cands = select_best_class(cands)
+        cands = pre_nms_top_k(cands, config.pre_nms_top_k)
+        boxes = decoded.boxes_xyxy[b][cands.box]
         if config.mask_padding:
-            inside = centre_in_content(boxes, rows[b])
-            boxes, cls_idx, cal = boxes[inside], cls_idx[inside], cal[inside]
-        nms_classes = cls_idx if config.class_aware else np.zeros_like(cls_idx)
-        keep = batched_nms_xyxy(boxes, cal, nms_classes, config.iou_threshold, max_keep=config.max_det)
-        boxes, cls_idx, cal = boxes[keep], cls_idx[keep], cal[keep]
-        out.append(Detections(input_to_original_xyxy(boxes, rows[b]), cal, cls_idx, boxes))
+            boxes, cands = mask_letterbox(boxes, cands, rows[b])
+        keep = class_aware_nms(boxes, cands, config)
+        boxes, cands = boxes[keep], cands.take(keep)
+        out.append(Detections(to_original_pixels(boxes, rows[b]), cands.score, cands.cls, boxes))
     return out
 
 
@@ -148,16 +182,17 @@ def pack_fixed(dets: list[Detections], max_det: int) -> dict[str, np.ndarray]:
     det_classes (B, K) int32; rows at and after num_dets are zero, with class -1.
     """
     batch = len(dets)
+    num_dets, det_boxes, det_scores, det_classes = PATCHED_OUTPUTS
     out = {
-        "num_dets": np.zeros((batch, 1), np.int32),
-        "det_boxes": np.zeros((batch, max_det, 4), np.float32),
-        "det_scores": np.zeros((batch, max_det), np.float32),
-        "det_classes": np.full((batch, max_det), -1, np.int32),
+        num_dets: np.zeros((batch, 1), np.int32),
+        det_boxes: np.zeros((batch, max_det, 4), np.float32),
+        det_scores: np.zeros((batch, max_det), np.float32),
+        det_classes: np.full((batch, max_det), -1, np.int32),
     }
     for b, d in enumerate(dets):
         n = min(len(d), max_det)
-        out["num_dets"][b, 0] = n
-        out["det_boxes"][b, :n] = d.boxes_xyxy[:n]
-        out["det_scores"][b, :n] = d.scores[:n]
-        out["det_classes"][b, :n] = d.classes[:n]
+        out[num_dets][b, 0] = n
+        out[det_boxes][b, :n] = d.boxes_xyxy[:n]
+        out[det_scores][b, :n] = d.scores[:n]
+        out[det_classes][b, :n] = d.classes[:n]
     return out

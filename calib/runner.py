@@ -5,25 +5,12 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
-import onnxruntime as ort
 
+from .artifact import Preprocess
 from .errors import DetcalError
 from .model_info import ModelInfo, metadata_imgsz
-from .preprocess import Preprocess, preprocess_image
-
-
-def make_session(path, *, threads: int | None = None, providers: list[str] | None = None) -> ort.InferenceSession:
-    """An onnxruntime session, or a DetcalError naming the file when onnxruntime rejects it."""
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DetcalError(f"onnxruntime cannot load {path}: {first}") from None
+from .preprocess import preprocess_image
+from .session import make_session  # noqa: F401 (re-exported: the factory's old home)
 
 
 def resolve_input_size(info: ModelInfo, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
@@ -49,11 +36,43 @@ class RawBatch:
     rows: np.ndarray            # (B, 6) letterbox rows
 
 
+@dataclass
+class InputBatch:
+    """One batch of preprocessed inputs, padded to `batch_size` for a fixed batch axis."""
+
+    indices: list[int]          # (n,) positions in the caller's sequence; n real images
+    x: np.ndarray               # (B, 3, H, W) float32, B = n or the fixed batch (last image repeated)
+    rows: np.ndarray            # (B, 6) letterbox rows, padded likewise
+
+    @property
+    def n(self) -> int:
+        return len(self.indices)
+
+
+def batch_inputs(items: Iterable[tuple[int, np.ndarray, np.ndarray]], batch_size: int, *,
+                 fixed: bool) -> Iterator[InputBatch]:
+    """(index, x (3, H, W), row (6,)) items -> InputBatch of batch_size, in order; with `fixed`
+    the last, short batch is padded by repeating its last image (callers keep the first n)."""
+    xs, rows, idx = [], [], []
+    for i, x, row in items:
+        xs.append(x)
+        rows.append(row)
+        idx.append(i)
+        if len(xs) == batch_size:
+            yield InputBatch(idx, np.stack(xs), np.stack(rows))
+            xs, rows, idx = [], [], []
+    if xs:
+        if fixed and len(xs) < batch_size:
+            pad = batch_size - len(xs)
+            xs, rows = xs + [xs[-1]] * pad, rows + [rows[-1]] * pad
+        yield InputBatch(idx, np.stack(xs), np.stack(rows))
+
+
 class DetectorRunner:
     """Preprocess + run the raw model. `run(images)` yields RawBatch in input order."""
 
     def __init__(self, info: ModelInfo, preprocess: Preprocess, input_size: tuple[int, int], *,
-                 batch_size: int = 8, threads: int | None = None, session: ort.InferenceSession | None = None):
+                 batch_size: int = 8, threads: int | None = None, session=None):
         self.info = info
         self.preprocess = preprocess
         self.input_size = tuple(input_size)
@@ -66,30 +85,21 @@ class DetectorRunner:
         out = self.session.run([self.info.output_name], {self.info.input_name: x.astype(self.input_dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32)
 
-    def run(self, images: Iterable[tuple[int, np.ndarray]], label: str = "") -> Iterator[RawBatch]:
-        """images: (index, (h, w, 3) uint8 RGB) pairs. NaN/inf in an output is a DetcalError naming the image."""
-        buf_x, buf_rows, buf_idx = [], [], []
-        for idx, img in images:
-            x, row = preprocess_image(img, self.input_size, self.preprocess)
-            buf_x.append(x)
-            buf_rows.append(row)
-            buf_idx.append(idx)
-            if len(buf_x) == self.batch_size:
-                yield self._flush(buf_x, buf_rows, buf_idx, label)
-                buf_x, buf_rows, buf_idx = [], [], []
-        if buf_x:
-            if not self.info.dynamic_batch:   # a fixed batch axis: pad the last batch
-                pad = self.batch_size - len(buf_x)
-                batch = self._flush(buf_x + [buf_x[-1]] * pad, buf_rows + [buf_rows[-1]] * pad, buf_idx, label)
-                batch.raw, batch.rows = batch.raw[: len(buf_idx)], batch.rows[: len(buf_idx)]
-                yield batch
-            else:
-                yield self._flush(buf_x, buf_rows, buf_idx, label)
-
-    def _flush(self, xs, rows, idx, label) -> RawBatch:
-        raw = self.run_tensor(np.stack(xs))
+    def check_finite(self, raw: np.ndarray, indices: list[int], label: str) -> None:
+        """NaN/inf in a raw output (B, ...) is a DetcalError naming the (first) image."""
         if not np.all(np.isfinite(raw)):
             bad = int(np.nonzero(~np.isfinite(raw.reshape(raw.shape[0], -1)).any(axis=1))[0][0])
-            where = f" ({label} image #{idx[min(bad, len(idx) - 1)]})" if label else ""
+            where = f" ({label} image #{indices[min(bad, len(indices) - 1)]})" if label else ""
             raise DetcalError(f"{self.info.path}: model output contains NaN or inf{where}; check the preprocessing options and the export")
-        return RawBatch(list(idx), raw, np.stack(rows))
+
+    def run(self, images: Iterable[tuple[int, np.ndarray]], label: str = "") -> Iterator[RawBatch]:
+        """images: (index, (h, w, 3) uint8 RGB) pairs. NaN/inf in an output is a DetcalError naming the image."""
+        def items():
+            for idx, img in images:
+                x, row = preprocess_image(img, self.input_size, self.preprocess)
+                yield idx, x, row
+
+        for batch in batch_inputs(items(), self.batch_size, fixed=not self.info.dynamic_batch):
+            raw = self.run_tensor(batch.x)
+            self.check_finite(raw, batch.indices, label)
+            yield RawBatch(list(batch.indices), raw[: batch.n], batch.rows[: batch.n])

@@ -127,7 +127,33 @@ class GraphBuilder:
         return self.memo[key]
 
 
+NEG = np.float32(-1e30)          # key of a non-candidate; valid keys are calibrated scores >= 0
+BIG = np.float32(3.0e38)          # +/- fill for masked min/max of box coordinates, isotonic knot padding
+
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 INT32 = TensorProto.INT32
 BOOL = TensorProto.BOOL
+
+
+def pad_last(b: "GraphBuilder", x: str, rank: int, n: int, value, name: str) -> str:
+    """Pad the last axis of x by n entries of `value` (constant pads: TensorRT folds them)."""
+    if n == 0:
+        return x
+    pads = [0] * (2 * rank)
+    pads[2 * rank - 1] = n
+    v = b.const(f"{name}_value", np.asarray(value))
+    return b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant")
+
+
+def gather_rows(b: "GraphBuilder", data: str, index: str, name: str, width: int = 0) -> str:
+    """data [B, M] (width 0) or [B, M, width], index [B, K] int64 into axis 1 -> [B, K] | [B, K, width].
+
+    GatherND(batch_dims=1) from opset 12 (row copies: ~3.5x faster than GatherElements with an
+    expanded [B, K, width] index on onnxruntime's CPU kernels), GatherElements before."""
+    if b.opset >= 12:
+        return b.op("GatherND", data, b.unsqueeze(index, [2], name=f"{name}_idx"), name=name, batch_dims=1)
+    if not width:
+        return b.op("GatherElements", data, index, name=name, axis=1)
+    idx = b.op("Expand", b.unsqueeze(index, [2], name=f"{name}_idx"), b.i64(f"{name}_shape", [1, 1, width]), name=f"{name}_idx_w")
+    return b.op("GatherElements", data, idx, name=name, axis=1)

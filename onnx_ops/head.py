@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto
 
 from calib.errors import DetcalError
-from calib.model_info import ModelInfo
+from calib.model_info import ModelInfo, value_info_dims
 
 
 @dataclass
@@ -35,20 +35,13 @@ class Head:
         return self.logits is not None
 
 
-def _dims_of(vi) -> tuple:
-    out = []
-    for d in vi.type.tensor_type.shape.dim:
-        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-    return tuple(out)
-
-
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # a model shape inference cannot handle: taps are then checked less
         inferred = model
     g = inferred.graph
-    return {vi.name: _dims_of(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
+    return {vi.name: value_info_dims(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
 
 
 def _fits(shape: tuple | None, axis: int, want: int) -> bool:

@@ -1,8 +1,8 @@
 """`detcal inspect MODEL`: per execution provider, are the model's ops covered?
 
-``inspect_model(path)`` returns plain data, ``format_inspection(d)`` renders it, and
-``main_inspect(path)`` prints it and returns 0 when every EP is covered, else 1. The support
-table and its sources live in ``onnx_ops.ep_support``.
+``inspect_model(path)`` returns plain data and ``format_inspection(d)`` renders it; the
+command (printing, exit code) is ``calib.cli.inspect``. The support table and its sources live
+in ``onnx_ops.ep_support``.
 """
 
 from __future__ import annotations
@@ -87,10 +87,3 @@ def format_inspection(d: dict) -> str:
         for w in e["warnings"]:
             lines.append(f"      ! {w['op']} x{w['count']}: {w['reason']}")
     return "\n".join(lines)
-
-
-def main_inspect(path: str) -> int:
-    """Print the inspection of ``path``; return 0 if every EP is covered, else 1."""
-    d = inspect_model(path)
-    print(format_inspection(d))
-    return 0 if all(e["covered"] for e in d["eps"].values()) else 1

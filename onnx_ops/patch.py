@@ -58,7 +58,6 @@ raw threshold) uses the model's own probabilities in both, so the set of survivo
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,16 +66,16 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import DETCAL_VERSION, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, load_artifact
+from calib.artifact import (LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
+                            PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
-from calib.calibration_map import CalibrationMap, IsotonicMap, identity_map
 from calib.errors import DetcalError
-from calib.model_info import load_onnx, read_model_info, sha256_file
-from calib.pipeline import PostprocessConfig
+from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
 from . import steps
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
+from .variants import Variant, candidate_key, choose_calibration_variant
 
 OUTPUTS = PATCHED_OUTPUTS
 NMS_MIN_OPSET = 10
@@ -94,7 +93,7 @@ class PostprocessSpec:
 
     @property
     def raw_thresholds(self) -> np.ndarray:
-        """(C,) float32, exactly as calib.pipeline.select_candidates casts them."""
+        """(C,) float32, exactly as calib.pipeline.threshold casts them."""
         return self.calibration.raw_thresholds(self.thresholds).astype(np.float32)
 
     @classmethod
@@ -130,57 +129,33 @@ class PatchResult:
 # the inserted part
 # ------------------------------------------------------------------------------------------
 def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec) -> dict[str, str]:
-    """Insert decode -> threshold -> calibrate -> best class -> top-k -> mask -> NMS -> outputs.
+    """Insert the steps of `calib.pipeline` (builders in `onnx_ops.steps`, in the same order):
+    decode -> threshold/calibrate/select_best_class (the variant: `choose_calibration_variant`)
+    -> pre_nms_top_k -> mask_letterbox -> class_aware_nms (max_det) -> to_original_pixels -> pack_fixed.
 
     Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
     """
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
-    cmap = spec.calibration
+    variant = choose_calibration_variant(head, spec.calibration, cfg, rthr)
+    multi = cfg.multi_label and variant is not Variant.SPARSE
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    multi = cfg.multi_label
-    if head.layout == "end2end":
-        sp = steps.decode_end2end(b, raw)
-        key, cls = steps.sparse_survivors_key(b, sp, cmap, rthr)
-        n_cand, boxes_src, fmt, box_axis = head.n_static, sp.boxes, "xyxy", 1
-        multi = False
+    if head.sigmoid_front:
+        decoded = steps.Dense(
+            steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+            steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+            class_axis=1,
+            logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+        )
     else:
-        if head.sigmoid_front:
-            dense = steps.Dense(
-                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
-                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
-                class_axis=1,
-                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
-            )
-        else:
-            dense = steps.decode_dense(b, raw, head.layout)
-        boxes_src, fmt = dense.boxes, "cxcywh"
-        box_axis = 2 if dense.class_axis == 1 else 1
-        uniform = bool(np.all(rthr == rthr[0]))
-        if not multi and getattr(cmap, "is_identity", False) and uniform and rthr[0] != -np.inf:
-            key, cls = steps.best_class_uniform_identity(b, dense.probs, float(rthr[0]), dense.class_axis)
-            n_cand = head.n_static
-        elif dense.logits is not None and not multi and not isinstance(cmap, IsotonicMap) and not cmap.is_identity:
-            # the class is chosen on the calibrated logit, the Sigmoid is applied per box only
-            z = steps.calibrated_logits_dense(b, dense, cmap, C)
-            key = steps.survivors_key(b, dense.probs, z, rthr, steps._class_shape(C, dense.class_axis))
-            best_z, cls = steps.best_class(b, key, dense.class_axis)
-            key = steps.calibrated_box_score(b, best_z)
-            n_cand = head.n_static
-        else:
-            if isinstance(cmap, IsotonicMap) or (dense.logits is None and not cmap.is_identity
-                                                 and not np.all(rthr == -np.inf)):
-                # threshold the raw scores first, calibrate the survivors only
-                key = steps.survivors_only_key(b, dense.probs, cmap, rthr, dense.class_axis)
-            else:
-                cal = steps.calibrate_dense(b, dense, cmap, C)
-                key = steps.survivors_key(b, dense.probs, cal, rthr, steps._class_shape(C, dense.class_axis))
-            if multi:
-                key = steps.multi_label_candidates(b, key, dense.class_axis)
-                n_cand = None if head.n_static is None else head.n_static * C
-            else:
-                key, cls = steps.best_class(b, key, dense.class_axis)
-                n_cand = head.n_static
+        decoded = steps.decode(b, raw, head.layout)
+    if variant is Variant.SPARSE:
+        boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
+    else:
+        boxes_src, fmt, box_axis = decoded.boxes, "cxcywh", (2 if decoded.class_axis == 1 else 1)
+    key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
+    n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
+
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
@@ -192,12 +167,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
         cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
-    keep = tk.valid
-    if cfg.mask_padding:
-        keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")
-    nms_boxes = steps.class_offset_boxes_xyxy(b, boxes, cls_sel, keep, cfg.class_aware)
-    selected = steps.nms_select(b, nms_boxes, tk.score, keep, cfg.iou_threshold, cfg.max_det)
-    return steps.pack_fixed(b, selected, tk, boxes, cls_sel, letterbox, cfg.max_det)
+    keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
+    kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
+    return steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
 
 
 def _output_infos(batch, max_det: int) -> list:
@@ -261,12 +233,8 @@ def build_postprocess_graph(
 # ------------------------------------------------------------------------------------------
 # whole models
 # ------------------------------------------------------------------------------------------
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
 def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    old = _opset(model)
+    old = model_opset(model)
     try:
         from onnx import version_converter
         up = version_converter.convert_version(model, MIN_OPSET)
@@ -311,23 +279,18 @@ def _outer_inputs(g: onnx.GraphProto) -> set:
     return names
 
 
-def _summary(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> dict:
-    cfg = spec.config
-    return {
-        "detcal_version": DETCAL_VERSION,
-        "source_sha256": source_sha,
-        "layout": spec.layout,
-        "num_classes": spec.num_classes,
-        "calibrator": spec.calibration.kind,
-        "calibration_in_logit_space": bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
-        "thresholds": [float(t) for t in spec.thresholds],
-        "nms": cfg.to_artifact(),
-        "inputs": {LETTERBOX_INPUT: "float32 [B, 6] orig_w, orig_h, scale_x, scale_y, pad_left, pad_top"},
-        "outputs": {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {cfg.max_det}, 4] xyxy original px",
-                    "det_scores": f"float32 [B, {cfg.max_det}] calibrated", "det_classes": f"int32 [B, {cfg.max_det}]"},
-        "preprocess": artifact.preprocess.to_artifact(),
-        "certified_bound": artifact.thresholds.get("certified_bound"),
-    }
+def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha: str) -> PatchedMetadata:
+    return PatchedMetadata(
+        source_sha256=source_sha,
+        layout=spec.layout,
+        num_classes=spec.num_classes,
+        calibrator=spec.calibration.kind,
+        calibration_in_logit_space=bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
+        thresholds=[float(t) for t in spec.thresholds],
+        nms=spec.config.to_artifact(),
+        preprocess=artifact.preprocess.to_artifact(),
+        certified_bound=artifact.thresholds.get("certified_bound"),
+    )
 
 
 def build_patched_model(
@@ -338,8 +301,7 @@ def build_patched_model(
     path = Path(model_path)
     model = model if model is not None else load_onnx(path)
     src = str(path)
-    metadata = {m.key: m.value for m in model.metadata_props}
-    if "detcal" in metadata or "detcal_version" in metadata:
+    if is_patched_metadata({m.key: m.value for m in model.metadata_props}):
         raise DetcalError(f"{src}: the model is already patched by detcal (metadata key 'detcal'); patch the original export")
     source_sha = sha256_file(path)
     want_sha = artifact.model.get("sha256")
@@ -351,11 +313,11 @@ def build_patched_model(
         raise DetcalError(f"{src}: the head is recognised as {info.layout}, the calibration was fitted for "
                           f"{artifact.model['layout']}")
     spec = PostprocessSpec.from_artifact(artifact, iou=iou, max_det=max_det, conf=conf)
-    if _opset(model) < MIN_OPSET:
+    if model_opset(model) < MIN_OPSET:
         model = _upgrade_opset(model, src)
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
-    opset = _opset(model)
+    opset = model_opset(model)
     head = find_head(model, info, spec.num_classes, source=src)
     graph = model.graph
     taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | {i.name for i in graph.initializer} \
@@ -369,7 +331,8 @@ def build_patched_model(
     _finish_outputs(b, outs)
 
     image = next(i for i in graph.input if i.name == info.input_name)
-    batch = _dims_of_first(image)
+    batch = value_info_dims(image)[0]
+    batch = "batch" if batch is None else batch
     graph.input.append(helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6]))
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
@@ -377,18 +340,11 @@ def build_patched_model(
     graph.output.extend(_output_infos(batch, spec.config.max_det))
     _prune(graph)
 
-    summary = _summary(artifact, spec, head, source_sha)
-    for key, value in (("detcal", json.dumps(summary, sort_keys=True)), ("detcal_version", DETCAL_VERSION),
-                       ("detcal_source_sha256", source_sha), ("detcal_calibrator", spec.calibration.kind)):
+    for key, value in _metadata(artifact, spec, head, source_sha).to_metadata_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     findings = _validate(model, b, src)
     return PatchResult(model, head, spec, list(b.nodes), findings)
-
-
-def _dims_of_first(vi):
-    d = vi.type.tensor_type.shape.dim[0]
-    return d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch")
 
 
 def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
@@ -398,12 +354,10 @@ def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:  # a bug of ours, not the user's: keep the cause visible
         raise RuntimeError(f"detcal produced an invalid graph for {src}: {exc}") from exc
-    try:
-        from . import ep_support
-    except ImportError:  # the table is optional at this layer
-        return []
+    from . import ep_support  # the gate is not optional: a broken table must fail loudly
+
     consts = dict(b.const_values)
-    findings = ep_support.check_nodes(b.nodes, _opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
+    findings = ep_support.check_nodes(b.nodes, model_opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
     return findings
 
 
@@ -429,50 +383,13 @@ def patch_model(
         artifact = load_artifact(artifact)
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
-    if src.exists() and (out.resolve() == src.resolve()):
-        raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
-    check_writable(out, inputs=(src,))
+    check_writable(out, inputs=(src,))          # refuses out == src, before any work
     result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force)
     errors = [f for f in result.findings if f.level == "error" and f.ep in ("cpu", "cuda")]
     if errors:
-        raise RuntimeError("inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))
+        raise DetcalError(f"{src}: inserted nodes unsupported on onnxruntime: " + "; ".join(f"{f.node} {f.op}: {f.reason}" for f in errors))
     for f in result.findings:
         if f.level == "error":
             warnings.warn(f"detcal patch: {f.ep}: {f.op} ({f.node}): {f.reason}", stacklevel=2)
     atomic_write_bytes(out, result.model.SerializeToString())
     return out
-
-
-def run_patch_cli(args) -> int:
-    """`detcal patch`: args.model, args.calibration, args.out (None: default), args.iou,
-    args.max_det, args.conf (None: from the artifact), args.force. Prints where the patched
-    model went and the EP-support notes for the inserted nodes; returns 0. User errors raise
-    DetcalError (the CLI prints one line and exits 2)."""
-    from calib.artifact import load_artifact
-
-    artifact = load_artifact(args.calibration)
-    src = Path(args.model)
-    out = Path(args.out) if getattr(args, "out", None) else default_out_path(src)
-    if src.exists() and out.resolve() == src.resolve():
-        raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
-    check_writable(out, inputs=(src,))
-    result = build_patched_model(src, artifact, iou=getattr(args, "iou", None), max_det=getattr(args, "max_det", None),
-                                 conf=getattr(args, "conf", None), force=bool(getattr(args, "force", False)))
-    atomic_write_bytes(out, result.model.SerializeToString())
-    cfg, spec = result.spec.config, result.spec
-    thr = spec.thresholds
-    print(f"detcal patch: wrote {out}")
-    print(f"  head {spec.layout} ({spec.num_classes} classes){', calibration before the Sigmoid' if result.head.sigmoid_front else ''}; "
-          f"calibrator {spec.calibration.kind}; thresholds {thr.min():.3g}..{thr.max():.3g}; "
-          f"NMS IoU {cfg.iou_threshold:g}, pre-NMS top-k {cfg.pre_nms_top_k}, max_det {cfg.max_det}")
-    print(f"  inputs: {result.model.graph.input[0].name}, letterbox [B, 6]; outputs: num_dets, det_boxes, det_scores, det_classes")
-    seen = set()
-    for f in result.findings:
-        key = (f.ep, f.op, f.reason)
-        if key not in seen:
-            seen.add(key)
-            print(f"  note ({f.ep}, {f.level}): {f.op}: {f.reason}")
-    return 0
-
-
-main_patch = run_patch_cli

@@ -1,19 +1,26 @@
-"""The inserted post-processing, one builder function per step of `calib.pipeline.postprocess`.
-
-Side by side with the numpy reference:
+"""The inserted post-processing: one builder per step of `calib.pipeline`, same names, same order.
 
     numpy (calib.pipeline)                      graph (this module)
-    decode(raw, layout)                         decode_dense / decode_end2end
-    calibration.raw_thresholds(thresholds)      (baked in: SpecConstants.raw_thr, float32)
-    scores > rthr, calibration.transform(...)   calibrate_dense + survivors_key, or survivors_only_key
-    best calibrated class per box               best_class            (ArgMax, GatherElements)
-      or every surviving (box, class)           multi_label_candidates (Transpose, Reshape)
-    [: pre_nms_top_k]                           pre_nms_top_k          (Pad, TopK), trim_slots (Slice)
-    decoded.boxes_xyxy[b][box_idx]              gather_boxes_xyxy      (GatherND / GatherElements)
-    centre_in_content                           centre_in_content      (compare on K candidates)
-    class_offset_boxes_xyxy                     class_offset_boxes_xyxy
-    nms_xyxy(..., max_keep=max_det)             nms_select             (ONE NonMaxSuppression)
-    input_to_original_xyxy, pack_fixed          pack_fixed             (ScatterND, TopK, GatherND)
+    decode(raw, layout)                         decode -> decode_dense | decode_end2end
+    threshold (raw score > raw threshold)       threshold (penalty key), threshold_sparse (end2end)
+    calibrate                                   calibrate (every score), calibrate_logits (Sigmoid-
+                                                front heads), threshold_then_calibrate (survivors only),
+                                                calibrate_sparse, calibrated_box_score
+    select_best_class (unless multi_label)      select_best_class (ArgMax, GatherElements),
+                                                select_best_class_uniform_identity, or
+                                                multi_label_candidates (Transpose, Reshape)
+    pre_nms_top_k                               pre_nms_top_k (Pad, TopK), trim_slots (Slice),
+                                                gather_boxes_xyxy (GatherND / GatherElements)
+    mask_letterbox                              mask_letterbox (compare on K1 candidates)
+    class_aware_nms (max_det)                   class_aware_nms (class offsets, ONE NonMaxSuppression,
+                                                compaction to max_det: ScatterND, TopK, GatherND)
+    to_original_pixels                          to_original_pixels ((box - pad) / scale, clipped)
+    pack_fixed                                  pack_fixed (padding rows, int32, the output names)
+
+Which of the threshold/calibrate/best-class builders a head gets is chosen in one place,
+`onnx_ops.variants.choose_calibration_variant`. As in the reference, thresholds are tested on
+raw scores (exact: every calibration map is monotone per class), so the graph may calibrate
+only the survivors. The calibration arithmetic itself is in `onnx_ops.graph_calibration`.
 
 Tensors: B batch, N candidates (anchors), C classes, K1 candidates kept before NMS (capped at a static
 N), M <= K1 slots in use after trim_slots, K = max_det.
@@ -24,49 +31,35 @@ Non-candidates carry the key NEG (-1e30) rather than -inf: finite, so that arith
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
+from onnx import numpy_helper
 
-from calib.calibration_map import EPS, AffineLogitMap, IsotonicMap
+from calib.artifact import (LAYOUTS, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS, SCALE_X, SCALE_Y,
+                            AffineLogitMap, IsotonicMap)
 
-from .graph_builder import FLOAT, INT32, INT64, GraphBuilder
+from .graph_builder import BIG, FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
+from .graph_calibration import calibrate_affine, calibrate_isotonic, class_shape, logit_clipped
+from .graph_types import Dense, Kept, Sparse, TopK
 
-NEG = np.float32(-1e30)          # key of a non-candidate; valid keys are calibrated scores >= 0
-BIG = np.float32(3.0e38)          # +/- fill for masked min/max of box coordinates
 INT64_MAX = np.iinfo(np.int64).max
-
-
-@dataclass
-class Dense:
-    """Decoded dense head: boxes cxcywh and per-class scores (probabilities or logits).
-
-    class_axis 1: boxes [B, 4, N], scores [B, C, N] (xywh_cls). class_axis 2: boxes [B, N, 4],
-    scores [B, N, C] (xywh_obj_cls). `logits` is set when the head's Sigmoid was cut off
-    (calibration then works on the exact logits, not on logit(clip(p))).
-    """
-
-    boxes: str
-    probs: str
-    class_axis: int
-    logits: str | None = None
-
-
-@dataclass
-class Sparse:
-    """Decoded end2end head: boxes xyxy [B, K, 4], score [B, K], class [B, K] int64."""
-
-    boxes: str
-    scores: str
-    classes: str
-
+NUM_DETS, DET_BOXES, DET_SCORES, DET_CLASSES = PATCHED_OUTPUTS
 
 # ------------------------------------------------------------------------------------------
 # decode
 # ------------------------------------------------------------------------------------------
+
+
 def to_float32(b: GraphBuilder, x: str, elem_type: int, name: str) -> str:
     """Cast a float16/float64 tensor to float32 (no-op for float32)."""
     return x if elem_type == FLOAT else b.cast(x, FLOAT, name=name)
+
+
+def decode(b: GraphBuilder, raw: str, layout: str) -> Dense | Sparse:
+    """raw head output (float32) -> Dense (xywh_cls, xywh_obj_cls) or Sparse (end2end)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}")
+    return decode_end2end(b, raw) if layout == "end2end" else decode_dense(b, raw, layout)
 
 
 def decode_dense(b: GraphBuilder, raw: str, layout: str) -> Dense:
@@ -91,104 +84,48 @@ def decode_end2end(b: GraphBuilder, raw: str) -> Sparse:
     classes = b.cast(b.op("Round", cls_f, name="decode/class_round"), INT64, name="decode/classes")
     return Sparse(boxes, scores, classes)
 
+# ------------------------------------------------------------------------------------------
+# threshold
+# ------------------------------------------------------------------------------------------
+
+
+def threshold(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple) -> str:
+    """Threshold (dense): key = cal where raw score > raw threshold of its class, else about NEG.
+
+    Computed as cal - (score <= threshold) * 1e30: exact for survivors (cal - 0), -1e30 for the
+    rest, and no Where over N x C (Where with a broadcast operand is ~20x slower on CPU)."""
+    if np.all(raw_thr == -np.inf):
+        return cal
+    thr = b.f32("thresh/raw", raw_thr.reshape(shape) if raw_thr.size > 1 else raw_thr[0])
+    dropped = b.cast(b.le(probs, thr, name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
+    return b.op("Sub", cal, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
+
+
+def threshold_sparse(b: GraphBuilder, sp: Sparse, cmap, raw_thr: np.ndarray) -> tuple[str, str]:
+    """Threshold + calibrate (end2end): candidates -> (key [B, K] calibrated or NEG, class [B, K]);
+    classes outside [0, C) never survive."""
+    C = raw_thr.size
+    valid = b.op("And", b.ge(sp.classes, b.i64("thresh/cls_min", 0), name="thresh/cls_ge0"),
+                 b.op("Less", sp.classes, b.i64("thresh/num_classes", C), name="thresh/cls_ltC"), name="thresh/cls_valid")
+    safe = b.op("Where", valid, sp.classes, b.i64("thresh/cls_zero", 0), name="thresh/cls_safe")
+    thr = b.op("Gather", b.f32("thresh/raw", raw_thr), safe, name="thresh/raw_of_class", axis=0)
+    surv = b.op("And", valid, b.op("Greater", sp.scores, thr, name="thresh/above"), name="thresh/survives")
+    cal = calibrate_sparse(b, sp.scores, safe, cmap)
+    return b.op("Where", surv, cal, b.f32("thresh/neg", NEG), name="thresh/key"), safe
 
 # ------------------------------------------------------------------------------------------
 # calibrate (dense: constants broadcast over the class axis; sparse: gathered per candidate)
 # ------------------------------------------------------------------------------------------
-def _class_shape(num_classes: int, class_axis: int) -> tuple:
-    return (1, num_classes, 1) if class_axis == 1 else (1, 1, num_classes)
 
 
-def logit_clipped(b: GraphBuilder, p: str) -> str:
-    """logit(clip(p, EPS, 1 - EPS)) as Log(p / (1 - p)) (one Log instead of two)."""
-    pc = b.op("Clip", p, b.f32("calib/eps_lo", EPS), b.f32("calib/eps_hi", 1 - EPS), name="calib/clip")
-    one_minus = b.op("Sub", b.f32("calib/one", 1.0), pc, name="calib/one_minus_p")
-    return b.op("Log", b.op("Div", pc, one_minus, name="calib/odds"), name="calib/logit")
-
-
-def calibrate_affine(b: GraphBuilder, z: str, a: np.ndarray, c: np.ndarray, shape: tuple | None, cls: str | None = None,
-                     sigmoid: bool = True) -> str:
-    """z (logits) -> sigmoid(a * z + c); a, c per class, broadcast to `shape` or gathered by `cls`.
-    sigmoid=False stops at the calibrated logit a * z + c."""
-    def per_class(tag, v):
-        if np.all(v == v[0]):
-            return b.f32(f"calib/{tag}", v[0])
-        if cls is not None:
-            return b.op("Gather", b.f32(f"calib/{tag}_table", v), cls, name=f"calib/{tag}_of_class", axis=0)
-        return b.f32(f"calib/{tag}", v.reshape(shape))
-
-    if not np.all(a == 1.0):
-        z = b.op("Mul", z, per_class("a", a), name="calib/scale")
-    if not np.all(c == 0.0):
-        z = b.op("Add", z, per_class("b", c), name="calib/shift")
-    return b.op("Sigmoid", z, name="calib/sigmoid") if sigmoid else z
-
-
-def isotonic_tables(cmap: IsotonicMap) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per-class knot tables for the in-graph interp, flattened (C * KP,), KP a power of two.
-
-    X[c, k] knots (padded with BIG), Y[c, k] values, S[c, k] slopes of segment k (0 on the last
-    knot and the padding); x_first, x_last (C,) to clamp p into the table's range (np.interp is
-    constant outside it).
-    """
-    n = max(x.size for x in cmap.x)
-    kp = 1
-    while kp < n:
-        kp *= 2
-    C = cmap.num_classes
-    X = np.full((C, kp), BIG, np.float64)
-    Y = np.zeros((C, kp), np.float64)
-    S = np.zeros((C, kp), np.float64)
-    for c, (xc, yc) in enumerate(zip(cmap.x, cmap.y)):
-        k = xc.size
-        X[c, :k], Y[c, :k] = xc, yc
-        Y[c, k:] = yc[-1]
-        if k > 1:
-            S[c, : k - 1] = np.diff(yc) / np.diff(xc)
-    first = np.array([xc[0] for xc in cmap.x])
-    last = np.array([xc[-1] for xc in cmap.x])
-    return X.reshape(-1), Y.reshape(-1), S.reshape(-1), first, last, kp
-
-
-def calibrate_isotonic(b: GraphBuilder, p: str, cmap: IsotonicMap, shape: tuple | None, cls: str | None = None) -> str:
-    """p -> interp(p, x_c, y_c), per class: clamp, binary search for the segment, linear blend.
-
-    Binary search over KP = 2^m knots: m rounds of (Gather knot, compare, step), all elementwise.
-    """
-    X, Y, S, first, last, kp = isotonic_tables(cmap)
-    if cls is not None:
-        lo = b.op("Gather", b.f32("calib/iso_x_first", first), cls, name="calib/iso_lo", axis=0)
-        hi = b.op("Gather", b.f32("calib/iso_x_last", last), cls, name="calib/iso_hi", axis=0)
-        base = b.op("Mul", cls, b.i64("calib/iso_kp", kp), name="calib/iso_base")
-    else:
-        lo = b.f32("calib/iso_x_first", first.reshape(shape))
-        hi = b.f32("calib/iso_x_last", last.reshape(shape))
-        base = b.i64("calib/iso_base", (np.arange(len(first)) * kp).reshape(shape))
-    pc = b.op("Min", b.op("Max", p, lo, name="calib/iso_clamp_lo"), hi, name="calib/iso_clamp")
-    xt = b.f32("calib/iso_x", X)
-    j = base
-    step = kp // 2
-    while step >= 1:
-        cand = b.op("Add", j, b.i64(f"calib/iso_step{step}", step), name="calib/iso_cand")
-        take = b.le(b.op("Gather", xt, cand, name="calib/iso_knot", axis=0), pc, name="calib/iso_le")
-        j = b.op("Add", j, b.op("Mul", b.cast(take, INT64, name="calib/iso_take"),
-                                b.i64(f"calib/iso_stepv{step}", step), name="calib/iso_inc"), name="calib/iso_j")
-        step //= 2
-    x0 = b.op("Gather", xt, j, name="calib/iso_x0", axis=0)
-    y0 = b.op("Gather", b.f32("calib/iso_y", Y), j, name="calib/iso_y0", axis=0)
-    s0 = b.op("Gather", b.f32("calib/iso_slope", S), j, name="calib/iso_s0", axis=0)
-    dx = b.op("Sub", pc, x0, name="calib/iso_dx")
-    return b.op("Add", y0, b.op("Mul", s0, dx, name="calib/iso_rise"), name="calib/isotonic")
-
-
-def calibrate_dense(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
+def calibrate(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
     """Dense scores -> calibrated scores, same shape ([B, C, N] or [B, N, C]), every score.
 
     The patch calibrates isotonic maps, and logit-affine maps on probability heads, on the
-    survivors only (survivors_only_key, which uses NonZero); the dense form here has no data-dependent shape (one TensorRT partition) but costs
+    survivors only (threshold_then_calibrate, which uses NonZero); the dense form here has no data-dependent shape (one TensorRT partition) but costs
     ~6 passes over N x C per binary-search round. With the head's logits at hand and a
-    logit-affine map, see calibrated_logits_dense."""
-    shape = _class_shape(num_classes, d.class_axis)
+    logit-affine map, see calibrate_logits."""
+    shape = class_shape(num_classes, d.class_axis)
     if isinstance(cmap, IsotonicMap):
         return calibrate_isotonic(b, d.probs, cmap, shape)
     if cmap.is_identity:
@@ -197,10 +134,29 @@ def calibrate_dense(b: GraphBuilder, d: Dense, cmap, num_classes: int) -> str:
     return calibrate_affine(b, z, cmap.a, cmap.b, shape)
 
 
-def calibrated_logits_dense(b: GraphBuilder, d: Dense, cmap: AffineLogitMap, num_classes: int) -> str:
+def calibrate_logits(b: GraphBuilder, d: Dense, cmap: AffineLogitMap, num_classes: int) -> str:
     """Sigmoid-front heads, logit-affine maps: a_c * logits + b_c, [B, C, N] (no Sigmoid over N x C:
     the class is chosen on the calibrated logit and the Sigmoid applied per box, calibrated_box_score)."""
-    return calibrate_affine(b, d.logits, cmap.a, cmap.b, _class_shape(num_classes, d.class_axis), sigmoid=False)
+    return calibrate_affine(b, d.logits, cmap.a, cmap.b, class_shape(num_classes, d.class_axis), sigmoid=False)
+
+
+def threshold_then_calibrate(b: GraphBuilder, probs: str, cmap, raw_thr: np.ndarray, class_axis: int) -> str:
+    """Dense probabilities, isotonic or logit-affine map: threshold on the raw score first, then
+    calibrate the M survivors only (calibrate_sparse: per-class constants gathered by class) and
+    scatter them into a NEG-filled key of probs' shape. For logit-affine maps on probability heads
+    (no Sigmoid front to cut) this replaces Clip, Sub, Div, Log, Mul, Add, Sigmoid and the
+    threshold penalty over all N x C by Greater, NonZero, GatherND, ScatterND over N x C plus the
+    map on M scores. NonZero has a data-dependent shape (see ep_support)."""
+    C = raw_thr.size
+    shape = class_shape(C, class_axis)
+    surv = b.op("Greater", probs, b.f32("thresh/raw", raw_thr.reshape(shape)), name="thresh/survives")
+    where = b.op("Transpose", b.op("NonZero", surv, name="thresh/nonzero"), name="thresh/survivor_index", perm=[1, 0])
+    scores = b.op("GatherND", probs, where, name="thresh/survivor_score")                       # [M]
+    cls = b.op("Gather", where, b.i64("thresh/class_col", class_axis), name="thresh/survivor_class", axis=1)
+    cal = calibrate_sparse(b, scores, cls, cmap)
+    fill = b.op("ConstantOfShape", b.op("Shape", probs, name="thresh/dense_shape"), name="thresh/neg_fill",
+                value=numpy_helper.from_array(np.array([NEG], np.float32)))
+    return b.op("ScatterND", fill, where, cal, name="thresh/key")
 
 
 def calibrated_box_score(b: GraphBuilder, best_logit: str) -> str:
@@ -220,53 +176,12 @@ def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
         return s
     return calibrate_affine(b, logit_clipped(b, s), cmap.a, cmap.b, None, cls=cls)
 
-
 # ------------------------------------------------------------------------------------------
-# thresholds and candidates
+# select_best_class (or every surviving (box, class) for multi_label)
 # ------------------------------------------------------------------------------------------
-def survivors_key(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple) -> str:
-    """key = cal where raw score > raw threshold of its class, else about NEG.
-
-    Computed as cal - (score <= threshold) * 1e30: exact for survivors (cal - 0), -1e30 for the
-    rest, and no Where over N x C (Where with a broadcast operand is ~20x slower on CPU)."""
-    if np.all(raw_thr == -np.inf):
-        return cal
-    thr = b.f32("thresh/raw", raw_thr.reshape(shape) if raw_thr.size > 1 else raw_thr[0])
-    dropped = b.cast(b.le(probs, thr, name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
-    return b.op("Sub", cal, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
 
 
-def isotonic_survivors_key(b: GraphBuilder, probs: str, cmap: IsotonicMap, raw_thr: np.ndarray, class_axis: int) -> str:
-    """Isotonic maps on dense scores: calibrate the survivors only.
-
-    survivors = NonZero(score > raw threshold) -> [M, 3] (batch, axis 1, axis 2); their scores
-    (GatherND) go through the per-class table (calibrate_isotonic, M elements); ScatterND puts
-    them back into a NEG-filled [B, C, N] | [B, N, C] key. A handful of passes over N x C instead
-    of the ~6 per binary-search round of calibrating every score.
-    """
-    return survivors_only_key(b, probs, cmap, raw_thr, class_axis)
-
-
-def survivors_only_key(b: GraphBuilder, probs: str, cmap, raw_thr: np.ndarray, class_axis: int) -> str:
-    """Dense probabilities, isotonic or logit-affine map: threshold on the raw score first, then
-    calibrate the M survivors only (calibrate_sparse: per-class constants gathered by class) and
-    scatter them into a NEG-filled key of probs' shape. For logit-affine maps on probability heads
-    (no Sigmoid front to cut) this replaces Clip, Sub, Div, Log, Mul, Add, Sigmoid and the
-    threshold penalty over all N x C by Greater, NonZero, GatherND, ScatterND over N x C plus the
-    map on M scores. NonZero has a data-dependent shape (see ep_support)."""
-    C = raw_thr.size
-    shape = _class_shape(C, class_axis)
-    surv = b.op("Greater", probs, b.f32("thresh/raw", raw_thr.reshape(shape)), name="thresh/survives")
-    where = b.op("Transpose", b.op("NonZero", surv, name="thresh/nonzero"), name="thresh/survivor_index", perm=[1, 0])
-    scores = b.op("GatherND", probs, where, name="thresh/survivor_score")                       # [M]
-    cls = b.op("Gather", where, b.i64("thresh/class_col", class_axis), name="thresh/survivor_class", axis=1)
-    cal = calibrate_sparse(b, scores, cls, cmap)
-    fill = b.op("ConstantOfShape", b.op("Shape", probs, name="thresh/dense_shape"), name="thresh/neg_fill",
-                value=_tensor(np.array([NEG], np.float32)))
-    return b.op("ScatterND", fill, where, cal, name="thresh/key")
-
-
-def best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
+def select_best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
     """key [B, C, N] | [B, N, C] -> (best key [B, N], class [B, N] int64); ties: lowest class.
 
     ArgMax over all N x C, then GatherElements of the one best value per box. Measured
@@ -279,10 +194,10 @@ def best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
     return b.squeeze(best, [class_axis], name="best/key"), b.squeeze(idx, [class_axis], name="best/class")
 
 
-def best_class_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> tuple[str, str]:
+def select_best_class_uniform_identity(b: GraphBuilder, probs: str, thr: float, class_axis: int) -> tuple[str, str]:
     """Identity calibration, one threshold for all classes: the best raw class needs no mask (if
     it does not pass, no class does) -> (score [B, N], about NEG where it does not pass; class)."""
-    best, cls = best_class(b, probs, class_axis)
+    best, cls = select_best_class(b, probs, class_axis)
     dropped = b.cast(b.le(best, b.f32("thresh/raw", thr), name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
     return b.op("Sub", best, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key"), cls
 
@@ -293,40 +208,9 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
         key = b.op("Transpose", key, name="multi/box_major", perm=[0, 2, 1])
     return b.op("Reshape", key, b.i64("multi/flat_shape", [0, -1]), name="multi/flat")
 
-
-def sparse_survivors_key(b: GraphBuilder, sp: Sparse, cmap, raw_thr: np.ndarray) -> tuple[str, str]:
-    """end2end candidates -> (key [B, K], class [B, K]); classes outside [0, C) never survive."""
-    C = raw_thr.size
-    valid = b.op("And", b.ge(sp.classes, b.i64("thresh/cls_min", 0), name="thresh/cls_ge0"),
-                 b.op("Less", sp.classes, b.i64("thresh/num_classes", C), name="thresh/cls_ltC"), name="thresh/cls_valid")
-    safe = b.op("Where", valid, sp.classes, b.i64("thresh/cls_zero", 0), name="thresh/cls_safe")
-    thr = b.op("Gather", b.f32("thresh/raw", raw_thr), safe, name="thresh/raw_of_class", axis=0)
-    surv = b.op("And", valid, b.op("Greater", sp.scores, thr, name="thresh/above"), name="thresh/survives")
-    cal = calibrate_sparse(b, sp.scores, safe, cmap)
-    return b.op("Where", surv, cal, b.f32("thresh/neg", NEG), name="thresh/key"), safe
-
-
 # ------------------------------------------------------------------------------------------
-# pre-NMS top-k
+# pre_nms_top_k
 # ------------------------------------------------------------------------------------------
-@dataclass
-class TopK:
-    score: str      # [B, K1] calibrated score (NEG where not a candidate)
-    index: str      # [B, K1] int64 index into the (padded) candidate axis
-    valid: str      # [B, K1] bool
-    k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
-    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
-    end: str | None = None   # trim_slots: the kept slot count M [1] int64 (tensors are [B, M], M <= k1)
-
-
-def pad_last(b: GraphBuilder, x: str, rank: int, n: int, value, name: str) -> str:
-    """Pad the last axis of x by n entries of `value` (constant pads: TensorRT folds them)."""
-    if n == 0:
-        return x
-    pads = [0] * (2 * rank)
-    pads[2 * rank - 1] = n
-    v = b.const(f"{name}_value", np.asarray(value))
-    return b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant")
 
 
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
@@ -350,19 +234,6 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
         pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))
         valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
     return TopK(score, index, valid, k1, pad)
-
-
-def gather_rows(b: GraphBuilder, data: str, index: str, name: str, width: int = 0) -> str:
-    """data [B, M] (width 0) or [B, M, width], index [B, K] int64 into axis 1 -> [B, K] | [B, K, width].
-
-    GatherND(batch_dims=1) from opset 12 (row copies: ~3.5x faster than GatherElements with an
-    expanded [B, K, width] index on onnxruntime's CPU kernels), GatherElements before."""
-    if b.opset >= 12:
-        return b.op("GatherND", data, b.unsqueeze(index, [2], name=f"{name}_idx"), name=name, batch_dims=1)
-    if not width:
-        return b.op("GatherElements", data, index, name=name, axis=1)
-    idx = b.op("Expand", b.unsqueeze(index, [2], name=f"{name}_idx"), b.i64(f"{name}_shape", [1, 1, width]), name=f"{name}_idx_w")
-    return b.op("GatherElements", data, idx, name=name, axis=1)
 
 
 def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
@@ -390,9 +261,6 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
                 end=end)
 
 
-# ------------------------------------------------------------------------------------------
-# boxes of the selected candidates
-# ------------------------------------------------------------------------------------------
 def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, pad: int) -> str:
     """Boxes of the selected candidates -> [B, K1, 4] xyxy input px.
 
@@ -420,6 +288,10 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
     return b.op("Concat", b.op("Sub", centre, half, name="boxes/xy1"), b.op("Add", centre, half, name="boxes/xy2"),
                 name="boxes/xyxy", axis=2)
 
+# ------------------------------------------------------------------------------------------
+# mask_letterbox
+# ------------------------------------------------------------------------------------------
+
 
 def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
     """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates)."""
@@ -434,9 +306,9 @@ def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
     centre = b.op("Div", b.op("Add", b.op("Gather", boxes, b.i64("mask/xy1", [0, 1]), name="mask/p1", axis=2),
                               b.op("Gather", boxes, b.i64("mask/xy2", [2, 3]), name="mask/p2", axis=2), name="mask/sum"),
                   b.f32("mask/two", 2.0), name="mask/centre")                                # [B, K1, 2]
-    left_top = letterbox_columns(b, rows, [4, 5], "mask/left_top")
-    extent = b.op("Mul", letterbox_columns(b, rows, [0, 1], "mask/orig_wh"),
-                  letterbox_columns(b, rows, [2, 3], "mask/scale"), name="mask/extent")
+    left_top = letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP], "mask/left_top")
+    extent = b.op("Mul", letterbox_columns(b, rows, [ORIG_W, ORIG_H], "mask/orig_wh"),
+                  letterbox_columns(b, rows, [SCALE_X, SCALE_Y], "mask/scale"), name="mask/extent")
     right_bottom = b.op("Add", left_top, extent, name="mask/right_bottom")
     inside = b.op("And", b.ge(centre, left_top, name="mask/ge_left_top"), b.le(centre, right_bottom, name="mask/le_right_bottom"),
                   name="mask/inside_xy")
@@ -445,9 +317,15 @@ def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
                 b.op("Gather", inside, one, name="mask/inside_y", axis=2), name="mask/inside")
 
 
+def mask_letterbox(b: GraphBuilder, boxes: str, rows: str, keep: str) -> str:
+    """boxes [B, K1, 4] xyxy input px, rows [B, 6], keep [B, K1] bool -> keep and centred on the content."""
+    return b.op("And", keep, centre_in_content(b, boxes, rows), name="mask/keep")
+
 # ------------------------------------------------------------------------------------------
-# NMS
+# class_aware_nms (and max_det)
 # ------------------------------------------------------------------------------------------
+
+
 def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
     """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
     lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
@@ -476,21 +354,23 @@ def nms_select(b: GraphBuilder, boxes: str, scores: str, keep: str, iou: float, 
                 b.f32("nms/score_min", [NEG / 2]), name="nms/nms", center_point_box=0)
 
 
-# ------------------------------------------------------------------------------------------
-# fixed-size outputs
-# ------------------------------------------------------------------------------------------
-def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: str, rows: str, max_det: int) -> dict:
-    """NMS selection -> num_dets [B,1] int32, det_boxes [B,K,4] original px clipped,
-    det_scores [B,K], det_classes [B,K] int32; rows at and after num_dets zero, class -1.
+def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: TopK, iou: float, class_aware: bool,
+                    max_det: int) -> Kept:
+    """boxes [B, M, 4] xyxy input px, classes [B, M] int64, keep [B, M] bool, tk (sorted scores)
+    -> the best max_det survivors of NMS (suppress when IoU > iou), per class when class_aware.
 
     NMS keeps candidates in score order, i.e. in ascending position (the candidates are sorted
-    by TopK), so the output order is the selected positions in ascending order.
+    by TopK), so the kept ones are the selected positions in ascending order: ScatterND marks
+    them, TopK(min(max_det, K1)) of (mark * (K1 - position)) compacts them, GatherND reads them.
     """
+    nms_boxes = class_offset_boxes_xyxy(b, boxes, classes, keep, class_aware)
+    selected = nms_select(b, nms_boxes, tk.score, keep, iou, max_det)
     kout = min(max_det, tk.k1)            # K1 < max_det only when a static N is smaller than max_det
     zeros = b.op("ConstantOfShape", b.op("Shape", tk.score, name="out/k_shape"), name="out/zeros",
-                 value=_tensor(np.zeros(1, np.float32)))
+                 value=numpy_helper.from_array(np.zeros(1, np.float32)))
     where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
-    ones = b.op("ConstantOfShape", b.dim(selected, 0, name="out/s"), name="out/ones", value=_tensor(np.ones(1, np.float32)))
+    ones = b.op("ConstantOfShape", b.dim(selected, 0, name="out/s"), name="out/ones",
+                value=numpy_helper.from_array(np.ones(1, np.float32)))
     chosen = b.op("ScatterND", zeros, where, ones, name="out/chosen")                                 # [B, K1]
     rev_pos = b.const("out/rev_pos", np.arange(tk.k1, 0, -1, dtype=np.float32).reshape(1, -1))   # K1 - position
     if tk.end is not None:
@@ -498,15 +378,38 @@ def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: st
     order_key = b.op("Mul", chosen, rev_pos, name="out/order_key")
     _, pick = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=-1, largest=1, sorted=1)
     num = b.reduce("ReduceSum", chosen, [1], keepdims=True, name="out/count")
-    num_dets = b.op("Cast", num, name="out/num_dets", out="num_dets", to=INT32)
     row_ok = b.op("Less", b.const("out/slot", np.arange(kout, dtype=np.float32).reshape(1, -1)), num, name="out/row_ok")
-
     score = gather_rows(b, tk.score, pick, "out/score")
     cls = gather_rows(b, classes, pick, "out/class")
     box_in = gather_rows(b, boxes, pick, "out/box_input_px", 4)
-    box = input_to_original_xyxy(b, box_in, rows)
-    row_ok3 = b.unsqueeze(row_ok, [2], name="out/row_ok3")
-    extra = max_det - kout
+    return Kept(score, cls, box_in, num, row_ok, kout)
+
+# ------------------------------------------------------------------------------------------
+# to_original_pixels
+# ------------------------------------------------------------------------------------------
+
+
+def to_original_pixels(b: GraphBuilder, boxes: str, rows: str) -> str:
+    """boxes [B, K, 4] xyxy input px, rows [B, 6] -> original px, clipped to [0, w] x [0, h]
+    (as calib.letterbox.input_to_original_xyxy)."""
+    pad = letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP, PAD_LEFT, PAD_TOP], "orig/pad")
+    scale = letterbox_columns(b, rows, [SCALE_X, SCALE_Y, SCALE_X, SCALE_Y], "orig/scale")
+    size = letterbox_columns(b, rows, [ORIG_W, ORIG_H, ORIG_W, ORIG_H], "orig/size")
+    x = b.op("Div", b.op("Sub", boxes, pad, name="orig/unpad"), scale, name="orig/unscale")
+    return b.op("Min", b.op("Max", x, b.f32("orig/zero", 0.0), name="orig/clip_lo"), size, name="orig/clip")
+
+# ------------------------------------------------------------------------------------------
+# pack_fixed
+# ------------------------------------------------------------------------------------------
+
+
+def pack_fixed(b: GraphBuilder, kept: Kept, boxes: str, max_det: int) -> dict:
+    """Kept detections (boxes [B, K', 4] original px) -> the patched model's outputs, by name:
+    num_dets [B,1] int32, det_boxes [B,K,4], det_scores [B,K], det_classes [B,K] int32, K = max_det;
+    rows at and after num_dets zero, class -1 (Pad from K' to K where K' < max_det)."""
+    num_dets = b.op("Cast", kept.num, name="out/num_dets", out=NUM_DETS, to=INT32)
+    row_ok3 = b.unsqueeze(kept.row_ok, [2], name="out/row_ok3")
+    extra = max_det - kept.k
 
     def final(x, rank, fill, name, out_name):
         if not extra:
@@ -517,33 +420,20 @@ def pack_fixed(b: GraphBuilder, selected: str, tk: TopK, boxes: str, classes: st
         return b.op("Pad", y, b.i64(f"{name}_pads", pads), b.const(f"{name}_fill", fill), name=f"{name}_pad",
                     out=out_name, mode="constant")
 
+    row_ok = kept.row_ok
     return {
-        "num_dets": num_dets,
-        "det_boxes": final((row_ok3, box, b.f32("out/zero", 0.0)), 3, np.float32(0), "out/det_boxes", "det_boxes"),
-        "det_scores": final((row_ok, score, b.f32("out/zero_s", 0.0)), 2, np.float32(0), "out/det_scores", "det_scores"),
-        "det_classes": final((row_ok, b.cast(cls, INT32, name="out/class_i32"), b.const("out/minus_one", np.int32(-1))), 2,
-                             np.int32(-1), "out/det_classes", "det_classes"),
+        NUM_DETS: num_dets,
+        DET_BOXES: final((row_ok3, boxes, b.f32("out/zero", 0.0)), 3, np.float32(0), "out/det_boxes", DET_BOXES),
+        DET_SCORES: final((row_ok, kept.score, b.f32("out/zero_s", 0.0)), 2, np.float32(0), "out/det_scores", DET_SCORES),
+        DET_CLASSES: final((row_ok, b.cast(kept.classes, INT32, name="out/class_i32"), b.const("out/minus_one", np.int32(-1))),
+                           2, np.int32(-1), "out/det_classes", DET_CLASSES),
     }
 
 
-def input_to_original_xyxy(b: GraphBuilder, boxes: str, rows: str) -> str:
-    """boxes [B, K, 4] xyxy input px -> original px, clipped to [0, w] x [0, h] (as calib.letterbox)."""
-    pad = letterbox_columns(b, rows, [4, 5, 4, 5], "orig/pad")
-    scale = letterbox_columns(b, rows, [2, 3, 2, 3], "orig/scale")
-    size = letterbox_columns(b, rows, [0, 1, 0, 1], "orig/size")
-    x = b.op("Div", b.op("Sub", boxes, pad, name="orig/unpad"), scale, name="orig/unscale")
-    return b.op("Min", b.op("Max", x, b.f32("orig/zero", 0.0), name="orig/clip_lo"), size, name="orig/clip")
-
-
-def _tensor(arr: np.ndarray):
-    from onnx import numpy_helper
-    return numpy_helper.from_array(arr)
-
-
 __all__ = [
-    "Dense", "Sparse", "TopK", "NEG", "decode_dense", "decode_end2end", "calibrate_dense", "calibrate_sparse",
-    "calibrated_logits_dense", "calibrated_box_score", "survivors_key", "isotonic_survivors_key", "survivors_only_key", "best_class",
-    "best_class_uniform_identity", "multi_label_candidates", "sparse_survivors_key", "pre_nms_top_k", "trim_slots",
-    "gather_rows", "gather_boxes_xyxy", "centre_in_content", "class_offset_boxes_xyxy", "nms_select", "pack_fixed",
-    "input_to_original_xyxy",
+    "Dense", "Sparse", "TopK", "Kept", "NEG", "decode", "decode_dense", "decode_end2end", "threshold", "threshold_sparse",
+    "calibrate", "calibrate_logits", "threshold_then_calibrate", "calibrated_box_score", "calibrate_sparse",
+    "select_best_class", "select_best_class_uniform_identity", "multi_label_candidates", "pre_nms_top_k", "trim_slots",
+    "gather_rows", "gather_boxes_xyxy", "centre_in_content", "mask_letterbox", "class_offset_boxes_xyxy", "nms_select",
+    "class_aware_nms", "to_original_pixels", "pack_fixed",
 ]

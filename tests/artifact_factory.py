@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from calib.artifact import Artifact
-from calib.calibration_map import AffineLogitMap, IsotonicMap, identity_map
-from calib.pipeline import PostprocessConfig
-from calib.preprocess import Preprocess
+from calib.artifact import AffineLogitMap, IsotonicMap, identity_map
+from calib.artifact import PostprocessConfig
+from calib.artifact import Preprocess
 
 CALIBRATORS = ("identity", "temperature", "platt_per_class", "isotonic_per_class")
 

@@ -7,10 +7,10 @@ import pytest
 
 from calib import atomic
 from calib.artifact import FORMAT, FORMAT_VERSION, Artifact, load_artifact
-from calib.calibration_map import AffineLogitMap, IsotonicMap
+from calib.artifact import AffineLogitMap, IsotonicMap
 from calib.errors import DetcalError
-from calib.pipeline import PostprocessConfig
-from calib.preprocess import Preprocess
+from calib.artifact import PostprocessConfig
+from calib.artifact import Preprocess
 
 
 def make(calibration=None, num_classes=2):

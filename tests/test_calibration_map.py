@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calib.calibration_map import (EPS, MAX_KNOTS, AffineLogitMap, IsotonicMap, identity_map,
+from calib.artifact import (EPS, MAX_KNOTS, AffineLogitMap, IsotonicMap, identity_map,
                                    map_from_artifact)
 
 SETTINGS = settings(deadline=None, max_examples=150)

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from calib import calibrators as cal
-from calib.calibration_map import MAX_KNOTS, IsotonicMap, map_from_artifact
+from calib import cross_validation as cv
+from calib.artifact import MAX_KNOTS, IsotonicMap, map_from_artifact
 
 KINDS = cal.CANDIDATES
 
@@ -189,7 +190,7 @@ def test_rare_isotonic_class_shrinks_to_global():
 
 def test_auto_never_worse_than_identity_on_calibrated_data():
     scores, classes, is_tp, groups = overconfident(20_000, [1.0, 1.0, 1.0], seed=7)
-    best, report = cal.select_calibrator(scores, classes, is_tp, groups, 3)
+    best, report = cv.select_calibrator(scores, classes, is_tp, groups, 3)
     cands = report["candidates"]
     assert set(cands) == set(KINDS)
     ident = cands["identity"]["log_loss"]
@@ -198,21 +199,21 @@ def test_auto_never_worse_than_identity_on_calibrated_data():
     for kind, row in cands.items():
         if kind != report["winner"]:
             assert row["log_loss"] >= cands[report["winner"]]["log_loss"]
-    assert best.oof_scores_.shape == scores.shape
-    assert cal.log_loss(best.oof_scores_, is_tp) == pytest.approx(
-        cands[report["winner"]]["log_loss"])
+    oof = cv.cross_val_oof(report["winner"], scores, classes, is_tp, groups, 3)
+    assert oof.shape == scores.shape
+    assert cal.log_loss(oof, is_tp) == pytest.approx(cands[report["winner"]]["log_loss"])
 
 
 def test_auto_picks_identity_when_nothing_else_is_offered_or_better():
     scores, classes, is_tp, groups = overconfident(5_000, [1.0], seed=8)
-    best, report = cal.select_calibrator(scores, classes, is_tp, groups, 1,
+    best, report = cv.select_calibrator(scores, classes, is_tp, groups, 1,
                                          candidates=("identity",))
     assert report["winner"] == "identity" and best.map_.is_identity
 
 
 def test_auto_calibrates_overconfident_data():
     scores, classes, is_tp, groups = overconfident(20_000, [3.0, 2.0], seed=9)
-    best, report = cal.select_calibrator(scores, classes, is_tp, groups, 2)
+    best, report = cv.select_calibrator(scores, classes, is_tp, groups, 2)
     assert report["winner"] != "identity"
     cands = report["candidates"]
     assert cands[report["winner"]]["log_loss"] < cands["identity"]["log_loss"] - 0.01
@@ -221,18 +222,18 @@ def test_auto_calibrates_overconfident_data():
 
 def test_folds_keep_images_whole():
     groups = np.repeat(np.arange(50), 7)
-    folds = cal.fold_ids(groups, groups.size, 5, seed=0)
+    folds = cv.fold_ids(groups, groups.size, 5, seed=0)
     for g in range(50):
         assert np.unique(folds[groups == g]).size == 1
     assert set(np.unique(folds)) == set(range(5))
     with pytest.raises(ValueError, match="at least 2 images"):
-        cal.fold_ids(np.zeros(10), 10, 5, seed=0)
+        cv.fold_ids(np.zeros(10), 10, 5, seed=0)
 
 
 def test_cross_val_oof_uses_only_other_folds():
     scores, classes, is_tp, groups = overconfident(6_000, [2.0, 1.0], seed=10)
-    oof = cal.cross_val_oof("platt_per_class", scores, classes, is_tp, groups, 2, n_folds=3)
-    folds = cal.fold_ids(groups, scores.size, 3, seed=0)
+    oof = cv.cross_val_oof("platt_per_class", scores, classes, is_tp, groups, 2, n_folds=3)
+    folds = cv.fold_ids(groups, scores.size, 3, seed=0)
     test = folds == 0
     ref = cal.PerClassPlatt(num_classes=2).fit(scores[~test], classes[~test], is_tp[~test])
     np.testing.assert_allclose(oof[test], ref.transform(scores[test], classes[test]))
@@ -321,19 +322,9 @@ def test_fit_validates_inputs(kind):
 def test_auto_never_worse_than_identity_on_random_data(data):
     scores, classes, is_tp, groups, c = data
     assume(np.unique(groups).size >= 2)
-    best, report = cal.select_calibrator(scores, classes, is_tp, groups, c, n_folds=3)
+    best, report = cv.select_calibrator(scores, classes, is_tp, groups, c, n_folds=3)
     cands = report["candidates"]
     assert cands[report["winner"]]["log_loss"] <= cands["identity"]["log_loss"]
     assert best.kind == report["winner"]
-    assert np.all((best.oof_scores_ >= 0) & (best.oof_scores_ <= 1))
-
-
-def test_numpy_pav_fallback_matches_scipy(monkeypatch):
-    rng = np.random.default_rng(14)
-    y = rng.random(300)
-    w = rng.integers(1, 5, 300).astype(float)
-    vals, starts = cal._pav(y, w)
-    monkeypatch.setattr(cal, "_scipy_isotonic", None)
-    vals2, starts2 = cal._pav(y, w)
-    np.testing.assert_allclose(vals2, vals)
-    np.testing.assert_array_equal(starts2, starts)
+    oof = cv.cross_val_oof(report["winner"], scores, classes, is_tp, groups, c, n_folds=3)
+    assert np.all((oof >= 0) & (oof <= 1))

@@ -19,8 +19,8 @@ from calib.cli import main as cli_main
 from calib.doctor import (DoctorOptions, best_possible_recall, diagnose, embed_at_serve_size, kmeans_anchors,
                           read_anchors)
 from calib.errors import DetcalError
-from calib.pipeline import PostprocessConfig
-from calib.preprocess import Preprocess
+from calib.artifact import PostprocessConfig
+from calib.artifact import Preprocess
 
 from synthetic import COLOURS, make_blob_detector
 
@@ -398,5 +398,21 @@ def test_doctor_runs_on_the_example_detector(tmp_path):
                  out_dir=tmp_path / "out", progress=False)
     assert [c.name for c in r.checks] == ["resolution", "box_shape", "letterbox", "calibration", "uniform_fp",
                                           "nms_load", "labels"]
-    assert r.exit_code in (0, 1) and (tmp_path / "out" / "doctor.json").exists()
     assert all(c.status in ("ok", "warn", "fail", "skipped") and c.finding for c in r.checks)
+    # the report describes this model and this data set
+    from calib.data import load_dataset
+    from calib.model_info import read_model_info
+    ds = load_dataset(data, "val")
+    n_neg = sum(s.is_negative for s in ds.samples)
+    n_boxes = sum(s.n_boxes for s in ds.samples)
+    assert (len(ds), n_neg) == (20, 8)
+    assert r.serve_size == r.native_size == tuple(read_model_info(EXAMPLE_MODELS[0]).input_size)
+    labels = r.check("labels").evidence
+    assert labels["n_images"] == len(ds) and labels["n_boxes"] == n_boxes
+    assert sum(labels["boxes_per_class"].values()) == n_boxes and list(labels["boxes_per_class"]) == ds.names
+    assert r.check("uniform_fp").evidence["n_negative_images"] == n_neg
+    cal, lb = r.check("calibration").evidence, r.check("letterbox").evidence
+    assert cal["n_detections"] == lb["n_detections"] > 0            # both count the detections > conf
+    assert cal["dece_90ci"][0] <= cal["dece"] <= cal["dece_90ci"][1]
+    assert r.exit_code == (1 if any(c.flagged for c in r.checks) else 0)
+    assert json.loads((tmp_path / "out" / "doctor.json").read_text()) == json.loads(json.dumps(r.to_dict()))

@@ -13,7 +13,8 @@ from calib.errors import DetcalError
 from onnx_ops.ep_support import (
     DETCAL_FORBIDDEN, EPS, SOURCES, SUPPORT, TRT_TOPK_MAX_K, check_nodes, coverage,
 )
-from onnx_ops.inspect import format_inspection, inspect_model, main_inspect
+from calib.cli import main as cli_main
+from onnx_ops.inspect import format_inspection, inspect_model
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 FIXTURE_FILES = ["yolov8n_640.onnx", "yolov8n_dynamic.onnx", "yolov10n_e2e_640.onnx"]
@@ -216,11 +217,11 @@ def test_fixture_exports_covered_everywhere(name):
 def test_main_inspect_prints_and_returns(capsys, tmp_path):
     p = tmp_path / "m.onnx"
     onnx.save(_topk(5000), str(p))
-    assert main_inspect(str(p)) == 1
+    assert cli_main(["inspect", str(p)]) == 1
     out = capsys.readouterr().out
     assert "TensorRT 10.x" in out and "NOT covered" in out and "TopK x1" in out
     onnx.save(_conv_sigmoid(), str(p))
-    assert main_inspect(str(p)) == 0
+    assert cli_main(["inspect", str(p)]) == 0
     text = format_inspection(inspect_model(str(p)))
     assert "x: float [1, 3, 8, 8]" in text and "opset: 17" in text
 

@@ -237,3 +237,25 @@ def test_bad_imgsz_is_a_usage_error(capsys, blob_model, blob_data, tmp_path, img
               f"--imgsz={imgsz}"])
     assert exc.value.code == 2
     assert "--imgsz" in capsys.readouterr().err
+
+
+def test_selection_and_after_numbers_use_the_same_folds(blob_model, blob_data):
+    """fit's held-out "after" scores are exactly the out-of-fold scores calibrator selection
+    computes for the same kind: one fold assignment (cross_validation.image_folds) for both."""
+    from calib.cross_validation import cross_val_oof, fold_ids, image_folds
+    from calib.fitting import FitOptions
+    from calib.fitting import fit as fit_model
+
+    for kind in ("auto", "platt_per_class"):
+        result = fit_model(blob_model, blob_data, options=FitOptions(calibrator=kind, folds=3, seed=4), progress=False)
+        m = result.matched
+        winner = result.selection["winner"]
+        if winner == "identity":
+            continue
+        oof = cross_val_oof(winner, m.scores, m.classes, m.is_tp, m.image_index, m.num_classes, n_folds=3, seed=4,
+                            n_groups=m.n_images)
+        np.testing.assert_allclose(result.oof_scores, oof, rtol=1e-12, atol=1e-12)
+        folds = fold_ids(m.image_index, m.n_detections, 3, 4, n_groups=m.n_images)
+        np.testing.assert_array_equal(folds, image_folds(m.n_images, 3, 4)[m.image_index])
+        if kind == "auto":
+            assert result.selection["n_folds"] == 3

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calib.letterbox import (PAD_LEFT, PAD_TOP, SCALE_X, SCALE_Y, centre_in_content, content_size,
-                             input_to_original_xyxy, letterbox, letterbox_row, original_to_input_xyxy)
+                             input_to_original_xyxy, letterbox_image, letterbox_row, original_to_input_xyxy)
 
 SETTINGS = settings(deadline=None, max_examples=200)
 orig_side = st.integers(1, 4000)
@@ -115,7 +115,7 @@ def test_centre_in_content():
                                           (33, 17, (64, 96), 77)])
 def test_letterbox_image_shape_content_and_pad(w, h, size, pad):
     img = np.zeros((h, w, 3), np.uint8)
-    out, row = letterbox(img, size, pad_value=pad)
+    out, row = letterbox_image(img, size, pad_value=pad)
     assert out.shape == (size[0], size[1], 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(row, letterbox_row(w, h, size))
     cw, ch = content_size(row)
@@ -128,7 +128,7 @@ def test_letterbox_image_shape_content_and_pad(w, h, size, pad):
 
 def test_letterbox_stretch_image_fills_input():
     img = np.full((100, 300, 3), 7, np.uint8)
-    out, row = letterbox(img, (64, 80), mode="stretch")
+    out, row = letterbox_image(img, (64, 80), mode="stretch")
     assert out.shape == (64, 80, 3) and np.all(out == 7)
     assert row[SCALE_X] == pytest.approx(80 / 300) and row[SCALE_Y] == pytest.approx(64 / 100)
 
@@ -136,7 +136,7 @@ def test_letterbox_stretch_image_fills_input():
 def test_letterbox_keeps_colours_in_place():
     img = np.zeros((100, 200, 3), np.uint8)
     img[:, :100] = (255, 0, 0)                 # left half red, right half black
-    out, row = letterbox(img, (128, 128))
+    out, row = letterbox_image(img, (128, 128))
     top = int(row[PAD_TOP])
     assert tuple(out[top + 10, 10]) == (255, 0, 0)
     assert tuple(out[top + 10, 120]) == (0, 0, 0)
@@ -148,4 +148,4 @@ def test_bad_input():
     with pytest.raises(ValueError):
         letterbox_row(10, 10, (64, 64), "crop")
     with pytest.raises(ValueError):
-        letterbox(np.zeros((10, 10)), (64, 64))
+        letterbox_image(np.zeros((10, 10)), (64, 64))

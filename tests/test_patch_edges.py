@@ -3,13 +3,14 @@ against what the outputs must look like."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from artifact_factory import assert_same_detections, make_calibration, random_head
-from calib.calibration_map import identity_map
+from calib.artifact import identity_map
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
+from calib.session import make_session
 from onnx_ops.patch import build_postprocess_graph
 
 ROW = letterbox_row(1280, 720, (640, 640))          # pad_top 140, content y in [140, 500]
@@ -21,7 +22,7 @@ def run(layout, raw, rows, *, num_classes, cmap=None, thr=0.25, static=False, op
     n = raw.shape[2] if layout == "xywh_cls" else raw.shape[1]
     model = build_postprocess_graph(layout, num_classes, cmap, thr, config, num_candidates=n if static else None,
                                     batch=raw.shape[0] if static else "batch", opset=opset)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(model)
     rows = np.asarray(rows, np.float32).reshape(-1, 6)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"head": raw, "letterbox": rows})))
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, config), config.max_det)

@@ -16,19 +16,19 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifact_factory import CALIBRATORS, assert_same_detections, make_calibration, random_head
 from calib.letterbox import letterbox_row
-from calib.pipeline import PostprocessConfig, pack_fixed, postprocess
+from calib.artifact import PostprocessConfig
+from calib.pipeline import pack_fixed, postprocess
+from calib.session import make_session
 from onnx_ops.patch import build_postprocess_graph
 
 LAYOUTS = ("xywh_cls", "xywh_obj_cls", "end2end")
 CLASS_COUNTS = (1, 2, 3, 7, 80, 100)
-EXAMPLES = {"n": 0}
 
 
 @functools.lru_cache(maxsize=64)
@@ -41,9 +41,7 @@ def _config(layout, num_classes, kind, multi_label, seed, iou, max_det, pre_nms_
     cfg = PostprocessConfig(iou_threshold=iou, max_det=max_det, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label,
                             class_aware=class_aware, mask_padding=mask_padding)
     model = build_postprocess_graph(layout, num_classes, cmap, thr, cfg)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = make_session(model, threads=1)
     return sess, cmap, thr, cfg
 
 
@@ -97,7 +95,6 @@ def test_cut_graph_equals_reference(case):
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
     assert_same_detections(got, ref, context=f"{layout} C={c} {kind} multi={multi} B={batch} N={n}",
                            ties_unordered=kind != "identity")
-    EXAMPLES["n"] += 1
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -123,9 +120,3 @@ def test_multi_label_dense(layout):
     got = run_cut(sess, raw, rows)
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
     assert_same_detections(got, ref, ties_unordered=True)
-
-
-def test_hypothesis_examples_ran():
-    """Reports how many random examples the equivalence property checked in this session."""
-    if EXAMPLES["n"]:
-        print(f"\nequivalence examples run: {EXAMPLES['n']}")

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from artifact_factory import (assert_same_detections, make_artifact, make_calibration, near_identity_platt,
                               synthetic_detector)
-from calib.letterbox import letterbox
+from calib.letterbox import letterbox_image
 from calib.model_info import sha256_file
 from calib.pipeline import pack_fixed, postprocess
-from calib.preprocess import Preprocess, to_input_tensor
+from calib.artifact import Preprocess
+from calib.preprocess import to_input_tensor
+from calib.session import make_session
 from onnx_ops.patch import build_patched_model, patch_model
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -24,11 +25,8 @@ needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture expo
 LAYOUT = {"yolov8n_640": "xywh_cls", "yolov8n_dynamic": "xywh_cls", "yolov10n_e2e_640": "end2end"}
 
 
-def session(model) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+def session(model):
+    return make_session(model, threads=2)
 
 
 def scene(w: int, h: int, seed: int) -> np.ndarray:
@@ -46,7 +44,7 @@ def scene(w: int, h: int, seed: int) -> np.ndarray:
 def batch_inputs(sizes, input_size=(640, 640), seed=0, dtype=np.float32):
     xs, rows = [], []
     for i, (w, h) in enumerate(sizes):
-        img, row = letterbox(scene(w, h, seed + i), input_size)
+        img, row = letterbox_image(scene(w, h, seed + i), input_size)
         xs.append(to_input_tensor(img, Preprocess()))
         rows.append(row)
     return np.stack(xs).astype(dtype), np.stack(rows).astype(np.float32)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from calib.boxes import cxcywh_to_xyxy
-from calib.letterbox import input_to_original_xyxy, letterbox
+from calib.letterbox import input_to_original_xyxy, letterbox_image
 from calib.nms import batched_nms_xyxy
 from examples.detector import scenes
 from examples.detector.model import STRIDES, TinyYolo, export_onnx, kmeans_anchors, num_params
@@ -151,7 +151,7 @@ def detect(model: TinyYolo, images, size: int, conf: float = 0.25, iou: float = 
     try:
         for k in range(0, len(images), 16):
             chunk = images[k:k + 16]
-            lb = [letterbox(im, (size, size)) for im in chunk]   # detcal's letterbox: (image, row)
+            lb = [letterbox_image(im, (size, size)) for im in chunk]   # detcal's letterbox: (image, row)
             x = torch.from_numpy(np.stack([l[0] for l in lb])).permute(0, 3, 1, 2).float() / 255.0
             with torch.no_grad():
                 out = model(x).numpy()

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 def run(args) -> int:
     from calib.artifact import load_artifact
     from calib.evaluate import evaluate
-    from calib.fit import FitOptions, fit
+    from calib.fitting import FitOptions, fit
     from examples.common import make_data
     from onnx_ops.patch import patch_model
 

@@ -33,10 +33,10 @@ FIXTURE = ROOT.parent / "shared" / "fixtures" / "yolov8n_dynamic.onnx"
 def identity_artifact(model: Path, imgsz: int, conf: float):
     """The artifact `detcal fit --calibrator identity` would write for this model, built in code."""
     from calib.artifact import Artifact
-    from calib.calibration_map import identity_map
+    from calib.artifact import identity_map
     from calib.model_info import read_model_info
-    from calib.pipeline import PostprocessConfig
-    from calib.preprocess import Preprocess
+    from calib.artifact import PostprocessConfig
+    from calib.artifact import Preprocess
 
     info = read_model_info(model)
     c = info.num_classes

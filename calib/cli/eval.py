@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import add_model_data_args, add_preprocess_args
-from .errors import DetcalError
-from .evaluate import AP_FLOOR, DEFAULT_CONF, evaluate, format_eval_summary
-from .fit import _read_names
+from .args import add_model_data_args, add_names_arg, add_preprocess_args
+
+# the defaults of calib.evaluate (AP_FLOOR, DEFAULT_CONF), repeated here so that `--help` does
+# not import the evaluator; tests/test_fit_cli.py checks that they agree
+DEFAULT_CONF = 0.25
+AP_FLOOR = 0.001
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval", help="compare the raw and the patched model on held-out images",
         description="Run the raw model (numpy reference post-processing, identity calibration) and the patched "
@@ -28,22 +30,23 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"raw score floor for the raw model's AP (default: {AP_FLOOR})")
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--out", default="eval", help="output folder for eval.json and the plots (default: eval)")
-    p.add_argument("--names", help="class names file (one per line) when the dataset has none")
+    add_names_arg(p)
     add_preprocess_args(p)
     # not given = taken from the patched model's metadata, else the calibration artifact, else the defaults
-    p.set_defaults(resize=None, pad_value=None, channel_order=None, mean=None, std=None, func=run_eval_cli)
+    p.set_defaults(resize=None, pad_value=None, channel_order=None, mean=None, std=None, run=run)
     return p
 
 
-def run_eval_cli(args) -> int:
+def run(args) -> int:
+    from calib.data import read_names_file
+    from calib.evaluate import evaluate, format_eval_summary
+
     explicit = {"resize": args.resize, "pad_value": args.pad_value, "channel_order": args.channel_order,
                 "mean": args.mean, "std": args.std}
-    if args.batch is not None and args.batch < 1:
-        raise DetcalError(f"--batch must be >= 1, got {args.batch}")
     result = evaluate(
         args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
         conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,
-        batch_size=args.batch, threads=args.threads, names=_read_names(args.names), match_iou=args.match_iou,
+        batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), match_iou=args.match_iou,
         ap_floor=args.ap_floor, progress=not args.quiet,
     )
     print(format_eval_summary(result))

@@ -1,7 +1,5 @@
 """The calibration artifact (`calibration.json`): its schema, validation, loading and saving.
 
-This is the one module both halves import: `calib` writes the artifact, `onnx_ops` reads it.
-
     format        "detcal.calibration"
     version       schema version (int, FORMAT_VERSION)
     detcal_version, created
@@ -23,20 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json
-from .jsonable import to_jsonable
+from ..atomic import atomic_write_json
+from ..errors import DetcalError
+from ..jsonable import to_jsonable
 from .calibration_map import CalibrationMap, map_from_artifact
-from .errors import DetcalError
-from .layouts import LAYOUTS
-from .pipeline import PostprocessConfig
-from .preprocess import Preprocess
+from .configs import PostprocessConfig, Preprocess
+from .interface import LAYOUTS
+from .version import DETCAL_VERSION
 
 FORMAT = "detcal.calibration"
-# the patched model's contract beside the source image input (EfficientNMS output layout)
-LETTERBOX_INPUT = "letterbox"
-PATCHED_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 FORMAT_VERSION = 1
-DETCAL_VERSION = "0.1.0"
 
 
 @dataclass
@@ -141,6 +135,8 @@ class Artifact:
 
 
 def load_artifact(path: str | Path) -> Artifact:
+    """Read and validate a calibration.json; DetcalError (one line, naming the file) when it is bad."""
+    """Read and validate a calibration.json; DetcalError (one line, naming the file) when it is bad."""
     p = Path(path)
     if not p.exists():
         raise DetcalError(f"calibration file not found: {p}")

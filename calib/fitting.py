@@ -7,7 +7,6 @@ results are pooled. The artifact's calibrator and thresholds are then fitted on 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ import numpy as np
 
 from .artifact import Artifact
 from .atomic import atomic_write_json, atomic_write_text, check_writable
-from .calibrators import CANDIDATES, make_calibrator, select_calibrator
+from .calibrators import CANDIDATES, make_calibrator
+from .cross_validation import image_folds, select_calibrator
 from .collect import Collected, collect_detections
 from .data import Dataset, load_dataset
 from .errors import DetcalError
@@ -24,9 +24,9 @@ from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
-from .pipeline import PostprocessConfig
+from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
-from .preprocess import Preprocess
+from .artifact import Preprocess
 from .runner import resolve_input_size
 from .thresholds import RejectionThresholds, f1_thresholds, fit_rejection_thresholds_matched
 
@@ -91,7 +91,7 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
     c = matched.num_classes
     if kind == "auto":
         cal, report = select_calibrator(matched.scores, matched.classes, matched.is_tp, matched.image_index, c,
-                                        n_folds=opts.folds, seed=opts.seed)
+                                        n_folds=opts.folds, seed=opts.seed, n_groups=matched.n_images)
         return cal, {"mode": "auto", **report}
     cal = make_calibrator(kind, c).fit(matched.scores, matched.classes, matched.is_tp)
     return cal, {"mode": "explicit", "winner": kind}
@@ -116,10 +116,11 @@ def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOpt
 
 
 def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
-    """k-fold by image: held-out calibrated scores (K,) and whether each survived the thresholds
-    fitted on the other folds (K,) bool."""
-    k = min(opts.folds, matched.n_images)
-    image_fold = np.random.default_rng(opts.seed).permutation(matched.n_images) % k
+    """k-fold by image (`cross_validation.image_folds`, the folds calibrator selection uses):
+    held-out calibrated scores (K,) and whether each survived the thresholds fitted on the
+    other folds (K,) bool."""
+    image_fold = image_folds(matched.n_images, opts.folds, opts.seed)   # the folds selection used too
+    k = int(image_fold.max()) + 1
     det_fold = image_fold[matched.image_index]
     oof = matched.scores.astype(np.float64).copy()
     keep = np.zeros(matched.n_detections, dtype=bool)
@@ -220,7 +221,10 @@ def fit(
     kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
     calibrated = calibrator.transform(matched.scores, matched.classes)
     thresholds = _fit_thresholds(matched, calibrated, options, calibrator)
-    oof, keep = cross_validate(matched, kind, options)
+    try:
+        oof, keep = cross_validate(matched, kind, options)
+    except ValueError as exc:
+        raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
 
     before = summarize(matched, options.baseline_conf, class_names=dataset.names)
@@ -366,38 +370,3 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
     lines.append("")
     lines.append(f"wrote {out} and the report in {report_dir}/ (reliability.png, thresholds.png, report.json)")
     return "\n".join(lines)
-
-
-def _read_names(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise DetcalError(f"names file not found: {p}")
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
-        raise DetcalError(f"names file is empty: {p}")
-    return names
-
-
-def run_fit_cli(args) -> int:
-    try:
-        pre = Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))
-        post = PostprocessConfig(iou_threshold=args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
-                                 multi_label=args.multi_label)
-    except ValueError as exc:
-        raise DetcalError(str(exc)) from None
-    opts = FitOptions(
-        calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
-        match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
-        folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
-    )
-    result = fit(
-        args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
-        imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=_read_names(args.names),
-        progress=not args.quiet,
-    )
-    print(result.summary)
-    if not result.thresholds.certified_:
-        print(f"warning: the negative-scene target was not certified: {result.thresholds.note}", file=sys.stderr)
-    return 0

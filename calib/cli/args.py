@@ -1,0 +1,90 @@
+"""Argument types and the argument groups shared by several `detcal` commands.
+
+Only argparse here: importing this module must stay cheap (`detcal --help` < 1 s).
+"""
+from __future__ import annotations
+
+import argparse
+
+LAYOUT_CHOICES = ("xywh_cls", "xywh_obj_cls", "end2end")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`N` or `HxW` (also `H,W`) -> (H, W), both > 0; an argparse error otherwise."""
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        vals = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(vals) == 1 and vals[0] > 0:
+        return vals[0], vals[0]
+    if len(vals) == 2 and all(v > 0 for v in vals):
+        return vals[0], vals[1]
+    raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+
+
+def floats3(text: str) -> tuple[float, float, float]:
+    """`a,b,c` -> three floats; an argparse error otherwise."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return vals
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1; an argparse error otherwise (e.g. `--batch 0`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """--layout, --batch, --threads: how the raw model is run."""
+    p.add_argument("--layout", choices=LAYOUT_CHOICES, help="override the recognised head layout")
+    p.add_argument("--batch", type=positive_int, default=8,
+                   help="images per model call when the batch axis is dynamic (default: 8)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+
+
+def add_model_data_args(p: argparse.ArgumentParser, *, split_default: str) -> None:
+    """--model, --data, --split, --layout, --imgsz, --batch, --threads, --quiet."""
+    p.add_argument("--model", required=True, help="the raw exported detector (.onnx)")
+    p.add_argument("--data", required=True,
+                   help="deployment images with labels: an Ultralytics data YAML, an images/ + labels/ folder, or a COCO instances JSON")
+    p.add_argument("--split", default=split_default, help=f"dataset split to use from a YAML (default: {split_default})")
+    p.add_argument("--imgsz", type=parse_size, help="serving size N or HxW (required for models with dynamic height/width)")
+    add_run_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_names_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--names", help="class names file (one per line) when the dataset has none")
+
+
+def add_preprocess_args(p: argparse.ArgumentParser) -> None:
+    """--resize, --pad-value, --channel-order, --mean, --std (recorded in the artifact)."""
+    g = p.add_argument_group("preprocessing (recorded in the artifact; must match deployment)")
+    g.add_argument("--resize", choices=["letterbox", "stretch"], default="letterbox",
+                   help="letterbox: keep aspect ratio and pad (Ultralytics, default); stretch: plain resize")
+    g.add_argument("--pad-value", type=int, default=114, help="letterbox padding grey level (default: 114)")
+    g.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB", help="channel order the model expects (default: RGB)")
+    g.add_argument("--mean", type=floats3, default=(0.0, 0.0, 0.0), help="per-channel mean in 0..1 units after /255 (default: 0,0,0)")
+    g.add_argument("--std", type=floats3, default=(1.0, 1.0, 1.0), help="per-channel std in 0..1 units after /255 (default: 1,1,1)")
+
+
+def preprocess_from_args(args):
+    """The Preprocess the preprocessing group describes (a DetcalError for an invalid one)."""
+    from calib.errors import DetcalError
+    from calib.artifact import Preprocess
+
+    try:
+        return Preprocess(args.resize, args.pad_value, args.channel_order, tuple(args.mean), tuple(args.std))
+    except ValueError as exc:
+        raise DetcalError(str(exc)) from None

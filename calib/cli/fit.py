@@ -1,0 +1,69 @@
+"""`detcal fit`: the command line over `calib.fitting.fit`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .args import add_model_data_args, add_names_arg, add_preprocess_args, preprocess_from_args
+
+CALIBRATOR_CHOICES = ("auto", "identity", "temperature", "temperature_per_class", "platt_per_class", "isotonic_per_class")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "fit", help="fit calibration and rejection thresholds on a validation set",
+        description="Run the raw model over a deployment validation set (positive and negative scenes), "
+                    "match detections to ground truth, fit a monotone calibrator and per-class "
+                    "negative-scene rejection thresholds, and write calibration.json plus a report.")
+    add_model_data_args(p, split_default="val")
+    add_preprocess_args(p)
+    p.add_argument("--out", default="calibration.json", help="artifact path (default: calibration.json); the report goes to <out stem>_report/")
+    p.add_argument("--calibrator", default="auto", choices=CALIBRATOR_CHOICES,
+                   help="calibrator; auto picks by cross-validated log-loss and never anything worse than identity (default: auto)")
+    p.add_argument("--max-negative-rate", type=float, default=0.01,
+                   help="target share of negative images with any surviving detection, certified by a 95%% Clopper-Pearson bound (default: 0.01)")
+    p.add_argument("--operating-point", choices=["baseline", "f1", "max-recall"], default="baseline",
+                   help="where thresholds start before negative scenes raise them: baseline = --baseline-conf on the raw "
+                        "scale, mapped through the calibrator (keeps today's detections; default); f1 = per-class "
+                        "F1-optimal on positive images; max-recall = the lowest thresholds that certify the target")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of the upper bound (default: 0.95)")
+    p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
+    p.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")
+    p.add_argument("--baseline-conf", type=float, default=0.25, help="the raw operating threshold users run today, for before/after (default: 0.25)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default: 0.7)")
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default: 300)")
+    p.add_argument("--pre-nms-top-k", type=int, default=3000, help="candidates entering NMS (default: 3000, < 3840 for TensorRT)")
+    p.add_argument("--multi-label", action="store_true", help="keep every class of a box above its threshold, not only the best")
+    p.add_argument("--folds", type=int, default=5, help="k for the k-fold (by image) cross-validation of 'after' numbers (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the fold split (default: 0)")
+    add_names_arg(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    from calib.data import read_names_file
+    from calib.errors import DetcalError
+    from calib.fitting import FitOptions, fit
+    from calib.artifact import PostprocessConfig
+
+    pre = preprocess_from_args(args)
+    try:
+        post = PostprocessConfig(iou_threshold=args.iou, max_det=args.max_det, pre_nms_top_k=args.pre_nms_top_k,
+                                 multi_label=args.multi_label)
+    except ValueError as exc:
+        raise DetcalError(str(exc)) from None
+    opts = FitOptions(
+        calibrator=args.calibrator, max_negative_rate=args.max_negative_rate, confidence=args.confidence,
+        match_iou=args.match_iou, base_conf=args.base_conf, baseline_conf=args.baseline_conf,
+        folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
+    )
+    result = fit(
+        args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
+        imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names),
+        progress=not args.quiet,
+    )
+    print(result.summary)
+    if not result.thresholds.certified_:
+        print(f"warning: the negative-scene target was not certified: {result.thresholds.note}", file=sys.stderr)
+    return 0

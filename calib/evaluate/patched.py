@@ -1,0 +1,148 @@
+"""The patched model as `detcal eval` sees it: its interface (read through the contract's
+metadata reader) and a runner that unpacks its fixed-size outputs into Detections."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import LETTERBOX_INPUT, PATCHED_OUTPUTS, PatchedMetadata, PostprocessConfig, Preprocess
+from ..errors import DetcalError
+from ..model_info import load_onnx, sha256_file, value_info_dims, value_info_dtype
+from ..pipeline import Detections
+from ..session import make_session
+
+
+@dataclass
+class PatchedModelInfo:
+    """What `eval` needs to know about a detcal-patched model."""
+
+    path: Path
+    sha256: str
+    image_input: str
+    image_shape: tuple           # e.g. ('batch', 3, 640, 640)
+    image_dtype: str
+    letterbox_input: str
+    meta: PatchedMetadata        # the `detcal` metadata entry
+
+    @property
+    def summary(self) -> dict:
+        """The `detcal` metadata entry as read (JSON object)."""
+        return self.meta.raw
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return not isinstance(self.image_shape[0], int)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        h, w = self.image_shape[2], self.image_shape[3]
+        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    @property
+    def source_sha256(self) -> str | None:
+        return self.meta.source_sha256
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.meta.num_classes
+
+    @property
+    def thresholds(self) -> list | None:
+        return self.meta.thresholds
+
+    @property
+    def preprocess(self) -> Preprocess | None:
+        block = self.meta.preprocess
+        if block is None:
+            return None
+        try:
+            return Preprocess.from_artifact(block)
+        except (ValueError, TypeError) as exc:
+            raise DetcalError(f"{self.path}: invalid preprocess block in the detcal metadata: {exc}") from None
+
+    @property
+    def nms(self) -> PostprocessConfig | None:
+        block = self.meta.nms
+        if block is None:
+            return None
+        try:
+            return PostprocessConfig.from_artifact(block)
+        except (ValueError, TypeError):
+            return None
+
+
+def read_patched_info(path: str | Path) -> PatchedModelInfo:
+    """Check that `path` is a detcal-patched model and read its interface.
+
+    Raises DetcalError (one line) for: a missing or unreadable file, no `detcal` metadata
+    (not a patched model), outputs other than num_dets/det_boxes/det_scores/det_classes,
+    no 4-D image input or no letterbox [B, 6] input.
+    """
+    p = Path(path)
+    model = load_onnx(p)
+    metadata = {m.key: m.value for m in model.metadata_props}
+    try:
+        meta = PatchedMetadata.from_metadata_props(metadata, str(p))
+    except KeyError:
+        raise DetcalError(f"{p} is not a detcal-patched model (no 'detcal' metadata entry); "
+                          "pass the output of `detcal patch` as --patched and the raw export as --model") from None
+    except ValueError as exc:
+        raise DetcalError(str(exc)) from None
+    outputs = {o.name: value_info_dims(o) for o in model.graph.output}
+    missing = [n for n in PATCHED_OUTPUTS if n not in outputs]
+    if missing:
+        found = ", ".join(f"{n} {list(s)}" for n, s in outputs.items()) or "none"
+        raise DetcalError(f"{p}: outputs lack {', '.join(missing)} (found: {found}); a patched model outputs "
+                          "num_dets [B,1], det_boxes [B,K,4], det_scores [B,K], det_classes [B,K]")
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    images = [i for i in inputs if len(value_info_dims(i)) == 4]
+    boxes = [i for i in inputs if i.name == LETTERBOX_INPUT] or [
+        i for i in inputs if len(value_info_dims(i)) == 2 and value_info_dims(i)[1] == 6]
+    if not images or not boxes:
+        listing = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
+        what = "a 4-D image input" if not images else f"a '{LETTERBOX_INPUT}' [B, 6] input"
+        raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
+    return PatchedModelInfo(p, sha256_file(p), images[0].name, value_info_dims(images[0]), value_info_dtype(images[0]), boxes[0].name, meta)
+
+
+class PatchedRunner:
+    """Runs a patched model on (input tensor, letterbox rows) and unpacks its fixed-size outputs."""
+
+    def __init__(self, info: PatchedModelInfo, *, threads: int | None = None):
+        self.info = info
+        self.session = make_session(info.path, threads=threads)
+        self.dtype = np.float16 if info.image_dtype == "float16" else np.float32
+
+    def run(self, x: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """x (B, 3, H, W), rows (B, 6) -> {num_dets (B, 1), det_boxes (B, K, 4), det_scores (B, K), det_classes (B, K)}."""
+        feeds = {self.info.image_input: x.astype(self.dtype, copy=False),
+                 self.info.letterbox_input: np.asarray(rows, np.float32)}
+        return dict(zip(PATCHED_OUTPUTS, self.session.run(list(PATCHED_OUTPUTS), feeds)))
+
+    def unpack(self, out: dict[str, np.ndarray], n: int, num_classes: int, label: str) -> list[Detections]:
+        """The first n images' detections (rows before num_dets), validated."""
+        path = self.info.path
+        num = np.asarray(out["num_dets"]).reshape(-1)
+        boxes = np.asarray(out["det_boxes"], np.float32)
+        scores = np.asarray(out["det_scores"], np.float32)
+        classes = np.asarray(out["det_classes"])
+        if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] or classes.shape != boxes.shape[:2]:
+            raise DetcalError(f"{path}: unexpected output shapes det_boxes {list(boxes.shape)}, det_scores "
+                              f"{list(scores.shape)}, det_classes {list(classes.shape)}")
+        dets = []
+        for b in range(n):
+            k = int(num[b])
+            if not 0 <= k <= boxes.shape[1]:
+                raise DetcalError(f"{path}: num_dets {k} outside [0, {boxes.shape[1]}] ({label} image #{b})")
+            bx, sc, cl = boxes[b, :k], scores[b, :k], classes[b, :k].astype(np.int64)
+            if not (np.all(np.isfinite(bx)) and np.all(np.isfinite(sc))):
+                raise DetcalError(f"{path}: output contains NaN or inf ({label})")
+            if k and (sc.min() < 0 or sc.max() > 1):
+                raise DetcalError(f"{path}: det_scores outside [0, 1] ({label}); is it a detcal-patched model?")
+            if k and (cl.min() < 0 or cl.max() >= num_classes):
+                raise DetcalError(f"{path}: det_classes outside 0..{num_classes - 1} ({label})")
+            dets.append(Detections(bx, sc, cl))
+        return dets

@@ -1,0 +1,56 @@
+"""The tensors that flow between the steps of the inserted graph (names of tensors, not values).
+
+B batch, N candidates, C classes, K1 slots after pre-NMS top-k, M <= K1 after trim_slots, K' = min(max_det, K1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Dense:
+    """Decoded dense head: boxes cxcywh and per-class scores (probabilities or logits).
+
+    class_axis 1: boxes [B, 4, N], scores [B, C, N] (xywh_cls). class_axis 2: boxes [B, N, 4],
+    scores [B, N, C] (xywh_obj_cls). `logits` is set when the head's Sigmoid was cut off
+    (calibration then works on the exact logits, not on logit(clip(p))).
+    """
+
+    boxes: str
+    probs: str
+    class_axis: int
+    logits: str | None = None
+
+
+@dataclass
+class Sparse:
+    """Decoded end2end head: boxes xyxy [B, K, 4], score [B, K], class [B, K] int64."""
+
+    boxes: str
+    scores: str
+    classes: str
+
+
+@dataclass
+class TopK:
+    score: str      # [B, K1] calibrated score (NEG where not a candidate)
+    index: str      # [B, K1] int64 index into the (padded) candidate axis
+    valid: str      # [B, K1] bool
+    k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
+    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
+    end: str | None = None   # trim_slots: the kept slot count M [1] int64 (tensors are [B, M], M <= k1)
+
+
+@dataclass
+class Kept:
+    """class_aware_nms's result, compacted: the kept candidates in score order, K' = min(max_det, K1).
+
+    score [B, K'], classes [B, K'] int64, boxes [B, K', 4] xyxy input px, num [B, 1] float
+    (count kept), row_ok [B, K'] bool (slot < num); slots at and after num hold anything."""
+
+    score: str
+    classes: str
+    boxes: str
+    num: str
+    row_ok: str
+    k: int

@@ -1,0 +1,86 @@
+"""Which graph builds the threshold -> calibrate -> best-class steps for a head: one named choice.
+
+`choose_calibration_variant` decides; `candidate_key` builds the chosen variant. All variants
+compute the same thing as `calib.pipeline` (threshold on raw scores, calibrate, best class),
+in the order that is cheapest for the head, the map and the thresholds at hand.
+"""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from calib.artifact import CalibrationMap, IsotonicMap, PostprocessConfig
+
+from . import steps
+from .graph_builder import GraphBuilder
+from .graph_calibration import class_shape
+from .head import Head
+
+
+class Variant(enum.Enum):
+    """How the dense scores [B, C, N] | [B, N, C] become one key per candidate.
+
+    SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
+                      calibrate the K candidates (per-class constants gathered by class).
+    UNIFORM_IDENTITY  identity map, one finite threshold for all classes, single-label: the best
+                      raw class per box first (ArgMax), then one threshold test per box - if the best
+                      class does not pass, no class does. No mask over N x C.
+    LOGIT_SPACE       the head ends in Sigmoid(logits) (sigmoid_front), logit-affine map,
+                      single-label: calibrate the logits (a * z + b, exact), threshold with the raw
+                      probabilities, choose the class on the calibrated logit, Sigmoid per box only.
+    SURVIVORS_ONLY    isotonic maps, or logit-affine maps on probability heads with some finite
+                      threshold: threshold the raw scores first (NonZero), calibrate only the M
+                      survivors, scatter them into a NEG-filled key (data-dependent shape).
+    DENSE             everything else (identity maps, or no threshold at all): calibrate every
+                      score, then the threshold penalty over N x C; no data-dependent shape.
+    """
+
+    SPARSE = "sparse"
+    UNIFORM_IDENTITY = "uniform_identity"
+    LOGIT_SPACE = "logit_space"
+    SURVIVORS_ONLY = "survivors_only"
+    DENSE = "dense"
+
+
+def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
+                               raw_thresholds: np.ndarray) -> Variant:
+    """The variant for this head, map, config and raw thresholds (C,) float32 (see Variant)."""
+    if head.layout == "end2end":
+        return Variant.SPARSE
+    multi = cfg.multi_label
+    rthr = raw_thresholds
+    isotonic = isinstance(cmap, IsotonicMap)
+    identity = not isotonic and cmap.is_identity
+    if not multi and identity and bool(np.all(rthr == rthr[0])) and rthr[0] != -np.inf:
+        return Variant.UNIFORM_IDENTITY
+    if head.sigmoid_front and not multi and not isotonic and not identity:
+        return Variant.LOGIT_SPACE
+    if isotonic or (not head.sigmoid_front and not identity and not np.all(rthr == -np.inf)):
+        return Variant.SURVIVORS_ONLY
+    return Variant.DENSE
+
+
+def candidate_key(b: GraphBuilder, variant: Variant, decoded, cmap: CalibrationMap, raw_thresholds: np.ndarray,
+                  multi_label: bool) -> tuple[str, str | None]:
+    """Decoded head -> (key, class): key [B, N] (or [B, N * C] box-major for multi_label), the
+    calibrated score of each candidate or about NEG where it does not survive; class [B, N] int64,
+    None for multi_label (the class is then the flat index mod C)."""
+    rthr = raw_thresholds
+    if variant is Variant.SPARSE:
+        return steps.threshold_sparse(b, decoded, cmap, rthr)
+    d, C = decoded, rthr.size
+    if variant is Variant.UNIFORM_IDENTITY:
+        return steps.select_best_class_uniform_identity(b, d.probs, float(rthr[0]), d.class_axis)
+    if variant is Variant.LOGIT_SPACE:
+        z = steps.calibrate_logits(b, d, cmap, C)
+        key = steps.threshold(b, d.probs, z, rthr, class_shape(C, d.class_axis))
+        best_z, cls = steps.select_best_class(b, key, d.class_axis)
+        return steps.calibrated_box_score(b, best_z), cls
+    if variant is Variant.SURVIVORS_ONLY:
+        key = steps.threshold_then_calibrate(b, d.probs, cmap, rthr, d.class_axis)
+    else:
+        key = steps.threshold(b, d.probs, steps.calibrate(b, d, cmap, C), rthr, class_shape(C, d.class_axis))
+    if multi_label:
+        return steps.multi_label_candidates(b, key, d.class_axis), None
+    return steps.select_best_class(b, key, d.class_axis)
