@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .box_features import NUM_FEATURES, box_features_f32
-from .box_map import DEFAULT_CLIP, BoxPlattMap, logit_f32
-from .calibrators import _check_int, _check_shrink, validate_inputs
+from .artifact.box_features import NUM_FEATURES, box_features_f32
+from .artifact.box_map import DEFAULT_CLIP, BoxPlattMap, logit_f32
+from .calibrators import _check_shrink, check_int, validate_inputs
 
 A_MIN, A_MAX = 1e-3, 1e3
 B_MAX = 50.0
@@ -114,7 +114,7 @@ class PlattBox:
 
     def __post_init__(self):
         if self.num_classes is not None:
-            _check_int(self.num_classes, "num_classes", minimum=1)
+            check_int(self.num_classes, "num_classes", minimum=1)
         self.shrink = _check_shrink(self.shrink)
         self.l2 = _check_shrink(self.l2)
         if not isinstance(self.per_class_w, bool):
@@ -131,7 +131,7 @@ class PlattBox:
         c = num_classes if num_classes is not None else self.num_classes
         if c is None:
             raise ValueError("num_classes is required (in the constructor or in fit)")
-        c = _check_int(c, "num_classes", minimum=1)
+        c = check_int(c, "num_classes", minimum=1)
         size = input_size if input_size is not None else self.input_size
         if size is None:
             raise ValueError("input_size (H, W) is required (in the constructor or in fit)")

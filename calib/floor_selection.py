@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from .box_calibrator import PlattBox
-from .calibrators import fold_ids, log_loss, make_calibrator
+from .calibrators import log_loss, make_calibrator
+from .cross_validation import fold_ids
 from .metrics import dece
 
 FLOOR_CANDIDATES = ("identity", "temperature", "platt_per_class", "isotonic_per_class", "platt_box")

@@ -1,4 +1,4 @@
-"""Graph twins of the box-aware calibration (calib.box_features, calib.box_map), node for node.
+"""Graph twins of the box-aware calibration (calib.artifact.box_features, calib.artifact.box_map), node for node.
 
     numpy (calib)                                   graph (this module)
     box_features.log_f32(x)                         log_f32              (Clip, GreaterOrEqual/Less,
@@ -8,7 +8,10 @@
     box_map.logit_f32(p)                            logit_f32
     BoxPlattMap.calibrated_logit                    box_calibrated_logit (a, b, w gathered by class)
     BoxPlattMap.survives                            box_survives         (p > pre_c and s > L_c)
-    box_map.sigmoid_f32(s)                          box_calibrated_score (Sigmoid)
+    box_pipeline.threshold_calibrate_box            threshold_calibrate_box (box_survivors_key_dense:
+                                                    Greater, NonZero, GatherND, ..., ScatterND; or
+                                                    box_survivors_key_sparse for end2end heads)
+    box_pipeline.box_scores                         box_calibrated_score (Sigmoid, on the kept ones)
 
 Every operation but the final Sigmoid is exactly rounded in IEEE float32 and runs in the order
 of the numpy twin, so the calibrated logit, the survivors and the ranking by logit are the same
@@ -19,8 +22,9 @@ Every name starts with `detcal/` (the GraphBuilder prefixes it).
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
-from calib.box_features import (
+from calib.artifact.box_features import (
     ATANH_COEFFS,
     LN2,
     LOG_MAX,
@@ -31,10 +35,11 @@ from calib.box_features import (
     SQRT_HALF,
     feature_constants,
 )
-from calib.box_map import BoxPlattMap
-from calib.calibration_map import EPS
+from calib.artifact import EPS, BoxPlattMap
 
-from .graph_builder import GraphBuilder
+from .graph_builder import NEG, GraphBuilder
+from .graph_calibration import class_shape
+from .graph_types import Sparse
 
 F = np.float32
 
@@ -155,7 +160,7 @@ def box_calibrated_score(b: GraphBuilder, s: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# the calibrate-and-threshold step on decoded heads (calib.box_pipeline.select_candidates_box)
+# the calibrate-and-threshold step on decoded heads (calib.box_pipeline.threshold_calibrate_box)
 # ------------------------------------------------------------------------------------------
 def cxcywh_to_xyxy(b: GraphBuilder, boxes: str) -> str:
     """boxes [..., 4] cxcywh -> [..., 4] xyxy with calib.boxes.cxcywh_to_xyxy's float32 arithmetic."""
@@ -176,12 +181,10 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, boxes: str, class_axis:
     candidates: GatherND of score and box, cxcywh -> xyxy, box_calibrated_logit, threshold, and
     ScatterND into a NEG-filled key.
     """
-    from .steps import NEG, _class_shape, _tensor
-
     C = cmap.num_classes
     pre = cmap.prefilter_thresholds(thresholds)
     lt = cmap.logit_thresholds(thresholds)
-    shape = _class_shape(C, class_axis)
+    shape = class_shape(C, class_axis)
     cand = b.op("Greater", probs, b.f32("boxcal/prefilter", pre.reshape(shape)), name="boxcal/prefiltered")
     where = b.op("Transpose", b.op("NonZero", cand, name="boxcal/nonzero"), name="boxcal/cand_index", perm=[1, 0])
     p = b.op("GatherND", probs, where, name="boxcal/cand_score")                                     # [M]
@@ -194,7 +197,7 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, boxes: str, class_axis:
     ok = b.op("Greater", s, _per_class(b, "logit_threshold", lt, cls), name="boxcal/above_threshold")
     vals = b.op("Where", ok, s, b.f32("boxcal/neg", NEG), name="boxcal/cand_key")
     fill = b.op("ConstantOfShape", b.op("Shape", probs, name="boxcal/dense_shape"), name="boxcal/neg_fill",
-                value=_tensor(np.array([NEG], np.float32)))
+                value=numpy_helper.from_array(np.array([NEG], np.float32)))
     return b.op("ScatterND", fill, where, vals, name="boxcal/key")
 
 
@@ -202,8 +205,6 @@ def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: 
                              input_size) -> tuple[str, str]:
     """end2end candidates: boxes [B, K, 4] xyxy, scores [B, K], classes [B, K] int64 -> (key [B, K]:
     calibrated logit or NEG, class [B, K] made valid); classes outside [0, C) never survive."""
-    from .steps import NEG
-
     C = cmap.num_classes
     valid = b.op("And", b.ge(classes, b.i64("boxcal/cls_min", 0), name="boxcal/cls_ge0"),
                  b.op("Less", classes, b.i64("boxcal/num_classes", C), name="boxcal/cls_ltC"), name="boxcal/cls_valid")
@@ -213,53 +214,23 @@ def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: 
     return b.op("Where", surv, s, b.f32("boxcal/neg", NEG), name="boxcal/key"), safe
 
 
-def add_box_postprocess(b: GraphBuilder, decoded, letterbox: str, cmap: BoxPlattMap, thresholds, input_size, config,
-                        n_static: int | None) -> dict[str, str]:
-    """The whole inserted part for a box-aware map (calib.box_pipeline.postprocess_box) after decode:
-    box-aware key -> best class (or multi-label) -> top-k -> mask -> NMS, all ranked by the calibrated
-    logit; the output scores are its Sigmoid. decoded: steps.Dense (probabilities; the head's logits
-    are not used, the reference sees probabilities) or steps.Sparse (end2end). n_static: the static
-    candidate count N or None. Returns {output name: tensor name} as onnx_ops.patch.add_postprocess."""
+def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresholds, multi_label: bool
+                            ) -> tuple[str, str | None]:
+    """The twin of calib.box_pipeline.threshold_calibrate_box, then select_best_class (or the
+    multi-label flattening): decoded Dense or Sparse -> (key, class) as variants.candidate_key
+    returns them, the key being the calibrated logit (NEG where the candidate does not survive).
+    The Dense head's logits are not used: the reference sees probabilities."""
     from . import steps
 
-    C = cmap.num_classes
-    sparse = isinstance(decoded, steps.Sparse)
-    multi = config.multi_label and not sparse
-    if sparse:
-        key, cls = box_survivors_key_sparse(b, decoded.boxes, decoded.scores, decoded.classes, cmap, thresholds,
-                                            input_size)
-        n_cand, boxes_src, fmt, box_axis = n_static, decoded.boxes, "xyxy", 1
-    else:
-        dense = decoded
-        key = box_survivors_key_dense(b, dense.probs, dense.boxes, dense.class_axis, cmap, thresholds, input_size)
-        boxes_src, fmt = dense.boxes, "cxcywh"
-        box_axis = 2 if dense.class_axis == 1 else 1
-        if multi:
-            key = steps.multi_label_candidates(b, key, dense.class_axis)
-            n_cand = None if n_static is None else n_static * C
-        else:
-            key, cls = steps.best_class(b, key, dense.class_axis)
-            n_cand = n_static
-    tk = steps.pre_nms_top_k(b, key, n_cand, config.pre_nms_top_k, config.max_det)
-    tk = steps.trim_slots(b, tk, config.max_det)
-    if multi:
-        c_t = b.i64("topk/num_classes", C)
-        box_index = b.op("Div", tk.index, c_t, name="topk/box")
-        cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
-    else:
-        box_index = tk.index
-        cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
-        cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
-    boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
-    keep = tk.valid
-    if config.mask_padding:
-        keep = b.op("And", keep, steps.centre_in_content(b, boxes, letterbox), name="mask/keep")
-    nms_boxes = steps.class_offset_boxes_xyxy(b, boxes, cls_sel, keep, config.class_aware)
-    selected = steps.nms_select(b, nms_boxes, tk.score, keep, config.iou_threshold, config.max_det)
-    scored = steps.TopK(box_calibrated_score(b, tk.score), tk.index, tk.valid, tk.k1, tk.pad, tk.end)
-    return steps.pack_fixed(b, selected, scored, boxes, cls_sel, letterbox, config.max_det)
+    size = cmap.input_size
+    if isinstance(decoded, Sparse):
+        return box_survivors_key_sparse(b, decoded.boxes, decoded.scores, decoded.classes, cmap, thresholds, size)
+    key = box_survivors_key_dense(b, decoded.probs, decoded.boxes, decoded.class_axis, cmap, thresholds, size)
+    if multi_label:
+        return steps.multi_label_candidates(b, key, decoded.class_axis), None
+    return steps.select_best_class(b, key, decoded.class_axis)
 
 
 __all__ = ["log_f32", "box_features", "standardised_features", "logit_f32", "box_calibrated_logit", "box_survives",
            "box_calibrated_score", "cxcywh_to_xyxy", "box_survivors_key_dense", "box_survivors_key_sparse",
-           "add_box_postprocess"]
+           "threshold_calibrate_box"]

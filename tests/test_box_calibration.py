@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from calib.box_calibrator import PlattBox
-from calib.box_features import box_features_f32, log_f32
-from calib.box_map import BoxPlattMap, logit_f32
+from calib.artifact.box_features import box_features_f32, log_f32
+from calib.artifact.box_map import BoxPlattMap, logit_f32
 from calib.calibrators import PerClassPlatt, log_loss
 from onnx_ops import box_calibration as bc
 from onnx_ops.graph_builder import GraphBuilder
@@ -317,32 +317,31 @@ def test_fit_rejects_bad_input():
 @functools.lru_cache(maxsize=32)
 def cut_session(layout: str, num_classes: int, seed: int, multi: bool, max_det: int, top_k: int, mask: bool,
                 aware: bool, static_n: int | None):
-    from calib.artifact import LETTERBOX_INPUT
-    from calib.pipeline import PostprocessConfig
+    """onnx_ops.patch.build_postprocess_graph with a box-aware map (the BOX_AWARE variant)."""
+    from calib.artifact import PostprocessConfig
+    from onnx_ops.patch import build_postprocess_graph
 
-    cmap = random_map(num_classes, seed, global_w=seed % 2 == 0)
+    base = random_map(num_classes, seed, global_w=seed % 2 == 0)
+    cmap = BoxPlattMap(base.a, base.b, base.w, base.mean, base.std, base.clip, (640, 640),
+                       np.full(num_classes, 0.05) if seed % 2 else None)
     thr = np.random.default_rng(seed).uniform(0.2, 0.8, num_classes)
     cfg = PostprocessConfig(iou_threshold=0.5, max_det=max_det, pre_nms_top_k=top_k, multi_label=multi,
                             class_aware=aware, mask_padding=mask)
-    n = static_n if static_n is not None else "n"
-    shape = {"xywh_cls": ["b", 4 + num_classes, n], "xywh_obj_cls": ["b", n, 5 + num_classes], "end2end": ["b", n, 6]}[layout]
-    b = GraphBuilder(18)
-    b.reserve(["head", LETTERBOX_INPUT, "num_dets", "det_boxes", "det_scores", "det_classes"])
-    from onnx_ops import steps
-
-    decoded = steps.decode_end2end(b, "head") if layout == "end2end" else steps.decode_dense(b, "head", layout)
-    outs = bc.add_box_postprocess(b, decoded, LETTERBOX_INPUT, cmap, thr, (640, 640), cfg, static_n)
-    for name, t in outs.items():
-        if t != name:
-            b.nodes.append(helper.make_node("Identity", [t], [name], name=b.name(f"output/{name}")))
-    model = _model(b, [helper.make_tensor_value_info("head", TensorProto.FLOAT, shape),
-                       helper.make_tensor_value_info(LETTERBOX_INPUT, TensorProto.FLOAT, ["b", 6])],
-                   [helper.make_tensor_value_info("num_dets", TensorProto.INT32, ["b", 1]),
-                    helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["b", max_det, 4]),
-                    helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["b", max_det]),
-                    helper.make_tensor_value_info("det_classes", TensorProto.INT32, ["b", max_det])])
+    model = build_postprocess_graph(layout, num_classes, cmap, thr, cfg, num_candidates=static_n)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    assert all(n.name.startswith("detcal/") for n in model.graph.node)
     return _session(model), cmap, thr, cfg
+
+
+def _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n, raw, rows):
+    from artifact_factory import assert_same_detections
+    from calib.pipeline import pack_fixed, postprocess
+
+    sess, cmap, thr, cfg = cut_session(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"head": raw, "letterbox": rows})))
+    ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
+    assert_same_detections(got, ref, score_tol=3e-7, context=f"{layout} C={num_classes} multi={multi}")
+    return ref
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -352,42 +351,31 @@ def cut_session(layout: str, num_classes: int, seed: int, multi: bool, max_det: 
        batch=st.integers(1, 3), n=st.integers(0, 1500), data_seed=st.integers(0, 2**32 - 1), grid=st.booleans())
 def test_cut_graph_equals_postprocess_box(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static,
                                           batch, n, data_seed, grid):
-    """decode -> box-aware calibrate/threshold -> best class -> top-k -> mask -> NMS -> outputs, graph vs
-    calib.box_pipeline: same detections in the same order (the ranking key is the bit-exact logit)."""
-    from artifact_factory import assert_same_detections, random_head
-    from calib.box_pipeline import postprocess_box
+    """decode -> box-aware threshold/calibrate -> best class -> top-k -> mask -> NMS -> outputs, the patch's
+    graph vs calib.pipeline: same detections in the same order (the ranking key is the bit-exact logit)."""
+    from artifact_factory import random_head
     from calib.letterbox import letterbox_row
-    from calib.pipeline import pack_fixed
 
     multi = multi and layout != "end2end"
     n = max(n, 1) if static else n
-    sess, cmap, thr, cfg = cut_session(layout, num_classes, seed, multi, max_det, top_k, mask, aware,
-                                       n if static else None)
     rng = np.random.default_rng(data_seed)
     raw = random_head(layout, batch, n, num_classes, rng, grid=grid, dup_frac=0.1)
     rows = np.stack([letterbox_row(int(rng.integers(1, 3000)), int(rng.integers(1, 3000)), (640, 640))
                      for _ in range(batch)]).astype(F)
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"head": raw, "letterbox": rows})))
-    ref = pack_fixed(postprocess_box(raw, layout, rows, cmap, thr, (640, 640), cfg), cfg.max_det)
-    assert_same_detections(got, ref, score_tol=3e-7, context=f"{layout} C={num_classes} multi={multi} n={n}")
+    _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, n if static else None, raw, rows)
 
 
 @pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls", "end2end"])
 def test_cut_graph_dense_example(layout):
     """A fixed busy example per layout: 80 classes, 8400 candidates (300 for end2end), two images."""
-    from artifact_factory import assert_same_detections, random_head
-    from calib.box_pipeline import postprocess_box
+    from artifact_factory import random_head
     from calib.letterbox import letterbox_row
-    from calib.pipeline import pack_fixed
 
-    sess, cmap, thr, cfg = cut_session(layout, 80, 1, False, 300, 3000, True, True, None)
     rng = np.random.default_rng(7)
     raw = random_head(layout, 2, 8400 if layout != "end2end" else 300, 80, rng)
     rows = np.stack([letterbox_row(1280, 720, (640, 640)), letterbox_row(480, 1200, (640, 640))]).astype(F)
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"head": raw, "letterbox": rows})))
-    ref = pack_fixed(postprocess_box(raw, layout, rows, cmap, thr, (640, 640), cfg), cfg.max_det)
+    ref = _cut_case(layout, 80, 1, False, 300, 3000, True, True, None, raw, rows)
     assert ref["num_dets"].min() > 5
-    assert_same_detections(got, ref, score_tol=3e-7)
 
 
 # ------------------------------------------------------------------------------------------ selection above the floor

@@ -211,6 +211,9 @@ def map_from_artifact(block: dict, num_classes: int | None = None) -> Calibratio
     if not isinstance(block, dict):
         raise ValueError(f"calibrator block must be a JSON object, got {type(block).__name__}")
     kind = block.get("kind")
+    if kind == "platt_box":                  # box-aware: calib.artifact.box_map owns its block
+        from .box_map import BoxPlattMap
+        return BoxPlattMap.from_artifact(block, num_classes)
     needed = ("a", "b") if kind in AFFINE_KINDS else ("x", "y") if kind == ISOTONIC_KIND else ()
     missing = [k for k in needed if k not in block]
     if missing:
@@ -221,7 +224,7 @@ def map_from_artifact(block: dict, num_classes: int | None = None) -> Calibratio
         elif kind == ISOTONIC_KIND:
             m = IsotonicMap(block["x"], block["y"])
         else:
-            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
+            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS + ('platt_box',))}")
     except TypeError as exc:       # e.g. a number where a list of per-class lists belongs
         raise ValueError(f"calibrator {kind!r}: malformed values ({exc})") from None
     if num_classes is not None and m.num_classes != num_classes:
