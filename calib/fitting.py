@@ -267,7 +267,8 @@ def fit(
     calibrated = _floored_scores(calibrator, matched.scores, matched.classes, boxes, floor)
     thresholds = _fit_thresholds(matched, calibrated, options, calibrator, floor)
     try:
-        oof, keep = cross_validate(matched, options.calibrator, options, boxes, size)
+        cv_kind = "identity" if selection.get("nested_fallback") else options.calibrator
+        oof, keep = cross_validate(matched, cv_kind, options, boxes, size)
     except ValueError as exc:
         raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
@@ -402,7 +403,9 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         cands = sel.get("candidates", {})
         ident = cands.get("identity", {}).get("log_loss")
         win = sel["winner"]
-        if win in cands:
+        if sel.get("nested_fallback"):
+            lines.append(f"calibrator: identity (auto: {sel['note']})")
+        elif win in cands:
             lines.append(f"calibrator: {win} (auto, on the {sel.get('n_above_floor')} detections above the fitting floor: "
                          f"{sel.get('n_folds')}-fold CV log-loss {cands[win]['log_loss']:.4f} vs identity {ident:.4f}, "
                          f"D-ECE {cands[win]['dece']:.4f} vs {cands['identity']['dece']:.4f})")

@@ -146,9 +146,11 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
                     n_folds: int = 5, seed: int = 0, candidates=FLOOR_CANDIDATES, nested: bool = True):
     """Fit the calibrator on the detections above `floor` (C,) raw -> (fitted calibrator, report).
 
-    kind "auto": select_on_floor picks among `candidates` (and, with nested, the report holds the
-    nested held-out scores' summary). An explicit kind is fitted as asked. With too few detections
-    above the floor to fit (no positive or no negative), identity.
+    kind "auto": select_on_floor picks among `candidates`; with nested, the whole selection is
+    also run inside each fold (nested_oof) and, unless its held-out scores beat identity on both
+    log-loss and D-ECE, identity is kept (report["nested_fallback"] True). An explicit kind is
+    fitted as asked. With too few detections above the floor to fit (no positive or no negative),
+    identity.
     """
     scores = np.asarray(scores, dtype=np.float64)
     keep = above_floor(scores, classes, floor)
@@ -161,9 +163,16 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
         report.update(mode="auto", **sel)
         if nested and sel.get("n_folds"):
             oof, chosen = nested_oof(s, c, t, g, b, num_classes, input_size, candidates, n_folds, seed)
-            report["nested"] = {"chosen_per_fold": chosen, "log_loss": log_loss(oof, t),
-                                "dece": dece(np.clip(oof, 0, 1), t),
-                                "identity_log_loss": log_loss(s, t), "identity_dece": dece(s, t)}
+            nest = {"chosen_per_fold": chosen, "log_loss": log_loss(oof, t), "dece": dece(np.clip(oof, 0, 1), t),
+                    "identity_log_loss": log_loss(s, t), "identity_dece": dece(s, t)}
+            report["nested"] = nest
+            if winner != "identity" and not (nest["log_loss"] < nest["identity_log_loss"]
+                                             and nest["dece"] < nest["identity_dece"]):
+                report["nested_fallback"] = True
+                report["selected"] = winner
+                report["note"] = (f"{winner} won the selection, but the selection re-run inside each fold (nested CV) "
+                                  "does not beat identity on both held-out log-loss and D-ECE: identity kept")
+                winner = report["winner"] = "identity"
     else:
         winner = kind
         report.update(mode="explicit", winner=kind)

@@ -460,3 +460,23 @@ def test_raw_floor_is_part_of_the_survival_test():
                                helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["m", 4])],
                            [helper.make_tensor_value_info("survives", TensorProto.BOOL, ["m"])]))
     np.testing.assert_array_equal(sess.run(None, {"p": p, "cls": cls, "boxes": boxes})[0], surv)
+
+
+def test_nested_check_keeps_identity_when_the_selection_does_not_generalise():
+    """Calibrated scores with a few lucky folds: if the selection, re-run inside each fold, does not beat
+    identity on held-out log-loss and D-ECE, choose_on_floor keeps identity whatever single-level CV said."""
+    from calib.floor_selection import choose_on_floor
+
+    rng = np.random.default_rng(21)
+    for trial in range(4):
+        p = rng.uniform(0.05, 0.95, 300).astype(F)
+        tp = rng.random(300) < p
+        cls = rng.integers(0, 3, 300)
+        groups = rng.integers(0, 30, 300)
+        cal, rep = choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, n_folds=3, seed=trial)
+        nest = rep["nested"]
+        beats = nest["log_loss"] < nest["identity_log_loss"] and nest["dece"] < nest["identity_dece"]
+        if rep["winner"] != "identity":
+            assert beats
+        if rep.get("nested_fallback"):
+            assert not beats and cal.map_.kind == "identity" and rep["selected"] != "identity"

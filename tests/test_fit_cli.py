@@ -224,7 +224,7 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys, bad_inputs, blob_m
 
 def test_bad_option_values(tmp_path, capsys, blob_model, blob_data):
     for extra in (["--max-negative-rate", "1.5"], ["--folds", "1"], ["--mean", "0,0,0", "--std", "0,1,1"],
-                  ["--pad-value", "300"]):
+                  ["--pad-value", "300"], ["--fit-floor", "1.5"]):
         rc, _, err = fit(capsys, blob_model, blob_data, tmp_path / "c.json", *extra)
         assert rc == 2 and err.startswith("detcal: error: ") and len(err.splitlines()) == 1, (extra, err)
     assert not (tmp_path / "c.json").exists()
