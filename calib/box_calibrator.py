@@ -2,7 +2,7 @@
 
     s = a_c * logit(p) + b_c + w . u(box)       (global w), or w_c . u(box) (per_class_w)
 
-u are the box features of calib.box_features, standardised with the mean and std of the fitting
+u are the box features of calib.artifact.box_features, standardised with the mean and std of the fitting
 detections (stored in the map) and clipped to +-clip. The fit (all in float64, on the float32
 features the map computes):
 
@@ -188,6 +188,6 @@ class PlattBox:
         return self.map_.transform(scores, classes, boxes_xyxy, self.input_size_)
 
     def to_artifact(self) -> dict:
-        """The artifact's `calibrator` block (schema owned by calib.box_map)."""
+        """The artifact's `calibrator` block (schema owned by calib.artifact.box_map)."""
         self._check_fitted()
         return self.map_.to_artifact()

@@ -53,7 +53,7 @@ def _scale_step(b: GraphBuilder, m: str, e: str, cond: str, factor: float, de: f
 
 
 def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log") -> str:
-    """x [...] float32 > 0 -> log(x) [...] with exactly-rounded ops only (calib.box_features.log_f32)."""
+    """x [...] float32 > 0 -> log(x) [...] with exactly-rounded ops only (calib.artifact.box_features.log_f32)."""
     m = b.op("Clip", x, b.f32(f"{tag}/lo", LOG_MIN), b.f32(f"{tag}/hi", LOG_MAX), name=f"{tag}/clamp")
     e = b.op("Mul", m, b.f32(f"{tag}/zero", 0.0), name=f"{tag}/e0")          # zeros of x's shape
     for k in RANGE_STEPS:
@@ -113,7 +113,7 @@ def standardised_features(b: GraphBuilder, phi: tuple[str, str, str], cmap: BoxP
 
 
 def logit_f32(b: GraphBuilder, p: str) -> str:
-    """p [...] -> log_f32(pc / (1 - pc)), pc = Clip(p, EPS, 1 - EPS) (calib.box_map.logit_f32)."""
+    """p [...] -> log_f32(pc / (1 - pc)), pc = Clip(p, EPS, 1 - EPS) (calib.artifact.box_map.logit_f32)."""
     pc = b.op("Clip", p, b.f32("boxcal/eps_lo", EPS), b.f32("boxcal/eps_hi", 1 - EPS), name="boxcal/clip_p")
     odds = b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
     return log_f32(b, odds, "boxcal/logit")

@@ -3,7 +3,7 @@
 The equivalence property: for random maps (classes, a > 0, b, feature weights, standardisation),
 thresholds, input sizes, scores (edges 0 and 1 included) and boxes (degenerate, inverted, outside
 the input), onnxruntime running onnx_ops.box_calibration computes the same calibrated logits bit
-for bit as calib.box_map, hence the same survivors, and calibrated scores within a few float32 ulps.
+for bit as calib.artifact.box_map, hence the same survivors, and calibrated scores within a few float32 ulps.
 """
 from __future__ import annotations
 
@@ -349,7 +349,7 @@ def _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, sta
        seed=st.integers(0, 3), multi=st.booleans(), max_det=st.sampled_from([1, 10, 300]),
        top_k=st.sampled_from([5, 3000]), mask=st.booleans(), aware=st.booleans(), static=st.booleans(),
        batch=st.integers(1, 3), n=st.integers(0, 1500), data_seed=st.integers(0, 2**32 - 1), grid=st.booleans())
-def test_cut_graph_equals_postprocess_box(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static,
+def test_cut_graph_equals_pipeline_box_aware(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static,
                                           batch, n, data_seed, grid):
     """decode -> box-aware threshold/calibrate -> best class -> top-k -> mask -> NMS -> outputs, the patch's
     graph vs calib.pipeline: same detections in the same order (the ranking key is the bit-exact logit)."""

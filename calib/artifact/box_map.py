@@ -4,13 +4,13 @@
     p' = sigmoid(s)                                                       calibrated score
     u_j = clip((phi_j(box) - mean_j) / std_j, -clip, clip)                standardised features
 
-phi (calib.box_features): log box area relative to the input, log aspect ratio, distance of the
+phi (calib.artifact.box_features): log box area relative to the input, log aspect ratio, distance of the
 centre from the input centre. a_c > 0, so p' is increasing in p for every box: ranking within a
 box and class is unchanged, but two boxes with the same raw score can get different calibrated
 scores, so the survival test can no longer be moved onto raw scores once per class.
 
 The one float32 formula (what `calib` and the ONNX graph both compute, in this order; every
-operation exactly rounded, so both get the same bits, see calib.box_features):
+operation exactly rounded, so both get the same bits, see calib.artifact.box_features):
 
     pc = clip(p, EPS, 1 - EPS);  z = log_f32(pc / (1 - pc))
     u_j = clip((phi_j - mean_j) / std_j, -clip, clip)
