@@ -157,7 +157,7 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
     s, c, t, g = scores[keep], np.asarray(classes)[keep], np.asarray(is_tp, bool)[keep], np.asarray(groups)[keep]
     b = None if boxes is None else np.asarray(boxes)[keep]
     report = {"fit_floor": [float(v) for v in np.broadcast_to(np.asarray(floor, np.float64), (num_classes,))],
-              "n_above_floor": int(keep.sum()), "n_detections": int(scores.size)}
+              "n_above_floor": int(keep.sum()), "n_collected": int(scores.size)}
     if kind == "auto":
         winner, sel = select_on_floor(s, c, t, g, b, num_classes, input_size, candidates, n_folds, seed)
         report.update(mode="auto", **sel)
