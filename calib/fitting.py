@@ -3,6 +3,13 @@
 Every "after" number is cross-validated: images are split into k folds; for each fold the
 calibrator and thresholds are fitted on the other folds and measured on it, and the held-out
 results are pooled. The artifact's calibrator and thresholds are then fitted on all images.
+
+The calibrator is fitted and chosen where users look (calib.floor_selection): on the detections
+above a fitting floor, by default the per-class thresholds the operating-point rule picks on the
+raw scores (Kuzucu et al., ECCV 2024), `--fit-floor` to set a raw score instead. `auto` picks by
+held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
+selection runs again inside every fold of the "after" numbers (nested cross-validation).
+Nothing at or below the floor survives (the calibrator is an extrapolation there).
 """
 from __future__ import annotations
 
@@ -13,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import Artifact
+from .artifact import BOX_KIND, Artifact
 from .atomic import atomic_write_json, atomic_write_text, check_writable
-from .calibrators import CANDIDATES, make_calibrator
-from .cross_validation import image_folds, select_calibrator
+from .calibrators import CANDIDATES
+from .cross_validation import image_folds
 from .collect import Collected, collect_detections
 from .data import Dataset, load_dataset
 from .errors import DetcalError
+from .floor_selection import above_floor, calibrate, choose_on_floor, input_boxes_of
 from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
 from .metrics import mean_ap, summarize, survives
@@ -53,13 +61,16 @@ class FitOptions:
     # the threshold family certified on the negative scenes: per-class, global, or auto (per-class
     # unless it loses more than a recall point to global on held-out folds); see calib.certify
     threshold_shape: str = "auto"
+    # raw score above which the calibrator is fitted and chosen; None: the per-class thresholds the
+    # operating-point rule picks on the raw scores (fit where users look)
+    fit_floor: float | None = None
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     # DETR heads (layout `detr`) predict a set of queries and need no NMS: unless this is set,
     # fit records iou_threshold 1.0 for them (NonMaxSuppression then suppresses nothing)
     nms_on_queries: bool = False
 
     def validate(self) -> None:
-        if self.calibrator != "auto" and self.calibrator not in CANDIDATES + ("identity",):
+        if self.calibrator != "auto" and self.calibrator not in CANDIDATES + ("identity", BOX_KIND):
             raise DetcalError(f"unknown calibrator {self.calibrator!r}")
         if not 0 < self.max_negative_rate < 1:
             raise DetcalError(f"--max-negative-rate must be in (0, 1), got {self.max_negative_rate}")
@@ -73,6 +84,8 @@ class FitOptions:
             raise DetcalError(f"--operating-point must be one of {', '.join(OPERATING_POINTS)}, got {self.operating_point!r}")
         if self.threshold_shape not in SHAPES:
             raise DetcalError(f"threshold shape must be one of {', '.join(SHAPES)}, got {self.threshold_shape!r}")
+        if self.fit_floor is not None and not 0 <= self.fit_floor < 1:
+            raise DetcalError(f"--fit-floor must be in [0, 1), got {self.fit_floor}")
         if self.folds < 2:
             raise DetcalError(f"--folds must be >= 2, got {self.folds}")
 
@@ -106,37 +119,62 @@ def match_collected(collected: Collected, num_classes: int, iou: float) -> Match
                             collected.crowd_boxes_xyxy, collected.crowd_classes)
 
 
-def _fit_calibrator(kind: str, matched: MatchedDetections, opts: FitOptions):
-    """Fitted calibrator on all detections, and the selection report."""
-    c = matched.num_classes
-    if kind == "auto":
-        cal, report = select_calibrator(matched.scores, matched.classes, matched.is_tp, matched.image_index, c,
-                                        n_folds=opts.folds, seed=opts.seed, n_groups=matched.n_images)
-        return cal, {"mode": "auto", **report}
-    cal = make_calibrator(kind, c).fit(matched.scores, matched.classes, matched.is_tp)
-    return cal, {"mode": "explicit", "winner": kind}
+def fitting_floor(matched: MatchedDetections, opts: FitOptions) -> np.ndarray:
+    """(C,) raw scores above which the calibrator is fitted: --fit-floor, or the per-class thresholds
+    the operating-point rule picks before calibration (on the raw scores)."""
+    if opts.fit_floor is not None:
+        return np.full(matched.num_classes, float(opts.fit_floor))
+    return np.asarray(_fit_thresholds(matched, matched.scores, opts, None).score_, dtype=np.float64)
 
 
-def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator) -> CertifiedThresholds:
+def _fit_calibrator(kind: str, matched: MatchedDetections, boxes: np.ndarray | None, input_size, opts: FitOptions,
+                    nested: bool = True):
+    """Calibrator fitted on the detections above the fitting floor, and the selection report
+    (with the floor, `fit_floor` (C,), and for auto the nested held-out summary)."""
+    return choose_on_floor(kind, matched.scores, matched.classes, matched.is_tp, matched.image_index, boxes,
+                           fitting_floor(matched, opts), matched.num_classes, input_size, n_folds=opts.folds,
+                           seed=opts.seed, nested=nested)
+
+
+def _per_class_transform(calibrator, values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """A calibrator's per-class image of raw values (C,) (box-aware maps: at the mean box)."""
+    m = calibrator.map_
+    return m.transform_mean_box(values, classes) if m.kind == BOX_KIND else calibrator.transform(values, classes)
+
+
+def _floored_scores(calibrator, scores, classes, boxes, floor) -> np.ndarray:
+    """Calibrated scores (K,), 0 at or below the fitting floor (C,) raw: nothing there survives
+    (box-aware maps: their survival test; the others: thresholds >= map(floor), _fit_thresholds)."""
+    cal = calibrate(calibrator, scores, classes, boxes)
+    return np.where(above_floor(scores, classes, floor), cal, 0.0)
+
+
+def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator,
+                    floor: np.ndarray | None = None) -> CertifiedThresholds:
     """Per-class thresholds on calibrated `scores` (K,), certified out of sample on the negative
-    scenes (calib.certify); the family ends at the operating point (see FitOptions.operating_point)."""
+    scenes (calib.certify); the family ends at the operating point (see FitOptions.operating_point),
+    never below the calibrated image of the fitting floor (C,) raw."""
     c = matched.num_classes
     classes = np.arange(c)
-    base = np.full(c, opts.base_conf) if calibrator is None else calibrator.transform(np.full(c, opts.base_conf), classes)
+    base = np.full(c, opts.base_conf) if calibrator is None else _per_class_transform(calibrator, np.full(c, opts.base_conf), classes)
     if opts.operating_point == "baseline":
         start = np.full(c, opts.baseline_conf)
-        base = start if calibrator is None else calibrator.transform(start, classes)
+        base = start if calibrator is None else _per_class_transform(calibrator, start, classes)
     elif opts.operating_point == "f1":
         pos = ~matched.negative_image_mask[matched.image_index]
         base = f1_thresholds(scores[pos], matched.classes[pos], matched.is_tp[pos], matched.n_gt_per_class, base)
+    if floor is not None and calibrator is not None and calibrator.map_.kind != BOX_KIND:
+        base = np.maximum(base, calibrator.transform(np.minimum(np.asarray(floor, np.float64), 1.0), classes))
     return certify_matched(matched, scores, base_threshold=base, max_negative_rate=opts.max_negative_rate,
                            confidence=opts.confidence, shape=opts.threshold_shape, seed=opts.seed)
 
 
-def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
-    """k-fold by image (`cross_validation.image_folds`, the folds calibrator selection uses):
-    held-out calibrated scores (K,) and whether each survived the thresholds fitted on the
-    other folds (K,) bool."""
+def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions, boxes: np.ndarray | None = None,
+                   input_size=None) -> tuple[np.ndarray, np.ndarray]:
+    """k-fold by image (`cross_validation.image_folds`): held-out calibrated scores (K,) and whether
+    each survived the thresholds fitted on the other folds (K,) bool. The training part of each
+    fold gets its own fitting floor and, for kind "auto", its own selection (nested CV).
+    boxes (K, 4) xyxy input px (for the box-aware candidate), input_size (H, W)."""
     image_fold = image_folds(matched.n_images, opts.folds, opts.seed)   # the folds selection used too
     k = int(image_fold.max()) + 1
     det_fold = image_fold[matched.image_index]
@@ -145,18 +183,25 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions) -> t
     for f in range(k):
         train_img = image_fold != f
         test = det_fold == f
-        sub = _subset_images(matched, train_img).without_ignored()     # crowd-ignored: neither TP nor FP
+        train_det = train_img[matched.image_index] & ~matched.ignored   # crowd-ignored: neither TP nor FP
+        sub = _subset_images(matched, train_img).without_ignored()
+        sub_boxes = None if boxes is None else boxes[train_det]
         n_pos = int(sub.is_tp.sum())
-        if kind == "identity" or n_pos == 0 or n_pos == sub.n_detections:
+        cal = floor = None
+        if kind != "identity" and 0 < n_pos < sub.n_detections:
+            cal, rep = _fit_calibrator(kind, sub, sub_boxes, input_size, opts, nested=False)
+            floor = np.asarray(rep["fit_floor"])
+            if cal.map_.kind == "identity":
+                cal = None
+        if cal is None:
             # identity, or a training part with one label only: leave the scores as they are
             train_scores = sub.scores
             oof[test] = matched.scores[test]
-            cal = None
         else:
-            cal = make_calibrator(kind, matched.num_classes).fit(sub.scores, sub.classes, sub.is_tp)
-            train_scores = cal.transform(sub.scores, sub.classes)
-            oof[test] = cal.transform(matched.scores[test], matched.classes[test])
-        thr = _fit_thresholds(sub, train_scores, opts, cal)
+            train_scores = _floored_scores(cal, sub.scores, sub.classes, sub_boxes, floor)
+            oof[test] = _floored_scores(cal, matched.scores[test], matched.classes[test],
+                                        None if boxes is None else boxes[test], floor)
+        thr = _fit_thresholds(sub, train_scores, opts, cal, floor)
         keep[test] = survives(oof[test], matched.classes[test], thr.score_)
     return oof, keep
 
@@ -233,16 +278,19 @@ def fit(
     if matched.is_tp.all():
         raise DetcalError(f"{model}: every detection is a true positive; there is nothing to calibrate against")
 
-    counted = matched.without_ignored()       # detections on crowd regions are neither TP nor FP
+    counted_mask = ~matched.ignored          # detections on crowd regions are neither TP nor FP
+    counted = matched.without_ignored()
+    boxes = input_boxes_of(collected.detections)
     try:
-        calibrator, selection = _fit_calibrator(options.calibrator, counted, options)
+        calibrator, selection = _fit_calibrator(options.calibrator, counted, boxes[counted_mask], size, options)
     except ValueError as exc:
         raise DetcalError(f"cannot fit the calibrator: {exc}") from None
-    kind = calibrator.map_.kind if hasattr(calibrator, "map_") else options.calibrator
-    calibrated = calibrator.transform(counted.scores, counted.classes)
-    thresholds = _fit_thresholds(counted, calibrated, options, calibrator)
+    floor = np.asarray(selection["fit_floor"])
+    calibrated = _floored_scores(calibrator, counted.scores, counted.classes, boxes[counted_mask], floor)
+    thresholds = _fit_thresholds(counted, calibrated, options, calibrator, floor)
     try:
-        oof, keep = cross_validate(matched, kind, options)
+        cv_kind = "identity" if selection.get("nested_fallback") else options.calibrator
+        oof, keep = cross_validate(matched, cv_kind, options, boxes, size)
     except ValueError as exc:
         raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
@@ -282,7 +330,8 @@ def fit(
         nms=options.postprocess,
         metrics={"before": before, "after": after,
                  "before_definition": f"raw scores, threshold {options.baseline_conf} (all images)",
-                 "after_definition": f"{options.folds}-fold cross-validated by image: calibrator and thresholds "
+                 "after_definition": f"{options.folds}-fold cross-validated by image: calibrator (chosen inside "
+                                     "each fold for auto) and thresholds "
                                      "fitted on the other folds, measured on held-out images"},
         selection=selection,
         extra={"source": str(dataset.source), "split": split, "n_images_used": len(collected),
@@ -391,7 +440,14 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         cands = sel.get("candidates", {})
         ident = cands.get("identity", {}).get("log_loss")
         win = sel["winner"]
-        lines.append(f"calibrator: {win} (auto, {sel.get('n_folds')}-fold CV log-loss {cands[win]['log_loss']:.4f} vs identity {ident:.4f})")
+        if sel.get("nested_fallback"):
+            lines.append(f"calibrator: identity (auto: {sel['note']})")
+        elif win in cands:
+            lines.append(f"calibrator: {win} (auto, on the {sel.get('n_above_floor')} detections above the fitting floor: "
+                         f"{sel.get('n_folds')}-fold CV log-loss {cands[win]['log_loss']:.4f} vs identity {ident:.4f}, "
+                         f"D-ECE {cands[win]['dece']:.4f} vs {cands['identity']['dece']:.4f})")
+        else:
+            lines.append(f"calibrator: {win} (auto: {sel.get('note', 'no comparison')})")
     else:
         lines.append(f"calibrator: {sel.get('winner')} (chosen with --calibrator)")
     lines += result.thresholds.summary_lines()

@@ -14,6 +14,10 @@ graph builders of the same names in the same order (put the two files side by si
     class_aware_nms     suppress when IoU > iou_threshold (per class), keep the best max_det
     to_original_pixels  input px -> original-image px, clipped to the image
 
+Box-aware maps (kind platt_box) make the threshold per candidate: `threshold` + `calibrate` are
+then `calib.box_pipeline.threshold_calibrate_box`, the candidates are ranked by the calibrated
+logit (bit-exact in the graph) and the kept detections' scores are its sigmoid (`box_scores`).
+
 Ties are broken by candidate index: box index for single-label, box * C + class for
 multi-label; a box's best class on a tie is the lowest class index. Arithmetic is float32, as
 in the graph.
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifact import PATCHED_OUTPUTS, CalibrationMap, PostprocessConfig, identity_map  # noqa: F401 (re-export)
+from .artifact import BOX_KIND, PATCHED_OUTPUTS, CalibrationMap, PostprocessConfig, identity_map  # noqa: F401 (re-export)
+from .box_pipeline import box_scores, threshold_calibrate_box
 from .layouts import Decoded, decode
 from .letterbox import centre_in_content, input_to_original_xyxy
 from .nms import batched_nms_xyxy
@@ -159,10 +164,14 @@ def postprocess(
         calibration.num_classes if calibration is not None else int(np.size(thresholds)))
     calibration = calibration if calibration is not None else identity_map(num_classes)
     thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (num_classes,))
-    raw_thr = calibration.raw_thresholds(thr)
+    box_aware = calibration.kind == BOX_KIND
+    raw_thr = None if box_aware else calibration.raw_thresholds(thr)
     out = []
     for b in range(batch):
-        cands = calibrate(threshold(decoded, b, raw_thr), calibration)
+        if box_aware:
+            cands = threshold_calibrate_box(decoded, b, calibration, thr)
+        else:
+            cands = calibrate(threshold(decoded, b, raw_thr), calibration)
         if decoded.is_dense and not config.multi_label:
             cands = select_best_class(cands)
         cands = pre_nms_top_k(cands, config.pre_nms_top_k)
@@ -171,7 +180,8 @@ def postprocess(
             boxes, cands = mask_letterbox(boxes, cands, rows[b])
         keep = class_aware_nms(boxes, cands, config)
         boxes, cands = boxes[keep], cands.take(keep)
-        out.append(Detections(to_original_pixels(boxes, rows[b]), cands.score, cands.cls, boxes))
+        scores = box_scores(cands.score) if box_aware else cands.score
+        out.append(Detections(to_original_pixels(boxes, rows[b]), scores, cands.cls, boxes))
     return out
 
 

@@ -92,13 +92,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import (HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, CalibrationMap, IsotonicMap, PatchedMetadata,
+from calib.artifact import (HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, BoxPlattMap, CalibrationMap,
+                            IsotonicMap, PatchedMetadata,
                             PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
 from . import box_select, steps
+from .box_calibration import box_calibrated_score
 from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
@@ -120,7 +122,10 @@ class PostprocessSpec:
 
     @property
     def raw_thresholds(self) -> np.ndarray:
-        """(C,) float32, exactly as calib.pipeline.threshold casts them."""
+        """(C,) float32, exactly as calib.pipeline.threshold casts them; box-aware maps: the raw
+        prefilter (a necessary condition only: their threshold is per candidate)."""
+        if isinstance(self.calibration, BoxPlattMap):
+            return self.calibration.prefilter_thresholds(self.thresholds)
         return self.calibration.raw_thresholds(self.thresholds).astype(np.float32)
 
     @classmethod
@@ -167,7 +172,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
-    multi = cfg.multi_label and variant is not Variant.SPARSE
+    multi = cfg.multi_label and head.layout != "end2end"
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
@@ -193,12 +198,12 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         )
     else:
         decoded = steps.decode(b, raw, head.layout)
-    if variant is Variant.SPARSE:
+    if isinstance(decoded, steps.Sparse):
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
         boxes_src, fmt, box_axis = decoded.boxes, decoded.box_format, (2 if decoded.class_axis == 1 else 1)
     if variant is not Variant.BOXES_FIRST:
-        key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi)
+        key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi, spec.thresholds)
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
@@ -215,6 +220,8 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
+    if variant is Variant.BOX_AWARE:        # ranked by the calibrated logit; the score is its Sigmoid
+        kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
     return steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
 
 
@@ -340,7 +347,8 @@ def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha:
         layout=spec.layout,
         num_classes=spec.num_classes,
         calibrator=spec.calibration.kind,
-        calibration_in_logit_space=bool(head.sigmoid_front and not isinstance(spec.calibration, IsotonicMap)),
+        calibration_in_logit_space=bool(head.sigmoid_front
+                                        and not isinstance(spec.calibration, (IsotonicMap, BoxPlattMap))),
         thresholds=[float(t) for t in spec.thresholds],
         nms=spec.config.to_artifact(),
         preprocess=artifact.preprocess.to_artifact(),

@@ -10,9 +10,9 @@ import enum
 
 import numpy as np
 
-from calib.artifact import CalibrationMap, IsotonicMap, PostprocessConfig
+from calib.artifact import BoxPlattMap, CalibrationMap, IsotonicMap, PostprocessConfig
 
-from . import steps
+from . import box_calibration, steps
 from .graph_builder import GraphBuilder
 from .graph_calibration import class_shape
 from .head import Head
@@ -47,6 +47,9 @@ class Variant(enum.Enum):
                       survivors, scatter them into a NEG-filled key (data-dependent shape).
     DENSE             everything else (identity maps, or no threshold at all): calibrate every
                       score, then the threshold penalty over N x C; no data-dependent shape.
+    BOX_AWARE         box-aware maps (platt_box), any head: the threshold is per candidate
+                      (onnx_ops.box_calibration): raw prefilter (NonZero), the calibrated logit of
+                      the M prefiltered candidates, bit-exact, as the key; Sigmoid after NMS.
     """
 
     BOXES_FIRST = "boxes_first"
@@ -55,6 +58,7 @@ class Variant(enum.Enum):
     LOGIT_SPACE = "logit_space"
     SURVIVORS_ONLY = "survivors_only"
     DENSE = "dense"
+    BOX_AWARE = "box_aware"
 
 
 def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
@@ -65,6 +69,8 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
     compaction has data-dependent shapes), DENSE instead. Single-label heads never get
     SURVIVORS_ONLY (NonZero over all N x C): BOXES_FIRST from BOXES_FIRST_MIN_CLASSES classes, DENSE
     below."""
+    if isinstance(cmap, BoxPlattMap):
+        return Variant.BOX_AWARE     # per-candidate thresholds; its prefilter compacts (data-dependent shape)
     if head.layout == "end2end":
         return Variant.SPARSE
     multi = cfg.multi_label
@@ -86,10 +92,13 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
 
 
 def candidate_key(b: GraphBuilder, variant: Variant, decoded, cmap: CalibrationMap, raw_thresholds: np.ndarray,
-                  multi_label: bool) -> tuple[str, str | None]:
+                  multi_label: bool, thresholds: np.ndarray | None = None) -> tuple[str, str | None]:
     """Decoded head -> (key, class): key [B, N] (or [B, N * C] box-major for multi_label), the
     calibrated score of each candidate or about NEG where it does not survive; class [B, N] int64,
-    None for multi_label (the class is then the flat index mod C)."""
+    None for multi_label (the class is then the flat index mod C). BOX_AWARE: the key is the
+    calibrated logit, and it needs the calibrated `thresholds` (C,)."""
+    if variant is Variant.BOX_AWARE:
+        return box_calibration.threshold_calibrate_box(b, decoded, cmap, thresholds, multi_label)
     rthr = raw_thresholds
     if variant is Variant.SPARSE:
         return steps.threshold_sparse(b, decoded, cmap, rthr)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from calib.artifact import Artifact
-from calib.artifact import AffineLogitMap, IsotonicMap, identity_map
+from calib.artifact import AffineLogitMap, BoxPlattMap, IsotonicMap, identity_map
 from calib.artifact import PostprocessConfig
 from calib.artifact import Preprocess
 
-CALIBRATORS = ("identity", "temperature", "platt_per_class", "isotonic_per_class")
+CALIBRATORS = ("identity", "temperature", "platt_per_class", "isotonic_per_class", "platt_box")
 
 
 def make_calibration(kind: str, num_classes: int, rng: np.random.Generator | None = None, knots: int = 8):
@@ -23,6 +23,11 @@ def make_calibration(kind: str, num_classes: int, rng: np.random.Generator | Non
         return AffineLogitMap(kind, 1 / rng.uniform(0.6, 2.0, num_classes), np.zeros(num_classes))
     if kind == "platt_per_class":
         return AffineLogitMap(kind, rng.uniform(0.5, 2.0, num_classes), rng.uniform(-1.5, 1.0, num_classes))
+    if kind == "platt_box":          # box-aware; features of boxes in a 640 x 640 input
+        w = rng.normal(0, 0.5, (num_classes, 3)) if num_classes > 1 and rng.random() < 0.5 else \
+            np.tile(rng.normal(0, 0.5, 3), (num_classes, 1))
+        return BoxPlattMap(rng.uniform(0.5, 2.0, num_classes), rng.uniform(-1.5, 1.0, num_classes), w,
+                           [-4.0, 0.0, 0.4], [2.0, 0.7, 0.25], 4.0, (640, 640))
     if kind == "isotonic_per_class":
         xs, ys = [], []
         for _ in range(num_classes):

@@ -235,7 +235,7 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys, bad_inputs, blob_m
 
 def test_bad_option_values(tmp_path, capsys, blob_model, blob_data):
     for extra in (["--max-negative-rate", "1.5"], ["--folds", "1"], ["--mean", "0,0,0", "--std", "0,1,1"],
-                  ["--pad-value", "300"]):
+                  ["--pad-value", "300"], ["--fit-floor", "1.5"]):
         rc, _, err = fit(capsys, blob_model, blob_data, tmp_path / "c.json", *extra)
         assert rc == 2 and err.startswith("detcal: error: ") and len(err.splitlines()) == 1, (extra, err)
     assert not (tmp_path / "c.json").exists()
@@ -250,23 +250,32 @@ def test_bad_imgsz_is_a_usage_error(capsys, blob_model, blob_data, tmp_path, img
     assert "--imgsz" in capsys.readouterr().err
 
 
-def test_selection_and_after_numbers_use_the_same_folds(blob_model, blob_data):
-    """fit's held-out "after" scores are exactly the out-of-fold scores calibrator selection
-    computes for the same kind: one fold assignment (cross_validation.image_folds) for both."""
-    from calib.cross_validation import cross_val_oof, fold_ids, image_folds
-    from calib.fitting import FitOptions
+def test_after_numbers_fit_each_fold_above_its_own_floor(blob_model, blob_data):
+    """fit's held-out "after" scores: per fold of cross_validation.image_folds, the calibrator fitted
+    on the other folds' detections above their own fitting floor, applied to the held-out detections,
+    0 at or below that floor (nothing there survives); auto selects inside every fold (nested)."""
+    from calib.cross_validation import fold_ids, image_folds
+    from calib.fitting import FitOptions, _subset_images, fitting_floor
     from calib.fitting import fit as fit_model
+    from calib.floor_selection import above_floor, fit_kind
 
-    for kind in ("auto", "platt_per_class"):
-        result = fit_model(blob_model, blob_data, options=FitOptions(calibrator=kind, folds=3, seed=4), progress=False)
-        m = result.matched
-        winner = result.selection["winner"]
-        if winner == "identity":
-            continue
-        oof = cross_val_oof(winner, m.scores, m.classes, m.is_tp, m.image_index, m.num_classes, n_folds=3, seed=4,
-                            n_groups=m.n_images)
-        np.testing.assert_allclose(result.oof_scores, oof, rtol=1e-12, atol=1e-12)
-        folds = fold_ids(m.image_index, m.n_detections, 3, 4, n_groups=m.n_images)
-        np.testing.assert_array_equal(folds, image_folds(m.n_images, 3, 4)[m.image_index])
-        if kind == "auto":
-            assert result.selection["n_folds"] == 3
+    opts = FitOptions(calibrator="platt_per_class", folds=3, seed=4)
+    result = fit_model(blob_model, blob_data, options=opts, progress=False)
+    m = result.matched
+    image_fold = image_folds(m.n_images, 3, 4)
+    np.testing.assert_array_equal(fold_ids(m.image_index, m.n_detections, 3, 4, n_groups=m.n_images),
+                                  image_fold[m.image_index])
+    expected = np.empty(m.n_detections)
+    for f in range(3):
+        sub = _subset_images(m, image_fold != f)
+        floor = fitting_floor(sub, opts)
+        up = above_floor(sub.scores, sub.classes, floor)
+        cal = fit_kind("platt_per_class", sub.scores[up], sub.classes[up], sub.is_tp[up], None, m.num_classes)
+        test = image_fold[m.image_index] == f
+        expected[test] = np.where(above_floor(m.scores[test], m.classes[test], floor),
+                                  cal.transform(m.scores[test], m.classes[test]), 0.0)
+    np.testing.assert_allclose(result.oof_scores, expected, rtol=1e-12, atol=1e-12)
+    assert not np.any(result.oof_survive & (result.oof_scores == 0))
+    auto = fit_model(blob_model, blob_data, options=FitOptions(folds=3, seed=4), progress=False)
+    if auto.selection.get("n_folds"):
+        assert auto.selection["n_folds"] == 3 and len(auto.selection["nested"]["chosen_per_fold"]) == 3

@@ -12,6 +12,7 @@ library (plus calib's tiny errors/atomic/jsonable helpers), so `onnx_ops` stays 
 """
 from .calibration_map import (AFFINE_KINDS, EPS, ISOTONIC_KIND, KINDS, MAX_KNOTS, AffineLogitMap, CalibrationMap,
                               IsotonicMap, identity_map, logit, map_from_artifact, sigmoid)
+from .box_map import BOX_KIND, BoxPlattMap
 from .configs import RESIZE_MODES, PostprocessConfig, Preprocess
 from .interface import (DECODED_LAYOUTS, HEAD_LAYOUTS, LAYOUTS, LETTERBOX_INPUT, METADATA_KEY, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS,
                         ROW_FIELDS, SCALE_X, SCALE_Y, PatchedMetadata, is_patched_metadata)
@@ -23,5 +24,5 @@ __all__ = [
     "identity_map", "logit", "map_from_artifact", "sigmoid", "RESIZE_MODES", "PostprocessConfig", "Preprocess",
     "DECODED_LAYOUTS", "HEAD_LAYOUTS", "LAYOUTS", "LETTERBOX_INPUT", "METADATA_KEY", "ORIG_H", "ORIG_W", "PAD_LEFT", "PAD_TOP", "PATCHED_OUTPUTS",
     "ROW_FIELDS", "SCALE_X", "SCALE_Y", "PatchedMetadata", "is_patched_metadata", "FORMAT", "FORMAT_VERSION",
-    "Artifact", "load_artifact", "DETCAL_VERSION",
+    "Artifact", "load_artifact", "DETCAL_VERSION", "BOX_KIND", "BoxPlattMap",
 ]

@@ -236,6 +236,9 @@ def map_from_artifact(block: dict, num_classes: int | None = None, path: str = "
     """
     if not isinstance(block, dict):
         raise ConstraintError(path, block, "expected a JSON object")
+    if block.get("kind") == "platt_box":     # box-aware: calib.artifact.box_map owns its block
+        from .box_map import BoxPlattMap
+        return BoxPlattMap.from_artifact(block, num_classes)
     check_block(block, {"kind": Str(KINDS)}, path)
     cls = IsotonicMap if block["kind"] == ISOTONIC_KIND else AffineLogitMap
     ctx = {} if num_classes is None else {PER_CLASS: num_classes}

@@ -6,7 +6,8 @@ import sys
 
 from .args import add_model_data_args, add_names_arg, add_preprocess_args, preprocess_from_args
 
-CALIBRATOR_CHOICES = ("auto", "identity", "temperature", "temperature_per_class", "platt_per_class", "isotonic_per_class")
+CALIBRATOR_CHOICES = ("auto", "identity", "temperature", "temperature_per_class", "platt_per_class", "isotonic_per_class",
+                      "platt_box")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_preprocess_args(p)
     p.add_argument("--out", default="calibration.json", help="artifact path (default: calibration.json); the report goes to <out stem>_report/")
     p.add_argument("--calibrator", default="auto", choices=CALIBRATOR_CHOICES,
-                   help="calibrator; auto picks by cross-validated log-loss and never anything worse than identity (default: auto)")
+                   help="calibrator; auto picks by held-out log-loss on the detections above the fitting floor, keeping identity unless held-out log-loss and D-ECE both improve (default: auto)")
     p.add_argument("--max-negative-rate", type=float, default=0.01,
                    help="target share of negative images with any surviving detection, certified out of sample: a "
                         "threshold family shaped on part of the images is tested on held-out negative images "
@@ -31,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="where thresholds start before negative scenes raise them: baseline = --baseline-conf on the raw "
                         "scale, mapped through the calibrator (keeps today's detections; default); f1 = per-class "
                         "F1-optimal on positive images; max-recall = the lowest thresholds that certify the target")
+    p.add_argument("--fit-floor", type=float, default=None,
+                   help="raw score above which the calibrator is fitted and chosen (default: the per-class thresholds the "
+                        "operating-point rule picks on the raw scores, i.e. the detections users keep)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the negative-scene guarantee (default: 0.95)")
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")
@@ -68,6 +72,7 @@ def run(args) -> int:
         folds=args.folds, seed=args.seed, postprocess=post, operating_point=args.operating_point,
         threshold_shape=args.threshold_shape,
         nms_on_queries=args.iou is not None,
+        fit_floor=args.fit_floor,
     )
     out = Path(args.out)
     with removing_new_empty_dirs(out.parent, report_dir_for(out)):     # a failed fit leaves no empty folder

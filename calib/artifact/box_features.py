@@ -1,0 +1,101 @@
+"""Box features for box-aware calibration, in float32 arithmetic the ONNX graph repeats bit for bit.
+
+phi(box) for a box xyxy in model-input pixels and an input of size (H, W):
+
+    phi_0 = log(area / (W * H))                        log box area relative to the input area
+    phi_1 = log(w / h)                                 log aspect ratio
+    phi_2 = sqrt(((cx - W/2) / (W/2))^2 + ((cy - H/2) / (H/2))^2) / sqrt(2)
+                                                       distance of the centre from the input
+                                                       centre, 0 at the centre, 1 at a corner
+
+with w, h = max(x2 - x1, MIN_SIDE), max(y2 - y1, MIN_SIDE) so that degenerate boxes stay finite.
+
+Why not np.log: numpy's and onnxruntime's float32 Log kernels differ in the last bit on some
+inputs, and a box-aware threshold is decided per candidate on a value computed from logs, so a
+one-ulp difference would change which candidates survive. `log_f32` uses only operations that
+IEEE 754 rounds exactly (multiplication by powers of two, +, -, *, /, comparisons), in a fixed
+order, so numpy and every conforming ONNX runtime get the same bits: it *is* the definition of
+the map. It agrees with the true log to about 2e-7 relative (1 float32 ulp or two).
+`onnx_ops.box_calibration` builds the same sequence as graph nodes, step for step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F = np.float32
+MIN_SIDE = F(1e-2)              # px: floor on box width and height before the logs
+LOG_MIN = F(2.0 ** -60)         # log_f32 clamps its argument into [LOG_MIN, LOG_MAX]
+LOG_MAX = F(2.0 ** 60)
+LN2 = F(np.log(2.0))
+SQRT2 = F(np.sqrt(2.0))
+SQRT_HALF = F(np.sqrt(0.5))
+RANGE_STEPS = (32, 16, 8, 4, 2, 1)   # binary range reduction: x * 2^-k while x >= 2^k, etc.
+# 2 atanh(f) = 2 (f + f^3/3 + f^5/5 + f^7/7 + f^9/9 + f^11/11), |f| <= 0.1716 on [sqrt(1/2), sqrt(2))
+ATANH_COEFFS = tuple(F(1.0 / k) for k in (11, 9, 7, 5, 3, 1))
+NUM_FEATURES = 3
+FEATURE_NAMES = ("log_area", "log_aspect", "centre_distance")
+
+
+def log_f32(x: np.ndarray) -> np.ndarray:
+    """Natural log of x (...,) float32 > 0 with exactly-rounded operations only -> (...,) float32.
+
+    x is clamped into [2^-60, 2^60]. Steps (the graph's `log_f32` node for node):
+    range reduction x = m * 2^e with m in [sqrt(1/2), sqrt(2)) by multiplying with powers of two
+    (exact), then log m = 2 atanh((m - 1) / (m + 1)) by a Horner polynomial, log x = e ln2 + log m.
+    """
+    m = np.clip(np.asarray(x, dtype=F), LOG_MIN, LOG_MAX)
+    e = np.zeros(m.shape, dtype=F)
+    for k in RANGE_STEPS:
+        up, down = F(2.0 ** k), F(2.0 ** -k)
+        big = m >= up
+        m = m * np.where(big, down, F(1))
+        e = e + np.where(big, F(k), F(0))
+        small = m < down
+        m = m * np.where(small, up, F(1))
+        e = e - np.where(small, F(k), F(0))
+    big = m >= SQRT2                      # m in [1/2, 2) -> [sqrt(1/2), sqrt(2))
+    m = m * np.where(big, F(0.5), F(1))
+    e = e + np.where(big, F(1), F(0))
+    small = m < SQRT_HALF
+    m = m * np.where(small, F(2), F(1))
+    e = e - np.where(small, F(1), F(0))
+    f = (m - F(1)) / (m + F(1))
+    f2 = f * f
+    s = np.full(m.shape, ATANH_COEFFS[0], dtype=F)
+    for c in ATANH_COEFFS[1:]:
+        s = s * f2 + c
+    return e * LN2 + F(2) * f * s
+
+
+def box_features_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> phi (..., 3) float32 (see module doc)."""
+    boxes = np.asarray(boxes_xyxy, dtype=F)
+    if boxes.shape[-1:] != (4,):
+        raise ValueError(f"boxes must have shape (..., 4) xyxy, got {boxes.shape}")
+    h, w = _check_size(input_size)
+    inv_area, half_w, half_h = feature_constants(input_size)
+    x1, y1, x2, y2 = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+    bw = np.maximum(x2 - x1, MIN_SIDE)
+    bh = np.maximum(y2 - y1, MIN_SIDE)
+    log_area = log_f32(bw * bh * inv_area)
+    log_aspect = log_f32(bw / bh)
+    dx = ((x1 + x2) * F(0.5) - half_w) / half_w
+    dy = ((y1 + y2) * F(0.5) - half_h) / half_h
+    dist = np.sqrt((dx * dx + dy * dy) * F(0.5))
+    return np.stack([log_area, log_aspect, dist], axis=-1)
+
+
+def feature_constants(input_size: tuple[int, int]) -> tuple[np.float32, np.float32, np.float32]:
+    """(1 / (W * H), W / 2, H / 2) as float32, the constants both the reference and the graph use."""
+    h, w = _check_size(input_size)
+    return F(1.0 / (float(w) * float(h))), F(w / 2.0), F(h / 2.0)
+
+
+def _check_size(input_size) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be (H, W), got {input_size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
+    return h, w
