@@ -6,7 +6,8 @@ results are pooled. The artifact's calibrator and thresholds are then fitted on 
 
 The calibrator is fitted and chosen where users look (calib.floor_selection): on the detections
 above a fitting floor, by default the per-class thresholds the operating-point rule picks on the
-raw scores (Kuzucu et al., ECCV 2024), `--fit-floor` to set a raw score instead. `auto` picks by
+raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--fit-floor` to set a
+raw score instead. `auto` picks by
 held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
 selection runs again inside every fold of the "after" numbers (nested cross-validation).
 Nothing at or below the floor survives (the calibrator is an extrapolation there).
@@ -124,7 +125,10 @@ def fitting_floor(matched: MatchedDetections, opts: FitOptions) -> np.ndarray:
     the operating-point rule picks before calibration (on the raw scores)."""
     if opts.fit_floor is not None:
         return np.full(matched.num_classes, float(opts.fit_floor))
-    return np.asarray(_fit_thresholds(matched, matched.scores, opts, None).score_, dtype=np.float64)
+    # the operating point on the raw scale, before the negative scenes raise it: the detections a
+    # user keeps today. (Not the certified thresholds: those look at the negative images, and at a
+    # 1% target leave too few detections to fit anything but identity.)
+    return np.asarray(_operating_point(matched, matched.scores, opts, None), dtype=np.float64)
 
 
 def _fit_calibrator(kind: str, matched: MatchedDetections, boxes: np.ndarray | None, input_size, opts: FitOptions,
@@ -149,11 +153,9 @@ def _floored_scores(calibrator, scores, classes, boxes, floor) -> np.ndarray:
     return np.where(above_floor(scores, classes, floor), cal, 0.0)
 
 
-def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator,
-                    floor: np.ndarray | None = None) -> CertifiedThresholds:
-    """Per-class thresholds on calibrated `scores` (K,), certified out of sample on the negative
-    scenes (calib.certify); the family ends at the operating point (see FitOptions.operating_point),
-    never below the calibrated image of the fitting floor (C,) raw."""
+def _operating_point(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator) -> np.ndarray:
+    """(C,) per-class thresholds on `scores` (K,) where the operating-point rule starts, before the
+    negative scenes raise them (see FitOptions.operating_point); calibrator None: the raw scale."""
     c = matched.num_classes
     classes = np.arange(c)
     base = np.full(c, opts.base_conf) if calibrator is None else _per_class_transform(calibrator, np.full(c, opts.base_conf), classes)
@@ -163,6 +165,16 @@ def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOpt
     elif opts.operating_point == "f1":
         pos = ~matched.negative_image_mask[matched.image_index]
         base = f1_thresholds(scores[pos], matched.classes[pos], matched.is_tp[pos], matched.n_gt_per_class, base)
+    return base
+
+
+def _fit_thresholds(matched: MatchedDetections, scores: np.ndarray, opts: FitOptions, calibrator,
+                    floor: np.ndarray | None = None) -> CertifiedThresholds:
+    """Per-class thresholds on calibrated `scores` (K,), certified out of sample on the negative
+    scenes (calib.certify); the family ends at the operating point (see FitOptions.operating_point),
+    never below the calibrated image of the fitting floor (C,) raw."""
+    classes = np.arange(matched.num_classes)
+    base = _operating_point(matched, scores, opts, calibrator)
     if floor is not None and calibrator is not None and calibrator.map_.kind != BOX_KIND:
         base = np.maximum(base, calibrator.transform(np.minimum(np.asarray(floor, np.float64), 1.0), classes))
     return certify_matched(matched, scores, base_threshold=base, max_negative_rate=opts.max_negative_rate,

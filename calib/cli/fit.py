@@ -34,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "F1-optimal on positive images; max-recall = the lowest thresholds that certify the target")
     p.add_argument("--fit-floor", type=float, default=None,
                    help="raw score above which the calibrator is fitted and chosen (default: the per-class thresholds the "
-                        "operating-point rule picks on the raw scores, i.e. the detections users keep)")
+                        "operating-point rule picks on the raw scores before the negative scenes raise them, i.e. the "
+                        "detections users keep today)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the negative-scene guarantee (default: 0.95)")
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU to count a detection as a true positive (default: 0.5)")
     p.add_argument("--base-conf", type=float, default=0.001, help="raw score floor for collecting detections (default: 0.001)")
