@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from artifact_factory import make_artifact  # noqa: E402
+from routes import user_decode  # noqa: E402  (the one copy of the users' decode)
 from calib.artifact import identity_map  # noqa: E402
 from calib.errors import DetcalError  # noqa: E402
 from calib.layouts import decode  # noqa: E402
@@ -85,24 +86,6 @@ def session(model, threads: int) -> ort.InferenceSession:
 # ------------------------------------------------------------------------------------------
 # the Python routes users write next to the model
 # ------------------------------------------------------------------------------------------
-def user_decode(out: np.ndarray, layout: str, b: int, conf: float):
-    """Image b of a raw head output -> (xywh top-left boxes (M,4), scores (M,), classes (M,)) above conf.
-
-    What Ultralytics-style snippets do: transpose, best class per box, threshold."""
-    if layout == "xywh_cls":
-        pred = out[b].T                                  # (N, 4 + C)
-        cls_scores = pred[:, 4:]
-    else:                                                # xywh_obj_cls: score = obj * cls
-        pred = out[b]                                    # (N, 5 + C)
-        cls_scores = pred[:, 5:] * pred[:, 4:5]
-    cls = cls_scores.argmax(1)
-    score = cls_scores[np.arange(cls.size), cls]
-    keep = score > conf
-    boxes = pred[keep, :4].astype(np.float64)
-    boxes[:, :2] -= boxes[:, 2:] / 2                     # cx, cy, w, h -> x, y, w, h
-    return boxes, score[keep], cls[keep]
-
-
 def to_original(xyxy: np.ndarray, row: np.ndarray) -> np.ndarray:
     w, h, sx, sy, px, py = row
     out = (xyxy - np.array([px, py, px, py])) / np.array([sx, sy, sx, sy])

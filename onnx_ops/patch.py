@@ -160,6 +160,17 @@ class PatchResult:
 # ------------------------------------------------------------------------------------------
 # the inserted part
 # ------------------------------------------------------------------------------------------
+def _sigmoid_front(b: GraphBuilder, head: Head) -> "steps.Dense":
+    """A Concat(boxes, Sigmoid(logits)) head read before its Concat: boxes [B, 4, N], probabilities
+    and logits [B, C, N], float32 (calibration then works on the model's own logits)."""
+    return steps.Dense(
+        steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
+        steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
+        class_axis=1,
+        logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
+    )
+
+
 def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: PostprocessSpec,
                     static_shapes: bool = False) -> dict[str, str]:
     """Insert the steps of `calib.pipeline` (builders in `onnx_ops.steps`, in the same order):
@@ -178,24 +189,12 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
-        front = None
-        if head.sigmoid_front:
-            front = steps.Dense(
-                steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
-                steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
-                class_axis=1,
-                logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
-            )
+        front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
                                                                 head.n_static)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
-        decoded = steps.Dense(
-            steps.to_float32(b, head.boxes, head.elem_type, "decode/boxes_f32"),
-            steps.to_float32(b, head.probs, head.elem_type, "decode/probs_f32"),
-            class_axis=1,
-            logits=steps.to_float32(b, head.logits, head.elem_type, "decode/logits_f32"),
-        )
+        decoded = _sigmoid_front(b, head)
     else:
         decoded = steps.decode(b, raw, head.layout)
     if isinstance(decoded, steps.Sparse):
