@@ -39,7 +39,7 @@ from .artifact import Preprocess
 from .runner import resolve_input_size
 from .bootstrap import format_interval_rows, intervals_to_dict, metric_intervals
 from .certify import SHAPES, CertifiedThresholds, certify_matched
-from .thresholds import f1_thresholds
+from .thresholds import clopper_pearson_upper, f1_thresholds
 
 
 OPERATING_POINTS = ("baseline", "f1", "max-recall")
@@ -213,9 +213,22 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions, boxe
             train_scores = _floored_scores(cal, sub.scores, sub.classes, sub_boxes, floor)
             oof[test] = _floored_scores(cal, matched.scores[test], matched.classes[test],
                                         None if boxes is None else boxes[test], floor)
-        thr = _fit_thresholds(sub, train_scores, opts, cal, floor)
+        thr = _fit_thresholds(sub, train_scores, fold_options(sub.n_negative_images, opts), cal, floor)
         keep[test] = survives(oof[test], matched.classes[test], thr.score_)
     return oof, keep
+
+
+def fold_options(n_negative: int, opts: FitOptions) -> FitOptions:
+    """The options a fold's thresholds are fitted with: the same procedure, certified at the target
+    or, where the fold's n_negative images are too few to certify it at all, at the strictest rate
+    they can (so the "after" numbers measure certified thresholds, as shipped, and not the
+    uncertified fallback that would fire far more often on new images)."""
+    if n_negative == 0:
+        return opts
+    reachable = clopper_pearson_upper(0, n_negative, opts.confidence) * (1.0 + 1e-9)
+    if reachable <= opts.max_negative_rate or reachable >= 1.0:
+        return opts
+    return replace(opts, max_negative_rate=reachable)
 
 
 def _subset_images(matched: MatchedDetections, image_mask: np.ndarray) -> MatchedDetections:
@@ -340,11 +353,15 @@ def fit(
         calibration=calibrator.map_,
         thresholds=thresholds.to_artifact(),
         nms=options.postprocess,
-        metrics={"before": before, "after": after,
+        metrics={"before": before, "after": after, "negative_rate_target": options.max_negative_rate,
+                 "after_fold_negative_rate_target": fold_options(
+                     int(matched.n_negative_images * (1 - 1 / options.folds)), options).max_negative_rate,
                  "before_definition": f"raw scores, threshold {options.baseline_conf} (all images)",
                  "after_definition": f"{options.folds}-fold cross-validated by image: calibrator (chosen inside "
                                      "each fold for auto) and thresholds "
-                                     "fitted on the other folds, measured on held-out images"},
+                                     "fitted on the other folds, measured on held-out images; a fold whose "
+                                     "negative images are too few to certify the target is certified at the "
+                                     "strictest rate they can (after_fold_negative_rate_target)"},
         selection=selection,
         extra={"source": str(dataset.source), "split": split, "n_images_used": len(collected),
                "labels": dataset.report.to_dict(), "seconds": seconds},
@@ -466,6 +483,10 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
     lines.append("")
     before_title = f"before (raw > {a.metrics['before_definition'].split('threshold ')[1].split(' ')[0]})"
     lines.append(format_table([(before_title, result.before), ("after (held-out CV)", result.after)]))
+    target, fold_rate = a.metrics.get("negative_rate_target"), a.metrics.get("after_fold_negative_rate_target")
+    if target is not None and fold_rate is not None and fold_rate > target:
+        lines.append(f"  (a fold's share of the negative images cannot certify {target:.0%}: the folds' thresholds are "
+                     f"certified at {fold_rate:.2%}, so the 'after' column is a little looser than the artifact)")
     if result.intervals:
         lines.append("")
         lines.append(format_interval_rows([(before_title, result.intervals["before"]),
