@@ -1,9 +1,10 @@
 """Negative-scene certification on the real YOLOv8n (int8) in ../shared/real: today's in-sample
 thresholds vs the out-of-sample certification (calib.certify), fitted on val, measured on test.
 
-Not a unit test. Runs the model once per split and caches the matched detections in /tmp:
+Not a unit test. Runs the model once per split and caches the matched detections in the
+temporary folder:
 
-    PYTHONPATH=$PWD /work/venv/bin/python benchmarks/real_certify.py [--collect-only]
+    python benchmarks/real_certify.py [--collect-only]      # DETCAL_SHARED=... where shared/ is elsewhere
 
 Scores are the raw model's (identity calibrator), so the thresholds of both procedures and the
 global baseline are on the same scale.
@@ -11,7 +12,9 @@ global baseline are on the same scale.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REAL = next((p for p in (ROOT.parent / "shared" / "real", Path("/work/shared/real")) if p.exists()),
-            ROOT.parent / "shared" / "real")
+REAL = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")) / "real"
 MODEL = REAL / "models" / "yolov8n_coco_int8.onnx"
 DATA = REAL / "coco_train" / "data.yaml"
-CACHE = Path("/tmp/detcal_real_certify")
+CACHE = Path(tempfile.gettempdir()) / "detcal_real_certify"
 
 MATCHED_FIELDS = ("image_index", "scores", "classes", "is_tp", "iou", "gt_index", "gt_image_index",
                   "gt_classes", "n_gt_per_class", "negative_image_mask")
