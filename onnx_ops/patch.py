@@ -455,13 +455,19 @@ def build_inserted(head: Head, spec: PostprocessSpec, opset: int, taken, static_
         _finish_outputs(b, add_postprocess(b, head, LETTERBOX_INPUT, spec, static))
         return b
 
+    if static_shapes and isinstance(spec.calibration, BoxPlattMap):
+        raise DetcalError("--static-shapes does not support the box-aware calibrator (platt_box) yet: its "
+                          "per-candidate prefilter compacts the candidates (NonZero); refit with another --calibrator")
     if static_shapes is not None:
         return build(bool(static_shapes)), bool(static_shapes)
     from . import ep_support
 
+    def leaves(g: GraphBuilder) -> bool:
+        return ep_support.leaves_tensorrt(ep_support.check_nodes(g.nodes, opset, consts=dict(g.const_values),
+                                                                 forbid=ep_support.DETCAL_FORBIDDEN))
+
     b = build(False)
-    findings = ep_support.check_nodes(b.nodes, opset, consts=dict(b.const_values), forbid=ep_support.DETCAL_FORBIDDEN)
-    if ep_support.leaves_tensorrt(findings):
+    if leaves(b) and not isinstance(spec.calibration, BoxPlattMap):   # box-aware: no fixed-shape variant yet
         return build(True), True
     return b, False
 

@@ -380,3 +380,41 @@ def test_cli_patch_embed_preprocess(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "x.onnx"), "--frame-size", "360x640"]) == 2
     assert "--embed-preprocess" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_eval_says_it_cannot_run_an_embedded_model_yet(tmp_path, capsys):
+    """An --embed-preprocess model given to `detcal eval --patched`: one line saying what to do,
+    not a misleading "no image input"."""
+    from artifact_factory import make_artifact
+    from calib.cli import main
+    from calib.model_info import read_model_info
+    from examples.detector.scenes import write_dataset
+
+    info = read_model_info(EXAMPLE_MODEL)
+    cal = make_artifact(info.num_classes, thresholds=0.3, input_size=info.input_size).save(tmp_path / "cal.json")
+    out = tmp_path / "m.detcal.onnx"
+    assert main(["patch", "--model", str(EXAMPLE_MODEL), "--calibration", str(cal), "--force", "--out", str(out),
+                 "--embed-preprocess"]) == 0
+    capsys.readouterr()
+    data = write_dataset(tmp_path / "data", n_val_pos=1, n_val_neg=1, n_test_pos=2, n_test_neg=1, seed=3)
+    rc = main(["eval", "--model", str(EXAMPLE_MODEL), "--patched", str(out), "--data", str(data), "--quiet",
+               "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--embed-preprocess" in err and "\n" not in err.strip(), err
+
+
+def test_static_shapes_refuses_the_box_aware_map_in_one_line(tmp_path):
+    """The fixed-shape variant has no box-aware twin yet: a clear refusal, never a graph that calls
+    itself fixed-shape while it compacts with NonZero."""
+    from artifact_factory import make_artifact
+    from calib.errors import DetcalError
+    from calib.model_info import read_model_info
+    from onnx_ops.patch import build_patched_model
+
+    info = read_model_info(EXAMPLE_MODEL)
+    art = make_artifact(info.num_classes, calibrator="platt_box", thresholds=0.3, input_size=info.input_size)
+    with pytest.raises(DetcalError, match="platt_box"):
+        build_patched_model(EXAMPLE_MODEL, art, force=True, static_shapes=True)
+    result = build_patched_model(EXAMPLE_MODEL, art, force=True)          # default: the box-aware graph
+    meta = {p.key: p.value for p in result.model.metadata_props}["detcal"]
+    assert '"static_shapes": false' in meta

@@ -101,9 +101,14 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
     images = [i for i in inputs if len(value_info_dims(i)) == 4]
     boxes = [i for i in inputs if i.name == LETTERBOX_INPUT] or [
         i for i in inputs if len(value_info_dims(i)) == 2 and value_info_dims(i)[1] == 6]
+    if not images and any(value_info_dtype(i) == "uint8" and len(value_info_dims(i)) in (3, 4) for i in inputs):
+        raise DetcalError(f"{p} was patched with --embed-preprocess (it takes decoded uint8 images); `detcal eval` "
+                          "does not run such models yet: evaluate the same calibration patched without "
+                          "--embed-preprocess (the post-processing is the same, and the embedded preprocessing "
+                          "equals calib's letterbox, tested)")
     if not images or not boxes:
         listing = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
-        what = "a 4-D image input" if not images else f"a '{LETTERBOX_INPUT}' [B, 6] input"
+        what = "4-D image input" if not images else f"'{LETTERBOX_INPUT}' [B, 6] input"
         raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
     return PatchedModelInfo(p, sha256_file(p), images[0].name, value_info_dims(images[0]), value_info_dtype(images[0]), boxes[0].name, meta)
 
