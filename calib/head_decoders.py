@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .artifact.box_map import sigmoid_f32
 from .artifact.interface import HEAD_LAYOUTS  # ("yolox_raw", "gfl_multilevel", "detr")
 from .boxes import cxcywh_to_xyxy
 from .layouts import Decoded
@@ -159,12 +160,6 @@ def decode_gfl_multilevel(
     dist = dfl_distances(np.concatenate(box_levels, axis=1), reg_max) * stride
     boxes = np.concatenate([centre - dist[:, :, 0:2], centre + dist[:, :, 2:4]], axis=2)
     return Decoded(boxes.astype(np.float32, copy=False), np.concatenate(cls_levels, axis=1))
-
-
-def sigmoid_f32(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) in float32."""
-    x = np.asarray(x, np.float32)
-    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
 
 
 def decode_detr(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .box_features import FEATURE_NAMES, NUM_FEATURES, box_features_f32, log_f32
-from .calibration_map import EPS
+from .calibration_map import EPS, sigmoid
 
 F = np.float32
 BOX_KIND = "platt_box"
@@ -46,14 +46,8 @@ def logit_f32(p: np.ndarray) -> np.ndarray:
 
 
 def sigmoid_f32(s: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-s)) in float32, overflow-safe: (...,) -> (...,) float32."""
-    s = np.asarray(s, dtype=F)
-    out = np.empty_like(s)
-    pos = s >= 0
-    out[pos] = F(1) / (F(1) + np.exp(-s[pos]))
-    e = np.exp(s[~pos])
-    out[~pos] = e / (F(1) + e)
-    return out
+    """1 / (1 + exp(-s)) in float32, overflow-safe: (...,) -> (...,) float32 (calibration_map.sigmoid)."""
+    return sigmoid(np.asarray(s, dtype=F))
 
 
 @dataclass
