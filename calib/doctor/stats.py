@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..bootstrap import bootstrap_weights as _stratified_weights
 from ..matching import MatchedDetections
 
 __all__ = ["SIZE_BUCKETS", "SIZE_EDGES", "Estimate", "size_bucket", "bootstrap_weights", "weighted_median_rows",
@@ -72,11 +73,9 @@ def size_bucket(area: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_weights(n_images: int, n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_images) float64 counts: how often each image is drawn in each resample (rows sum to n_images)."""
-    rng = np.random.default_rng(seed)
-    if n_images == 0:
-        return np.zeros((n_boot, 0))
-    return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_boot).astype(np.float64)
+    """(n_boot, n_images) float64 counts: how often each image is drawn in each resample (rows sum
+    to n_images); calib.bootstrap's resampler with one stratum."""
+    return _stratified_weights(np.zeros(n_images, dtype=np.int64), n_boot, np.random.default_rng(seed))
 
 
 def weighted_median_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -184,7 +183,8 @@ def recall_by_group(hits: np.ndarray, gt_image_index: np.ndarray, groups: np.nda
                     *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[Estimate]:
     """Recall per group (e.g. size bucket or class) with an image-bootstrap interval.
 
-    hits (G,) bool, gt_image_index (G,), groups (G,) int in [0, n_groups) -> n_groups Estimates.
+    hits (G,) bool (or float per-box values, e.g. paired differences), gt_image_index (G,), groups (G,)
+    int in [0, n_groups) -> n_groups Estimates.
     """
     w = bootstrap_weights(n_images, n_boot, seed)
     out = []
@@ -212,21 +212,9 @@ def paired_recall_difference(hits_a: np.ndarray, hits_b: np.ndarray, gt_image_in
     """
     if hits_a.shape != hits_b.shape:
         raise ValueError(f"paired_recall_difference: {hits_a.shape[0]} vs {hits_b.shape[0]} labelled boxes")
-    w = bootstrap_weights(n_images, n_boot, seed)
-    out = []
-    for k in range(n_groups):
-        sel = groups == k
-        n = int(sel.sum())
-        if n == 0:
-            out.append(_nan_estimate(level))
-            continue
-        diff = _per_image(hits_a[sel].astype(np.float64) - hits_b[sel], gt_image_index[sel], n_images)
-        den = _per_image(np.ones(n), gt_image_index[sel], n_images)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot = (w @ diff) / (w @ den)
-        lo, hi = _interval(boot, level)
-        out.append(Estimate(float(diff.sum() / den.sum()), lo, hi, level, n, int((den > 0).sum())))
-    return out
+    # the same ratio estimator as recall_by_group, on per-box differences (+1, 0, -1)
+    return recall_by_group(hits_a.astype(np.float64) - hits_b, gt_image_index, groups, n_groups, n_images,
+                           n_boot=n_boot, level=level, seed=seed)
 
 
 # ------------------------------------------------------------------- located pairs (any IoU)
