@@ -33,11 +33,12 @@ AP50:95 cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .boxes import box_area, box_iou_pairs
+from . import match_checks
 from .errors import DetcalError
 
 __all__ = [
@@ -137,7 +138,7 @@ class MatchedDetections:
 
     def rematch(self, iou_threshold: float) -> "MatchedDetections":
         """The same detections matched at another IoU threshold (reuses the IoU pairs)."""
-        _check_threshold(iou_threshold)
+        match_checks.check_threshold(iou_threshold)
         gt_index, iou = _greedy(self.scores, self.pair_det, self.pair_gt, self.pair_iou, iou_threshold)
         return replace(self, is_tp=gt_index >= 0, iou=iou, gt_index=gt_index, iou_threshold=float(iou_threshold))
 
@@ -179,9 +180,9 @@ def match_image(
     det_boxes (K, 4) xyxy, det_scores (K,), det_classes (K,) int; gt_boxes (M, 4) xyxy in the
     same units, gt_classes (M,) int. Returns a ``MatchResult`` in the detections' order.
     """
-    det_boxes, det_scores, det_classes = _check_dets(det_boxes, det_scores, det_classes, "detections")
-    gt_boxes, gt_classes = _check_gts(gt_boxes, gt_classes, "ground truth")
-    _check_threshold(iou_threshold)
+    det_boxes, det_scores, det_classes = match_checks.check_dets(det_boxes, det_scores, det_classes, "detections")
+    gt_boxes, gt_classes = match_checks.check_gts(gt_boxes, gt_classes, "ground truth")
+    match_checks.check_threshold(iou_threshold)
     k = det_scores.shape[0]
     pd, pg, piou = _candidate_pairs(
         np.zeros(k, np.int64), det_boxes, det_classes,
@@ -219,11 +220,11 @@ def match_dataset(
             f"match_dataset: {len(per_image_dets)} images of detections but {len(per_image_gts)} of ground truth"
         )
     n_images = len(per_image_dets)
-    det_parts = [_unpack_dets(d, i) for i, d in enumerate(per_image_dets)]
-    gt_parts = [_unpack_gts(g, i) for i, g in enumerate(per_image_gts)]
+    det_parts = [match_checks.unpack_dets(d, i) for i, d in enumerate(per_image_dets)]
+    gt_parts = [match_checks.unpack_gts(g, i) for i, g in enumerate(per_image_gts)]
     det_counts = np.array([p[1].shape[0] for p in det_parts], np.int64)
     gt_counts = np.array([p[1].shape[0] for p in gt_parts], np.int64)
-    crowd_parts = [_unpack_gts(g, i) for i, g in enumerate(per_image_crowd)] if per_image_crowd is not None else []
+    crowd_parts = [match_checks.unpack_gts(g, i) for i, g in enumerate(per_image_crowd)] if per_image_crowd is not None else []
     crowd_counts = np.array([p[1].shape[0] for p in crowd_parts], np.int64)
     cat = lambda parts, j, shape, dtype: (  # noqa: E731
         np.concatenate([p[j] for p in parts]).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
@@ -277,15 +278,15 @@ def match_flat(
     optional crowd regions crowd_image_index (R,), crowd_boxes (R, 4) xyxy, crowd_classes (R,).
     Detections within an image keep their given relative order (it breaks score ties).
     """
-    det_boxes, det_scores, det_classes = _check_dets(det_boxes, det_scores, det_classes, "detections")
-    gt_boxes, gt_classes = _check_gts(gt_boxes, gt_classes, "ground truth")
-    _check_threshold(iou_threshold)
-    det_image_index = _check_index(det_image_index, det_scores.shape[0], n_images, "det_image_index")
-    gt_image_index = _check_index(gt_image_index, gt_classes.shape[0], n_images, "gt_image_index")
+    det_boxes, det_scores, det_classes = match_checks.check_dets(det_boxes, det_scores, det_classes, "detections")
+    gt_boxes, gt_classes = match_checks.check_gts(gt_boxes, gt_classes, "ground truth")
+    match_checks.check_threshold(iou_threshold)
+    det_image_index = match_checks.check_index(det_image_index, det_scores.shape[0], n_images, "det_image_index")
+    gt_image_index = match_checks.check_index(gt_image_index, gt_classes.shape[0], n_images, "gt_image_index")
     if crowd_boxes is None:
         crowd_image_index, crowd_boxes, crowd_classes = np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
-    crowd_boxes, crowd_classes = _check_gts(crowd_boxes, crowd_classes, "crowd regions")
-    crowd_image_index = _check_index(crowd_image_index, crowd_classes.shape[0], n_images, "crowd_image_index")
+    crowd_boxes, crowd_classes = match_checks.check_gts(crowd_boxes, crowd_classes, "crowd regions")
+    crowd_image_index = match_checks.check_index(crowd_image_index, crowd_classes.shape[0], n_images, "crowd_image_index")
     seen = max(int(det_classes.max(initial=-1)), int(gt_classes.max(initial=-1)),
                int(crowd_classes.max(initial=-1))) + 1
     if num_classes is None:
@@ -424,86 +425,3 @@ def _greedy(scores, pair_det, pair_gt, pair_iou, iou_threshold):
         alive = ~ready & ~gt_taken[pg]
         pd, pg, piou = pd[alive], pg[alive], piou[alive]
     return gt_index, matched_iou
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def _check_threshold(t):
-    if not (0.0 <= float(t) <= 1.0):
-        raise ValueError(f"iou_threshold must be in [0, 1], got {t}")
-
-
-def _check_dets(boxes, scores, classes, what):
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.size == 0:
-        boxes = boxes.reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    classes = np.asarray(classes).reshape(-1)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{what}: boxes must be (K, 4) xyxy, got shape {boxes.shape}")
-    if not (boxes.shape[0] == scores.shape[0] == classes.shape[0]):
-        raise ValueError(
-            f"{what}: {boxes.shape[0]} boxes, {scores.shape[0]} scores and {classes.shape[0]} classes differ in length"
-        )
-    if not np.all(np.isfinite(boxes)) or not np.all(np.isfinite(scores)):
-        raise DetcalError(f"{what}: NaN or inf in boxes or scores")
-    classes = _as_class_ids(classes, what)
-    return boxes, scores, classes
-
-
-def _check_gts(boxes, classes, what):
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.size == 0:
-        boxes = boxes.reshape(-1, 4)
-    classes = np.asarray(classes).reshape(-1)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{what}: boxes must be (M, 4) xyxy, got shape {boxes.shape}")
-    if boxes.shape[0] != classes.shape[0]:
-        raise ValueError(f"{what}: {boxes.shape[0]} boxes but {classes.shape[0]} classes")
-    if not np.all(np.isfinite(boxes)):
-        raise DetcalError(f"{what}: NaN or inf in boxes")
-    return boxes, _as_class_ids(classes, what)
-
-
-def _as_class_ids(classes, what):
-    if classes.size and not np.issubdtype(classes.dtype, np.integer):
-        as_int = classes.astype(np.int64)
-        if not np.array_equal(as_int, classes):
-            raise DetcalError(f"{what}: class ids must be integers")
-        classes = as_int
-    classes = classes.astype(np.int64, copy=False)
-    if classes.size and classes.min() < 0:
-        raise DetcalError(f"{what}: negative class id {int(classes.min())}")
-    return classes
-
-
-def _check_index(index, n, n_images, what):
-    index = np.asarray(index).reshape(-1).astype(np.int64, copy=False)
-    if index.shape[0] != n:
-        raise ValueError(f"{what}: length {index.shape[0]}, expected {n}")
-    if index.size and (index.min() < 0 or index.max() >= n_images):
-        raise ValueError(f"{what}: image index out of range [0, {n_images})")
-    return index
-
-
-def _unpack_dets(d, i):
-    if isinstance(d, Mapping):
-        boxes = d["boxes_xyxy"] if "boxes_xyxy" in d else d["boxes"]
-        return _check_dets(boxes, d["scores"], d["classes"], f"detections of image {i}")
-    boxes, scores, classes = d
-    return _check_dets(boxes, scores, classes, f"detections of image {i}")
-
-
-def _unpack_gts(g, i):
-    if isinstance(g, Mapping):
-        for key in ("gt_boxes_xyxy", "boxes_xyxy", "boxes"):
-            if key in g:
-                boxes = g[key]
-                break
-        else:
-            raise KeyError(f"ground truth of image {i}: no 'gt_boxes_xyxy' key")
-        classes = g["gt_classes"] if "gt_classes" in g else g["classes"]
-        return _check_gts(boxes, classes, f"ground truth of image {i}")
-    boxes, classes = g
-    return _check_gts(boxes, classes, f"ground truth of image {i}")
