@@ -513,6 +513,12 @@ def describe_head(model: onnx.ModelProto, source: str) -> dict:
     layout fits (never raises DetcalError)."""
     metadata = {m.key: m.value for m in model.metadata_props}
     hints = {**producer_hints(model), **metadata_hints(metadata)}
+    from .artifact.interface import is_patched_metadata
+
+    if is_patched_metadata(metadata):     # its outputs are final detections, no head to read
+        outs = ", ".join(o.name for o in model.graph.output)
+        return {"error": f"{source}: already patched by detcal; its outputs are final detections ({outs})",
+                "hints": hints}
     try:
         rec = recognise_head(model, source)
     except DetcalError as exc:
