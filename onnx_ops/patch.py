@@ -7,7 +7,10 @@ The patched model takes the source image input unchanged plus `letterbox` float3
 (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
 num_dets int32 [B, 1], det_boxes float32 [B, K, 4] (x1, y1, x2, y2 in original px, clipped),
 det_scores float32 [B, K] (calibrated), det_classes int32 [B, K]; rows at and after num_dets
-are zero with class -1; K = max_det.
+are zero with class -1; K = max_det. A segmentation head (Ultralytics -seg, [B, 4+C+M, N] plus
+prototypes) also outputs det_masks_coeffs float32 [B, K, M], the kept boxes' mask coefficients
+gathered with det_boxes' indices (zero after num_dets; onnx_ops.masks), and keeps its prototypes
+output unchanged under its own name.
 
 With embed_preprocess the inputs are instead `image` uint8 [H, W, 3] (any H, W; or `frames`
 uint8 [B, H, W, 3] with frame_size = (H, W) fixed): the artifact's preprocessing runs in the
