@@ -256,3 +256,36 @@ def test_fit_patch_eval_end_to_end(tmp_path, blob_dir, blob_model, blob_data, ca
         for i in range(k):
             j = np.argmin(np.abs(got["det_boxes"][b, :k] - ref["det_boxes"][b, i]).sum(axis=1))
             np.testing.assert_allclose(got[DET_MASKS_COEFFS][b, j], ref[DET_MASKS_COEFFS][b, i], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_old_opsets(tmp_path, opset):
+    """The inserted seg outputs in the opset-11/12 forms (GatherElements for GatherND, attribute axes)."""
+    model = random_seg_model(num_classes=20, opset=opset, concat="flat", seed=opset)
+    art = make_artifact(20, calibrator="platt_per_class", thresholds=0.3, input_size=(64, 64), max_det=30)
+    for static in (False, True):
+        res = build_patched_model(_save(model, tmp_path / "seg.onnx"), art, force=True, static_shapes=static)
+        x = np.random.default_rng(opset).uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+        rows = np.array([[64, 64, 1, 1, 0, 0]] * 2, np.float32)
+        got = dict(zip([o.name for o in res.model.graph.output],
+                       _session(res.model).run(None, {"images": x, "letterbox": rows})))
+        raw = _session(model).run(["output0"], {"images": x})[0]
+        ref = pack_fixed(postprocess(raw, "xywh_cls", rows, art.calibration, art.score_thresholds, art.nms,
+                                     mask_coeffs=M), art.nms.max_det)
+        assert ref["num_dets"].min() > 0
+        assert_same_detections(got, ref, ties_unordered=True, context=f"opset {opset} static={static}")
+        order = np.lexsort(ref[DET_MASKS_COEFFS].reshape(-1, M).T), np.lexsort(got[DET_MASKS_COEFFS].reshape(-1, M).T)
+        np.testing.assert_allclose(got[DET_MASKS_COEFFS].reshape(-1, M)[order[1]],
+                                   ref[DET_MASKS_COEFFS].reshape(-1, M)[order[0]], rtol=0, atol=1e-6)
+
+
+def test_doctor_reads_the_seg_head_as_its_detector(tmp_path, blob_model, blob_data, capsys):
+    """doctor scores rows 4..4+C only: on the seg blob detector it finds what it finds on the blob detector."""
+    seg = seg_blob_detector(tmp_path / "seg.onnx")
+    reports = []
+    for model, out in ((seg, tmp_path / "doc_seg"), (blob_model, tmp_path / "doc_det")):
+        main(["doctor", "--model", str(model), "--data", str(blob_data), "--out", str(out), "--quiet", "--json"])
+        reports.append(json.loads((out / "doctor.json").read_text()))
+    capsys.readouterr()
+    seg_checks, det_checks = ([(c["name"], c["status"], c.get("summary")) for c in r["checks"]] for r in reports)
+    assert seg_checks == det_checks and len(seg_checks) >= 5
