@@ -32,6 +32,7 @@ from .errors import DetcalError
 from .head_decoders import HEAD_LAYOUTS, YOLOX_STRIDES, decode_head, infer_gfl_strides, level_counts
 from .artifact.interface import LAYOUTS
 from .layouts import decode
+from .mask_coeffs import MASK_COEFFS, PROTOTYPES, mask_count, strip_mask_coeffs
 
 ALL_LAYOUTS = LAYOUTS
 SELECTING_OPS = {"TopK", "NonMaxSuppression"}
@@ -305,6 +306,10 @@ def _decide(f: _Facts, layout: str | None) -> HeadRecognition | None:
         if layout == "gfl_multilevel":
             return None
     three = {n: s for n, s in f.shapes.items() if len(s) == 3}
+    if layout in (None, "xywh_cls"):
+        seg = _seg_head(f, three)
+        if seg is not None:
+            return seg
     if layout in (None, "detr"):
         pair = _detr_pair(three, f.hint)
         if pair is not None:
@@ -333,6 +338,30 @@ def _decide(f: _Facts, layout: str | None) -> HeadRecognition | None:
         nc = _num_classes(chosen, shape, f.hint)
         return HeadRecognition(chosen, [name], [shape], nc, f.input_hw, f"{name} {list(shape)}: {why}", params, cands)
     return None
+
+
+def _seg_head(f: _Facts, three: dict) -> HeadRecognition | None:
+    """An Ultralytics seg head: one [B, 4+C+M, N] output beside one 4-D prototypes output
+    [B, M, H/4, W/4]; M from the prototypes' channels, C = rows - 4 - M (checked against the
+    metadata's / dataset's class count where there is one). None when the outputs are not that."""
+    protos = {n: s for n, s in f.shapes.items() if len(s) == 4 and isinstance(s[1], int) and s[1] >= 1}
+    if len(protos) != 1 or len(three) != 1:
+        return None
+    (pname, pshape), (name, shape) = next(iter(protos.items())), next(iter(three.items()))
+    m, rows, n = pshape[1], shape[1], shape[2]
+    if not isinstance(rows, int) or rows - 4 - m < 1 or (isinstance(n, int) and n <= rows):
+        return None
+    c = rows - 4 - m
+    if f.hint is not None and f.hint != c:
+        return None
+    task = str(f.metadata.get("task", "")).lower()
+    why = (f"{name} {list(shape)}: channels first [B, 4+C+M, N] with M = {m} mask coefficients after C = {c} class "
+           f"scores (M from the prototypes output {pname} {list(pshape)}"
+           + (", C from the metadata's names" if f.hint is not None else "")
+           + ("; metadata task: segment" if task == "segment" else "")
+           + "): a segmentation head (Ultralytics -seg), its coefficients kept as det_masks_coeffs")
+    return HeadRecognition("xywh_cls", [name], [shape], c, f.input_hw, why, {MASK_COEFFS: m, PROTOTYPES: pname},
+                           ["xywh_cls"])
 
 
 def _num_classes(layout: str, shape: tuple, hint: int | None) -> int | None:
@@ -418,6 +447,8 @@ def probe_problem(rec: HeadRecognition, values: dict[str, np.ndarray]) -> str | 
         raws = [values[n] for n in rec.outputs]
     except KeyError:
         return None
+    if mask_count(rec.params):        # a seg head: the coefficient rows are no scores
+        raws = [strip_mask_coeffs(raws[0], mask_count(rec.params))]
     hw = rec.input_hw or (640, 640)
     try:
         if rec.layout in HEAD_LAYOUTS:
@@ -478,9 +509,16 @@ def producer_hints(model: onnx.ModelProto) -> dict:
 
 def describe_head(model: onnx.ModelProto, source: str) -> dict:
     """Plain data for `detcal inspect`: {"layout", "reason", "outputs", "num_classes", "strides",
-    "reg_max", "input_hw", "hints"} or {"error", "hints"} when no layout fits (never raises DetcalError)."""
+    "reg_max", "mask_coeffs", "prototypes" (seg heads), "input_hw", "hints"} or {"error", "hints"} when no
+    layout fits (never raises DetcalError)."""
     metadata = {m.key: m.value for m in model.metadata_props}
     hints = {**producer_hints(model), **metadata_hints(metadata)}
+    from .artifact.interface import is_patched_metadata
+
+    if is_patched_metadata(metadata):     # its outputs are final detections, no head to read
+        outs = ", ".join(o.name for o in model.graph.output)
+        return {"error": f"{source}: already patched by detcal; its outputs are final detections ({outs})",
+                "hints": hints}
     try:
         rec = recognise_head(model, source)
     except DetcalError as exc:
@@ -495,6 +533,8 @@ def describe_head(model: onnx.ModelProto, source: str) -> dict:
         "num_classes": rec.num_classes,
         "strides": list(strides) if isinstance(strides, (list, tuple)) else strides,
         "reg_max": rec.params.get("reg_max"),
+        "mask_coeffs": rec.params.get(MASK_COEFFS),
+        "prototypes": rec.params.get(PROTOTYPES),
         "input_hw": list(rec.input_hw) if rec.input_hw else None,
         "hints": hints,
     }

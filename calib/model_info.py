@@ -12,6 +12,7 @@ import onnx
 from .artifact.interface import HEAD_LAYOUTS, is_patched_metadata
 from .errors import DetcalError
 from .layouts import LAYOUTS, guess_layout, num_classes_of
+from .mask_coeffs import mask_count
 
 SELECTING_OPS = {"TopK", "NonMaxSuppression"}
 
@@ -169,7 +170,7 @@ def read_model_info(
     metadata = {m.key: m.value for m in model.metadata_props}
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
-    head_outputs, reason = None, ""
+    head_outputs, reason, seg_params = None, "", {}
     if not is_patched_metadata(metadata):
         # the layout is decided from the graph, the metadata and a probe (calib.head_recognition)
         from .head_recognition import recognise_head
@@ -182,7 +183,9 @@ def read_model_info(
                 layout=rec.layout, num_classes=rec.num_classes, class_names=names, metadata=metadata,
                 opset=model_opset(model), outputs=list(rec.outputs), head_params=dict(rec.params),
                 recognition=rec.reason)
-        layout, head_outputs, reason = rec.layout, set(rec.outputs), rec.reason
+        layout, head_outputs, reason, seg_params = rec.layout, set(rec.outputs), rec.reason, dict(rec.params)
+        if mask_count(seg_params):     # a seg head: C excludes the M mask coefficient rows
+            num_classes = rec.num_classes
     probed = None
     found = []
     for out in graph.output:
@@ -225,12 +228,13 @@ def read_model_info(
         output_name=out.name,
         output_shape=shape,
         layout=guess,
-        num_classes=num_classes_of(guess, shape) or (num_classes if guess == "end2end" else None) or (
-            len(names) if guess == "end2end" and names else None),
+        num_classes=(num_classes if mask_count(seg_params) else num_classes_of(guess, shape)) or (
+            num_classes if guess == "end2end" else None) or (len(names) if guess == "end2end" and names else None),
         class_names=names,
         metadata=metadata,
         opset=opset,
         outputs=[out.name],
+        head_params=seg_params if mask_count(seg_params) else {},   # seg heads: mask_coeffs, prototypes
         recognition=reason,
     )
 

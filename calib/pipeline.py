@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifact import BOX_KIND, PATCHED_OUTPUTS, CalibrationMap, PostprocessConfig, identity_map  # noqa: F401 (re-export)
+from .artifact import BOX_KIND, DET_MASKS_COEFFS, PATCHED_OUTPUTS, CalibrationMap, PostprocessConfig, identity_map  # noqa: F401 (re-export)
 from .box_pipeline import box_scores, threshold_calibrate_box
 from .layouts import Decoded, decode
 from .letterbox import centre_in_content, input_to_original_xyxy
+from .mask_coeffs import split_mask_coeffs
 from .nms import batched_nms_xyxy
 
 
@@ -43,6 +44,7 @@ class Detections:
     scores: np.ndarray         # (K,) float32, calibrated
     classes: np.ndarray        # (K,) int64
     boxes_input_xyxy: np.ndarray | None = None  # (K, 4) float32, model-input px, unclipped
+    mask_coeffs: np.ndarray | None = None       # (K, M) float32, seg heads: each detection's mask coefficients
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -148,13 +150,22 @@ def postprocess(
     calibration: CalibrationMap | None = None,
     thresholds: np.ndarray | float = 0.25,
     config: PostprocessConfig = PostprocessConfig(),
+    *,
+    mask_coeffs: int = 0,
 ) -> list[Detections]:
     """Raw head output for a batch -> final detections per image: the steps above, composed.
 
     raw: (B, ...) as `calib.layouts` describes `layout` (or an already decoded batch);
     rows: (B, 6) letterbox rows; calibration: a CalibrationMap (None = identity);
     thresholds: calibrated score thresholds, scalar or (C,).
+    mask_coeffs: M, for a seg head raw (B, 4+C+M, N) (xywh_cls): rows 4..4+C score, and each
+    kept detection carries its box's M coefficient rows (`Detections.mask_coeffs`, same order).
     """
+    coeffs = None
+    if mask_coeffs:
+        if isinstance(raw, Decoded) or layout != "xywh_cls":
+            raise ValueError("mask_coeffs needs the raw xywh_cls head [B, 4+C+M, N]")
+        raw, coeffs = split_mask_coeffs(raw, mask_coeffs)                       # coeffs (B, N, M)
     decoded = raw if isinstance(raw, Decoded) else decode(raw, layout)
     rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
     batch = decoded.boxes_xyxy.shape[0]
@@ -181,7 +192,8 @@ def postprocess(
         keep = class_aware_nms(boxes, cands, config)
         boxes, cands = boxes[keep], cands.take(keep)
         scores = box_scores(cands.score) if box_aware else cands.score
-        out.append(Detections(to_original_pixels(boxes, rows[b]), scores, cands.cls, boxes))
+        out.append(Detections(to_original_pixels(boxes, rows[b]), scores, cands.cls, boxes,
+                              None if coeffs is None else coeffs[b][cands.box]))
     return out
 
 
@@ -190,6 +202,8 @@ def pack_fixed(dets: list[Detections], max_det: int) -> dict[str, np.ndarray]:
 
     num_dets (B, 1) int32, det_boxes (B, K, 4) float32, det_scores (B, K) float32,
     det_classes (B, K) int32; rows at and after num_dets are zero, with class -1.
+    Seg heads (detections with mask_coeffs (K', M)): also det_masks_coeffs (B, K, M) float32,
+    in det_boxes' order, zero at and after num_dets.
     """
     batch = len(dets)
     num_dets, det_boxes, det_scores, det_classes = PATCHED_OUTPUTS
@@ -205,4 +219,11 @@ def pack_fixed(dets: list[Detections], max_det: int) -> dict[str, np.ndarray]:
         out[det_boxes][b, :n] = d.boxes_xyxy[:n]
         out[det_scores][b, :n] = d.scores[:n]
         out[det_classes][b, :n] = d.classes[:n]
+    with_masks = [d for d in dets if d.mask_coeffs is not None]
+    if with_masks:
+        m = with_masks[0].mask_coeffs.shape[1]
+        out[DET_MASKS_COEFFS] = np.zeros((batch, max_det, m), np.float32)
+        for b, d in enumerate(dets):
+            n = min(len(d), max_det)
+            out[DET_MASKS_COEFFS][b, :n] = d.mask_coeffs[:n]
     return out

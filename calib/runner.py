@@ -9,6 +9,7 @@ import numpy as np
 from .artifact import HEAD_LAYOUTS, Preprocess
 from .errors import DetcalError
 from .head_decoders import decoded_batch
+from .mask_coeffs import mask_count, strip_mask_coeffs
 from .model_info import ModelInfo, metadata_imgsz
 from .preprocess import preprocess_image
 from .session import make_session  # noqa: F401 (re-exported: the factory's old home)
@@ -88,7 +89,8 @@ class DetectorRunner:
             outs = [np.asarray(o, dtype=np.float32) for o in self.session.run(self.info.outputs, feeds)]
             return decoded_batch(self.info.layout, outs, self.input_size, **self.info.head_params)
         out = self.session.run([self.info.output_name], feeds)[0]
-        return np.asarray(out, dtype=np.float32)
+        # a seg head: only rows 4..4+C score; the mask coefficient rows are cut off here
+        return strip_mask_coeffs(np.asarray(out, dtype=np.float32), mask_count(self.info.head_params))
 
     def check_finite(self, raw: np.ndarray, indices: list[int], label: str) -> None:
         """NaN/inf in a raw output (B, ...) is a DetcalError naming the (first) image."""

@@ -134,13 +134,15 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
 
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
-                           raw_thr: np.ndarray, n_static: int | None) -> tuple[str, str, Dense]:
+                           raw_thr: np.ndarray, n_static: int | None, coeffs: str | None = None,
+                           masks: int = 0) -> tuple[str, str, Dense]:
     """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense).
 
     raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
     float32), used when `dense` is None; dense: the head's decoded tensors where its Sigmoid front
     was cut (boxes [B, 4, N], probs and logits [B, C, N]). The slot boxes are cxcywh input px,
-    [B, 4, M] (xywh_cls) | [B, M, 4] (xywh_obj_cls).
+    [B, 4, M] (xywh_cls) | [B, M, 4] (xywh_obj_cls). coeffs: a seg head's mask coefficients
+    [B, masks, N] (xywh_cls), gathered with the boxes into the slot Dense's `coeffs` [B, masks, M].
     """
     C = raw_thr.size
     if dense is not None:                       # Sigmoid-front head: boxes, probs, logits apart
@@ -163,6 +165,8 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     else:
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")
     key, cls = slot_key(b, d, cmap, raw_thr, slots)
+    if coeffs is not None:
+        d.coeffs = gather_slots(b, coeffs, slots, 2, masks, "boxes_first/mask_coeffs")
     return key, cls, d
 
 

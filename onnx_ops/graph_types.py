@@ -21,6 +21,7 @@ class Dense:
     class_axis: int
     logits: str | None = None
     box_format: str = "cxcywh"      # "xyxy" for heads decoded from distances (gfl_multilevel)
+    coeffs: str | None = None       # seg heads: mask coefficients [B, M, N], the boxes' columns (onnx_ops.masks)
 
 
 @dataclass
@@ -55,3 +56,4 @@ class Kept:
     num: str
     row_ok: str
     k: int
+    pick: str | None = None     # [B, K'] int64: the kept candidates' positions among the K1 (M) slots

@@ -16,7 +16,10 @@ from onnx import TensorProto
 
 from calib.artifact import HEAD_LAYOUTS
 from calib.errors import DetcalError
+from calib.mask_coeffs import PROTOTYPES, mask_count
 from calib.model_info import ModelInfo, metadata_imgsz, value_info_dims
+
+from .masks import SegTaps, tap_seg_head
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Head:
     params: dict = field(default_factory=dict)         # HEAD_LAYOUTS: decode parameters (strides, reg_max, ...)
     input_hw: tuple[int, int] | None = None            # HEAD_LAYOUTS: the size the grid constants are built for
     elem_types: list[int] = field(default_factory=list)
+    seg: SegTaps | None = None                          # seg heads: the M mask coefficient rows (onnx_ops.masks)
 
     @property
     def sigmoid_front(self) -> bool:
@@ -68,11 +72,13 @@ def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source:
                           f"({TensorProto.DataType.Name(elem)})")
     shape = info.output_shape
     layout = info.layout
+    masks = mask_count(info.head_params) if layout == "xywh_cls" else 0
     if layout == "xywh_cls":
-        want, n = 4 + num_classes, shape[2]
+        want, n = 4 + num_classes + masks, shape[2]
         if isinstance(shape[1], int) and shape[1] != want:
             raise DetcalError(f"{source}: head output {info.output_name} {list(shape)} has {shape[1]} channels, "
-                              f"the calibration expects 4 + {num_classes} classes")
+                              f"the calibration expects 4 + {num_classes} classes"
+                              + (f" + {masks} mask coefficients" if masks else ""))
     elif layout == "xywh_obj_cls":
         want, n = 5 + num_classes, shape[1]
         if isinstance(shape[2], int) and shape[2] != want:
@@ -84,15 +90,20 @@ def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source:
             raise DetcalError(f"{source}: end2end head output {info.output_name} must be [B, K, 6], got {list(shape)}")
     head = Head(layout, info.output_name, elem, num_classes, n if isinstance(n, int) else None, shape[0])
     if layout == "xywh_cls":
-        _tap_sigmoid_front(graph, head, _known_shapes(model))
+        shapes = _known_shapes(model)
+        if masks:       # seg head: read the detection rows apart from the mask coefficients
+            head.output, head.seg = tap_seg_head(graph, info.output_name, masks, num_classes, shapes)
+            head.seg.prototypes = info.head_params.get(PROTOTYPES)
+        _tap_sigmoid_front(graph, head, shapes)
     return head
 
 
 def _tap_sigmoid_front(graph: onnx.GraphProto, head: Head, shapes: dict) -> None:
     producers = {o: n for n in graph.node for o in n.output}
     concat = producers.get(head.output)
-    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
-        return
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != (3 if head.seg is not None
+                                                                             and head.seg.in_output else 2):
+        return       # Concat(boxes, Sigmoid) or, seg heads, Concat(boxes, Sigmoid, mask coefficients)
     axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
     if axis not in (1, -2):
         return

@@ -148,6 +148,8 @@ def _format_head(h: dict | None) -> list[str]:
             extra.append(f"strides {', '.join(map(str, s)) if isinstance(s, list) else s}")
         if h.get("reg_max") is not None:
             extra.append(f"reg_max {h['reg_max']}")
+        if h.get("mask_coeffs"):
+            extra.append(f"{h['mask_coeffs']} mask coefficients, prototypes {h['prototypes']}")
         if h.get("input_hw"):
             extra.append(f"input {h['input_hw'][0]}x{h['input_hw'][1]}")
         lines = [f"head: {h['layout']} ({', '.join(extra)})", f"  why: {h['reason']}",

@@ -7,7 +7,10 @@ The patched model takes the source image input unchanged plus `letterbox` float3
 (orig_w, orig_h, scale_x, scale_y, pad_left, pad_top) and returns the EfficientNMS layout:
 num_dets int32 [B, 1], det_boxes float32 [B, K, 4] (x1, y1, x2, y2 in original px, clipped),
 det_scores float32 [B, K] (calibrated), det_classes int32 [B, K]; rows at and after num_dets
-are zero with class -1; K = max_det.
+are zero with class -1; K = max_det. A segmentation head (Ultralytics -seg, [B, 4+C+M, N] plus
+prototypes) also outputs det_masks_coeffs float32 [B, K, M], the kept boxes' mask coefficients
+gathered with det_boxes' indices (zero after num_dets; onnx_ops.masks), and keeps its prototypes
+output unchanged under its own name.
 
 With embed_preprocess the inputs are instead `image` uint8 [H, W, 3] (any H, W; or `frames`
 uint8 [B, H, W, 3] with frame_size = (H, W) fixed): the artifact's preprocessing runs in the
@@ -92,14 +95,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calib.artifact import (HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, BoxPlattMap, CalibrationMap,
+from calib.artifact import (DET_MASKS_COEFFS, HEAD_LAYOUTS, LETTERBOX_INPUT, PATCHED_OUTPUTS, Artifact, BoxPlattMap, CalibrationMap,
                             IsotonicMap, PatchedMetadata,
                             PostprocessConfig, identity_map, is_patched_metadata, load_artifact)
 from calib.atomic import atomic_write_bytes, check_writable
 from calib.errors import DetcalError
 from calib.model_info import load_onnx, model_opset, read_model_info, sha256_file, value_info_dims
 
-from . import box_select, steps
+from . import box_select, masks, steps
 from .box_calibration import box_calibrated_score
 from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
@@ -178,20 +181,26 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     -> pre_nms_top_k -> mask_letterbox -> class_aware_nms (max_det) -> to_original_pixels -> pack_fixed.
     static_shapes: the fixed-shape variant (no NonZero, no data-dependent Slice: no trim_slots).
 
-    Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes.
+    Returns {output name: tensor name} for num_dets, det_boxes, det_scores, det_classes (and
+    det_masks_coeffs for a seg head, onnx_ops.masks).
     """
     cfg, C = spec.config, spec.num_classes
     rthr = spec.raw_thresholds
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
     multi = cfg.multi_label and head.layout != "end2end"
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
+    coeffs = None
+    if head.seg is not None:        # seg head: rows 4..4+C score; the M mask coefficients ride along
+        tapped = None if head.seg.coeffs is None else steps.to_float32(b, head.seg.coeffs, head.elem_type,
+                                                                         "masks/coeffs_f32")
+        raw, coeffs = masks.split_seg_head(b, raw, head.seg, tapped)
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
-                                                                head.n_static)
+                                                                head.n_static, coeffs, head.seg.m if head.seg else 0)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = _sigmoid_front(b, head)
@@ -221,21 +230,26 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
     if variant is Variant.BOX_AWARE:        # ranked by the calibrated logit; the score is its Sigmoid
         kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
-    return steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
+    outs = steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
+    if coeffs is not None:          # the kept boxes' mask coefficients, same indices as det_boxes
+        src = decoded.coeffs if variant is Variant.BOXES_FIRST else coeffs
+        kept_coeffs = masks.kept_mask_coeffs(b, src, box_index, tk.pad, kept, head.seg.m)
+        outs[DET_MASKS_COEFFS] = masks.pack_mask_coeffs(b, kept, kept_coeffs, cfg.max_det)
+    return outs
 
 
-def _output_infos(batch, max_det: int) -> list:
+def _output_infos(batch, max_det: int, mask_coeffs: int = 0) -> list:
     return [
         helper.make_tensor_value_info("num_dets", INT32, [batch, 1]),
         helper.make_tensor_value_info("det_boxes", FLOAT, [batch, max_det, 4]),
         helper.make_tensor_value_info("det_scores", FLOAT, [batch, max_det]),
         helper.make_tensor_value_info("det_classes", INT32, [batch, max_det]),
-    ]
+    ] + ([masks.mask_output_info(batch, max_det, mask_coeffs)] if mask_coeffs else [])
 
 
 def _finish_outputs(b: GraphBuilder, outs: dict[str, str]) -> None:
     """The last nodes already write the output names; anything else gets an Identity."""
-    for name in OUTPUTS:
+    for name in outs:
         if outs[name] != name:
             b.nodes.append(helper.make_node("Identity", [outs[name]], [name], name=b.name(f"output/{name}")))
 
@@ -256,28 +270,31 @@ def build_postprocess_graph(
     head_dtype: int = FLOAT,
     input_name: str = "head",
     static_shapes: bool = False,
+    mask_coeffs: int = 0,
 ) -> onnx.ModelProto:
     """A model whose input is a raw head output and whose outputs are the patched model's.
 
     Inputs: `head` ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls, [B, K, 6] end2end; N fixed
     when `num_candidates` is given, else dynamic) and `letterbox` float32 [B, 6].
+    mask_coeffs: M > 0 for a seg head [B, 4+C+M, N] (xywh_cls): also outputs det_masks_coeffs [B, K, M].
     """
     calibration = calibration if calibration is not None else identity_map(num_classes)
     thr = np.broadcast_to(np.asarray(thresholds, np.float64), (num_classes,)).copy()
     spec = PostprocessSpec(layout, num_classes, calibration, thr, config)
     n = num_candidates if num_candidates is not None else "candidates"
-    shape = {"xywh_cls": [batch, 4 + num_classes, n], "xywh_obj_cls": [batch, n, 5 + num_classes],
+    shape = {"xywh_cls": [batch, 4 + num_classes + mask_coeffs, n], "xywh_obj_cls": [batch, n, 5 + num_classes],
              "end2end": [batch, n, 6]}[layout]
-    head = Head(layout, input_name, head_dtype, num_classes, num_candidates, batch)
+    head = Head(layout, input_name, head_dtype, num_classes, num_candidates, batch,
+                seg=masks.SegTaps(mask_coeffs) if mask_coeffs else None)
     b = GraphBuilder(opset)
-    b.reserve([input_name, LETTERBOX_INPUT, *OUTPUTS])
+    b.reserve([input_name, LETTERBOX_INPUT, *OUTPUTS, DET_MASKS_COEFFS])
     outs = add_postprocess(b, head, LETTERBOX_INPUT, spec, static_shapes)
     _finish_outputs(b, outs)
     graph = helper.make_graph(
         b.nodes, "detcal_postprocess",
         [helper.make_tensor_value_info(input_name, head_dtype, shape),
          helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6])],
-        _output_infos(batch, config.max_det), initializer=b.initializers)
+        _output_infos(batch, config.max_det, mask_coeffs), initializer=b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal")
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return model
@@ -352,6 +369,7 @@ def _metadata(artifact: Artifact, spec: PostprocessSpec, head: Head, source_sha:
         nms=spec.config.to_artifact(),
         preprocess=artifact.preprocess.to_artifact(),
         certified_bound=artifact.thresholds.get("certified_bound"),
+        masks=None if head.seg is None else {"mask_coeffs": head.seg.m, "prototypes": head.seg.prototypes},
     )
 
 
@@ -394,7 +412,7 @@ def build_patched_model(
     graph = model.graph
     taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | {i.name for i in graph.initializer} \
         | {i.name for i in graph.input}
-    for name in (LETTERBOX_INPUT, *OUTPUTS):
+    for name in (LETTERBOX_INPUT, *OUTPUTS, *([DET_MASKS_COEFFS] if head.seg is not None else [])):
         if name in taken:
             raise DetcalError(f"{src}: the model already has a tensor named {name!r}; cannot add the detcal {name}")
     b, static = build_inserted(head, spec, opset, taken, static_shapes)
@@ -405,8 +423,10 @@ def build_patched_model(
     graph.input.append(helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6]))
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
+    kept_outputs = [o for o in graph.output if head.seg is not None and o.name == head.seg.prototypes]
     del graph.output[:]
-    graph.output.extend(_output_infos(batch, spec.config.max_det))
+    graph.output.extend(_output_infos(batch, spec.config.max_det, head.seg.m if head.seg is not None else 0))
+    graph.output.extend(kept_outputs)      # a seg head's prototypes output, unchanged
     _prune(graph)
     embedded = _embed_preprocess(model, info, artifact, input_channel_order, frame_size, src) if embed_preprocess else None
 

@@ -382,7 +382,7 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
     score = gather_rows(b, tk.score, pick, "out/score")
     cls = gather_rows(b, classes, pick, "out/class")
     box_in = gather_rows(b, boxes, pick, "out/box_input_px", 4)
-    return Kept(score, cls, box_in, num, row_ok, kout)
+    return Kept(score, cls, box_in, num, row_ok, kout, pick)
 
 # ------------------------------------------------------------------------------------------
 # to_original_pixels

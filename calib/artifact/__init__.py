@@ -14,7 +14,7 @@ from .calibration_map import (AFFINE_KINDS, EPS, ISOTONIC_KIND, KINDS, MAX_KNOTS
                               IsotonicMap, identity_map, logit, map_from_artifact, sigmoid)
 from .box_map import BOX_KIND, BoxPlattMap
 from .configs import RESIZE_MODES, PostprocessConfig, Preprocess
-from .interface import (DECODED_LAYOUTS, HEAD_LAYOUTS, LAYOUTS, LETTERBOX_INPUT, METADATA_KEY, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS,
+from .interface import (DET_MASKS_COEFFS, DECODED_LAYOUTS, HEAD_LAYOUTS, LAYOUTS, LETTERBOX_INPUT, METADATA_KEY, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS,
                         ROW_FIELDS, SCALE_X, SCALE_Y, PatchedMetadata, is_patched_metadata)
 from .schema import FORMAT, FORMAT_VERSION, Artifact, load_artifact
 from .version import DETCAL_VERSION
@@ -22,7 +22,7 @@ from .version import DETCAL_VERSION
 __all__ = [
     "AFFINE_KINDS", "EPS", "ISOTONIC_KIND", "KINDS", "MAX_KNOTS", "AffineLogitMap", "CalibrationMap", "IsotonicMap",
     "identity_map", "logit", "map_from_artifact", "sigmoid", "RESIZE_MODES", "PostprocessConfig", "Preprocess",
-    "DECODED_LAYOUTS", "HEAD_LAYOUTS", "LAYOUTS", "LETTERBOX_INPUT", "METADATA_KEY", "ORIG_H", "ORIG_W", "PAD_LEFT", "PAD_TOP", "PATCHED_OUTPUTS",
+    "DET_MASKS_COEFFS", "DECODED_LAYOUTS", "HEAD_LAYOUTS", "LAYOUTS", "LETTERBOX_INPUT", "METADATA_KEY", "ORIG_H", "ORIG_W", "PAD_LEFT", "PAD_TOP", "PATCHED_OUTPUTS",
     "ROW_FIELDS", "SCALE_X", "SCALE_Y", "PatchedMetadata", "is_patched_metadata", "FORMAT", "FORMAT_VERSION",
     "Artifact", "load_artifact", "DETCAL_VERSION", "BOX_KIND", "BoxPlattMap",
 ]

@@ -5,6 +5,9 @@ Inputs:  the source image input, unchanged, plus LETTERBOX_INPUT float32 [B, 6],
 Outputs: PATCHED_OUTPUTS (the EfficientNMS layout): num_dets int32 [B, 1], det_boxes float32
          [B, K, 4] xyxy original px clipped, det_scores float32 [B, K] calibrated, det_classes
          int32 [B, K]; rows at and after num_dets are zero with class -1; K = max_det.
+         Seg heads (Ultralytics -seg) add DET_MASKS_COEFFS float32 [B, K, M] (the kept detections'
+         mask coefficients, in det_boxes' order, zero at and after num_dets) and keep the source's
+         prototypes output [B, M, H/4, W/4] unchanged under its own name (PatchedMetadata.masks).
 Metadata: `PatchedMetadata`, written by `onnx_ops.patch` (`to_metadata_props`) and read by
          `calib.evaluate` (`from_metadata_props`); nothing else knows its keys.
 """
@@ -23,6 +26,7 @@ LAYOUTS = DECODED_LAYOUTS + HEAD_LAYOUTS
 
 LETTERBOX_INPUT = "letterbox"
 PATCHED_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+DET_MASKS_COEFFS = "det_masks_coeffs"   # seg heads only, beside the source's prototypes output
 
 # the letterbox row: float (6,), the one definition of its columns
 ROW_FIELDS = ("orig_w", "orig_h", "scale_x", "scale_y", "pad_left", "pad_top")
@@ -53,12 +57,19 @@ class PatchedMetadata:
     certified_bound: float | None = None
     inputs: dict | None = None              # {name: description} beside the source's; None: `letterbox`
     static_shapes: bool | None = None      # the fixed-shape inserted graph (TensorRT), else the default
+    masks: dict | None = None               # seg heads: {"mask_coeffs": M, "prototypes": output name}
     detcal_version: str = DETCAL_VERSION
     raw: dict = field(default_factory=dict, compare=False, repr=False)   # the entry as read
 
     def to_metadata_props(self) -> dict[str, str]:
         """{metadata key: string value} to add to the patched model's metadata_props."""
         k = (self.nms or {}).get("max_det", "K")
+        outputs = {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {k}, 4] xyxy original px",
+                   "det_scores": f"float32 [B, {k}] calibrated", "det_classes": f"int32 [B, {k}]"}
+        if self.masks:
+            m = self.masks.get("mask_coeffs", "M")
+            outputs[DET_MASKS_COEFFS] = f"float32 [B, {k}, {m}] mask coefficients of the detections"
+            outputs[str(self.masks.get("prototypes"))] = f"float32 [B, {m}, H/4, W/4] mask prototypes, unchanged"
         summary = {
             "detcal_version": self.detcal_version,
             "source_sha256": self.source_sha256,
@@ -69,11 +80,11 @@ class PatchedMetadata:
             "thresholds": self.thresholds,
             "nms": self.nms,
             "inputs": self.inputs or {LETTERBOX_INPUT: "float32 [B, 6] " + ", ".join(ROW_FIELDS)},
-            "outputs": {"num_dets": "int32 [B, 1]", "det_boxes": f"float32 [B, {k}, 4] xyxy original px",
-                        "det_scores": f"float32 [B, {k}] calibrated", "det_classes": f"int32 [B, {k}]"},
+            "outputs": outputs,
             "preprocess": self.preprocess,
             "certified_bound": self.certified_bound,
             "static_shapes": self.static_shapes,
+            **({"masks": self.masks} if self.masks else {}),
         }
         flat = (self.detcal_version, self.source_sha256, self.calibrator)
         return {METADATA_KEY: json.dumps(summary, sort_keys=True),
@@ -107,6 +118,7 @@ class PatchedMetadata:
             preprocess=typed("preprocess", dict),
             certified_bound=typed("certified_bound", (int, float)),
             static_shapes=typed("static_shapes", bool),
+            masks=typed("masks", dict),
             detcal_version=typed("detcal_version", str) or "",
             raw=d,
         )

@@ -69,7 +69,7 @@ def run(args) -> int:
     inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())
     if not args.embed_preprocess:
         inputs = f"{model.graph.input[0].name}, {inputs}"
-    print(f"  inputs: {inputs}; outputs: num_dets, det_boxes, det_scores, det_classes")
+    print(f"  inputs: {inputs}; outputs: {', '.join(o.name for o in model.graph.output)}")
     for w in dict.fromkeys(str(w.message) for w in caught):
         print(f"  note: {w}", file=sys.stderr)
     return 0
