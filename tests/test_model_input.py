@@ -403,3 +403,26 @@ def test_embed_preprocess_refuses_a_uint8_model_with_scaling(variant_models, fit
     scaled = Artifact.from_dict({**art.to_dict(), "preprocess": Preprocess().to_artifact()})
     with pytest.raises(DetcalError, match="is uint8 .raw 0..255 pixels. but the preprocessing scales"):
         build_patched_model(variant_models["uint8_nhwc"], scaled, embed_preprocess=True)
+
+
+def test_doctor_runs_a_uint8_nhwc_model_as_the_float_one(tmp_path, variant_models, blob_model, blob_data, capsys):
+    """`detcal doctor` feeds the uint8 NHWC variant through the adapter: its findings are those of
+    the blob detector (the same network), and without --scale none it stops with one line."""
+    import json
+
+    from calib.cli import main
+
+    runs = {}
+    for key, model, extra in (("u8", variant_models["uint8_nhwc"], ["--scale", "none"]), ("f32", blob_model, [])):
+        out = tmp_path / key
+        rc = main(["doctor", "--model", str(model), "--data", str(blob_data), "--quiet", "--json", "--out", str(out),
+                   *extra])
+        capsys.readouterr()
+        doc = json.loads((out / "doctor.json").read_text())
+        assert rc == doc["exit_code"] in (0, 1)                 # 1: something was flagged
+        runs[key] = {c["name"]: c["status"] for c in doc["checks"]}
+    assert runs["u8"] == runs["f32"] and len(runs["u8"]) == 7
+    assert main(["doctor", "--model", str(variant_models["uint8_nhwc"]), "--data", str(blob_data), "--quiet",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "uint8 (raw 0..255 pixels)" in err, err
