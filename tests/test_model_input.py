@@ -26,9 +26,10 @@ VARIANTS = {                                # name -> (input dtype, layout)
 }
 
 
-def with_input(base: onnx.ModelProto, dtype: str, layout: str, dims=None, metadata: dict | None = None) -> onnx.ModelProto:
-    """`base` (float NCHW input x in 0..1) behind a new input `images` of `dtype` and `layout`:
-    uint8 -> Cast, Mul(1/255); NHWC -> Transpose to NCHW. dims: the declared dims (default: base's)."""
+def with_input(base: onnx.ModelProto, dtype: str, layout: str, dims=None, metadata: dict | None = None,
+               scale: float | None = 1 / 255) -> onnx.ModelProto:
+    """`base` (float NCHW input) behind a new input `images` of `dtype` and `layout`: uint8 -> Cast
+    [, Mul(scale): base takes x in 0..1]; NHWC -> Transpose to NCHW. dims: the declared dims (default: base's)."""
     m = onnx.ModelProto()
     m.CopyFrom(base)
     old = m.graph.input[0]
@@ -40,10 +41,12 @@ def with_input(base: onnx.ModelProto, dtype: str, layout: str, dims=None, metada
                 n.input[i] = inner
     nodes, x = [], "images"
     if dtype == "uint8":
-        nodes += [helper.make_node("Cast", [x], ["in/f"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", ["in/f", "in/inv255"], ["in/scaled"])]
-        m.graph.initializer.append(numpy_helper.from_array(np.float32(1 / 255), "in/inv255"))
-        x = "in/scaled"
+        nodes.append(helper.make_node("Cast", [x], ["in/f"], to=TensorProto.FLOAT))
+        x = "in/f"
+        if scale is not None:
+            nodes.append(helper.make_node("Mul", [x, "in/scale"], ["in/scaled"]))
+            m.graph.initializer.append(numpy_helper.from_array(np.float32(scale), "in/scale"))
+            x = "in/scaled"
     if layout == "NHWC":
         nodes.append(helper.make_node("Transpose", [x], ["in/nchw"], perm=[0, 3, 1, 2]))
         x = "in/nchw"
