@@ -150,7 +150,7 @@ def read_model_info(
     image_inputs = [i for i in inputs if len(value_info_dims(i)) == 4]
     if not image_inputs:
         shapes = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
-        raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] found (inputs: {shapes})")
+        raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] or [B, H, W, 3] found (inputs: {shapes})")
     inp = image_inputs[0]
     metadata = {m.key: m.value for m in model.metadata_props}
     convention = read_input_convention(value_info_dims(inp), value_info_dtype(inp), metadata=metadata,
