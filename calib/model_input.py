@@ -46,22 +46,9 @@ class InputConvention:
         if self.layout not in INPUT_LAYOUTS:
             raise ValueError(f"input layout must be one of {INPUT_LAYOUTS}, got {self.layout!r}")
 
-    @property
-    def channels_axis(self) -> int:
-        return 1 if self.layout == "NCHW" else 3
-
-    @property
-    def is_plain(self) -> bool:
-        """float32 NCHW: what detcal's preprocessing makes, fed as is."""
-        return self.dtype == "float32" and self.layout == "NCHW"
-
     def hw(self, dims: tuple) -> tuple:
         """The (H, W) entries of declared dims [B, 3, H, W] / [B, H, W, 3] (ints or dim_params)."""
         return (dims[2], dims[3]) if self.layout == "NCHW" else (dims[1], dims[2])
-
-    def shape(self, batch: int, h: int, w: int) -> tuple[int, int, int, int]:
-        """The input array shape for a batch of (h, w) images."""
-        return (batch, 3, h, w) if self.layout == "NCHW" else (batch, h, w, 3)
 
     def feed(self, x: np.ndarray, source: str = "model") -> np.ndarray:
         """x (B, 3, H, W) float32 from detcal's preprocessing -> the array the model declares
@@ -142,14 +129,3 @@ def _metadata_layout(metadata: dict) -> str | None:
             return _LAYOUT_WORDS[word]
     return None
 
-
-def convention_from_artifact(model_block: dict) -> InputConvention | None:
-    """The artifact model block's recorded convention; None where it records none (older artifacts:
-    float NCHW was then the only input detcal ran, but the block may lack the keys)."""
-    dtype, layout = model_block.get("input_dtype"), model_block.get("input_layout")
-    if dtype is None and layout is None:
-        return None
-    try:
-        return InputConvention(dtype if dtype in INPUT_DTYPES else "float32", layout or "NCHW")
-    except ValueError:
-        return None

@@ -79,9 +79,9 @@ class PatchedModelInfo:
             return None
 
 
-def read_patched_info(path: str | Path, input_layout: str | None = None) -> PatchedModelInfo:
-    """Check that `path` is a detcal-patched model and read its interface (input_layout: 'NCHW' |
-    'NHWC' where the image input's dims leave it open, calib.model_input.read_input_convention).
+def read_patched_info(path: str | Path) -> PatchedModelInfo:
+    """Check that `path` is a detcal-patched model and read its interface (the image input's layout
+    from its dims, calib.model_input.read_input_convention; `eval` sets the source model's).
 
     Raises DetcalError (one line) for: a missing or unreadable file, no `detcal` metadata
     (not a patched model), outputs other than num_dets/det_boxes/det_scores/det_classes,
@@ -118,7 +118,7 @@ def read_patched_info(path: str | Path, input_layout: str | None = None) -> Patc
         what = "4-D image input" if not images else f"'{LETTERBOX_INPUT}' [B, 6] input"
         raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
     dims, dtype = value_info_dims(images[0]), value_info_dtype(images[0])
-    conv = read_input_convention(dims, dtype, metadata=metadata, layout=input_layout, source=str(p), name=images[0].name)
+    conv = read_input_convention(dims, dtype, metadata=metadata, source=str(p), name=images[0].name)
     return PatchedModelInfo(p, sha256_file(p), images[0].name, dims, dtype, boxes[0].name, meta, conv.layout)
 
 
