@@ -274,15 +274,17 @@ def fit(
     names: list[str] | None = None,
     progress: bool = True,
     log=print,
+    input_layout: str | None = None,
 ) -> FitResult:
-    """The whole fit as a library call. Writes `out` (and its report folder) when given."""
+    """The whole fit as a library call. Writes `out` (and its report folder) when given.
+    input_layout: 'NCHW' | 'NHWC' where the model's declared input dims leave it open (recorded)."""
     options.validate()
     t0 = time.perf_counter()
     if out is not None:
         check_writable(out, inputs=(model, data))
         check_report_dir(Path(out))
     dataset = load_dataset(data, split, names=names)
-    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes)
+    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, input_layout=input_layout)
     num_classes = check_class_count(info, dataset.names, str(data))
     if info.is_patched:
         raise DetcalError(f"{model} is already patched by detcal; fit the raw exported model")
@@ -335,7 +337,7 @@ def fit(
         "sha256": info.sha256,
         "input_name": info.input_name,
         "input_size": [int(size[0]), int(size[1])],
-        "input_dtype": info.input_dtype,
+        **info.input_convention.to_artifact(),      # input_dtype, input_layout (calib.model_input)
         "output_name": info.output_name,
         "layout": info.layout,
         "num_classes": num_classes,

@@ -13,6 +13,7 @@ from .artifact.interface import HEAD_LAYOUTS, is_patched_metadata
 from .errors import DetcalError
 from .layouts import LAYOUTS, guess_layout, num_classes_of
 from .mask_coeffs import mask_count
+from .model_input import InputConvention, read_input_convention
 
 SELECTING_OPS = {"TopK", "NonMaxSuppression"}
 
@@ -22,8 +23,8 @@ class ModelInfo:
     path: Path
     sha256: str
     input_name: str
-    input_shape: tuple          # e.g. (1, 3, 640, 640) or ('batch', 3, 'height', 'width')
-    input_dtype: str            # 'float32' | 'float16'
+    input_shape: tuple          # as declared, e.g. (1, 3, 640, 640), ('batch', 3, 'height', 'width') or (1, 640, 640, 3)
+    input_dtype: str            # 'float32' | 'float16' | 'uint8'
     output_name: str
     output_shape: tuple
     layout: str
@@ -34,11 +35,17 @@ class ModelInfo:
     outputs: list[str] = field(default_factory=list)   # the head's outputs in decode order (several for gfl/detr)
     head_params: dict = field(default_factory=dict)    # decode parameters of HEAD_LAYOUTS (strides, reg_max, ...)
     recognition: str = ""                             # why this layout (calib.head_recognition), for inspect/reports
+    input_layout: str = "NCHW"                        # 'NCHW' | 'NHWC' (calib.model_input)
+
+    @property
+    def input_convention(self) -> InputConvention:
+        """What the image input takes; its `feed` converts detcal's float NCHW x to it."""
+        return InputConvention(self.input_dtype, self.input_layout)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
         """(H, W) where fixed, else None (dynamic spatial axes)."""
-        h, w = self.input_shape[2], self.input_shape[3]
+        h, w = self.input_convention.hw(self.input_shape)
         return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
     @property
@@ -48,25 +55,6 @@ class ModelInfo:
     @property
     def is_patched(self) -> bool:
         return is_patched_metadata(self.metadata)
-
-
-FLOAT_INPUTS = ("float32", "float16")
-
-
-def _check_image_input(p: Path, inp) -> None:
-    """detcal feeds float NCHW images with 3 channels: a clear line for anything else (uint8, NHWC)."""
-    dims = value_info_dims(inp)
-    dtype = value_info_dtype(inp)
-    if dtype not in FLOAT_INPUTS:
-        raise DetcalError(f"{p}: image input '{inp.name}' is {dtype}; detcal runs models with a float32 or float16 "
-                          "input (x = pixel / 255, NCHW): uint8 inputs are not supported yet, export with a float input")
-    c, last = dims[1], dims[3]
-    if isinstance(c, int) and c != 3:
-        if last == 3:
-            raise DetcalError(f"{p}: image input '{inp.name}' {list(dims)} is NHWC (channels last); detcal feeds NCHW "
-                              "[B, 3, H, W] images: NHWC inputs are not supported yet, export with an NCHW input")
-        raise DetcalError(f"{p}: image input '{inp.name}' {list(dims)} has {c} channels; detcal feeds RGB or BGR "
-                          "images [B, 3, H, W]")
 
 
 def _fits_layout(layout: str, shape: tuple) -> bool:
@@ -147,10 +135,12 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
 
 def read_model_info(
-    path: str | Path, *, layout: str | None = None, num_classes: int | None = None, model: onnx.ModelProto | None = None
+    path: str | Path, *, layout: str | None = None, num_classes: int | None = None, model: onnx.ModelProto | None = None,
+    input_layout: str | None = None,
 ) -> ModelInfo:
     """Inspect an exported detector. layout: override the recognised one; num_classes: a hint
-    (usually the dataset's class count) to disambiguate shapes."""
+    (usually the dataset's class count) to disambiguate shapes; input_layout: 'NCHW' | 'NHWC'
+    where the declared dims leave it open (calib.model_input.read_input_convention)."""
     p = Path(path)
     model = model if model is not None else load_onnx(p)
     graph = model.graph
@@ -161,13 +151,14 @@ def read_model_info(
     image_inputs = [i for i in inputs if len(value_info_dims(i)) == 4]
     if not image_inputs:
         shapes = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
-        raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] found (inputs: {shapes})")
+        raise DetcalError(f"{p}: no 4-D image input [B, 3, H, W] or [B, H, W, 3] found (inputs: {shapes})")
     inp = image_inputs[0]
-    _check_image_input(p, inp)
+    metadata = {m.key: m.value for m in model.metadata_props}
+    convention = read_input_convention(value_info_dims(inp), value_info_dtype(inp), metadata=metadata,
+                                       layout=input_layout, source=str(p), name=inp.name)
     if layout is not None and layout not in LAYOUTS:
         raise DetcalError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")
     has_select = any(n.op_type in SELECTING_OPS for n in graph.node)
-    metadata = {m.key: m.value for m in model.metadata_props}
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
     head_outputs, reason, seg_params = None, "", {}
@@ -182,7 +173,7 @@ def read_model_info(
                 input_dtype=value_info_dtype(inp), output_name=rec.outputs[0], output_shape=rec.output_shapes[0],
                 layout=rec.layout, num_classes=rec.num_classes, class_names=names, metadata=metadata,
                 opset=model_opset(model), outputs=list(rec.outputs), head_params=dict(rec.params),
-                recognition=rec.reason)
+                recognition=rec.reason, input_layout=convention.layout)
         layout, head_outputs, reason, seg_params = rec.layout, set(rec.outputs), rec.reason, dict(rec.params)
         if mask_count(seg_params):     # a seg head: C excludes the M mask coefficient rows
             num_classes = rec.num_classes
@@ -194,13 +185,13 @@ def read_model_info(
         shape = value_info_dims(out)
         if not all(isinstance(d, int) for d in shape[1:]):
             # exporters often leave output dims symbolic: run the model once on zeros to learn them
-            probed = probed if probed is not None else _probe_output_shapes(p, inp, metadata)
+            probed = probed if probed is not None else _probe_output_shapes(p, inp, metadata, convention)
             if out.name in probed:
                 shape = (shape[0],) + tuple(probed[out.name][1:])
         guess = layout or guess_layout(shape, has_topk_or_nms=has_select, num_classes=hint)
         if layout is None and guess is None and hint is not None:
             guess = guess_layout(shape, has_topk_or_nms=has_select)
-        if guess is not None and probed and not all(isinstance(d, int) for d in value_info_dims(inp)[2:]):
+        if guess is not None and probed and not all(isinstance(d, int) for d in convention.hw(value_info_dims(inp))):
             # a dynamic-size input keeps a dynamic candidate axis, whatever the probe saw
             n_axis = {"xywh_cls": 2, "xywh_obj_cls": 1}.get(guess)
             if n_axis is not None:
@@ -236,25 +227,22 @@ def read_model_info(
         outputs=[out.name],
         head_params=seg_params if mask_count(seg_params) else {},   # seg heads: mask_coeffs, prototypes
         recognition=reason,
+        input_layout=convention.layout,
     )
 
 
-def _probe_output_shapes(path: Path, inp, metadata: dict) -> dict[str, tuple]:
+def _probe_output_shapes(path: Path, inp, metadata: dict, convention: InputConvention) -> dict[str, tuple]:
     """Output name -> concrete shape from one onnxruntime run on a zero image (batch 1); {} on failure."""
     from .session import make_session
 
-    dims = list(value_info_dims(inp))
+    dims = value_info_dims(inp)
     size = metadata_imgsz(metadata) or (640, 640)
-    dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(dims)]
-    if not isinstance(dims[1], int):
-        dims[1] = 3
-    for axis, fallback in ((2, size[0]), (3, size[1])):
-        if not isinstance(dims[axis], int):
-            dims[axis] = fallback
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    h, w = (d if isinstance(d, int) else fallback for d, fallback in zip(convention.hw(dims), size))
+    batch = dims[0] if isinstance(dims[0], int) else 1
     try:
         sess = make_session(path)
-        outs = sess.run(None, {inp.name: np.zeros(dims, dtype=dtype)})
+        x = convention.feed(np.zeros((batch, 3, h, w), np.float32), str(path))
+        outs = sess.run(None, {inp.name: x})
     except Exception:
         return {}
     return {o.name: tuple(int(v) for v in a.shape) for o, a in zip(sess.get_outputs(), outs)}

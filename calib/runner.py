@@ -12,7 +12,7 @@ from .head_decoders import decoded_batch
 from .mask_coeffs import mask_count, strip_mask_coeffs
 from .model_info import ModelInfo, metadata_imgsz
 from .preprocess import preprocess_image
-from .session import make_session  # noqa: F401 (re-exported: the factory's old home)
+from .session import make_session, run_session  # make_session re-exported: the factory's old home
 
 
 def resolve_input_size(info: ModelInfo, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
@@ -29,6 +29,9 @@ def resolve_input_size(info: ModelInfo, imgsz: int | tuple[int, int] | None) -> 
     if meta:
         return meta
     raise DetcalError(f"{info.path} has dynamic height/width; pass --imgsz to choose the serving size")
+
+
+_RUN_HINT = "check --imgsz and, where the input's dims leave it open, --input-layout"
 
 
 @dataclass
@@ -80,17 +83,20 @@ class DetectorRunner:
         self.input_size = tuple(input_size)
         self.session = session or make_session(info.path, threads=threads)
         self.batch_size = max(1, int(batch_size)) if info.dynamic_batch else int(info.input_shape[0] or 1)
-        self.input_dtype = np.float16 if info.input_dtype == "float16" else np.float32
+        self.convention = info.input_convention          # the model's dtype and layout (calib.model_input)
+        self.convention.check_preprocess(preprocess, str(info.path))
 
     def run_tensor(self, x: np.ndarray) -> np.ndarray:
-        """x (B, 3, H, W) float32 -> raw head output (B, ...) float32 (HEAD_LAYOUTS: decoded, [B, N, 4+C])."""
-        feeds = {self.info.input_name: x.astype(self.input_dtype, copy=False)}
+        """x (B, 3, H, W) float32 -> raw head output (B, ...) float32 (HEAD_LAYOUTS: decoded, [B, N, 4+C]).
+        x is fed as the model declares it (InputConvention.feed: float16/uint8, NHWC)."""
+        feeds = {self.info.input_name: self.convention.feed(x, str(self.info.path))}
+        names = self.info.outputs if self.info.layout in HEAD_LAYOUTS else [self.info.output_name]
+        outs = run_session(self.session, names, feeds, str(self.info.path), _RUN_HINT)
         if self.info.layout in HEAD_LAYOUTS:
-            outs = [np.asarray(o, dtype=np.float32) for o in self.session.run(self.info.outputs, feeds)]
+            outs = [np.asarray(o, dtype=np.float32) for o in outs]
             return decoded_batch(self.info.layout, outs, self.input_size, **self.info.head_params)
-        out = self.session.run([self.info.output_name], feeds)[0]
         # a seg head: only rows 4..4+C score; the mask coefficient rows are cut off here
-        return strip_mask_coeffs(np.asarray(out, dtype=np.float32), mask_count(self.info.head_params))
+        return strip_mask_coeffs(np.asarray(outs[0], dtype=np.float32), mask_count(self.info.head_params))
 
     def check_finite(self, raw: np.ndarray, indices: list[int], label: str) -> None:
         """NaN/inf in a raw output (B, ...) is a DetcalError naming the (first) image."""

@@ -34,3 +34,18 @@ def make_session(model, *, threads: int | None = None, providers: list[str] | No
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DetcalError(f"onnxruntime cannot load {label}: {first}") from None
+
+
+def run_session(session, outputs: list[str] | None, feeds: dict, source: str, hint: str = "") -> list:
+    """session.run(outputs, feeds); an onnxruntime failure (a shape the model cannot take, e.g. a wrong
+    input layout or size) is a one-line DetcalError naming `source`, the fed inputs and `hint`."""
+    try:
+        return session.run(outputs, feeds)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        text = str(exc).strip()
+        first = text.split("Status Message:")[-1].strip().splitlines()[0] if text else type(exc).__name__
+        fed = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in feeds.items())
+        raise DetcalError(f"{source}: onnxruntime cannot run the model on {fed}: {first[:240]}"
+                          + (f"; {hint}" if hint else "")) from None

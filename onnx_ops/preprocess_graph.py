@@ -8,8 +8,13 @@ Twin of `calib.resize` (same steps, same order, same float32 arithmetic):
       resize_linear       Resize(mode=linear, half_pixel, sizes)   -> [., 3, new_h, new_w]
       pad_to_input        Sub, Div, Concat, Pad(constant pad_value)  -> [., 3, h, w]
       reorder_channels    Gather(axis 1, [2, 1, 0]) where the image's channel order is not the model's
-      normalise           Mul(1/255) [, Sub(mean), Div(std)]
+      normalise           Mul(1/255) [, Sub(mean), Div(std)]; scale none (raw 0..255): [Sub(mean), Div(std)]
       letterbox_row       Cast, Concat, Unsqueeze -> [1, 6]  /  Expand of a constant -> [B, 6]
+
+and, in front of a model (embed_preprocess), what its input declares (calib.model_input's twin):
+      to NHWC             Transpose(0, 2, 3, 1) for a [B, h, w, 3] input
+      to_uint8_pixels     Round, Clip(0, 255), Cast(uint8) for a uint8 input (raw pixels only)
+      to the model dtype  Cast(float16) for a float16 input
 
 Every op is on the TensorRT parser's list with an onnxruntime CUDA kernel (onnx_ops.ep_support);
 every name starts with `detcal/`. Opset 11 and up (Resize with `sizes`, Pad with tensor pads,
@@ -46,8 +51,9 @@ class PreprocessGraphSpec:
     pad_value: int = 114
     model_channel_order: str = "RGB"        # what the model was trained on (the artifact)
     image_channel_order: str = "RGB"        # what the caller passes
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)   # 0..1 units, after /255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)   # in `scale` units: 0..1 after /255, or 0..255
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: str = "div255"                   # div255 | none (raw 0..255 pixels: YOLOX, uint8 inputs)
 
     def __post_init__(self):
         if self.mode not in RESIZE_MODES:
@@ -61,6 +67,8 @@ class PreprocessGraphSpec:
             raise ValueError(f"pad_value must be in 0..255, got {self.pad_value}")
         if len(self.size_hw) != 2 or min(int(s) for s in self.size_hw) <= 0:
             raise ValueError(f"size_hw must be two positive ints, got {self.size_hw}")
+        if self.scale not in ("div255", "none"):
+            raise ValueError(f"scale must be div255 or none, got {self.scale!r}")
 
     @classmethod
     def from_preprocess(cls, pre, size_hw, image_channel_order: str | None = None) -> "PreprocessGraphSpec":
@@ -68,7 +76,7 @@ class PreprocessGraphSpec:
         order = pre.channel_order
         return cls((int(size_hw[0]), int(size_hw[1])), pre.resize, getattr(pre, "placement", "centre"),
                    int(pre.pad_value), order, image_channel_order or order,
-                   *_scaled_mean_std(pre))
+                   tuple(map(float, pre.mean)), tuple(map(float, pre.std)), getattr(pre, "scale", "div255"))
 
     @property
     def scaled(self) -> bool:
@@ -159,12 +167,22 @@ def reorder_channels(b: GraphBuilder, x: str, spec: PreprocessGraphSpec) -> str:
 
 
 def normalise(b: GraphBuilder, x: str, spec: PreprocessGraphSpec) -> str:
-    """x * float32(1/255) [, - mean, / std], per channel of x [N, 3, H, W]."""
-    y = b.op("Mul", x, b.f32("pre/inv255", np.float32(1 / 255)), name="pre/div255")
+    """x * float32(1/255) [, - mean, / std], per channel of x [N, 3, H, W]; scale none: x [- mean, / std]
+    on the raw 0..255 values (calib.preprocess.to_input_tensor)."""
+    y = x if spec.scale == "none" else b.op("Mul", x, b.f32("pre/inv255", np.float32(1 / 255)), name="pre/div255")
     if spec.scaled:
         y = b.op("Sub", y, b.f32("pre/mean", np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)), name="pre/sub_mean")
         y = b.op("Div", y, b.f32("pre/std", np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)), name="pre/div_std")
     return y
+
+
+def to_uint8_pixels(b: GraphBuilder, x: str) -> str:
+    """Raw float32 pixels -> uint8: Round (half to even, as numpy's rint), Clip to [0, 255], Cast;
+    twin of calib.model_input.InputConvention.feed for a uint8 input."""
+    r = b.op("Round", x, name="pre/round_pixels")
+    c = b.op("Clip", r, b.f32("pre/pixel_min", np.float32(0)), b.f32("pre/pixel_max", np.float32(255)),
+             name="pre/clip_pixels")
+    return b.cast(c, TensorProto.UINT8, name="pre/to_uint8")
 
 
 def letterbox_row(b: GraphBuilder, g: ScaledSize, left: str, top: str) -> str:
@@ -230,8 +248,8 @@ class EmbeddedInput:
 
 def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, spec: PreprocessGraphSpec, *,
                      frame_hw: tuple[int, int] | None = None, source: str = "model") -> EmbeddedInput:
-    """Replace the graph input `input_name` (float [B, 3, h, w] NCHW or [B, h, w, 3] NHWC, float32
-    or float16) by `image` uint8 [H, W, 3] (dynamic H, W), or by `frames` uint8 [B, H, W, 3] when
+    """Replace the graph input `input_name` (float [B, 3, h, w] NCHW or [B, h, w, 3] NHWC, float32,
+    float16 or uint8: raw pixels, so `spec` must have scale none and no mean/std) by `image` uint8 [H, W, 3] (dynamic H, W), or by `frames` uint8 [B, H, W, 3] when
     frame_hw = (H, W) is given; the preprocessing nodes go in front of the graph's nodes.
 
     Returns the letterbox row tensor (float32 [1, 6] / [B, 6]) for the inserted post-processing.
@@ -245,9 +263,12 @@ def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, s
     if len(dims) != 4 or (dims[1:] != [3, h, w] and dims[1:] != [h, w, 3]):
         raise DetcalError(f"{source}: input {input_name!r} has shape {dims}; --embed-preprocess needs "
                           f"[B, 3, {h}, {w}] or [B, {h}, {w}, 3] (the calibration's input size)")
-    if tt.elem_type not in (FLOAT, TensorProto.FLOAT16):
+    if tt.elem_type not in (FLOAT, TensorProto.FLOAT16, TensorProto.UINT8):
         raise DetcalError(f"{source}: input {input_name!r} is {TensorProto.DataType.Name(tt.elem_type)}; "
-                          "--embed-preprocess supports float32 and float16 model inputs")
+                          "--embed-preprocess supports float32, float16 and uint8 model inputs")
+    if tt.elem_type == TensorProto.UINT8 and (spec.scale != "none" or spec.scaled):
+        raise DetcalError(f"{source}: input {input_name!r} is uint8 (raw 0..255 pixels) but the preprocessing "
+                          "scales the pixels (/255 or mean/std); a uint8 model needs scale none without mean/std")
     if frame_hw is None and dims[0] not in (None, 1):
         raise DetcalError(f"{source}: input {input_name!r} has a fixed batch of {dims[0]}; one image per run "
                           "needs batch 1 or a dynamic batch (use the frames variant for batches)")
@@ -263,7 +284,9 @@ def embed_preprocess(graph: onnx.GraphProto, b: GraphBuilder, input_name: str, s
         x, row = add_frames_preprocess(b, new_name, frame_hw, spec)
     if dims[1:] == [h, w, 3] and dims[1] != 3:
         x = b.op("Transpose", x, name="pre/nhwc", perm=[0, 2, 3, 1])
-    if tt.elem_type != FLOAT:
+    if tt.elem_type == TensorProto.UINT8:
+        x = to_uint8_pixels(b, x)
+    elif tt.elem_type != FLOAT:
         x = b.cast(x, tt.elem_type, name="pre/to_model_dtype")
     nodes = b.nodes[start:]
     del b.nodes[start:]
@@ -352,12 +375,3 @@ def build_preprocess_model(spec: PreprocessGraphSpec, *, frame_hw: tuple[int, in
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="detcal")
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return model
-
-
-def _scaled_mean_std(pre) -> tuple[tuple, tuple]:
-    """mean/std in the graph's units (after x / 255). A `scale` "none" Preprocess (raw 0..255, YOLOX;
-    mean/std in 0..255 units) becomes (x / 255 - mean / 255) / (std / 255) = (x - mean) / std."""
-    mean, std = tuple(map(float, pre.mean)), tuple(map(float, pre.std))
-    if getattr(pre, "scale", "div255") == "none":
-        mean, std = tuple(m / 255 for m in mean), tuple(s / 255 for s in std)
-    return mean, std

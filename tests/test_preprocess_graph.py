@@ -204,7 +204,7 @@ def test_embedded_model_equals_numpy_preprocessing_then_the_raw_model(variant):
 @pytest.mark.parametrize("model_kwargs,frame_hw,msg", [
     ({"size_hw": (32, 32)}, None, "input size"),
     ({"batch": 4}, None, "fixed batch"),
-    ({"dtype": onnx.TensorProto.UINT8}, None, "UINT8"),
+    ({"dtype": onnx.TensorProto.UINT8}, None, "uint8 .raw 0..255 pixels. but the preprocessing scales"),
 ])
 def test_embedding_refuses_what_it_cannot_feed(model_kwargs, frame_hw, msg):
     from calib.errors import DetcalError

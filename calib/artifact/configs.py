@@ -13,6 +13,8 @@ from .constraints import Array, Block, Bool, Int, Optional, Real, Str, check_blo
 RESIZE_MODES = ("letterbox", "stretch")
 PLACEMENTS = ("centre", "top_left", "bottom_right")   # where the letterboxed content sits (YOLOX: top_left); = calib.resize
 SCALES = ("div255", "none")                           # pixel / 255 first, or raw 0..255 (YOLOX)
+INPUT_DTYPES = ("float32", "float16", "uint8")        # the model's image input (model block; calib.model_input)
+INPUT_LAYOUTS = ("NCHW", "NHWC")                      # [B, 3, H, W] | [B, H, W, 3]; absent in older artifacts: NCHW
 MAX_DET = 10_000                 # detections per image the artifact may ask for
 MAX_PRE_NMS_TOP_K = 100_000
 

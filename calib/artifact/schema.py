@@ -3,7 +3,8 @@
     format        "detcal.calibration"
     version       schema version (int, FORMAT_VERSION)
     detcal_version, created
-    model         {sha256, file, input_name, input_size [H, W], input_dtype, output_name,
+    model         {sha256, file, input_name, input_size [H, W], input_dtype (float32 | float16 | uint8),
+                   input_layout (NCHW | NHWC; absent in older files: NCHW), output_name,
                    layout, num_classes, class_names, head (yolox_raw / gfl_multilevel / detr only:
                    outputs in decode order, recognition, strides, reg_max, counts, ...)}
     preprocess    Preprocess.to_artifact(): {resize, pad_value, channel_order, scaling, placement}
@@ -26,7 +27,7 @@ from ..atomic import atomic_write_json
 from ..errors import DetcalError
 from ..jsonable import to_jsonable
 from .calibration_map import CalibrationMap, map_from_artifact
-from .configs import PostprocessConfig, Preprocess
+from .configs import INPUT_DTYPES, INPUT_LAYOUTS, PostprocessConfig, Preprocess
 from .constraints import PER_CLASS, AnyObject, Array, Bool, ConstraintError, Int, Optional, Real, Str, check_block
 from .interface import LAYOUTS
 from .version import DETCAL_VERSION
@@ -42,7 +43,8 @@ MODEL_CONSTRAINTS = {
     "file": Optional(Str()),
     "input_name": Optional(Str()),
     "input_size": Array(Int(1, MAX_INPUT_SIDE), length=2),
-    "input_dtype": Optional(Str()),
+    "input_dtype": Optional(Str(INPUT_DTYPES)),
+    "input_layout": Optional(Str(INPUT_LAYOUTS)),
     "output_name": Optional(Str()),
     "layout": Str(LAYOUTS),
     "num_classes": Int(1, MAX_CLASSES),

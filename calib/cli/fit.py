@@ -18,6 +18,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "negative-scene rejection thresholds, and write calibration.json plus a report.")
     add_model_data_args(p, split_default="val")
     add_preprocess_args(p)
+    p.add_argument("--input-layout", choices=["NCHW", "NHWC"], default=None,
+                   help="the image input's layout where its declared dims leave it open (default: from the dims, "
+                        "else the metadata, else NCHW; recorded in the artifact)")
     p.add_argument("--out", default="calibration.json", help="artifact path (default: calibration.json); the report goes to <out stem>_report/")
     p.add_argument("--calibrator", default="auto", choices=CALIBRATOR_CHOICES,
                    help="calibrator; auto picks by held-out log-loss on the detections above the fitting floor, keeping identity unless held-out log-loss and D-ECE both improve (default: auto)")
@@ -80,7 +83,7 @@ def run(args) -> int:
         result = fit(
             args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
             imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names),
-            progress=not args.quiet,
+            progress=not args.quiet, input_layout=args.input_layout,
         )
     print(result.summary)
     if not result.thresholds.certified_:

@@ -478,7 +478,8 @@ def compare_quantization(
     img, s_r, s_q, unpaired = pair_detections(col_r, col_q, conf=opts.conf, iou=opts.pair_iou)
     shift = median_shift(s_q - s_r, img, m_r.n_images, n_boot=opts.bootstrap, level=opts.level, seed=opts.seed)
     qdq = qdq_ranges(load_onnx(quantized))
-    xs = _activation_inputs(dataset, preprocess, size, opts.activation_images)
+    xs = [info_r.input_convention.feed(x, str(reference))            # as the reference declares (uint8, NHWC)
+          for x in _activation_inputs(dataset, preprocess, size, opts.activation_images)]
     layers = activation_ranges(reference, xs, max_layers=opts.max_layers, values_per_image=opts.values_per_image,
                                qdq=qdq, outlier_share_warn=opts.outlier_share_warn,
                                clip_excess_warn=opts.clip_excess_warn, clip_share_warn=opts.clip_share_warn, seed=opts.seed, threads=threads)

@@ -90,8 +90,11 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
     if is_patched_metadata({m.key: m.value for m in proto.metadata_props}):
         raise DetcalError(f"{model} is a detcal-patched model; pass the raw export as --model "
                           "and the patched one as --patched")
-    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
+    recorded = artifact.model.get("input_layout") if artifact is not None else None   # the fit's input layout
+    info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto, input_layout=recorded)
     del proto
+    if pinfo is not None and pinfo.image_input == info.input_name:   # patch keeps the input: the same convention
+        pinfo = dataclasses.replace(pinfo, image_layout=info.input_layout)
     _check_same_source(info.sha256, model, artifact, calibration, pinfo, patched)
     num_classes = check_class_count(info, dataset.names, str(data))
     if artifact is not None and artifact.num_classes != num_classes:

@@ -9,9 +9,10 @@ import numpy as np
 
 from ..artifact import LETTERBOX_INPUT, PATCHED_OUTPUTS, PatchedMetadata, PostprocessConfig, Preprocess
 from ..errors import DetcalError
+from ..model_input import InputConvention, read_input_convention
 from ..model_info import load_onnx, sha256_file, value_info_dims, value_info_dtype
 from ..pipeline import Detections
-from ..session import make_session
+from ..session import make_session, run_session
 
 
 @dataclass
@@ -21,10 +22,15 @@ class PatchedModelInfo:
     path: Path
     sha256: str
     image_input: str
-    image_shape: tuple           # e.g. ('batch', 3, 640, 640)
+    image_shape: tuple           # as declared, e.g. ('batch', 3, 640, 640) or ('batch', 640, 640, 3)
     image_dtype: str
     letterbox_input: str
     meta: PatchedMetadata        # the `detcal` metadata entry
+    image_layout: str = "NCHW"   # 'NCHW' | 'NHWC' (calib.model_input; the source model's, kept by patch)
+
+    @property
+    def convention(self) -> InputConvention:
+        return InputConvention(self.image_dtype, self.image_layout)
 
     @property
     def summary(self) -> dict:
@@ -37,7 +43,7 @@ class PatchedModelInfo:
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        h, w = self.image_shape[2], self.image_shape[3]
+        h, w = self.convention.hw(self.image_shape)
         return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
     @property
@@ -74,7 +80,8 @@ class PatchedModelInfo:
 
 
 def read_patched_info(path: str | Path) -> PatchedModelInfo:
-    """Check that `path` is a detcal-patched model and read its interface.
+    """Check that `path` is a detcal-patched model and read its interface (the image input's layout
+    from its dims, calib.model_input.read_input_convention; `eval` sets the source model's).
 
     Raises DetcalError (one line) for: a missing or unreadable file, no `detcal` metadata
     (not a patched model), outputs other than num_dets/det_boxes/det_scores/det_classes,
@@ -110,7 +117,9 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
         listing = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
         what = "4-D image input" if not images else f"'{LETTERBOX_INPUT}' [B, 6] input"
         raise DetcalError(f"{p}: no {what} (inputs: {listing}); is it a model written by `detcal patch`?")
-    return PatchedModelInfo(p, sha256_file(p), images[0].name, value_info_dims(images[0]), value_info_dtype(images[0]), boxes[0].name, meta)
+    dims, dtype = value_info_dims(images[0]), value_info_dtype(images[0])
+    conv = read_input_convention(dims, dtype, metadata=metadata, source=str(p), name=images[0].name)
+    return PatchedModelInfo(p, sha256_file(p), images[0].name, dims, dtype, boxes[0].name, meta, conv.layout)
 
 
 class PatchedRunner:
@@ -119,13 +128,14 @@ class PatchedRunner:
     def __init__(self, info: PatchedModelInfo, *, threads: int | None = None):
         self.info = info
         self.session = make_session(info.path, threads=threads)
-        self.dtype = np.float16 if info.image_dtype == "float16" else np.float32
+        self.convention = info.convention
 
     def run(self, x: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """x (B, 3, H, W), rows (B, 6) -> {num_dets (B, 1), det_boxes (B, K, 4), det_scores (B, K), det_classes (B, K)}."""
-        feeds = {self.info.image_input: x.astype(self.dtype, copy=False),
+        """x (B, 3, H, W) float32, rows (B, 6) -> {num_dets (B, 1), det_boxes (B, K, 4), det_scores (B, K),
+        det_classes (B, K)}; x is fed as the model declares it (InputConvention.feed)."""
+        feeds = {self.info.image_input: self.convention.feed(x, str(self.info.path)),
                  self.info.letterbox_input: np.asarray(rows, np.float32)}
-        return dict(zip(PATCHED_OUTPUTS, self.session.run(list(PATCHED_OUTPUTS), feeds)))
+        return dict(zip(PATCHED_OUTPUTS, run_session(self.session, list(PATCHED_OUTPUTS), feeds, str(self.info.path))))
 
     def unpack(self, out: dict[str, np.ndarray], n: int, num_classes: int, label: str) -> list[Detections]:
         """The first n images' detections (rows before num_dets), validated."""
