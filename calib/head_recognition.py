@@ -100,6 +100,13 @@ def _input_hw(dims: tuple, metadata: dict) -> tuple[int, int] | None:
     return (vals[0], vals[-1]) if vals else None
 
 
+def _dynamic_hw(inp) -> bool:
+    """The image input's height or width is symbolic (NCHW, or NHWC where the last axis is 3)."""
+    dims = _dims(inp)
+    axes = (1, 2) if dims[3] == 3 and dims[1] != 3 else (2, 3)
+    return not all(isinstance(dims[a], int) for a in axes)
+
+
 def _ops_before(model: onnx.ModelProto, output: str, stop: str = "Conv", limit: int = 60) -> set[str]:
     """Op types between `output` and the nearest `stop` nodes (walking producers, at most `limit` nodes)."""
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -275,9 +282,7 @@ def recognise_head(
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
     values = _probe(model, inp) if probe else {}
-    dims = _dims(inp)
-    hw_axes = (1, 2) if dims[3] == 3 and dims[1] != 3 else (2, 3)
-    dynamic_hw = not all(isinstance(dims[a], int) for a in hw_axes)
+    dynamic_hw = _dynamic_hw(inp)
     if dynamic_hw and values:
         input_hw = _probe_hw(model, inp)       # the output shapes below are those of this size
     shapes = {}
@@ -419,29 +424,37 @@ def _are_logits(f: _Facts, name: str, cols: slice) -> bool:
     return not ({"Sigmoid", "Softmax"} & _ops_before(f.model, name, stop="MatMul"))
 
 
-def _gfl_single_split(f: _Facts, name: str, shape: tuple) -> tuple[int, int, str]:
-    """(C, R, why) of a NanoDet single output [B, N, C + 4(R+1)]: the split whose first C probe
-    columns are probabilities (all in [0, 1]) and whose bins are not; without a probe, the first
-    of gfl_single_splits (the hint's C, else R = 7)."""
-    splits = gfl_single_splits(shape[2], f.hint)
+def _probe_split(f: _Facts, name: str, d: int) -> tuple[int, int] | None:
+    """(C, R) read from the probe: the class columns (C = the hint, else the leading run of columns
+    whose values all lie in [0, 1]) are probabilities and the 4 (R+1) bins after them are not."""
     v = f.values.get(name)
-    if v is not None and v.ndim == 3 and v.shape[2] == shape[2]:
-        in01 = np.all((v >= 0) & (v <= 1), axis=(0, 1))
-        for c, r in splits:
-            if in01[:c].all() and not in01[c:].all():
-                return c, r, f"the probe's first {c} columns lie in [0, 1], the {shape[2] - c} bins do not"
-    c, r = splits[0]
+    if v is None or v.ndim != 3 or v.shape[2] != d:
+        return None
+    in01 = np.all((v >= 0) & (v <= 1), axis=(0, 1))
+    if in01.all():
+        return None
+    c = f.hint if f.hint is not None else int(np.argmin(in01))
+    rest = d - c
+    if c >= 1 and in01[:c].all() and rest % 4 == 0 and rest // 4 - 1 >= 1:
+        return c, rest // 4 - 1
+    return None
+
+
+def _gfl_single_split(f: _Facts, name: str, shape: tuple) -> tuple[int, int, str]:
+    """(C, R, why) of a NanoDet single output [B, N, C + 4(R+1)]: from the probe (`_probe_split`),
+    else the first of gfl_single_splits (the hint's C, else R = 7)."""
+    split = _probe_split(f, name, shape[2])
+    if split is not None:
+        c, r = split
+        return c, r, f"the probe's first {c} columns lie in [0, 1], the {shape[2] - c} bins do not"
+    c, r = gfl_single_splits(shape[2], f.hint)[0]
     return c, r, ("C from the class count given" if f.hint is not None else
                   f"reg_max {r} assumed (the probe does not separate the columns)")
 
 
 def _gfl_single_fits(f: _Facts, name: str, shape: tuple) -> bool:
     """The probe says this [B, N, D] output is a NanoDet single output (class columns first)."""
-    v = f.values.get(name)
-    if v is None or v.ndim != 3:
-        return False
-    in01 = np.all((v >= 0) & (v <= 1), axis=(0, 1))
-    return any(in01[:c].all() and not in01[c:].all() for c, _ in gfl_single_splits(shape[2], f.hint))
+    return _probe_split(f, name, shape[2]) is not None
 
 
 def _choose(f: _Facts, name: str, shape: tuple, cands: list[str]) -> tuple[str, str]:
@@ -578,6 +591,6 @@ def describe_head(model: onnx.ModelProto, source: str) -> dict:
         "num_classes": rec.num_classes,
         "strides": list(strides) if isinstance(strides, (list, tuple)) else strides,
         "reg_max": rec.params.get("reg_max"),
-        "input_hw": list(rec.input_hw) if rec.input_hw else None,
+        "input_hw": list(rec.input_hw) if rec.input_hw and not _dynamic_hw(image_input(model, source)) else None,
         "hints": hints,
     }

@@ -192,3 +192,22 @@ def test_dynamic_nanodet_fit_patch_eval_at_the_chosen_size(tmp_path, blob_data2)
     assert pat["ap50"] > 0.3, pat["ap50"]
     for key in ("ap50", "ap50_95", "recall", "precision", "fp_per_negative_image", "n_kept"):
         assert pat[key] == pytest.approx(ref[key], abs=1e-3), key
+
+
+@pytest.mark.parametrize("make, layout", [(lambda: hf.nanodet_plus_model(), "gfl_multilevel"),
+                                          (lambda: hf.blob_nanodet_model(), "gfl_multilevel"),
+                                          (lambda: hf.yolox_raw_model(dynamic=True), "yolox_raw")],
+                         ids=["nanodet_plus", "dynamic_nanodet", "dynamic_yolox"])
+def test_inspect_names_the_layout_and_why(tmp_path, capsys, make, layout):
+    from calib.cli import main
+
+    path = tmp_path / "m.onnx"
+    model = make()
+    onnx.save(model, str(path))
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"head: {layout}" in out, out
+    assert ("NanoDet" in out) == (layout == "gfl_multilevel"), out
+    dynamic = not model.graph.input[0].type.tensor_type.shape.dim[2].HasField("dim_value")
+    assert ("dynamic height/width" in out) == dynamic, out
+    assert ("input 640x640" in out) is False        # a dynamic model has no one input size
