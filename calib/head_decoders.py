@@ -16,7 +16,9 @@ input pixels, float32, and dense per-class scores (B, N, C) in [0, 1].
 
 Anchor points are computed from the input size (H, W), row-major per level, levels in stride order:
 
-- `yolox_raw`: cells (i, j), i < H // s, j < W // s (YOLOX's `demo_postprocess`);
+- `yolox_raw`: cells (i, j), i < H // s, j < W // s (YOLOX's `demo_postprocess`), or ceil(H / s),
+  ceil(W / s) where N says so (`yolox_grid_ceil`: the stride-2 convolutions of YOLOX's backbone
+  give ceil sizes; at multiples of 32, the sizes YOLOX's demo supports, the two agree);
   cx, cy = (x + j) * s, (y + i) * s; w, h = exp(w) * s, exp(h) * s; score_c = obj * cls_c.
 - `gfl_multilevel`: cells i < ceil(H / s), j < ceil(W / s), centre ((j + o) s, (i + o) s) with the
   cell offset o = 0.5 (PaddleDetection's PicoHead / `disPred2Bbox`, legacy NanoDet) or o = 0
@@ -98,15 +100,21 @@ def infer_gfl_strides(counts: Sequence[int], input_hw: tuple[int, int]) -> tuple
 # ------------------------------------------------------------------------------------------
 # decoders
 # ------------------------------------------------------------------------------------------
+def yolox_grid_ceil(n: int | None, input_hw: tuple[int, int], strides: Sequence[int] = YOLOX_STRIDES) -> bool:
+    """Whether N anchors are the ceil grids of the input (and not the floor grids of `demo_postprocess`)."""
+    return (n is not None and n != sum(level_counts(input_hw, strides, False))
+            and n == sum(level_counts(input_hw, strides, True)))
+
+
 def decode_yolox_raw(raw: np.ndarray, input_hw: tuple[int, int], strides: Sequence[int] = YOLOX_STRIDES) -> Decoded:
     """YOLOX raw head [B, N, 5+C] -> Decoded (boxes xyxy input px (B, N, 4), scores obj * cls (B, N, C)).
 
-    N must be sum over strides of (H // s) * (W // s) (3549 for 416 x 416).
+    N must be sum over strides of (H // s) * (W // s) (3549 for 416 x 416), or of the ceil sizes.
     """
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 3 or raw.shape[2] < 6:
         raise ValueError(f"yolox_raw output must be [B, N, 5+C], got shape {raw.shape}")
-    grid, stride = anchor_points(input_hw, strides, offset=0.0, ceil=False)
+    grid, stride = anchor_points(input_hw, strides, offset=0.0, ceil=yolox_grid_ceil(raw.shape[1], input_hw, strides))
     if raw.shape[1] != grid.shape[0]:
         raise ValueError(f"yolox_raw output has {raw.shape[1]} anchors; input {input_hw[0]}x{input_hw[1]} with "
                          f"strides {tuple(strides)} gives {grid.shape[0]}")

@@ -207,10 +207,13 @@ def _grid_counts(input_hw) -> dict[int, str]:
     """Anchor counts of anchor-free / 3-anchor grids at this input size -> description."""
     if input_hw is None:
         return {}
-    n3 = sum(level_counts(input_hw, YOLOX_STRIDES, False))
-    n4 = sum(level_counts(input_hw, (8, 16, 32, 64), False))
-    return {n3: "one anchor point per cell, strides 8/16/32", 3 * n3: "3 anchors per cell, strides 8/16/32",
-            n4: "one anchor point per cell, strides 8..64", 3 * n4: "3 anchors per cell, strides 8..64"}
+    out = {}
+    for ceil in (True, False):      # floor last: where both differ, floor is the usual one
+        n3 = sum(level_counts(input_hw, YOLOX_STRIDES, ceil))
+        n4 = sum(level_counts(input_hw, (8, 16, 32, 64), ceil))
+        out.update({n3: "one anchor point per cell, strides 8/16/32", 3 * n3: "3 anchors per cell, strides 8/16/32",
+                    n4: "one anchor point per cell, strides 8..64", 3 * n4: "3 anchors per cell, strides 8..64"})
+    return out
 
 
 GFL_SINGLE_STRIDES = ((8, 16, 32, 64), (8, 16, 32))     # NanoDet-Plus, legacy NanoDet
@@ -246,7 +249,7 @@ def shape_candidates(shape: tuple, input_hw, hint: int | None = None) -> list[st
     if i2 is not None and (i1 is None or i1 > i2):
         if i2 >= 6 and (hint is None or i2 == 5 + hint):
             out.append("xywh_obj_cls")
-            if input_hw is not None and i1 == sum(level_counts(input_hw, YOLOX_STRIDES, False)):
+            if input_hw is not None and i1 in (sum(level_counts(input_hw, YOLOX_STRIDES, c)) for c in (False, True)):
                 out.append("yolox_raw")
         if i2 == 6:
             out.append("end2end")

@@ -43,6 +43,7 @@ from calib.head_decoders import (
     YOLOX_STRIDES,
     anchor_points,
     infer_gfl_strides,
+    yolox_grid_ceil,
 )
 
 from .graph_builder import FLOAT, GraphBuilder
@@ -102,9 +103,13 @@ def anchor_grid(b: GraphBuilder, input_hw: InputHW, strides: Sequence[int], *, o
 
 
 def decode_yolox_raw(b: GraphBuilder, raw: str, input_hw: InputHW,
-                     strides: Sequence[int] = YOLOX_STRIDES) -> HeadDecode:
-    """raw [B, N, 5+C] -> HeadDecode (cxcywh): xy = (xy + grid) * s, wh = exp(wh) * s, probs = obj * cls."""
-    g, s = anchor_grid(b, input_hw, strides, offset=0.0, ceil=False, tag="yolox")
+                     strides: Sequence[int] = YOLOX_STRIDES, num_anchors: int | None = None) -> HeadDecode:
+    """raw [B, N, 5+C] -> HeadDecode (cxcywh): xy = (xy + grid) * s, wh = exp(wh) * s, probs = obj * cls.
+
+    Floor grids, or ceil where the fixed N says so (calib.head_decoders.yolox_grid_ceil); a dynamic
+    size gets ceil grids (what YOLOX's stride-2 convolutions give; floor = ceil at multiples of 32)."""
+    ceil = True if isinstance(input_hw, str) else yolox_grid_ceil(num_anchors, input_hw, strides)
+    g, s = anchor_grid(b, input_hw, strides, offset=0.0, ceil=ceil, tag="yolox")
     xy = b.op("Mul", b.op("Add", b.slice(raw, [0], [2], [2], name="decode/xy_offset"), g, name="decode/xy_cells"),
               s, name="decode/xy")
     wh = b.op("Mul", b.op("Exp", b.slice(raw, [2], [4], [2], name="decode/log_wh"), name="decode/wh_cells"),
@@ -202,10 +207,10 @@ def decode_head(b: GraphBuilder, layout: str, raws: Sequence[str], input_hw: Inp
 
     gfl_multilevel needs params `counts` (N_l per level) and `reg_max`; optional `strides`,
     `cell_offset`, `batch_axis`; a single output: `single_output`, `num_classes`, `strides`.
-    detr: `scores_are_logits`. input_hw: (H, W), or an int64 [2] tensor name (dynamic sizes).
+    yolox_raw: `strides`, `num_anchors` (a fixed N: floor or ceil grids). detr: `scores_are_logits`. input_hw: (H, W), or an int64 [2] tensor name (dynamic sizes).
     """
     if layout == "yolox_raw":
-        return decode_yolox_raw(b, raws[0], input_hw, params.get("strides") or YOLOX_STRIDES)
+        return decode_yolox_raw(b, raws[0], input_hw, params.get("strides") or YOLOX_STRIDES, params.get("num_anchors"))
     if layout == "gfl_multilevel" and params.get("single_output"):
         return decode_gfl_single(b, raws[0], input_hw, int(params["num_classes"]), int(params["reg_max"]),
                                  tuple(params.get("strides") or (8, 16, 32, 64)),
@@ -243,5 +248,8 @@ def decode_for_patch(b: GraphBuilder, head) -> "Dense":
 
     raws = [to_float32(b, name, elem, f"decode/head{i}_f32") for i, (name, elem) in enumerate(zip(head.outputs, head.elem_types))]
     hw = head.input_hw if head.input_hw is not None else image_hw(b, head.image_input, head.channels_last)
-    dec = decode_head(b, head.layout, raws, hw, **head.params)
+    params = dict(head.params)
+    if head.layout == "yolox_raw" and head.n_static:
+        params["num_anchors"] = head.n_static          # floor or ceil grids, decided by N
+    dec = decode_head(b, head.layout, raws, hw, **params)
     return Dense(dec.boxes, dec.probs, class_axis=2, box_format=dec.box_format)

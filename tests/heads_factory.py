@@ -70,11 +70,14 @@ def _input_shape(size, dynamic):
     return [1, 3, "height", "width"] if dynamic else [1, 3, *size]
 
 
-def yolox_raw_model(size=(64, 96), num_classes=3, seed=0, dynamic=False) -> onnx.ModelProto:
+def yolox_raw_model(size=(64, 96), num_classes=3, seed=0, dynamic=False, ceil=None) -> onnx.ModelProto:
+    """ceil (default: with `dynamic`): SAME_UPPER convolutions, ceil grids as YOLOX's stride-2 backbone
+    gives at sizes that are no multiple of 32; else floor grids (kernel = stride, no padding)."""
+    ceil = dynamic if ceil is None else ceil
     net = _Net(seed)
     levels = []
     for s in (8, 16, 32):
-        f = net.conv("images", 3, 5 + num_classes, s)
+        f = net.conv("images", 3, 5 + num_classes, s, ceil=ceil)
         levels.append(net.op("Reshape", f, net.const(np.array([1, 5 + num_classes, -1], np.int64))))
     cat = net.op("Concat", *levels, axis=2)
     reg = net.op("Slice", cat, net.const(np.array([0], np.int64)), net.const(np.array([4], np.int64)),
@@ -83,7 +86,7 @@ def yolox_raw_model(size=(64, 96), num_classes=3, seed=0, dynamic=False) -> onnx
                   net.const(np.array([1], np.int64)))
     out = net.op("Concat", reg, net.op("Sigmoid", rest), axis=1)
     net.op("Transpose", out, out="output", perm=[0, 2, 1])
-    n = "anchors" if dynamic else sum(level_counts(size, (8, 16, 32), False))
+    n = "anchors" if dynamic else sum(level_counts(size, (8, 16, 32), ceil))
     return net.model(_input_shape(size, dynamic), [("output", [1, n, 5 + num_classes])])
 
 
@@ -200,8 +203,8 @@ def end2end_model(size=(64, 64), k=None, seed=0) -> onnx.ModelProto:
 # ------------------------------------------------------------------------------------------
 # random head outputs (decode equivalence)
 # ------------------------------------------------------------------------------------------
-def random_yolox_raws(rng, size, batch, num_classes) -> list[np.ndarray]:
-    n = sum(level_counts(size, (8, 16, 32), False))
+def random_yolox_raws(rng, size, batch, num_classes, ceil=False) -> list[np.ndarray]:
+    n = sum(level_counts(size, (8, 16, 32), ceil))
     raw = rng.standard_normal((batch, n, 5 + num_classes)).astype(np.float32)
     raw[:, :, 2:4] *= 2
     raw[:, :, 4:] = 1 / (1 + np.exp(-raw[:, :, 4:] * 3))

@@ -151,15 +151,14 @@ def _dynamic_session(family, num_classes, reg_max, opset):
 @given(st.sampled_from(DYNAMIC_FAMILIES), st.integers(1, 12), st.integers(1, 12), st.integers(0, 31),
        st.integers(0, 31), st.sampled_from((1, 4)), st.sampled_from(OPSETS), st.integers(0, 2**31 - 1))
 def test_dynamic_size_decode_graph_equals_numpy(family, hc, wc, hr, wr, num_classes, opset, seed):
-    """One graph per family, fed at many (H, W) (square or not; YOLOX at multiples of 32, the size
-    its backbone needs): the run-time grid equals calib.head_decoders at that size."""
+    """One graph per family, fed at many (H, W), square or not, multiples of the strides or not
+    (ceil grids): the run-time grid equals calib.head_decoders at that size."""
     rng = np.random.default_rng(seed)
     reg_max = 7
+    size = (16 * hc + hr, 16 * wc + wr)                 # any size: ceil grids
     if family == "yolox_raw":
-        size = (32 * hc, 32 * wc)
-        raws = random_yolox_raws(rng, size, 2, num_classes)
+        raws = random_yolox_raws(rng, size, 2, num_classes, ceil=True)
     else:
-        size = (16 * hc + hr, 16 * wc + wr)                 # any size: ceil grids
         if family == "gfl_multilevel":
             raws = random_gfl_raws(rng, size, 2, num_classes, reg_max, (8, 16, 32, 64))
         elif family == "nanodet_plus":

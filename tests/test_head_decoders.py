@@ -38,13 +38,13 @@ FIXTURES = SHARED / "fixtures"
 # ------------------------------------------------------------------------------------------
 # decoders vs per-anchor loops
 # ------------------------------------------------------------------------------------------
-def _yolox_loop(raw, size, strides=(8, 16, 32)):
+def _yolox_loop(raw, size, strides=(8, 16, 32), ceil=False):
     out = []
     for b in range(raw.shape[0]):
         k, rows = 0, []
         for s in strides:
-            for i in range(size[0] // s):
-                for j in range(size[1] // s):
+            for i in range(-(-size[0] // s) if ceil else size[0] // s):
+                for j in range(-(-size[1] // s) if ceil else size[1] // s):
                     x, y, w, h = raw[b, k, :4].astype(np.float64)
                     cx, cy, ww, hh = (x + j) * s, (y + i) * s, math.exp(w) * s, math.exp(h) * s
                     rows.append([cx - ww / 2, cy - hh / 2, cx + ww / 2, cy + hh / 2])
@@ -79,6 +79,19 @@ def test_yolox_raw_matches_demo_postprocess_loop(hc, wc, num_classes, seed):
     np.testing.assert_allclose(dec.boxes_xyxy, want_boxes, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(dec.scores, want_scores, rtol=1e-6, atol=1e-7)
     assert dec.boxes_xyxy.dtype == np.float32 and dec.is_dense
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(40, 300), st.integers(40, 300), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_yolox_raw_at_any_size_takes_the_grid_its_anchor_count_says(h, w, num_classes, seed):
+    """Ceil grids (YOLOX's stride-2 backbone off multiples of 32) and floor grids (demo_postprocess)
+    are told apart by N; at multiples of 32 they are the same."""
+    size = (h, w)
+    for ceil in (False, True):
+        raw = hf.random_yolox_raws(np.random.default_rng(seed), size, 1, num_classes, ceil=ceil)[0]
+        dec = decode_yolox_raw(raw, size)
+        want_boxes, _ = _yolox_loop(raw, size, ceil=ceil)
+        np.testing.assert_allclose(dec.boxes_xyxy, want_boxes, rtol=1e-5, atol=1e-3)
 
 
 @settings(max_examples=20, deadline=None)

@@ -80,9 +80,9 @@ def dyn_dir(tmp_path_factory):
 @given(family=st.sampled_from(sorted(DYNAMIC)), hc=st.integers(2, 7), wc=st.integers(2, 7), extra=st.integers(0, 31),
        seed=st.integers(0, 2**31 - 1))
 def test_dynamic_model_patched_equals_reference_at_every_size(dyn_dir, family, hc, wc, extra, seed):
-    """One patched dynamic model per family, run at many (H, W): square, non-square, and (GFL,
-    NanoDet: ceil grids) sizes that are no multiple of any stride."""
-    size = (32 * hc, 32 * wc) if family == "yolox_raw" else (32 * hc + extra, 32 * wc + (31 - extra))
+    """One patched dynamic model per family, run at many (H, W): square, non-square, and sizes that
+    are no multiple of any stride (ceil grids, as the backbones give them)."""
+    size = (32 * hc + extra, 32 * wc + (31 - extra))
     sess, info, art = _patched_dynamic(family, dyn_dir)
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 255, (int(rng.integers(20, 200)), int(rng.integers(20, 200)), 3), dtype=np.uint8)
@@ -106,6 +106,7 @@ def test_dynamic_models_find_something(dyn_dir):
 NON_SQUARE = {
     "yolox_800x608": lambda: hf.yolox_raw_model(size=(800, 608), num_classes=3),
     "yolox_608x800": lambda: hf.yolox_raw_model(size=(608, 800), num_classes=3),
+    "yolox_ceil_200x136": lambda: hf.yolox_raw_model(size=(200, 136), num_classes=3, ceil=True),
     "gfl_224x160": lambda: hf.gfl_model(size=(224, 160), num_classes=3),
     "gfl_160x224": lambda: hf.gfl_model(size=(160, 224), num_classes=3),
     "nanodet_plus_160x224": lambda: hf.nanodet_plus_model(size=(160, 224), num_classes=3),
