@@ -299,6 +299,7 @@ def recognise_head(
 
     rec = _decide(facts, layout)
     if rec is not None and dynamic_hw and rec.layout in HEAD_LAYOUTS:
+        rec.params.pop("counts", None)          # N_l of the probe's size only; the grid follows the size fed
         rec.reason += (f"; dynamic height/width: recognised at the probe's {input_hw[0]}x{input_hw[1]}, the grid "
                        "follows the size the model is run at" if input_hw else "; dynamic height/width")
     if rec is None:

@@ -126,8 +126,7 @@ def nanodet_plus_model(size=(192, 160), num_classes=3, reg_max=7, strides=(8, 16
 
 
 def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sigmoid_scores=False, seed=0,
-               metadata=None):
-    h, w = size
+               metadata=None, dynamic=False):
     net = _Net(seed)
     pooled = net.op("Flatten", net.op("GlobalAveragePool", "images"))            # [1, 3]
     wq = net.const((net.rng.standard_normal((3, queries * (4 + num_classes))) * 2).astype(np.float32), "wq")
@@ -143,10 +142,10 @@ def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sig
     if two_outputs:
         net.op("Identity", boxes, out="pred_boxes")
         net.op("Identity", logits, out="pred_logits")
-        return net.model([1, 3, h, w], [("pred_boxes", [1, queries, 4]), ("pred_logits", [1, queries, num_classes])],
-                         metadata)
+        return net.model(_input_shape(size, dynamic), [("pred_boxes", [1, queries, 4]),
+                                                       ("pred_logits", [1, queries, num_classes])], metadata)
     net.op("Concat", boxes, logits, out="output", axis=2)
-    return net.model([1, 3, h, w], [("output", [1, queries, 4 + num_classes])], metadata)
+    return net.model(_input_shape(size, dynamic), [("output", [1, queries, 4 + num_classes])], metadata)
 
 
 def _dense_one_class(net: _Net, size, strides=(8, 16, 32)):
