@@ -98,8 +98,10 @@ def anchor_grid(b: GraphBuilder, input_hw: InputHW, strides: Sequence[int], *, o
         col = b.op("Shape", b.slice(p, [0], [1], [2], name=f"{t}_x_only"), name=f"{t}_n_shape")  # [1, N_l, 1]
         strs.append(b.op("Expand", b.f32(f"{t}_stride", np.full((1, 1, 1), s, np.float32)), col, name=f"{t}_strides"))
         pts.append(p)
-    cat = lambda xs, what: xs[0] if len(xs) == 1 else b.op("Concat", *xs, name=f"decode/{tag}_{what}", axis=1)  # noqa: E731
-    return cat(pts, "grid"), cat(strs, "stride")
+    if len(strides) == 1:
+        return pts[0], strs[0]
+    return (b.op("Concat", *pts, name=f"decode/{tag}_grid", axis=1),
+            b.op("Concat", *strs, name=f"decode/{tag}_stride", axis=1))
 
 
 def decode_yolox_raw(b: GraphBuilder, raw: str, input_hw: InputHW,
@@ -137,7 +139,8 @@ def gfl_centres(b: GraphBuilder, input_hw: InputHW, strides: Sequence[int], cell
             p, st = anchor_points(input_hw, [s], offset=cell_offset, ceil=True)
             pts.append(p * st)
             strs.append(st)
-        return b.f32("decode/gfl_centre", np.concatenate(pts)[None]), b.f32("decode/gfl_stride", np.concatenate(strs)[None])
+        return (b.f32("decode/gfl_centre", np.concatenate(pts)[None]),
+                b.f32("decode/gfl_stride", np.concatenate(strs)[None]))
     cells, stride = anchor_grid(b, input_hw, strides, offset=cell_offset, ceil=True, tag="gfl")
     return b.op("Mul", cells, stride, name="decode/gfl_centre"), stride
 
@@ -207,7 +210,8 @@ def decode_head(b: GraphBuilder, layout: str, raws: Sequence[str], input_hw: Inp
 
     gfl_multilevel needs params `counts` (N_l per level) and `reg_max`; optional `strides`,
     `cell_offset`, `batch_axis`; a single output: `single_output`, `num_classes`, `strides`.
-    yolox_raw: `strides`, `num_anchors` (a fixed N: floor or ceil grids). detr: `scores_are_logits`. input_hw: (H, W), or an int64 [2] tensor name (dynamic sizes).
+    yolox_raw: `strides`, `num_anchors` (a fixed N: floor or ceil grids). detr: `scores_are_logits`.
+    input_hw: (H, W), or an int64 [2] tensor name (dynamic sizes).
     """
     if layout == "yolox_raw":
         return decode_yolox_raw(b, raws[0], input_hw, params.get("strides") or YOLOX_STRIDES, params.get("num_anchors"))
@@ -241,7 +245,8 @@ def decode_for_patch(b: GraphBuilder, head) -> "Dense":
     """The decode step of the patched graph for a HEAD_LAYOUTS head (`onnx_ops.head.Head`):
     every head output cast to float32, decoded -> `graph_types.Dense` (class_axis 2, probs [B, N, C],
     boxes [B, N, 4] in `box_format`). A model with dynamic height/width (head.input_hw None) gets
-    its grid from the run-time shape of its image input (`image_hw`, `anchor_grid`). Probabilities only (no logits tap): the graph then computes
+    its grid from the run-time shape of its image input (`image_hw`, `anchor_grid`).
+    Probabilities only (no logits tap): the graph then computes
     exactly what calib.pipeline computes from the same decoded batch."""
     from .graph_types import Dense
     from .steps import to_float32

@@ -41,7 +41,8 @@ def _run_patched(sess, info, art, size, img):
     x, row = preprocess_image(img, size, Preprocess())
     got = dict(zip([o.name for o in sess.get_outputs()],
                    sess.run(None, {info.input_name: x[None], "letterbox": row[None].astype(np.float32)})))
-    raw = DetectorRunner(info, Preprocess(), size, batch_size=1, session=_raw_session(str(info.path))).run_tensor(x[None])
+    runner = DetectorRunner(info, Preprocess(), size, batch_size=1, session=_raw_session(str(info.path)))
+    raw = runner.run_tensor(x[None])
     ref = pack_fixed(postprocess(raw, info.layout, row[None], art.calibration, art.score_thresholds, art.nms),
                      art.nms.max_det)
     return got, ref
@@ -78,7 +79,8 @@ def dyn_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("dynamic_heads"))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(family=st.sampled_from(sorted(DYNAMIC)), hc=st.integers(2, 7), wc=st.integers(2, 7), extra=st.integers(0, 31),
        seed=st.integers(0, 2**31 - 1))
 def test_dynamic_model_patched_equals_reference_at_every_size(dyn_dir, family, hc, wc, extra, seed):
