@@ -428,9 +428,14 @@ def _are_logits(f: _Facts, name: str, cols: slice) -> bool:
     return not ({"Sigmoid", "Softmax"} & _ops_before(f.model, name, stop="MatMul"))
 
 
+BIN_COLUMNS_IN_01 = 0.25     # at most this share of a DFL map's columns may look like probabilities
+
+
 def _probe_split(f: _Facts, name: str, d: int) -> tuple[int, int] | None:
     """(C, R) read from the probe: the class columns (C = the hint, else the leading run of columns
-    whose values all lie in [0, 1]) are probabilities and the 4 (R+1) bins after them are not."""
+    whose values all lie in [0, 1]) are probabilities and the 4 (R+1) bins after them are not (at
+    most BIN_COLUMNS_IN_01 of them stay within [0, 1]: a YOLOX row, offsets then objectness and
+    class probabilities, has most of its columns there)."""
     v = f.values.get(name)
     if v is None or v.ndim != 3 or v.shape[2] != d:
         return None
@@ -439,7 +444,8 @@ def _probe_split(f: _Facts, name: str, d: int) -> tuple[int, int] | None:
         return None
     c = f.hint if f.hint is not None else int(np.argmin(in01))
     rest = d - c
-    if c >= 1 and in01[:c].all() and rest % 4 == 0 and rest // 4 - 1 >= 1:
+    if (c >= 1 and in01[:c].all() and rest % 4 == 0 and rest // 4 - 1 >= 1
+            and in01[c:].mean() <= BIN_COLUMNS_IN_01):
         return c, rest // 4 - 1
     return None
 
@@ -451,7 +457,7 @@ def _gfl_single_split(f: _Facts, name: str, shape: tuple) -> tuple[int, int, str
     if split is not None:
         c, r = split
         return c, r, f"the probe's first {c} columns lie in [0, 1], the {shape[2] - c} bins do not"
-    c, r = gfl_single_splits(shape[2], f.hint)[0]
+    c, r = (gfl_single_splits(shape[2], f.hint) or gfl_single_splits(shape[2], None))[0]
     return c, r, ("C from the class count given" if f.hint is not None else
                   f"reg_max {r} assumed (the probe does not separate the columns)")
 

@@ -222,6 +222,34 @@ def test_nanodet_single_output_with_the_yolox_anchor_count_is_told_apart_by_the_
     assert recognise_head(hf.yolox_raw_model(size=(320, 320), num_classes=30), "m.onnx").layout == "yolox_raw"
 
 
+def _constant_head_model(raw: np.ndarray, size) -> onnx.ModelProto:
+    """images [1, 3, H, W] -> `output` = raw (+ 0 * the image mean): a head whose probe values are `raw`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),
+             helper.make_node("Reshape", ["m", "one"], ["m1"]),
+             helper.make_node("Mul", ["m1", "zero"], ["z"]), helper.make_node("Add", ["raw", "z"], ["output"])]
+    inits = [numpy_helper.from_array(raw.astype(np.float32), "raw"), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.array([1, 1, 1], np.int64), "one")]
+    g = helper.make_graph(nodes, "const", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *size])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(raw.shape))], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def test_yolox_rows_with_a_leading_column_in_0_1_are_not_a_nanodet_split():
+    """YOLOX at 320 has N = 2100, the legacy NanoDet count; x offsets all in [0, 1] make a leading
+    run of 1 column and 84 = 4 (20 + 1) more: the objectness and class columns in [0, 1] say no."""
+    rng = np.random.default_rng(0)
+    raw = hf.random_yolox_raws(rng, (320, 320), 1, 80)[0]
+    raw[..., 0] = rng.uniform(0, 1, raw.shape[1])
+    raw[..., 1] = rng.uniform(-1, 2, raw.shape[1])
+    raw[..., 2:4] = rng.uniform(-1, 1, (raw.shape[1], 2))          # log sizes of a trained head
+    rec = recognise_head(_constant_head_model(raw, (320, 320)), "m.onnx")
+    assert "gfl_multilevel" in rec.candidates and rec.layout == "yolox_raw", rec.reason
+
+
 def test_nanodet_single_output_split_from_the_class_count_and_layout_override():
     m = hf.nanodet_plus_model(size=(256, 256), num_classes=4, reg_max=10)      # D = 48: R = 7 would read C = 16
     for kwargs in ({"num_classes": 4}, {"layout": "gfl_multilevel"}, {}):
