@@ -107,6 +107,24 @@ def test_dynamic_models_find_something(dyn_dir):
         assert found > 0, family
 
 
+@pytest.mark.parametrize("family", ["yolox_raw", "nanodet_plus"])
+def test_dynamic_model_fixed_shape_variant_equals_reference(tmp_path, family):
+    """--static-shapes (the TensorRT graph: no NonZero, no data-dependent Slice) over a run-time grid."""
+    path = tmp_path / f"{family}.onnx"
+    onnx.save(DYNAMIC[family](), str(path))
+    info = read_model_info(path)
+    art = make_artifact(3, calibrator="platt_per_class", thresholds=0.05, layout=info.layout, input_size=(128, 128),
+                        iou_threshold=0.6, max_det=50, pre_nms_top_k=400)
+    result = build_patched_model(path, art, force=True, static_shapes=True)
+    assert "NonZero" not in {n.op_type for n in result.inserted}
+    sess = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    img = np.random.default_rng(2).integers(0, 255, (120, 70, 3), dtype=np.uint8)
+    for size in ((128, 128), (100, 200)):
+        got, ref = _run_patched(sess, info, art, size, img)
+        assert_same_detections(got, ref, context=f"{family} static shapes {size}")
+        assert got["num_dets"].sum() > 0
+
+
 NON_SQUARE = {
     "yolox_800x608": lambda: hf.yolox_raw_model(size=(800, 608), num_classes=3),
     "yolox_608x800": lambda: hf.yolox_raw_model(size=(608, 800), num_classes=3),
