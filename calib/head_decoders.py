@@ -9,19 +9,29 @@ input pixels, float32, and dense per-class scores (B, N, C) in [0, 1].
 |                  | stride units, objectness, C class scores (after sigmoid)  |                         |
 | `gfl_multilevel` | per level l: class scores [B, N_l, C] (after sigmoid) and | PicoDet, NanoDet        |
 |                  | DFL bins [B, N_l, 4 (R+1)] (sides l, t, r, b); no batch   |                         |
-|                  | axis in some exports ([N_l, C], [N_l, 4 (R+1)])           |                         |
+|                  | axis in some exports ([N_l, C], [N_l, 4 (R+1)]); or ONE   |                         |
+|                  | output [B, N, C + 4 (R+1)], levels concatenated           | NanoDet-Plus, NanoDet   |
 | `detr`           | [B, Q, 4+C] normalised cx, cy, w, h + C class logits, or  | RT-DETR, D-FINE, DEIM   |
 |                  | two outputs boxes [B, Q, 4] and logits [B, Q, C]          |                         |
 
 Anchor points are computed from the input size (H, W), row-major per level, levels in stride order:
 
-- `yolox_raw`: cells (i, j), i < H // s, j < W // s (YOLOX's `demo_postprocess`);
+- `yolox_raw`: cells (i, j), i < H // s, j < W // s (YOLOX's `demo_postprocess`), or ceil(H / s),
+  ceil(W / s) where N says so (`yolox_grid_ceil`: the stride-2 convolutions of YOLOX's backbone
+  give ceil sizes; at multiples of 32, the sizes YOLOX's demo supports, the two agree);
   cx, cy = (x + j) * s, (y + i) * s; w, h = exp(w) * s, exp(h) * s; score_c = obj * cls_c.
-- `gfl_multilevel`: cells i < ceil(H / s), j < ceil(W / s), centre ((j + 0.5) s, (i + 0.5) s)
-  (PaddleDetection's PicoHead / `disPred2Bbox`); per side softmax over the R+1 bins,
-  distance = sum_k p_k * k * s; x1, y1 = centre - (l, t), x2, y2 = centre + (r, b).
+- `gfl_multilevel`: cells i < ceil(H / s), j < ceil(W / s), centre ((j + o) s, (i + o) s) with the
+  cell offset o = 0.5 (PaddleDetection's PicoHead / `disPred2Bbox`, legacy NanoDet) or o = 0
+  (NanoDet-Plus, `get_single_level_center_priors`); per side softmax over the R+1 bins,
+  distance = sum_k p_k * k * s; x1, y1 = centre - (l, t), x2, y2 = centre + (r, b). The single
+  output of NanoDet(-Plus) exports, [B, N, C + 4 (R+1)] (C class scores after sigmoid, then the
+  bins; levels concatenated in stride order), is split into the same class and box maps
+  (`split_gfl_single`, params `single_output`, `num_classes`).
 - `detr`: cx, cy, w, h times (W, H, W, H); scores sigmoid(logit) (or as given, `logits=False`,
   for exports that apply the sigmoid themselves, as Ultralytics' RT-DETR does).
+
+(H, W) is the size the model is run at: a model with dynamic height/width is decoded at the size
+it was fed (`calib.runner` passes the serving size), non-square sizes included.
 
 The arithmetic is float32, in the order `onnx_ops.decode_graph` uses, so that the two agree to
 float32 rounding of exp/softmax.
@@ -40,7 +50,9 @@ from .layouts import Decoded
 
 YOLOX_STRIDES = (8, 16, 32)
 GFL_STRIDES = (8, 16, 32, 64, 128)
-GFL_CELL_OFFSET = 0.5
+GFL_CELL_OFFSET = 0.5            # PicoDet, legacy NanoDet: centre of the cell
+NANODET_PLUS_CELL_OFFSET = 0.0   # NanoDet-Plus: the cell's top-left corner (x * s, y * s)
+GFL_REG_MAX_CHOICES = (7, 16)    # reg_max of released GFL-family heads (NanoDet-Plus/PicoDet 7, GFL 16)
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,15 +100,21 @@ def infer_gfl_strides(counts: Sequence[int], input_hw: tuple[int, int]) -> tuple
 # ------------------------------------------------------------------------------------------
 # decoders
 # ------------------------------------------------------------------------------------------
+def yolox_grid_ceil(n: int | None, input_hw: tuple[int, int], strides: Sequence[int] = YOLOX_STRIDES) -> bool:
+    """Whether N anchors are the ceil grids of the input (and not the floor grids of `demo_postprocess`)."""
+    return (n is not None and n != sum(level_counts(input_hw, strides, False))
+            and n == sum(level_counts(input_hw, strides, True)))
+
+
 def decode_yolox_raw(raw: np.ndarray, input_hw: tuple[int, int], strides: Sequence[int] = YOLOX_STRIDES) -> Decoded:
     """YOLOX raw head [B, N, 5+C] -> Decoded (boxes xyxy input px (B, N, 4), scores obj * cls (B, N, C)).
 
-    N must be sum over strides of (H // s) * (W // s) (3549 for 416 x 416).
+    N must be sum over strides of (H // s) * (W // s) (3549 for 416 x 416), or of the ceil sizes.
     """
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 3 or raw.shape[2] < 6:
         raise ValueError(f"yolox_raw output must be [B, N, 5+C], got shape {raw.shape}")
-    grid, stride = anchor_points(input_hw, strides, offset=0.0, ceil=False)
+    grid, stride = anchor_points(input_hw, strides, offset=0.0, ceil=yolox_grid_ceil(raw.shape[1], input_hw, strides))
     if raw.shape[1] != grid.shape[0]:
         raise ValueError(f"yolox_raw output has {raw.shape[1]} anchors; input {input_hw[0]}x{input_hw[1]} with "
                          f"strides {tuple(strides)} gives {grid.shape[0]}")
@@ -184,14 +202,33 @@ def decode_detr(
     return Decoded(boxes.astype(np.float32, copy=False), scores)
 
 
+def split_gfl_single(raw: np.ndarray, input_hw: tuple[int, int], strides: Sequence[int], num_classes: int
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """NanoDet(-Plus) single output [B, N, C + 4 (R+1)] (or [N, C + 4 (R+1)]) -> (class levels
+    [B, N_l, C], box levels [B, N_l, 4 (R+1)]), N_l the ceil grids of `strides` at `input_hw`."""
+    raw = _with_batch(np.asarray(raw, np.float32))
+    counts = level_counts(input_hw, strides, True)
+    if raw.shape[1] != sum(counts) or raw.shape[2] <= num_classes:
+        raise ValueError(f"gfl_multilevel single output {raw.shape} does not fit strides {tuple(strides)} at input "
+                         f"{input_hw[0]}x{input_hw[1]} (N = {sum(counts)}) with {num_classes} class columns")
+    cuts = np.cumsum(counts)[:-1]
+    levels = np.split(raw, cuts, axis=1)
+    return [lv[:, :, :num_classes] for lv in levels], [lv[:, :, num_classes:] for lv in levels]
+
+
 def decode_head(layout: str, raws: Sequence[np.ndarray], input_hw: tuple[int, int], **params) -> Decoded:
     """One entry point: `layout` in HEAD_LAYOUTS, raws in the recognised order (see HeadRecognition.outputs).
 
     yolox_raw: [raw]; gfl_multilevel: cls levels then box levels (L + L arrays), params `strides`,
-    `cell_offset`; detr: [raw] or [boxes, logits], param `scores_are_logits`.
+    `cell_offset`, or with `single_output` one array [B, N, C + 4 (R+1)] and `num_classes`;
+    detr: [raw] or [boxes, logits], param `scores_are_logits`.
     """
     if layout == "yolox_raw":
         return decode_yolox_raw(raws[0], input_hw, params.get("strides") or YOLOX_STRIDES)
+    if layout == "gfl_multilevel" and params.get("single_output"):
+        strides = tuple(params.get("strides") or (8, 16, 32, 64))
+        cls, box = split_gfl_single(raws[0], input_hw, strides, int(params["num_classes"]))
+        return decode_gfl_multilevel(cls, box, input_hw, strides, params.get("cell_offset", NANODET_PLUS_CELL_OFFSET))
     if layout == "gfl_multilevel":
         half = len(raws) // 2
         if len(raws) % 2:

@@ -6,7 +6,10 @@ Signals, in order:
 
 1. output count and shapes: several [B, N_l, C] / [B, N_l, 4 (R+1)] maps whose N_l are the grid
    sizes of strides 8..128 at the input size -> `gfl_multilevel`; [B, Q, 4] + [B, Q, C] -> `detr`;
-   [B, 4+C, N] -> `xywh_cls`; [B, N, D] -> one of `xywh_obj_cls`, `yolox_raw`, `end2end`, `detr`.
+   [B, 4+C, N] -> `xywh_cls`; [B, N, D] -> one of `xywh_obj_cls`, `yolox_raw`, `end2end`, `detr`,
+   or `gfl_multilevel` as one output (NanoDet-Plus: N the ceil grids of strides 8..64, or 8..32 for
+   the legacy NanoDet head, and D = C + 4 (R+1) with R in GFL_REG_MAX_CHOICES; the probe's first C
+   columns are probabilities, the bins are not).
 2. the graph: TopK / NonMaxSuppression present (an end-to-end head selects its candidates),
    Exp between the last Conv and the output (the box decode is inside the graph),
    a Sigmoid on the class columns (probabilities, not logits).
@@ -17,6 +20,10 @@ Signals, in order:
    that the chosen decode gives finite boxes within a few input sizes of the image and scores
    in [0, 1]. When nothing fits, one DetcalError line says what was found and which
    `--layout` values fit the shapes.
+
+A model with dynamic height/width is recognised at the size the probe feeds it (the metadata's
+`imgsz`, else 640x640): strides, reg_max and the level order do not depend on the size, and the
+decoders take the size the model is run at.
 
 `HeadRecognition.reason` says, in words, what decided (printed by `detcal inspect`).
 """
@@ -29,7 +36,8 @@ import numpy as np
 import onnx
 
 from .errors import DetcalError
-from .head_decoders import HEAD_LAYOUTS, YOLOX_STRIDES, decode_head, infer_gfl_strides, level_counts
+from .head_decoders import (GFL_CELL_OFFSET, GFL_REG_MAX_CHOICES, HEAD_LAYOUTS, NANODET_PLUS_CELL_OFFSET, YOLOX_STRIDES,
+                            decode_head, infer_gfl_strides, level_counts)
 from .artifact.interface import LAYOUTS
 from .layouts import decode
 from .mask_coeffs import MASK_COEFFS, PROTOTYPES, mask_count, strip_mask_coeffs
@@ -42,7 +50,7 @@ LAYOUT_SHAPES = {
     "xywh_obj_cls": "[B, N, 5+C]",
     "end2end": "[B, K, 6]",
     "yolox_raw": "[B, N, 5+C] raw",
-    "gfl_multilevel": "[B, N_l, C] + [B, N_l, 4(R+1)] per level",
+    "gfl_multilevel": "[B, N_l, C] + [B, N_l, 4(R+1)] per level, or [B, N, C+4(R+1)]",
     "detr": "[B, Q, 4+C] or [B, Q, 4] + [B, Q, C]",
 }
 
@@ -93,6 +101,13 @@ def _input_hw(dims: tuple, metadata: dict) -> tuple[int, int] | None:
     return (vals[0], vals[-1]) if vals else None
 
 
+def _dynamic_hw(inp) -> bool:
+    """The image input's height or width is symbolic (NCHW, or NHWC where the last axis is 3)."""
+    dims = _dims(inp)
+    axes = (1, 2) if dims[3] == 3 and dims[1] != 3 else (2, 3)
+    return not all(isinstance(dims[a], int) for a in axes)
+
+
 def _ops_before(model: onnx.ModelProto, output: str, stop: str = "Conv", limit: int = 60) -> set[str]:
     """Op types between `output` and the nearest `stop` nodes (walking producers, at most `limit` nodes)."""
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -109,13 +124,21 @@ def _ops_before(model: onnx.ModelProto, output: str, stop: str = "Conv", limit: 
     return ops
 
 
+PROBE_SIZE = (640, 640)       # the probe's size for a dynamic input without `imgsz` metadata
+
+
+def _probe_hw(model: onnx.ModelProto, inp) -> tuple[int, int]:
+    """(H, W) the probe feeds: the fixed size, the metadata's imgsz, else PROBE_SIZE."""
+    return _input_hw(tuple(_dims(inp)), {m.key: m.value for m in model.metadata_props}) or PROBE_SIZE
+
+
 def _probe(model: onnx.ModelProto, inp) -> dict[str, np.ndarray]:
     """Output name -> value for one run on a grey image (batch 1); {} when the model cannot run."""
     import onnxruntime as ort
 
     dims = list(_dims(inp))
     channels_last = dims[3] == 3 and dims[1] != 3
-    hw = _input_hw(tuple(dims), {m.key: m.value for m in model.metadata_props}) or (640, 640)
+    hw = _probe_hw(model, inp)
     shape = [1, hw[0], hw[1], 3] if channels_last else [1, 3, hw[0], hw[1]]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
     x = np.full(shape, 114 if np.issubdtype(dtype, np.integer) else 0.5, dtype=dtype)
@@ -185,10 +208,33 @@ def _grid_counts(input_hw) -> dict[int, str]:
     """Anchor counts of anchor-free / 3-anchor grids at this input size -> description."""
     if input_hw is None:
         return {}
-    n3 = sum(level_counts(input_hw, YOLOX_STRIDES, False))
-    n4 = sum(level_counts(input_hw, (8, 16, 32, 64), False))
-    return {n3: "one anchor point per cell, strides 8/16/32", 3 * n3: "3 anchors per cell, strides 8/16/32",
-            n4: "one anchor point per cell, strides 8..64", 3 * n4: "3 anchors per cell, strides 8..64"}
+    out = {}
+    for ceil in (True, False):      # floor last: where both differ, floor is the usual one
+        n3 = sum(level_counts(input_hw, YOLOX_STRIDES, ceil))
+        n4 = sum(level_counts(input_hw, (8, 16, 32, 64), ceil))
+        out.update({n3: "one anchor point per cell, strides 8/16/32", 3 * n3: "3 anchors per cell, strides 8/16/32",
+                    n4: "one anchor point per cell, strides 8..64", 3 * n4: "3 anchors per cell, strides 8..64"})
+    return out
+
+
+GFL_SINGLE_STRIDES = ((8, 16, 32, 64), (8, 16, 32))     # NanoDet-Plus, legacy NanoDet
+
+
+def gfl_single_strides(n: int | None, input_hw) -> tuple[int, ...] | None:
+    """The strides whose ceil grids at `input_hw` add up to N (a NanoDet single output), else None."""
+    if n is None or input_hw is None:
+        return None
+    return next((s for s in GFL_SINGLE_STRIDES if sum(level_counts(input_hw, s, True)) == n), None)
+
+
+def gfl_single_splits(d: int | None, hint: int | None) -> list[tuple[int, int]]:
+    """(C, R) with D = C + 4 (R+1): C = hint (any R >= 1) where given, else R in GFL_REG_MAX_CHOICES."""
+    if d is None:
+        return []
+    if hint is not None:
+        rest = d - hint
+        return [(hint, rest // 4 - 1)] if hint >= 1 and rest % 4 == 0 and rest // 4 - 1 >= 1 else []
+    return [(d - 4 * (r + 1), r) for r in GFL_REG_MAX_CHOICES if d - 4 * (r + 1) >= 1]
 
 
 def shape_candidates(shape: tuple, input_hw, hint: int | None = None) -> list[str]:
@@ -204,12 +250,14 @@ def shape_candidates(shape: tuple, input_hw, hint: int | None = None) -> list[st
     if i2 is not None and (i1 is None or i1 > i2):
         if i2 >= 6 and (hint is None or i2 == 5 + hint):
             out.append("xywh_obj_cls")
-            if input_hw is not None and i1 == sum(level_counts(input_hw, YOLOX_STRIDES, False)):
+            if input_hw is not None and i1 in (sum(level_counts(input_hw, YOLOX_STRIDES, c)) for c in (False, True)):
                 out.append("yolox_raw")
         if i2 == 6:
             out.append("end2end")
     if i2 is not None and i2 >= 5 and i1 is not None and i1 <= 1000 and i2 <= 2004 and (hint is None or i2 == 4 + hint):
         out.append("detr")          # [B, Q, 4+C]: Q queries (hundreds), C classes (up to ~2000)
+    if gfl_single_strides(i1, input_hw) and gfl_single_splits(i2, hint):
+        out.append("gfl_multilevel")   # NanoDet(-Plus) [B, N, C + 4 (R+1)]
     return out
 
 
@@ -238,6 +286,9 @@ def recognise_head(
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
     values = _probe(model, inp) if probe else {}
+    dynamic_hw = _dynamic_hw(inp)
+    if dynamic_hw and values:
+        input_hw = _probe_hw(model, inp)       # the output shapes below are those of this size
     shapes = {}
     for o in graph.output:
         s = _dims(o)
@@ -248,6 +299,10 @@ def recognise_head(
     facts = _Facts(model, metadata, has_select, input_hw, hint, values, shapes)
 
     rec = _decide(facts, layout)
+    if rec is not None and dynamic_hw and rec.layout in HEAD_LAYOUTS:
+        rec.params.pop("counts", None)          # N_l of the probe's size only; the grid follows the size fed
+        rec.reason += (f"; dynamic height/width: recognised at the probe's {input_hw[0]}x{input_hw[1]}, the grid "
+                       "follows the size the model is run at" if input_hw else "; dynamic height/width")
     if rec is None:
         fits = sorted({c for s in shapes.values() for c in shape_candidates(s, input_hw)} |
                       ({"gfl_multilevel"} if _gfl_split(shapes, input_hw, hint) else set()),
@@ -303,8 +358,6 @@ def _decide(f: _Facts, layout: str | None) -> HeadRecognition | None:
             return HeadRecognition("gfl_multilevel", cls + box, [f.shapes[n] for n in cls + box], c, f.input_hw,
                                    reason, {"strides": strides, "reg_max": reg_max, "counts": counts,
                                             "batch_axis": batch_axis, "cell_offset": 0.5}, ["gfl_multilevel"])
-        if layout == "gfl_multilevel":
-            return None
     three = {n: s for n, s in f.shapes.items() if len(s) == 3}
     if layout in (None, "xywh_cls"):
         seg = _seg_head(f, three)
@@ -336,6 +389,18 @@ def _decide(f: _Facts, layout: str | None) -> HeadRecognition | None:
         if chosen == "yolox_raw":
             params["strides"] = YOLOX_STRIDES
         nc = _num_classes(chosen, shape, f.hint)
+        if chosen == "gfl_multilevel":
+            c, r, more = _gfl_single_split(f, name, shape)
+            strides = gfl_single_strides(shape[1], f.input_hw)
+            plus = len(strides) == 4
+            params = {"strides": strides, "reg_max": r, "counts": level_counts(f.input_hw, strides, True),
+                      "batch_axis": True, "single_output": True, "num_classes": c,
+                      "cell_offset": NANODET_PLUS_CELL_OFFSET if plus else GFL_CELL_OFFSET}
+            why += (f"; one output [B, N, C + 4(R+1)] with C = {c}, reg_max {r}: N = {shape[1]} = ceil grids of "
+                    f"strides {list(strides)} at {f.input_hw[0]}x{f.input_hw[1]} ({more}); "
+                    + ("NanoDet-Plus: anchor centres (x * s, y * s)" if plus else
+                       "legacy NanoDet head (3 levels): anchor centres ((x + 0.5) s, (y + 0.5) s)"))
+            nc = c
         return HeadRecognition(chosen, [name], [shape], nc, f.input_hw, f"{name} {list(shape)}: {why}", params, cands)
     return None
 
@@ -392,10 +457,51 @@ def _are_logits(f: _Facts, name: str, cols: slice) -> bool:
     return not ({"Sigmoid", "Softmax"} & _ops_before(f.model, name, stop="MatMul"))
 
 
+BIN_COLUMNS_IN_01 = 0.25     # at most this share of a DFL map's columns may look like probabilities
+
+
+def _probe_split(f: _Facts, name: str, d: int) -> tuple[int, int] | None:
+    """(C, R) read from the probe: the class columns (C = the hint, else the leading run of columns
+    whose values all lie in [0, 1]) are probabilities and the 4 (R+1) bins after them are not (at
+    most BIN_COLUMNS_IN_01 of them stay within [0, 1]: a YOLOX row, offsets then objectness and
+    class probabilities, has most of its columns there)."""
+    v = f.values.get(name)
+    if v is None or v.ndim != 3 or v.shape[2] != d:
+        return None
+    in01 = np.all((v >= 0) & (v <= 1), axis=(0, 1))
+    if in01.all():
+        return None
+    c = f.hint if f.hint is not None else int(np.argmin(in01))
+    rest = d - c
+    if (c >= 1 and in01[:c].all() and rest % 4 == 0 and rest // 4 - 1 >= 1
+            and in01[c:].mean() <= BIN_COLUMNS_IN_01):
+        return c, rest // 4 - 1
+    return None
+
+
+def _gfl_single_split(f: _Facts, name: str, shape: tuple) -> tuple[int, int, str]:
+    """(C, R, why) of a NanoDet single output [B, N, C + 4(R+1)]: from the probe (`_probe_split`),
+    else the first of gfl_single_splits (the hint's C, else R = 7)."""
+    split = _probe_split(f, name, shape[2])
+    if split is not None:
+        c, r = split
+        return c, r, f"the probe's first {c} columns lie in [0, 1], the {shape[2] - c} bins do not"
+    c, r = (gfl_single_splits(shape[2], f.hint) or gfl_single_splits(shape[2], None))[0]
+    return c, r, ("C from the class count given" if f.hint is not None else
+                  f"reg_max {r} assumed (the probe does not separate the columns)")
+
+
+def _gfl_single_fits(f: _Facts, name: str, shape: tuple) -> bool:
+    """The probe says this [B, N, D] output is a NanoDet single output (class columns first)."""
+    return _probe_split(f, name, shape[2]) is not None
+
+
 def _choose(f: _Facts, name: str, shape: tuple, cands: list[str]) -> tuple[str, str]:
     """Pick one of several layouts that fit one [B, N, D] / [B, D, N] output; returns (layout, reason)."""
     if len(cands) == 1 and cands[0] != "detr":
         return cands[0], f"only {cands[0]} {LAYOUT_SHAPES[cands[0]]} fits"
+    if "gfl_multilevel" in cands and _gfl_single_fits(f, name, shape):
+        return "gfl_multilevel", "class scores then DFL bins (NanoDet single output)"
     v = f.values.get(name)
     grids = _grid_counts(f.input_hw)
     n = shape[1]
@@ -535,6 +641,6 @@ def describe_head(model: onnx.ModelProto, source: str) -> dict:
         "reg_max": rec.params.get("reg_max"),
         "mask_coeffs": rec.params.get(MASK_COEFFS),
         "prototypes": rec.params.get(PROTOTYPES),
-        "input_hw": list(rec.input_hw) if rec.input_hw else None,
+        "input_hw": list(rec.input_hw) if rec.input_hw and not _dynamic_hw(image_input(model, source)) else None,
         "hints": hints,
     }

@@ -17,7 +17,7 @@ from onnx import TensorProto
 from calib.artifact import HEAD_LAYOUTS
 from calib.errors import DetcalError
 from calib.mask_coeffs import PROTOTYPES, mask_count
-from calib.model_info import ModelInfo, metadata_imgsz, value_info_dims
+from calib.model_info import ModelInfo, value_info_dims
 
 from .masks import SegTaps, tap_seg_head
 
@@ -38,6 +38,8 @@ class Head:
     input_hw: tuple[int, int] | None = None            # HEAD_LAYOUTS: the size the grid constants are built for
     elem_types: list[int] = field(default_factory=list)
     seg: SegTaps | None = None                          # seg heads: the M mask coefficient rows (onnx_ops.masks)
+    image_input: str | None = None                     # HEAD_LAYOUTS, input_hw None: the grid follows its run-time H, W
+    channels_last: bool = False
 
     @property
     def sigmoid_front(self) -> bool:
@@ -127,15 +129,16 @@ def _undecoded_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, s
     if info.num_classes is not None and info.num_classes != num_classes:
         raise DetcalError(f"{source}: the {info.layout} head predicts {info.num_classes} classes, "
                           f"the calibration expects {num_classes}")
-    hw = info.input_size or metadata_imgsz(info.metadata)
-    if hw is None:
-        raise DetcalError(f"{source}: a {info.layout} head needs a fixed input size (its grid is built at patch time); "
-                          "re-export with a fixed height/width")
+    hw = info.input_size          # None (dynamic height/width): the decode graph builds the grid at run time
     shape = info.output_shape
-    if info.layout == "gfl_multilevel":
+    if hw is None:
+        n, batch = None, shape[0] if info.head_params.get("batch_axis", True) else 1
+    elif info.layout == "gfl_multilevel":
         n = sum(info.head_params["counts"])
         batch = shape[0] if info.head_params.get("batch_axis", True) else 1
     else:
         n, batch = shape[1], shape[0]
+    dims = info.input_shape
     return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None, batch,
-                outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw), elem_types=elems)
+                outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw) if hw else None,
+                elem_types=elems, image_input=info.input_name, channels_last=dims[3] == 3 and dims[1] != 3)

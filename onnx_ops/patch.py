@@ -42,7 +42,8 @@ at N when N is static; M <= K1 the slots in use after top-k):
     no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
                       yolox_raw / gfl_multilevel / detr (several model outputs): onnx_ops.decode_graph,
-                      grid and stride constants built from the input size here (Exp, Softmax, MatMul ...).
+                      grid and stride constants built from the input size here (Exp, Softmax, MatMul ...);
+                      dynamic height/width: the grid from the image's run-time shape (Shape, Range, Expand).
                       Sigmoid-front heads (Concat(boxes, Sigmoid(logits))): read boxes, Sigmoid output
                       and logits directly; the head Concat is pruned.
     threshold         raw score <= raw threshold -> penalty: LessOrEqual, Cast, Mul, Sub  (N x C)

@@ -4,9 +4,15 @@
                                     Concat over levels -> Transpose -> [1, N, 5+C] (no box decode)
     gfl_model(size, C, R, ...)      PicoDet/NanoDet: per level Sigmoid(Conv) class map [1, N_l, C] and
                                     DFL map [1, N_l, 4 (R+1)]; outputs: class levels, then box levels
+    nanodet_plus_model(size, C, R)  NanoDet-Plus `_forward_onnx`: per level Concat(Sigmoid(cls), bins) on
+                                    channels, flattened, levels concatenated -> [1, N, C + 4 (R+1)]
     detr_model(Q, C, two_outputs)   [1, Q, 4+C] (Sigmoid boxes, raw logits) or boxes + logits outputs
     yolov5_one_class_model(size)    decoded [1, 3 N_cells, 6] (pixels, obj, p), no TopK
     end2end_model(size, K)          [1, K, 6] x1,y1,x2,y2,score,class from TopK
+
+`dynamic=True` gives the image input symbolic height/width ([1, 3, "height", "width"]); the convolutions
+(kernel = stride) then give floor grids (YOLOX) or, padded SAME_UPPER, ceil grids (GFL, NanoDet) at
+any size, as the real backbones do.
 
 Weights come from a seeded numpy Generator; scales keep raw offsets small, as in trained models.
 `random_*_raws` draw random head outputs directly (for the decode equivalence tests).
@@ -41,10 +47,11 @@ class _Net:
         self.nodes.append(helper.make_node(op_type, list(inputs), [o], name=self.t("n_" + op_type), **attrs))
         return o
 
-    def conv(self, x, cin, cout, stride, scale=0.05, bias=0.0) -> str:
+    def conv(self, x, cin, cout, stride, scale=0.05, bias=0.0, ceil=False) -> str:
         w = self.const((self.rng.standard_normal((cout, cin, stride, stride)) * scale).astype(np.float32), "w")
         b = self.const((np.full(cout, bias) + self.rng.standard_normal(cout) * scale).astype(np.float32), "b")
-        return self.op("Conv", x, w, b, kernel_shape=[stride, stride], strides=[stride, stride])
+        pad = {"auto_pad": "SAME_UPPER"} if ceil else {}
+        return self.op("Conv", x, w, b, kernel_shape=[stride, stride], strides=[stride, stride], **pad)
 
     def model(self, inp_shape, outputs: list[tuple[str, list]], metadata=None) -> onnx.ModelProto:
         g = helper.make_graph(
@@ -59,12 +66,18 @@ class _Net:
         return m
 
 
-def yolox_raw_model(size=(64, 96), num_classes=3, seed=0) -> onnx.ModelProto:
-    h, w = size
+def _input_shape(size, dynamic):
+    return [1, 3, "height", "width"] if dynamic else [1, 3, *size]
+
+
+def yolox_raw_model(size=(64, 96), num_classes=3, seed=0, dynamic=False, ceil=None) -> onnx.ModelProto:
+    """ceil (default: with `dynamic`): SAME_UPPER convolutions, ceil grids as YOLOX's stride-2 backbone
+    gives at sizes that are no multiple of 32; else floor grids (kernel = stride, no padding)."""
+    ceil = dynamic if ceil is None else ceil
     net = _Net(seed)
     levels = []
     for s in (8, 16, 32):
-        f = net.conv("images", 3, 5 + num_classes, s)
+        f = net.conv("images", 3, 5 + num_classes, s, ceil=ceil)
         levels.append(net.op("Reshape", f, net.const(np.array([1, 5 + num_classes, -1], np.int64))))
     cat = net.op("Concat", *levels, axis=2)
     reg = net.op("Slice", cat, net.const(np.array([0], np.int64)), net.const(np.array([4], np.int64)),
@@ -73,18 +86,18 @@ def yolox_raw_model(size=(64, 96), num_classes=3, seed=0) -> onnx.ModelProto:
                   net.const(np.array([1], np.int64)))
     out = net.op("Concat", reg, net.op("Sigmoid", rest), axis=1)
     net.op("Transpose", out, out="output", perm=[0, 2, 1])
-    n = sum(level_counts(size, (8, 16, 32), False))
-    return net.model([1, 3, h, w], [("output", [1, n, 5 + num_classes])])
+    n = "anchors" if dynamic else sum(level_counts(size, (8, 16, 32), ceil))
+    return net.model(_input_shape(size, dynamic), [("output", [1, n, 5 + num_classes])])
 
 
-def gfl_model(size=(192, 192), num_classes=3, reg_max=7, strides=(8, 16, 32, 64), batch_axis=True, seed=0):
-    h, w = size
+def gfl_model(size=(192, 192), num_classes=3, reg_max=7, strides=(8, 16, 32, 64), batch_axis=True, seed=0,
+              dynamic=False):
     net = _Net(seed)
     cls_outs, box_outs = [], []
-    counts = level_counts(size, strides, True)
+    counts = [f"n{s}" for s in strides] if dynamic else level_counts(size, strides, True)
     for i, (s, n) in enumerate(zip(strides, counts)):
-        c = net.op("Sigmoid", net.conv("images", 3, num_classes, s, bias=-2.0))
-        x = net.conv("images", 3, 4 * (reg_max + 1), s, scale=0.5)
+        c = net.op("Sigmoid", net.conv("images", 3, num_classes, s, bias=-2.0, ceil=True))
+        x = net.conv("images", 3, 4 * (reg_max + 1), s, scale=0.5, ceil=True)
         for f, d, outs, tag in ((c, num_classes, cls_outs, "cls"), (x, 4 * (reg_max + 1), box_outs, "box")):
             r = net.op("Reshape", f, net.const(np.array([1, d, -1], np.int64)))
             t = net.op("Transpose", r, perm=[0, 2, 1])
@@ -94,12 +107,26 @@ def gfl_model(size=(192, 192), num_classes=3, reg_max=7, strides=(8, 16, 32, 64)
             else:
                 net.op("Reshape", t, net.const(np.array([-1, d], np.int64)), out=name)
             outs.append((name, ([1, n, d] if batch_axis else [n, d])))
-    return net.model([1, 3, h, w], cls_outs + box_outs)
+    return net.model(_input_shape(size, dynamic), cls_outs + box_outs)
+
+
+def nanodet_plus_model(size=(192, 160), num_classes=3, reg_max=7, strides=(8, 16, 32, 64), seed=0, dynamic=False,
+                       metadata=None):
+    """NanoDet-Plus export: [1, N, C + 4 (R+1)], per level Concat(Sigmoid(cls), bins) on channels."""
+    net = _Net(seed)
+    d = num_classes + 4 * (reg_max + 1)
+    levels = []
+    for s in strides:
+        c = net.op("Sigmoid", net.conv("images", 3, num_classes, s, bias=-2.0, ceil=True))
+        x = net.conv("images", 3, 4 * (reg_max + 1), s, scale=0.5, ceil=True)
+        levels.append(net.op("Reshape", net.op("Concat", c, x, axis=1), net.const(np.array([1, d, -1], np.int64))))
+    net.op("Transpose", net.op("Concat", *levels, axis=2), out="output", perm=[0, 2, 1])
+    n = "anchors" if dynamic else sum(level_counts(size, strides, True))
+    return net.model(_input_shape(size, dynamic), [("output", [1, n, d])], metadata)
 
 
 def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sigmoid_scores=False, seed=0,
-               metadata=None):
-    h, w = size
+               metadata=None, dynamic=False):
     net = _Net(seed)
     pooled = net.op("Flatten", net.op("GlobalAveragePool", "images"))            # [1, 3]
     wq = net.const((net.rng.standard_normal((3, queries * (4 + num_classes))) * 2).astype(np.float32), "wq")
@@ -115,10 +142,10 @@ def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sig
     if two_outputs:
         net.op("Identity", boxes, out="pred_boxes")
         net.op("Identity", logits, out="pred_logits")
-        return net.model([1, 3, h, w], [("pred_boxes", [1, queries, 4]), ("pred_logits", [1, queries, num_classes])],
-                         metadata)
+        return net.model(_input_shape(size, dynamic), [("pred_boxes", [1, queries, 4]),
+                                                       ("pred_logits", [1, queries, num_classes])], metadata)
     net.op("Concat", boxes, logits, out="output", axis=2)
-    return net.model([1, 3, h, w], [("output", [1, queries, 4 + num_classes])], metadata)
+    return net.model(_input_shape(size, dynamic), [("output", [1, queries, 4 + num_classes])], metadata)
 
 
 def _dense_one_class(net: _Net, size, strides=(8, 16, 32)):
@@ -175,12 +202,19 @@ def end2end_model(size=(64, 64), k=None, seed=0) -> onnx.ModelProto:
 # ------------------------------------------------------------------------------------------
 # random head outputs (decode equivalence)
 # ------------------------------------------------------------------------------------------
-def random_yolox_raws(rng, size, batch, num_classes) -> list[np.ndarray]:
-    n = sum(level_counts(size, (8, 16, 32), False))
+def random_yolox_raws(rng, size, batch, num_classes, ceil=False) -> list[np.ndarray]:
+    n = sum(level_counts(size, (8, 16, 32), ceil))
     raw = rng.standard_normal((batch, n, 5 + num_classes)).astype(np.float32)
     raw[:, :, 2:4] *= 2
     raw[:, :, 4:] = 1 / (1 + np.exp(-raw[:, :, 4:] * 3))
     return [raw.astype(np.float32)]
+
+
+def random_nanodet_raw(rng, size, batch, num_classes, reg_max, strides=(8, 16, 32, 64)) -> list[np.ndarray]:
+    """[B, N, C + 4 (R+1)]: class probabilities, then DFL bin logits (levels concatenated)."""
+    raws = random_gfl_raws(rng, size, batch, num_classes, reg_max, strides)
+    k = len(strides)
+    return [np.concatenate([np.concatenate(raws[:k], axis=1), np.concatenate(raws[k:], axis=1)], axis=2)]
 
 
 def random_gfl_raws(rng, size, batch, num_classes, reg_max, strides) -> list[np.ndarray]:
@@ -194,3 +228,71 @@ def random_detr_raws(rng, batch, queries, num_classes, two_outputs) -> list[np.n
     boxes = rng.uniform(0, 1, (batch, queries, 4)).astype(np.float32)
     logits = (rng.standard_normal((batch, queries, num_classes)) * 4).astype(np.float32)
     return [boxes, logits] if two_outputs else [np.concatenate([boxes, logits], axis=2)]
+
+
+# ------------------------------------------------------------------------------------------
+# blob detectors of the head families (they find tests/synthetic.py's coloured squares)
+# ------------------------------------------------------------------------------------------
+BLOB_WINDOW, BLOB_STRIDE = 32, 16
+
+
+def _blob_logits(net: _Net, pooled: str, num_classes: int, gain: float) -> str:
+    """pooled [B, 3, h, w] window means -> class logits [B, C, h, w]: gain * (channel c - grey - 0.25)."""
+    mean = net.op("ReduceMean", pooled, axes=[1], keepdims=1)
+    dom = net.op("Gather", net.op("Sub", pooled, mean), net.const(np.arange(num_classes, dtype=np.int64)), axis=1)
+    return net.op("Mul", net.op("Sub", dom, net.const(np.float32(0.25))), net.const(np.float32(gain)))
+
+
+def blob_detr_model(size=128, num_classes=3, two_outputs=False, gain=12.0) -> onnx.ModelProto:
+    """A DETR-style blob detector: one query per 32 x 32 window (stride 16), boxes normalised
+    cx, cy, w, h (fixed per query), class logits from the window's colour dominance.
+    Outputs [1, Q, 4 + C], or pred_boxes [1, Q, 4] + pred_logits [1, Q, C]."""
+    net = _Net(0)
+    cells = (size - BLOB_WINDOW) // BLOB_STRIDE + 1
+    q = cells * cells
+    pooled = net.op("AveragePool", "images", kernel_shape=[BLOB_WINDOW] * 2, strides=[BLOB_STRIDE] * 2)
+    logits = net.op("Transpose", net.op("Reshape", _blob_logits(net, pooled, num_classes, gain),
+                                        net.const(np.array([1, num_classes, q], np.int64))), perm=[0, 2, 1])
+    centres = (np.arange(cells) * BLOB_STRIDE + BLOB_WINDOW / 2) / size
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(q, BLOB_WINDOW / size), np.full(q, BLOB_WINDOW / size)], 1)
+    # boxes follow the input (0 * logits keeps them a function of the image, as in a real decoder)
+    zero = net.op("ReduceMean", net.op("Mul", logits, net.const(np.float32(0.0))), axes=[2], keepdims=1)
+    box_t = net.op("Add", net.const(boxes[None].astype(np.float32)), zero)
+    meta = {"names": str({c: f"blob{c}" for c in range(num_classes)})}
+    if two_outputs:
+        net.op("Identity", box_t, out="pred_boxes")
+        net.op("Identity", logits, out="pred_logits")
+        return net.model([1, 3, size, size], [("pred_boxes", [1, q, 4]), ("pred_logits", [1, q, num_classes])], meta)
+    net.op("Concat", box_t, logits, out="output", axis=2)
+    return net.model([1, 3, size, size], [("output", [1, q, 4 + num_classes])], meta)
+
+
+def blob_nanodet_model(num_classes=2, reg_max=7, gain=12.0) -> onnx.ModelProto:
+    """A NanoDet-Plus blob detector with dynamic batch, height and width: output [B, N, C + 4 (R+1)],
+    strides 8, 16, 32, 64 (ceil grids), anchor centres (x * s, y * s). The stride-16 level scores the
+    32 x 32 window centred on its anchor point and predicts 16 px to every side (DFL bin 1 of
+    16 px); the other levels score sigmoid(-10)."""
+    net = _Net(0)
+    d = num_classes + 4 * (reg_max + 1)
+    levels = []
+    one_hot = np.zeros((1, 4 * (reg_max + 1), 1, 1), np.float32)
+    for s in (8, 16, 32, 64):
+        if s == BLOB_STRIDE:
+            half = BLOB_WINDOW // 2
+            pooled = net.op("AveragePool", "images", kernel_shape=[BLOB_WINDOW] * 2, strides=[s, s],
+                            pads=[half, half, half - 1, half - 1], count_include_pad=0)
+            cls = net.op("Sigmoid", _blob_logits(net, pooled, num_classes, gain))
+            bins = one_hot.copy()
+            bins[0, 1::reg_max + 1] = 30.0                  # distance 1 stride = 16 px per side
+        else:
+            pooled = net.op("AveragePool", "images", kernel_shape=[s, s], strides=[s, s], auto_pad="SAME_UPPER")
+            flat0 = net.op("Mul", net.op("ReduceMean", pooled, axes=[1], keepdims=1), net.const(np.float32(0.0)))
+            cls = net.op("Sigmoid", net.op("Add", flat0, net.const(np.full((1, num_classes, 1, 1), -10.0, np.float32))))
+            bins = one_hot
+        chan0 = net.op("ReduceMean", pooled, axes=[1], keepdims=1)
+        box = net.op("Add", net.op("Mul", chan0, net.const(np.float32(0.0))), net.const(bins))
+        levels.append(net.op("Reshape", net.op("Concat", cls, box, axis=1), net.const(np.array([0, d, -1], np.int64))))
+    net.op("Transpose", net.op("Concat", *levels, axis=2), out="output", perm=[0, 2, 1])
+    meta = {"names": str({c: f"blob{c}" for c in range(num_classes)})}
+    return net.model(["batch", 3, "height", "width"], [("output", ["batch", "anchors", d])], meta)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from calib.head_decoders import decode_head, level_counts
-from heads_factory import random_detr_raws, random_gfl_raws, random_yolox_raws
+from heads_factory import random_detr_raws, random_gfl_raws, random_nanodet_raw, random_yolox_raws
 from onnx_ops.decode_graph import boxes_xyxy, decode_head as decode_head_graph
 from onnx_ops.ep_support import DETCAL_FORBIDDEN, check_nodes
 from onnx_ops.graph_builder import GraphBuilder
@@ -104,6 +104,97 @@ def test_decode_graph_equals_numpy(case):
     assert got_boxes.shape == ref.boxes_xyxy.shape and got_scores.shape == ref.scores.shape
     np.testing.assert_allclose(got_boxes, ref.boxes_xyxy, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(got_scores, ref.scores, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# dynamic height/width: the grid built in the graph from the image input's run-time shape
+# ------------------------------------------------------------------------------------------
+DYNAMIC_FAMILIES = ("yolox_raw", "gfl_multilevel", "nanodet_plus", "detr")
+
+
+@functools.lru_cache(maxsize=16)
+def _dynamic_session(family, num_classes, reg_max, opset):
+    """One decode graph per family whose grid follows the shape of an `images` [B, 3, H, W] input."""
+    from onnx_ops.decode_graph import image_hw
+
+    b = GraphBuilder(opset)
+    d = {"yolox_raw": [5 + num_classes], "nanodet_plus": [num_classes + 4 * (reg_max + 1)],
+         "detr": [4 + num_classes]}.get(family)
+    if family == "gfl_multilevel":
+        strides = (8, 16, 32, 64)
+        shapes = [["B", f"n{s}", num_classes] for s in strides] + [["B", f"n{s}", 4 * (reg_max + 1)] for s in strides]
+        params = {"strides": strides, "reg_max": reg_max}
+    else:
+        shapes = [["B", "N", d[0]]]
+        params = {"nanodet_plus": {"strides": (8, 16, 32, 64), "reg_max": reg_max, "single_output": True,
+                                   "num_classes": num_classes, "cell_offset": 0.0},
+                  "detr": {"scores_are_logits": True}}.get(family, {})
+    layout = "gfl_multilevel" if family == "nanodet_plus" else family
+    names = [f"raw{i}" for i in range(len(shapes))]
+    dec = decode_head_graph(b, layout, names, image_hw(b, "images"), **params)
+    xyxy = boxes_xyxy(b, dec)
+    outs = [helper.make_tensor_value_info(xyxy, TensorProto.FLOAT, ["B", "N", 4]),
+            helper.make_tensor_value_info(dec.probs, TensorProto.FLOAT, ["B", "N", num_classes])]
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, "H", "W"])]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, sh) for n, sh in zip(names, shapes)]
+    model = helper.make_model(helper.make_graph(b.nodes, "decode_dynamic", inputs, outs, b.initializers),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    assert all(n.name.startswith("detcal/") and all(o.startswith("detcal/") for o in n.output) for n in b.nodes)
+    assert all(i.name.startswith("detcal/") for i in b.initializers)
+    findings = check_nodes(b.nodes, opset, consts=b.const_values, forbid=DETCAL_FORBIDDEN)
+    assert not findings, findings        # Range, Expand, Shape ... covered on every EP of the table
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]), names, layout, params
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(DYNAMIC_FAMILIES), st.integers(1, 12), st.integers(1, 12), st.integers(0, 31),
+       st.integers(0, 31), st.sampled_from((1, 4)), st.sampled_from(OPSETS), st.integers(0, 2**31 - 1))
+def test_dynamic_size_decode_graph_equals_numpy(family, hc, wc, hr, wr, num_classes, opset, seed):
+    """One graph per family, fed at many (H, W), square or not, multiples of the strides or not
+    (ceil grids): the run-time grid equals calib.head_decoders at that size."""
+    rng = np.random.default_rng(seed)
+    reg_max = 7
+    size = (16 * hc + hr, 16 * wc + wr)                 # any size: ceil grids
+    if family == "yolox_raw":
+        raws = random_yolox_raws(rng, size, 2, num_classes, ceil=True)
+    else:
+        if family == "gfl_multilevel":
+            raws = random_gfl_raws(rng, size, 2, num_classes, reg_max, (8, 16, 32, 64))
+        elif family == "nanodet_plus":
+            raws = random_nanodet_raw(rng, size, 2, num_classes, reg_max)
+        else:
+            raws = random_detr_raws(rng, 2, 30, num_classes, False)
+    sess, names, layout, params = _dynamic_session(family, num_classes, reg_max, opset)
+    image = np.zeros((2, 3, *size), np.float32)
+    got_boxes, got_scores = sess.run(None, {"images": image, **dict(zip(names, raws))})
+    ref = decode_head(layout, raws, size, **params)
+    assert got_boxes.shape == ref.boxes_xyxy.shape
+    np.testing.assert_allclose(got_boxes, ref.boxes_xyxy, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(got_scores, ref.scores, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("ceil, offset", [(False, 0.0), (True, 0.5), (True, 0.0)])
+def test_run_time_grid_is_the_numpy_grid_bit_for_bit(ceil, offset):
+    """anchor_grid in the graph vs calib.head_decoders.anchor_points, exactly, square and not."""
+    from calib.head_decoders import anchor_points
+    from onnx_ops.decode_graph import anchor_grid, image_hw
+
+    b = GraphBuilder(13)
+    pts, strs = anchor_grid(b, image_hw(b, "images"), (8, 16, 32, 64), offset=offset, ceil=ceil, tag="t")
+    model = helper.make_model(helper.make_graph(
+        b.nodes, "grid", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info(pts, TensorProto.FLOAT, None),
+         helper.make_tensor_value_info(strs, TensorProto.FLOAT, None)], b.initializers),
+        opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for size in ((800, 608), (608, 800), (65, 200), (320, 320), (8, 8)):
+        got_p, got_s = sess.run(None, {"images": np.zeros((1, 3, *size), np.float32)})
+        want_p, want_s = anchor_points(size, (8, 16, 32, 64), offset=offset, ceil=ceil)
+        np.testing.assert_array_equal(got_p[0], want_p)
+        np.testing.assert_array_equal(got_s[0], want_s)
 
 
 def test_grid_constants_follow_the_input_size():

@@ -38,13 +38,13 @@ FIXTURES = SHARED / "fixtures"
 # ------------------------------------------------------------------------------------------
 # decoders vs per-anchor loops
 # ------------------------------------------------------------------------------------------
-def _yolox_loop(raw, size, strides=(8, 16, 32)):
+def _yolox_loop(raw, size, strides=(8, 16, 32), ceil=False):
     out = []
     for b in range(raw.shape[0]):
         k, rows = 0, []
         for s in strides:
-            for i in range(size[0] // s):
-                for j in range(size[1] // s):
+            for i in range(-(-size[0] // s) if ceil else size[0] // s):
+                for j in range(-(-size[1] // s) if ceil else size[1] // s):
                     x, y, w, h = raw[b, k, :4].astype(np.float64)
                     cx, cy, ww, hh = (x + j) * s, (y + i) * s, math.exp(w) * s, math.exp(h) * s
                     rows.append([cx - ww / 2, cy - hh / 2, cx + ww / 2, cy + hh / 2])
@@ -81,6 +81,19 @@ def test_yolox_raw_matches_demo_postprocess_loop(hc, wc, num_classes, seed):
     assert dec.boxes_xyxy.dtype == np.float32 and dec.is_dense
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(40, 300), st.integers(40, 300), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_yolox_raw_at_any_size_takes_the_grid_its_anchor_count_says(h, w, num_classes, seed):
+    """Ceil grids (YOLOX's stride-2 backbone off multiples of 32) and floor grids (demo_postprocess)
+    are told apart by N; at multiples of 32 they are the same."""
+    size = (h, w)
+    for ceil in (False, True):
+        raw = hf.random_yolox_raws(np.random.default_rng(seed), size, 1, num_classes, ceil=ceil)[0]
+        dec = decode_yolox_raw(raw, size)
+        want_boxes, _ = _yolox_loop(raw, size, ceil=ceil)
+        np.testing.assert_allclose(dec.boxes_xyxy, want_boxes, rtol=1e-5, atol=1e-3)
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(33, 160), st.integers(33, 160), st.sampled_from((7, 16)), st.booleans(),
        st.integers(0, 2**31 - 1))
@@ -110,6 +123,43 @@ def test_detr_boxes_scale_to_input_and_scores_are_probabilities(h, w, two, logit
     cls = raws[1] if two else raws[0][..., 4:]
     np.testing.assert_allclose(dec.scores, 1 / (1 + np.exp(-cls.astype(np.float64))) if logits else cls, atol=1e-6)
     assert dec.scores.min() >= 0 and dec.scores.max() <= 1 or not logits
+
+
+def _nanodet_plus_loop(raw, size, strides, num_classes, reg_max, offset):
+    """NanoDet-Plus `get_bboxes`, written out per point: featmap (ceil(H/s), ceil(W/s)), centre
+    ((x + offset) s, (y + offset) s) (offset 0: `get_single_level_center_priors`), Integral (softmax
+    . k) times the stride, distance2bbox; scores are the first C columns (already sigmoid)."""
+    boxes = []
+    k = 0
+    for s in strides:
+        rows, cols = -(-size[0] // s), -(-size[1] // s)
+        for y in range(rows):
+            for x in range(cols):
+                ct_x, ct_y = (x + offset) * s, (y + offset) * s
+                d = []
+                for side in range(4):
+                    v = raw[0, k, num_classes + side * (reg_max + 1):num_classes + (side + 1) * (reg_max + 1)]
+                    e = np.exp(v.astype(np.float64) - v.max())
+                    d.append(float((e / e.sum()) @ np.arange(reg_max + 1)) * s)
+                boxes.append([ct_x - d[0], ct_y - d[1], ct_x + d[2], ct_y + d[3]])
+                k += 1
+    assert k == raw.shape[1]
+    return np.array(boxes)[None], raw[:, :, :num_classes]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(33, 200), st.integers(33, 200), st.sampled_from((7, 10)), st.sampled_from((1, 3)),
+       st.sampled_from(((8, 16, 32, 64), (8, 16, 32))), st.sampled_from((0.0, 0.5)), st.integers(0, 2**31 - 1))
+def test_nanodet_single_output_matches_get_bboxes_loop(h, w, reg_max, num_classes, strides, offset, seed):
+    size = (h, w)
+    raw = hf.random_nanodet_raw(np.random.default_rng(seed), size, 1, num_classes, reg_max, strides)[0]
+    dec = decode_head("gfl_multilevel", [raw], size, single_output=True, num_classes=num_classes,
+                      strides=strides, cell_offset=offset)
+    want_boxes, want_scores = _nanodet_plus_loop(raw, size, strides, num_classes, reg_max, offset)
+    np.testing.assert_allclose(dec.boxes_xyxy, want_boxes, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(dec.scores, want_scores)
+    with pytest.raises(ValueError, match="single output"):
+        decode_head("gfl_multilevel", [raw[:, 1:]], size, single_output=True, num_classes=num_classes, strides=strides)
 
 
 def test_anchor_counts_and_stride_inference():
@@ -152,6 +202,71 @@ def test_families_are_recognised(make, layout, extra):
     for k, v in extra.items():
         assert rec.params[k] == v, (k, rec.params)
     assert "probe on a grey image" in rec.reason
+
+
+@pytest.mark.parametrize("strides, offset, words", [((8, 16, 32, 64), 0.0, "NanoDet-Plus"),
+                                                    ((8, 16, 32), 0.5, "legacy NanoDet head")])
+def test_nanodet_single_output_is_recognised(strides, offset, words):
+    rec = recognise_head(hf.nanodet_plus_model(size=(192, 160), strides=strides), "m.onnx")
+    assert rec.layout == "gfl_multilevel" and rec.outputs == ["output"] and rec.num_classes == 3
+    assert rec.params["single_output"] and rec.params["num_classes"] == 3 and rec.params["reg_max"] == 7
+    assert rec.params["strides"] == strides and rec.params["cell_offset"] == offset
+    assert words in rec.reason and "first 3 columns lie in [0, 1]" in rec.reason, rec.reason
+    assert "probe on a grey image" in rec.reason
+
+
+def test_nanodet_single_output_with_the_yolox_anchor_count_is_told_apart_by_the_probe():
+    """Legacy NanoDet at 320: N = 2100 = the YOLOX grid; the probe's columns decide."""
+    rec = recognise_head(hf.nanodet_plus_model(size=(320, 320), strides=(8, 16, 32), num_classes=3), "m.onnx")
+    assert rec.layout == "gfl_multilevel" and {"yolox_raw", "gfl_multilevel"} <= set(rec.candidates)
+    assert recognise_head(hf.yolox_raw_model(size=(320, 320), num_classes=30), "m.onnx").layout == "yolox_raw"
+
+
+def _constant_head_model(raw: np.ndarray, size) -> onnx.ModelProto:
+    """images [1, 3, H, W] -> `output` = raw (+ 0 * the image mean): a head whose probe values are `raw`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),
+             helper.make_node("Reshape", ["m", "one"], ["m1"]),
+             helper.make_node("Mul", ["m1", "zero"], ["z"]), helper.make_node("Add", ["raw", "z"], ["output"])]
+    inits = [numpy_helper.from_array(raw.astype(np.float32), "raw"), numpy_helper.from_array(np.float32(0), "zero"),
+             numpy_helper.from_array(np.array([1, 1, 1], np.int64), "one")]
+    g = helper.make_graph(nodes, "const", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *size])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(raw.shape))], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def test_yolox_rows_with_a_leading_column_in_0_1_are_not_a_nanodet_split():
+    """YOLOX at 320 has N = 2100, the legacy NanoDet count; x offsets all in [0, 1] make a leading
+    run of 1 column and 84 = 4 (20 + 1) more: the objectness and class columns in [0, 1] say no."""
+    rng = np.random.default_rng(0)
+    raw = hf.random_yolox_raws(rng, (320, 320), 1, 80)[0]
+    raw[..., 0] = rng.uniform(0, 1, raw.shape[1])
+    raw[..., 1] = rng.uniform(-1, 2, raw.shape[1])
+    raw[..., 2:4] = rng.uniform(-1, 1, (raw.shape[1], 2))          # log sizes of a trained head
+    rec = recognise_head(_constant_head_model(raw, (320, 320)), "m.onnx")
+    assert "gfl_multilevel" in rec.candidates and rec.layout == "yolox_raw", rec.reason
+
+
+def test_nanodet_single_output_split_from_the_class_count_and_layout_override():
+    m = hf.nanodet_plus_model(size=(256, 256), num_classes=4, reg_max=10)      # D = 48: R = 7 would read C = 16
+    for kwargs in ({"num_classes": 4}, {"layout": "gfl_multilevel"}, {}):
+        rec = recognise_head(m, "m.onnx", **kwargs)
+        assert rec.layout == "gfl_multilevel", kwargs
+        assert (rec.params["num_classes"], rec.params["reg_max"]) == (4, 10), (kwargs, rec.params)
+
+
+@pytest.mark.parametrize("make, layout", [(lambda: hf.yolox_raw_model(dynamic=True), "yolox_raw"),
+                                          (lambda: hf.gfl_model(dynamic=True), "gfl_multilevel"),
+                                          (lambda: hf.nanodet_plus_model(dynamic=True), "gfl_multilevel")])
+def test_dynamic_size_heads_are_recognised_at_the_probe_size(make, layout):
+    from calib.head_recognition import PROBE_SIZE
+
+    rec = recognise_head(make(), "m.onnx")
+    assert rec.layout == layout and rec.input_hw == PROBE_SIZE
+    assert "dynamic height/width: recognised at the probe's 640x640" in rec.reason
 
 
 def test_gfl_outputs_are_ordered_class_levels_then_box_levels():
