@@ -49,10 +49,12 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _snap_raw_thresholds(transform, t: np.ndarray, r: np.ndarray, max_steps: int = 256) -> np.ndarray:
-    """Move each finite raw threshold r[c] by a few float64 ulps so that, exactly in float64,
+    """Move each finite raw threshold r[c] so that, exactly in float64,
     transform(p, c) > t[c]  <=>  p > r[c]. The closed form is right up to rounding, which can
     leave transform(r) one ulp above t (so a score equal to r would pass the calibrated test
-    but fail the raw one) or transform(next float above r) still equal to t."""
+    but fail the raw one) or transform(next float above r) still equal to t. A few ulps fix
+    that; where the map is so flat that rounding keeps it at t over many ulps (an isotonic
+    segment rising by one ulp of y), a bisection over the floats finds the exact edge."""
     r = r.copy()
     classes = np.arange(r.size)
     fin = np.isfinite(r)
@@ -67,7 +69,55 @@ def _snap_raw_thresholds(transform, t: np.ndarray, r: np.ndarray, max_steps: int
         if not move.any():
             break
         r[move] = up[move]
+    for c in np.nonzero(fin)[0]:
+        passes = lambda v, c=c: bool(transform(np.array([v]), np.array([c]))[0] > t[c])  # noqa: E731
+        if passes(r[c]) or not passes(np.nextafter(r[c], np.inf)):
+            r[c] = _bisect_edge(passes, r[c])
     return r
+
+
+def _float_key(x: float) -> int:
+    """An integer that orders float64 values as they compare (-0.0 and 0.0 alike); its own inverse
+    through _key_float."""
+    v = int(np.array(x, dtype=np.float64).view(np.int64))
+    return v if v >= 0 else -(2 ** 63) - v
+
+
+def _key_float(k: int) -> float:
+    v = k if k >= 0 else -(2 ** 63) - k
+    return float(np.array(v, dtype=np.int64).view(np.float64))
+
+
+def _bisect_edge(passes, r: float) -> float:
+    """The largest float p with passes(p) False, for a monotone passes (False below, True above),
+    searching outwards from r; -inf when every float passes, inf when none does."""
+    lo_bound, hi_bound = _float_key(-np.inf), _float_key(np.inf)
+    k, step = _float_key(r), 1
+    if passes(r):                   # r too high: find lo below with passes False
+        hi = k
+        while True:
+            lo = max(hi - step, lo_bound)
+            if not passes(_key_float(lo)):
+                break
+            if lo == lo_bound:
+                return -np.inf
+            hi, step = lo, step * 2
+    else:                           # r too low: find hi above with passes True
+        lo = k
+        while True:
+            hi = min(lo + step, hi_bound)
+            if passes(_key_float(hi)):
+                break
+            if hi == hi_bound:
+                return np.inf
+            lo, step = hi, step * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if passes(_key_float(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return _key_float(lo)
 
 
 @dataclass
