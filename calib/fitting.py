@@ -31,7 +31,7 @@ from .errors import DetcalError
 from .floor_selection import above_floor, calibrate, choose_on_floor, input_boxes_of
 from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
-from .metrics import mean_ap, summarize, survives
+from .metrics import add_dece_noise_floor, mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
 from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
@@ -252,7 +252,7 @@ def after_metrics(matched: MatchedDetections, oof: np.ndarray, keep: np.ndarray,
     """Metrics of held-out calibrated scores with held-out thresholds (survivors = keep)."""
     masked = dataclasses.replace(matched, scores=np.where(keep, oof, 0.0), pair_det=matched.pair_det,
                                  pair_gt=matched.pair_gt, pair_iou=matched.pair_iou)
-    out = summarize(masked, 0.0, class_names=class_names)
+    out = add_dece_noise_floor(summarize(masked, 0.0, class_names=class_names), masked, 0.0)
     ranked = dataclasses.replace(matched, scores=oof)
     out["ap50"] = finite_or_none(mean_ap(ranked, [0.5]))
     out["ap50_95"] = finite_or_none(mean_ap(ranked))
@@ -274,8 +274,12 @@ def fit(
     names: list[str] | None = None,
     progress: bool = True,
     log=print,
+    collected: Collected | None = None,
 ) -> FitResult:
-    """The whole fit as a library call. Writes `out` (and its report folder) when given."""
+    """The whole fit as a library call. Writes `out` (and its report folder) when given.
+
+    collected: the raw model's detections on `split`, already collected (collect_detections with
+    the same preprocessing, size, base_conf and post-processing); None: run the model."""
     options.validate()
     t0 = time.perf_counter()
     if out is not None:
@@ -290,10 +294,11 @@ def fit(
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)
     options = replace(options, postprocess=postprocess_for_layout(info.layout, options))
-    collected = collect_detections(
-        dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
-        config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
-    )
+    if collected is None:
+        collected = collect_detections(
+            dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
+            config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
+        )
     t_run = time.perf_counter()
     matched = match_collected(collected, num_classes, options.match_iou)
     if matched.n_detections == 0 or not matched.is_tp.any():
@@ -320,7 +325,8 @@ def fit(
         raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
 
-    before = summarize(matched, options.baseline_conf, class_names=dataset.names)
+    before = add_dece_noise_floor(summarize(matched, options.baseline_conf, class_names=dataset.names), matched,
+                                  options.baseline_conf)
     after = after_metrics(matched, oof, keep, dataset.names)
     for c, name in enumerate(dataset.names):      # the thresholds the artifact ships, not the 0.0 of the masked scores
         after["per_class"][name]["threshold"] = finite_or_none(thresholds.score_[c])
@@ -425,6 +431,7 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
 
 ROWS = [
     ("D-ECE", "dece", "{:.4f}"),
+    ("D-ECE if perfectly calib.", "dece_if_calibrated", "{:.4f}"),
     ("LaECE_0", "laece0", "{:.4f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
