@@ -31,7 +31,7 @@ from .errors import DetcalError
 from .floor_selection import above_floor, calibrate, choose_on_floor, input_boxes_of
 from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
-from .metrics import add_dece_noise_floor, mean_ap, summarize, survives
+from .metrics import add_dece_noise_floor, dece, mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
 from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
@@ -218,6 +218,26 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions, boxe
     return oof, keep
 
 
+def operating_point_check(matched: MatchedDetections, oof, keep, oof_identity, keep_identity) -> dict:
+    """The last guard of `auto`: held-out D-ECE at the operating point (the held-out detections that
+    survive each fold's certified thresholds, `cross_validate`) of the chosen calibrator against
+    identity's (the raw scores with thresholds certified the same way). The calibrator is kept only
+    if its D-ECE there is lower: "never worse than identity" judged where D-ECE is defined, not on
+    the detections above the fitting floor alone. oof, keep (K,) as cross_validate returns them."""
+    counted = ~matched.ignored
+    k1, k0 = keep & counted, keep_identity & counted
+    d1 = float(dece(np.clip(oof[k1], 0, 1), matched.is_tp[k1]))
+    d0 = float(dece(np.clip(oof_identity[k0], 0, 1), matched.is_tp[k0]))
+    ok = bool(np.isfinite(d1) and (not np.isfinite(d0) or d1 < d0))
+    out = {"rule": "keep the calibrator only if its held-out D-ECE at the held-out certified operating point "
+                   "is below identity's", "dece": finite_or_none(d1), "identity_dece": finite_or_none(d0),
+           "n_kept": int(k1.sum()), "identity_n_kept": int(k0.sum()), "kept": ok}
+    if not ok:
+        out["note"] = (f"the chosen calibrator's held-out D-ECE at the operating point ({d1:.4f} on {int(k1.sum())} "
+                       f"detections) is not below identity's ({d0:.4f} on {int(k0.sum())}): identity kept")
+    return out
+
+
 def fold_options(n_negative: int, opts: FitOptions) -> FitOptions:
     """The options a fold's thresholds are fitted with: the same procedure, certified at the target
     or, where the fold's n_negative images are too few to certify it at all, at the strictest rate
@@ -321,6 +341,18 @@ def fit(
     try:
         cv_kind = "identity" if selection.get("nested_fallback") else options.calibrator
         oof, keep = cross_validate(matched, cv_kind, options, boxes, size)
+        if cv_kind == "auto" and calibrator.map_.kind != "identity":
+            # never worse than identity where users look: at the operating point, out of sample
+            oof_id, keep_id = cross_validate(matched, "identity", options, boxes, size)
+            check = operating_point_check(matched, oof, keep, oof_id, keep_id)
+            selection["operating_point_check"] = check
+            if not check["kept"]:
+                selection.update(winner="identity", selected=selection.get("winner"), note=check["note"])
+                calibrator, sel_id = _fit_calibrator("identity", counted, boxes[counted_mask], size, options)
+                floor = np.asarray(sel_id["fit_floor"])
+                calibrated = _floored_scores(calibrator, counted.scores, counted.classes, boxes[counted_mask], floor)
+                thresholds = _fit_thresholds(counted, calibrated, options, calibrator, floor)
+                oof, keep = oof_id, keep_id
     except ValueError as exc:
         raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
@@ -476,7 +508,7 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         cands = sel.get("candidates", {})
         ident = cands.get("identity", {}).get("log_loss")
         win = sel["winner"]
-        if sel.get("nested_fallback"):
+        if sel.get("nested_fallback") or not sel.get("operating_point_check", {}).get("kept", True):
             lines.append(f"calibrator: identity (auto: {sel['note']})")
         elif win in cands:
             lines.append(f"calibrator: {win} (auto, on the {sel.get('n_above_floor')} detections above the fitting floor: "
@@ -484,6 +516,11 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
                          f"D-ECE {cands[win]['dece']:.4f} vs {cands['identity']['dece']:.4f})")
         else:
             lines.append(f"calibrator: {win} (auto: {sel.get('note', 'no comparison')})")
+        opc = sel.get("operating_point_check")
+        if opc and opc["kept"]:
+            lines.append(f"  at the operating point (held-out CV, each fold's certified thresholds): D-ECE "
+                         f"{opc['dece']:.4f} on {opc['n_kept']} detections vs identity {opc['identity_dece']:.4f} "
+                         f"on {opc['identity_n_kept']}")
     else:
         lines.append(f"calibrator: {sel.get('winner')} (chosen with --calibrator)")
     lines += result.thresholds.summary_lines()
