@@ -464,6 +464,7 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
 ROWS = [
     ("D-ECE", "dece", "{:.4f}"),
     ("D-ECE if perfectly calib.", "dece_if_calibrated", "{:.4f}"),
+    ("  p(D-ECE this high | calib.)", "dece_p_value", "{:.2f}"),
     ("LaECE_0", "laece0", "{:.4f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
