@@ -10,7 +10,11 @@ raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--
 raw score instead. `auto` picks by
 held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
 selection runs again inside every fold of the "after" numbers (nested cross-validation).
-Nothing at or below the floor survives (the calibrator is an extrapolation there).
+Last, `auto` keeps its choice only if, at the operating point (the held-out detections that
+survive each fold's certified thresholds), its held-out D-ECE is below identity's
+(`operating_point_check`). Nothing at or below the floor survives (the calibrator is an
+extrapolation there). Beside every D-ECE the report gives what a perfectly calibrated detector
+would show with the same scores (`calib.metrics.dece_noise_floor`).
 """
 from __future__ import annotations
 

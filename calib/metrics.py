@@ -94,7 +94,8 @@ def dece_noise_floor(scores: np.ndarray, n_bins: int = 10, n_sim: int = 1000, se
     D-ECE with the same bins -> {"mean", "p90" (the 90th percentile), "n_sim", and with
     `observed` (the measured D-ECE) "p_value": the share of rounds at or above it, i.e. how often
     perfect calibration looks at least that bad; a large p_value: the measured D-ECE is what
-    sampling alone gives}. Values None (nan) without detections.
+    sampling alone gives}. Values None (nan) without detections. The draws are independent given
+    the scores; detections of one image are not, so this is the least noise to expect, not all of it.
     """
     scores = np.asarray(scores, np.float64).reshape(-1)
     out = {"mean": math.nan, "p90": math.nan, "n_sim": int(n_sim)}
