@@ -85,7 +85,7 @@ def report_rate(val, test, rate: float, per_candidate: bool) -> dict:
     from calib.bootstrap import metric_intervals
     from calib.certify import ScoredImages, global_baseline
     from calib.fitting import FitOptions, fit
-    from calib.metrics import mean_ap, summarize, survives
+    from calib.metrics import dece_noise_floor, mean_ap, summarize, survives
 
     opts = FitOptions(max_negative_rate=rate)
     res = fit(MODEL, DATA, split="val", options=opts, progress=False, collected=val)
@@ -101,6 +101,11 @@ def report_rate(val, test, rate: float, per_candidate: bool) -> dict:
         n = sel["nested"]
         print(f"  nested CV: chosen per fold {n['chosen_per_fold']}; log-loss {n['log_loss']:.4f} vs identity "
               f"{n['identity_log_loss']:.4f}, D-ECE {n['dece']:.4f} vs {n['identity_dece']:.4f}")
+    opc = sel.get("operating_point_check")
+    if opc:
+        print(f"  operating-point check (held-out survivors of each fold's certified thresholds): D-ECE {opc['dece']:.4f} "
+              f"on {opc['n_kept']} vs identity {opc['identity_dece']:.4f} on {opc['identity_n_kept']}: "
+              f"{'kept' if opc['kept'] else 'identity kept'}")
     if sel.get("note"):
         print(f"  note: {sel['note']}")
     for line in res.thresholds.summary_lines():
@@ -114,8 +119,9 @@ def report_rate(val, test, rate: float, per_candidate: bool) -> dict:
     for title, m, thr in (("raw > 0.25", raw_m, 0.25), ("calibrated", mt, 0.0)):
         s = summarize(m, thr)
         iv = metric_intervals(m.without_ignored(), thresholds=thr)
-        print(f"  test {title:<11}: D-ECE {iv['dece']}  recall {iv['recall']}  negative firing "
-              f"{iv['negative_image_rate']}  kept {s['n_kept']}")
+        nf = dece_noise_floor(m.scores[survives(m.scores, m.classes, thr) & ~m.ignored], observed=s["dece"])
+        print(f"  test {title:<11}: D-ECE {iv['dece']} (perfectly calibrated: {nf['mean']:.4f}, p = {nf['p_value']:.2f})  "
+              f"recall {iv['recall']}  negative firing {iv['negative_image_rate']}  kept {s['n_kept']}")
         out[title] = {"dece": s["dece"], "recall": s["recall"], "neg": s["negative_image_rate"]}
     ap_cal = mean_ap(mt.subset(keep), [0.5])
     ap_raw_same = mean_ap(raw_m.subset(survives(raw_m.scores, raw_m.classes, raw_thr)), [0.5])
