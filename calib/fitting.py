@@ -10,7 +10,11 @@ raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--
 raw score instead. `auto` picks by
 held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
 selection runs again inside every fold of the "after" numbers (nested cross-validation).
-Nothing at or below the floor survives (the calibrator is an extrapolation there).
+Last, `auto` keeps its choice only if, at the operating point (the held-out detections that
+survive each fold's certified thresholds), its held-out D-ECE is below identity's
+(`operating_point_check`). Nothing at or below the floor survives (the calibrator is an
+extrapolation there). Beside every D-ECE the report gives what a perfectly calibrated detector
+would show with the same scores (`calib.metrics.dece_noise_floor`).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from .errors import DetcalError
 from .floor_selection import above_floor, calibrate, choose_on_floor, input_boxes_of
 from .jsonable import finite_or_none, to_jsonable
 from .matching import MatchedDetections, match_detections
-from .metrics import mean_ap, summarize, survives
+from .metrics import add_dece_noise_floor, dece, mean_ap, summarize, survives
 from .model_info import check_class_count, read_model_info
 from .artifact import PostprocessConfig
 from .plots import operating_curves, save_operating_curves, save_reliability_diagrams
@@ -218,6 +222,26 @@ def cross_validate(matched: MatchedDetections, kind: str, opts: FitOptions, boxe
     return oof, keep
 
 
+def operating_point_check(matched: MatchedDetections, oof, keep, oof_identity, keep_identity) -> dict:
+    """The last guard of `auto`: held-out D-ECE at the operating point (the held-out detections that
+    survive each fold's certified thresholds, `cross_validate`) of the chosen calibrator against
+    identity's (the raw scores with thresholds certified the same way). The calibrator is kept only
+    if its D-ECE there is lower: "never worse than identity" judged where D-ECE is defined, not on
+    the detections above the fitting floor alone. oof, keep (K,) as cross_validate returns them."""
+    counted = ~matched.ignored
+    k1, k0 = keep & counted, keep_identity & counted
+    d1 = float(dece(np.clip(oof[k1], 0, 1), matched.is_tp[k1]))
+    d0 = float(dece(np.clip(oof_identity[k0], 0, 1), matched.is_tp[k0]))
+    ok = bool(np.isfinite(d1) and (not np.isfinite(d0) or d1 < d0))
+    out = {"rule": "keep the calibrator only if its held-out D-ECE at the held-out certified operating point "
+                   "is below identity's", "dece": finite_or_none(d1), "identity_dece": finite_or_none(d0),
+           "n_kept": int(k1.sum()), "identity_n_kept": int(k0.sum()), "kept": ok}
+    if not ok:
+        out["note"] = (f"the chosen calibrator's held-out D-ECE at the operating point ({d1:.4f} on {int(k1.sum())} "
+                       f"detections) is not below identity's ({d0:.4f} on {int(k0.sum())}): identity kept")
+    return out
+
+
 def fold_options(n_negative: int, opts: FitOptions) -> FitOptions:
     """The options a fold's thresholds are fitted with: the same procedure, certified at the target
     or, where the fold's n_negative images are too few to certify it at all, at the strictest rate
@@ -252,7 +276,7 @@ def after_metrics(matched: MatchedDetections, oof: np.ndarray, keep: np.ndarray,
     """Metrics of held-out calibrated scores with held-out thresholds (survivors = keep)."""
     masked = dataclasses.replace(matched, scores=np.where(keep, oof, 0.0), pair_det=matched.pair_det,
                                  pair_gt=matched.pair_gt, pair_iou=matched.pair_iou)
-    out = summarize(masked, 0.0, class_names=class_names)
+    out = add_dece_noise_floor(summarize(masked, 0.0, class_names=class_names), masked, 0.0)
     ranked = dataclasses.replace(matched, scores=oof)
     out["ap50"] = finite_or_none(mean_ap(ranked, [0.5]))
     out["ap50_95"] = finite_or_none(mean_ap(ranked))
@@ -275,9 +299,13 @@ def fit(
     progress: bool = True,
     log=print,
     input_layout: str | None = None,
+    collected: Collected | None = None,
 ) -> FitResult:
     """The whole fit as a library call. Writes `out` (and its report folder) when given.
-    input_layout: 'NCHW' | 'NHWC' where the model's declared input dims leave it open (recorded)."""
+
+    input_layout: 'NCHW' | 'NHWC' where the model's declared input dims leave it open (recorded).
+    collected: the raw model's detections on `split`, already collected (collect_detections with
+    the same preprocessing, size, base_conf and post-processing); None: run the model."""
     options.validate()
     t0 = time.perf_counter()
     if out is not None:
@@ -292,10 +320,11 @@ def fit(
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)
     options = replace(options, postprocess=postprocess_for_layout(info.layout, options))
-    collected = collect_detections(
-        dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
-        config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
-    )
+    if collected is None:
+        collected = collect_detections(
+            dataset, info, preprocess, size, num_classes=num_classes, base_conf=options.base_conf,
+            config=options.postprocess, batch_size=batch_size, threads=threads, progress=progress,
+        )
     t_run = time.perf_counter()
     matched = match_collected(collected, num_classes, options.match_iou)
     if matched.n_detections == 0 or not matched.is_tp.any():
@@ -318,11 +347,24 @@ def fit(
     try:
         cv_kind = "identity" if selection.get("nested_fallback") else options.calibrator
         oof, keep = cross_validate(matched, cv_kind, options, boxes, size)
+        if cv_kind == "auto" and calibrator.map_.kind != "identity":
+            # never worse than identity where users look: at the operating point, out of sample
+            oof_id, keep_id = cross_validate(matched, "identity", options, boxes, size)
+            check = operating_point_check(matched, oof, keep, oof_id, keep_id)
+            selection["operating_point_check"] = check
+            if not check["kept"]:
+                selection.update(winner="identity", selected=selection.get("winner"), note=check["note"])
+                calibrator, sel_id = _fit_calibrator("identity", counted, boxes[counted_mask], size, options)
+                floor = np.asarray(sel_id["fit_floor"])
+                calibrated = _floored_scores(calibrator, counted.scores, counted.classes, boxes[counted_mask], floor)
+                thresholds = _fit_thresholds(counted, calibrated, options, calibrator, floor)
+                oof, keep = oof_id, keep_id
     except ValueError as exc:
         raise DetcalError(f"cannot cross-validate the calibration: {exc}") from None
     t_fit = time.perf_counter()
 
-    before = summarize(matched, options.baseline_conf, class_names=dataset.names)
+    before = add_dece_noise_floor(summarize(matched, options.baseline_conf, class_names=dataset.names), matched,
+                                  options.baseline_conf)
     after = after_metrics(matched, oof, keep, dataset.names)
     for c, name in enumerate(dataset.names):      # the thresholds the artifact ships, not the 0.0 of the masked scores
         after["per_class"][name]["threshold"] = finite_or_none(thresholds.score_[c])
@@ -427,6 +469,8 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
 
 ROWS = [
     ("D-ECE", "dece", "{:.4f}"),
+    ("D-ECE if perfectly calib.", "dece_if_calibrated", "{:.4f}"),
+    ("  p(D-ECE this high | calib.)", "dece_p_value", "{:.2f}"),
     ("LaECE_0", "laece0", "{:.4f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
@@ -471,7 +515,7 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         cands = sel.get("candidates", {})
         ident = cands.get("identity", {}).get("log_loss")
         win = sel["winner"]
-        if sel.get("nested_fallback"):
+        if sel.get("nested_fallback") or not sel.get("operating_point_check", {}).get("kept", True):
             lines.append(f"calibrator: identity (auto: {sel['note']})")
         elif win in cands:
             lines.append(f"calibrator: {win} (auto, on the {sel.get('n_above_floor')} detections above the fitting floor: "
@@ -479,6 +523,11 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
                          f"D-ECE {cands[win]['dece']:.4f} vs {cands['identity']['dece']:.4f})")
         else:
             lines.append(f"calibrator: {win} (auto: {sel.get('note', 'no comparison')})")
+        opc = sel.get("operating_point_check")
+        if opc and opc["kept"]:
+            lines.append(f"  at the operating point (held-out CV, each fold's certified thresholds): D-ECE "
+                         f"{opc['dece']:.4f} on {opc['n_kept']} detections vs identity {opc['identity_dece']:.4f} "
+                         f"on {opc['identity_n_kept']}")
     else:
         lines.append(f"calibrator: {sel.get('winner')} (chosen with --calibrator)")
     lines += result.thresholds.summary_lines()

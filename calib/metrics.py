@@ -25,6 +25,8 @@ __all__ = [
     "COCO_IOU_THRESHOLDS",
     "COCO_RECALL_THRESHOLDS",
     "dece",
+    "dece_noise_floor",
+    "add_dece_noise_floor",
     "laece0",
     "average_precision",
     "ap_per_class",
@@ -79,6 +81,54 @@ def dece(scores: np.ndarray, is_tp: np.ndarray, n_bins: int = 10) -> float:
     if scores.shape != is_tp.shape:
         raise ValueError(f"dece: {scores.shape[0]} scores but {is_tp.shape[0]} is_tp")
     return _binned_error(scores, is_tp.astype(np.float64), n_bins)
+
+
+def dece_noise_floor(scores: np.ndarray, n_bins: int = 10, n_sim: int = 1000, seed: int = 0,
+                     observed: float | None = None) -> dict:
+    """What D-ECE a perfectly calibrated detector would show with these scores, by simulation.
+
+    scores (K,) in [0, 1] (the detections kept at the operating point). D-ECE is biased upwards:
+    even when each detection is a true positive with probability exactly its score, the binned
+    error of K detections is about sum_b sqrt(2 n_b p_b (1 - p_b) / pi) / K (a few hundred
+    detections: 0.02-0.04). Each of n_sim rounds draws is_tp ~ Bernoulli(score) and computes
+    D-ECE with the same bins -> {"mean", "p90" (the 90th percentile), "n_sim", and with
+    `observed` (the measured D-ECE) "p_value": the share of rounds at or above it, i.e. how often
+    perfect calibration looks at least that bad; a large p_value: the measured D-ECE is what
+    sampling alone gives}. Values None (nan) without detections. The draws are independent given
+    the scores; detections of one image are not, so this is the least noise to expect, not all of it.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    out = {"mean": math.nan, "p90": math.nan, "n_sim": int(n_sim)}
+    if observed is not None:
+        out["p_value"] = math.nan
+    if scores.size == 0 or n_sim < 1:
+        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in out.items()}
+    b = _bin_index(scores, n_bins)
+    sum_s = np.bincount(b, weights=scores, minlength=n_bins)
+    onehot = np.zeros((scores.size, n_bins))
+    onehot[np.arange(scores.size), b] = 1.0
+    rng = np.random.default_rng(seed)
+    sims = np.empty(n_sim)
+    chunk = max(1, 4_000_000 // scores.size)
+    for i in range(0, n_sim, chunk):
+        y = (rng.random((min(chunk, n_sim - i), scores.size)) < scores).astype(np.float64)
+        sims[i:i + y.shape[0]] = np.abs(sum_s[None, :] - y @ onehot).sum(axis=1) / scores.size
+    out["mean"], out["p90"] = float(sims.mean()), float(np.percentile(sims, 90))
+    if observed is not None and math.isfinite(observed):
+        out["p_value"] = float(np.mean(sims >= observed - 1e-12))
+    return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def add_dece_noise_floor(metrics: dict, matched: MatchedDetections, thresholds=0.0, seed: int = 0) -> dict:
+    """Into a `summarize` dict of the same detections and thresholds: "dece_noise_floor" (the
+    dece_noise_floor dict of its survivors, crowd-ignored ones left out) and the flat
+    "dece_if_calibrated" (its mean) and "dece_p_value" for tables. Returns metrics."""
+    keep = survives(matched.scores, matched.classes, thresholds) & ~matched.ignored
+    nf = dece_noise_floor(matched.scores[keep], seed=seed, observed=metrics.get("dece"))
+    metrics["dece_noise_floor"] = nf
+    metrics["dece_if_calibrated"] = nf["mean"]
+    metrics["dece_p_value"] = nf.get("p_value")
+    return metrics
 
 
 def laece0(scores: np.ndarray, classes: np.ndarray, iou_of_tp_or_zero: np.ndarray, n_bins: int = 10) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..jsonable import finite_or_none, to_jsonable
 from ..matching import MatchedDetections, match_detections
-from ..metrics import mean_ap, summarize, survives
+from ..metrics import add_dece_noise_floor, mean_ap, summarize, survives
 from ..pipeline import Detections
 
 EVAL_FORMAT = "detcal.eval"
@@ -77,15 +77,12 @@ def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: flo
     COCO ignore regions, a detection on one is neither TP nor FP."""
     c = len(names)
     col.matched = m = _match(col.detections, gt_boxes, gt_classes, c, iou, crowd)
-    out = summarize(m, col.thresholds, class_names=names)
+    out = add_dece_noise_floor(summarize(m, col.thresholds, class_names=names), m, col.thresholds)
     keep = survives(m.scores, m.classes, col.thresholds)
     if np.ndim(col.thresholds) == 0 and float(col.thresholds) < 0:   # everything it outputs
         out["ap50_at_op"], out["ap50_95_at_op"] = out["ap50"], out["ap50_95"]
     else:
-        kept = [Detections(d.boxes_xyxy[s], d.scores[s], d.classes[s])
-                for d, s in zip(col.detections, _split(keep, col.detections))]
-        mk = _match(kept, gt_boxes, gt_classes, c, iou, crowd)
-        out["ap50_at_op"], out["ap50_95_at_op"] = finite_or_none(mean_ap(mk, [0.5])), finite_or_none(mean_ap(mk))
+        out["ap50_at_op"], out["ap50_95_at_op"] = ap_of_survivors(col, keep, gt_boxes, gt_classes, c, iou, crowd)
     model_med, model_p90 = _percentiles_ms(col.model_seconds, col.batch_sizes)
     out["latency_model_ms_median"], out["latency_model_ms_p90"] = model_med, model_p90
     if col.post_seconds:
@@ -98,6 +95,42 @@ def column_metrics(col: Column, gt_boxes, gt_classes, names: list[str], iou: flo
     out["latency_post_ms_median"], out["latency_post_ms_p90"] = post_med, post_p90
     out["latency_total_ms_median"], out["latency_total_ms_p90"] = tot_med, tot_p90
     return out
+
+
+def ap_of_survivors(col: Column, keep: np.ndarray, gt_boxes, gt_classes, num_classes: int, iou: float,
+                    crowd=None) -> tuple[float | None, float | None]:
+    """(AP50, AP50:95) of col's detections where keep (K,) bool (in col.matched's order, image by
+    image), matched again on their own: AP as if only those had been output."""
+    kept = [Detections(d.boxes_xyxy[s], d.scores[s], d.classes[s])
+            for d, s in zip(col.detections, _split(keep, col.detections))]
+    mk = _match(kept, gt_boxes, gt_classes, num_classes, iou, crowd)
+    return finite_or_none(mean_ap(mk, [0.5])), finite_or_none(mean_ap(mk))
+
+
+def add_ap_at_fitted_thresholds(columns: dict[str, Column], calibration, thresholds, gt_boxes, gt_classes,
+                                names: list[str], iou: float, crowd=None) -> list[str]:
+    """AP50 (and AP50:95) of the raw model's detections kept at the SAME raw-space per-class thresholds
+    the calibrated pipeline applies (raw_space_thresholds), beside the calibrated columns' AP50 over
+    what they output: the like-for-like "AP at the operating point". Calibration is monotone per
+    class, so the two differ only where the best class of a box changes after calibration, where a
+    box-aware map reorders or keeps other boxes, or at calibration ties. Into the raw column's metrics
+    ("ap50_at_fitted_thresholds", "ap50_95_at_fitted_thresholds", "fitted_raw_thresholds") and each
+    calibrated column's ("ap50_minus_raw_at_same_thresholds"); returns the notes that say so."""
+    raw = columns["raw"]
+    r = raw_space_thresholds(calibration, thresholds)
+    keep = survives(raw.matched.scores, raw.matched.classes, r)
+    ap50, ap50_95 = ap_of_survivors(raw, keep, gt_boxes, gt_classes, len(names), iou, crowd)
+    raw.metrics["ap50_at_fitted_thresholds"], raw.metrics["ap50_95_at_fitted_thresholds"] = ap50, ap50_95
+    raw.metrics["fitted_raw_thresholds"] = {n: finite_or_none(v) for n, v in zip(names, r)}
+    notes = []
+    for name, col in columns.items():
+        own = col.metrics.get("ap50_at_op")
+        if name == "raw" or own is None or ap50 is None:
+            continue
+        col.metrics["ap50_minus_raw_at_same_thresholds"] = own - ap50
+        notes.append(f"AP50 at the operating point: {name} {own:.3f} vs {ap50:.3f} for the raw model at the same "
+                     f"raw per-class thresholds (difference {own - ap50:+.3f})")
+    return notes
 
 
 def add_intervals_and_baseline(columns: dict[str, Column]) -> list[str]:
@@ -122,6 +155,26 @@ def add_intervals_and_baseline(columns: dict[str, Column]) -> list[str]:
             notes.append(f"recall at the same negative-image rate ({rate:.1%}): {name} {rec:.3f} vs {b['recall']:.3f} "
                          f"for the best single raw threshold in hindsight ({b['threshold']:.3f}) on these images")
     return notes
+
+
+def raw_space_thresholds(calibration, thresholds) -> np.ndarray:
+    """(C,) float64 raw scores r_c: the raw model's detections of class c with score > r_c are the
+    ones the patched model keeps. calibration: the artifact's map, thresholds (C,) calibrated.
+
+    Monotone per-class maps: the map's own raw thresholds (cast to float32, as the graph bakes them).
+    The box-aware map has a threshold per candidate; its raw-space equivalent here is the raw score
+    at which the fitting data's mean box passes, never below its raw fitting floor."""
+    from ..artifact import BOX_KIND, logit
+
+    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if calibration.kind != BOX_KIND:
+        return calibration.raw_thresholds(thr).astype(np.float32).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        z = (logit(np.clip(thr, 0.0, 1.0)) - calibration.b) / calibration.a
+    r = np.where(thr <= 0, -np.inf, np.where(thr >= 1, np.inf, 1 / (1 + np.exp(-np.clip(z, -700, 700)))))
+    if calibration.raw_floor is not None:
+        r = np.maximum(r, calibration.raw_floor)
+    return r
 
 
 def _split(mask: np.ndarray, dets: list[Detections]) -> list[np.ndarray]:

@@ -39,7 +39,7 @@ from ..pipeline import postprocess
 from ..preprocess import preprocess_image
 from ..progress import Progress
 from ..runner import DetectorRunner, InputBatch, batch_inputs, resolve_input_size
-from .columns import Column, EvalResult, add_intervals_and_baseline, column_metrics
+from .columns import Column, EvalResult, add_ap_at_fitted_thresholds, add_intervals_and_baseline, column_metrics
 from .patched import PatchedModelInfo, PatchedRunner, read_patched_info
 from .report import format_eval_table, write_eval_outputs
 
@@ -291,6 +291,12 @@ def evaluate(
 
     others = [n for n in columns if n != "raw"]
     notes += add_intervals_and_baseline(columns)
+    if artifact is not None:
+        notes += add_ap_at_fitted_thresholds(columns, artifact.calibration, artifact.score_thresholds, gt_boxes,
+                                             gt_classes, list(dataset.names), match_iou, (crowd_boxes, crowd_classes))
+    elif "patched" in columns:
+        notes.append("AP50 of the raw model at the patched model's raw thresholds: pass --calibration "
+                     "(the artifact has the map that turns its thresholds into raw scores)")
     ap_note = f"AP: raw over its detections with score > {ap_floor:g}"
     if others:
         ap_note += (f"; {' and '.join(others)} over what {'they output' if len(others) > 1 else 'it outputs'} "

@@ -17,6 +17,7 @@ EVAL_ROWS = [
     ("AP50:95 (all it outputs)", "ap50_95", "{:.3f}"),
     ("AP50 (at operating point)", "ap50_at_op", "{:.3f}"),
     ("AP50:95 (at operating point)", "ap50_95_at_op", "{:.3f}"),
+    ("AP50 raw @ fitted raw thr.", "ap50_at_fitted_thresholds", "{:.3f}"),
     *[r for r in ROWS if r[1] not in ("ap50", "ap50_95")],
     ("detections kept", "n_kept", "{:d}"),
     ("latency model ms/img median", "latency_model_ms_median", "{:.3f}"),
