@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnx import numpy_helper
+
 from calib.artifact import AffineLogitMap
 
 from . import steps
@@ -50,15 +52,15 @@ class Slots:
 
     box: str
     valid: str
-    box_1m: str | None = None       # box as [B, 1, M] (the TopK's own output)
 
 
 def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: int = 0) -> str:
     """A superset of the boxes where some class c has score > raw_thr[c], without a pass that writes
-    N x C values: alive [B, 1, N] bool.
+    N x C values: alive [B, N] bool.
 
     x: a raw xywh_cls head [B, lead+C, N] (lead 4: its box rows get weight 0) or bare scores [B, C, N]
-    (lead 0, a cut Sigmoid front): MatMul(w [1, lead+C], x) -> the sum of the class scores per box;
+    (lead 0, a cut Sigmoid front): MatMul(w [1, lead+C], x) -> the sum of the class scores per box
+    (the box rows are never sliced out: a Slice of [B, C, N] is a copy of all N x C values);
     a raw xywh_obj_cls head [B, N, 5+C] (layout 'xywh_obj_cls'): MatMul(x, w [5+C, 2]) -> (sum of the
     class probabilities, objectness) per box, ReduceProd -> obj * sum.
     alive = that > the lowest raw threshold. A superset because class scores are probabilities
@@ -72,42 +74,54 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
         w[5:, 0] = 1.0
         w[4, 1] = 1.0
         parts = b.op("MatMul", x, b.f32("boxes_first/sum_obj_w", w), name="boxes_first/sum_obj")       # [B, N, 2]
-        mass = b.reduce("ReduceProd", parts, [2], keepdims=True, name="boxes_first/mass")                # [B, N, 1]
-        mass = b.op("Reshape", mass, b.i64("boxes_first/row_shape", [0, 1, -1]), name="boxes_first/mass_1n")
+        mass = b.reduce("ReduceProd", parts, [2], keepdims=False, name="boxes_first/mass")               # [B, N]
     else:
         w = np.concatenate([np.zeros(lead, np.float32), np.ones(C, np.float32)]).reshape(1, -1)
-        mass = b.op("MatMul", b.f32("boxes_first/sum_w", w), x, name="boxes_first/mass")                  # [B, 1, N]
+        mass = b.squeeze(b.op("MatMul", b.f32("boxes_first/sum_w", w), x, name="boxes_first/mass_1n"), [1],
+                         name="boxes_first/mass")                                                     # [B, N]
     return b.op("Greater", mass, t_min, name="boxes_first/alive")
 
 
-def compact_boxes(b: GraphBuilder, alive: str, n: int | None) -> Slots:
-    """alive [B, 1, N] bool -> Slots: the surviving box indices in ascending order, [B, M], M = most
-    survivors of any image (a data-dependent TopK K): TopK of alive * (N - index), exact in float32
-    for N < 2^24, distinct for survivors, 0 (unfilled slot) for the rest."""
-    alive_f = b.cast(alive, FLOAT, name="boxes_first/alive_f")
-    if n is not None:
-        rev = b.f32("boxes_first/rev_index", np.arange(n, 0, -1, dtype=np.float32).reshape(1, 1, -1))
+def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
+    """alive [B, N] bool -> Slots: the surviving box indices in ascending order, [B, M], M = most
+    survivors of any image (CumSum, ScatterElements, a data-dependent Slice: no TopK with a
+    data-dependent K, which TensorRT refuses, no NonZero)."""
+    alive_i = b.cast(alive, INT64, name="boxes_first/alive_i")
+    cumsum = b.op("CumSum", alive_i, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum")       # [B, N]
+    if n_static:     # the survivors per image: the last running count (a Slice, not a second pass)
+        count = b.slice(cumsum, [n_static - 1], [n_static], [1], name="boxes_first/count")           # [B, 1]
     else:
-        nn = b.squeeze(b.dim(alive, 2, name="boxes_first/n1"), [0], name="boxes_first/n")
-        rev = b.cast(b.op("Range", nn, b.i64("boxes_first/i0", 0), b.i64("boxes_first/im1", -1),
-                          name="boxes_first/rev_range"), FLOAT, name="boxes_first/rev_index")
-    order = b.op("Mul", alive_f, rev, name="boxes_first/order")                                     # [B, 1, N]
-    count = b.reduce("ReduceSum", alive_f, [1, 2], keepdims=False, name="boxes_first/count")       # [B]
-    most = b.cast(b.reduce("ReduceMax", count, [0], keepdims=True, name="boxes_first/most_f"), INT64,
-                  name="boxes_first/most")                                                            # [1]
-    filled, box = b.op("TopK", order, most, name="boxes_first/topk", outputs=2, axis=-1, largest=1, sorted=1)
-    valid = b.op("Greater", filled, b.f32("boxes_first/half", 0.5), name="boxes_first/filled")       # [B, 1, M]
-    axis = b.i64("boxes_first/axis1", [1])
-    sq = (lambda t, nm: b.op("Squeeze", t, axis, name=nm)) if b.opset >= 13 else \
-        (lambda t, nm: b.op("Squeeze", t, name=nm, axes=[1]))
-    return Slots(sq(box, "boxes_first/box"), sq(valid, "boxes_first/valid"), box)
+        count = b.reduce("ReduceSum", alive_i, [1], keepdims=True, name="boxes_first/count")
+    most = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most")               # [1]
+    slot = b.op("Sub", cumsum, b.i64("boxes_first/one", 1), name="boxes_first/slot")               # [B, N]
+    if n_static is not None:
+        index = b.i64("boxes_first/box_index", np.arange(n_static, dtype=np.int64).reshape(1, -1))
+        n = b.i64("boxes_first/n", n_static)
+    else:
+        n = b.squeeze(b.dim(alive, 1, name="boxes_first/n1"), [0], name="boxes_first/n")
+        index = b.unsqueeze(b.op("Range", b.i64("boxes_first/i0", 0), n, b.i64("boxes_first/i1", 1),
+                                 name="boxes_first/range"), [0], name="boxes_first/box_index")
+    shape = b.op("Shape", alive, name="boxes_first/shape")                                          # [B, N]
+    index_b = b.op("Expand", index, shape, name="boxes_first/box_index_b")
+    # non-survivors go to N + their index: distinct slots past the ones kept
+    target = b.op("Where", alive, slot, b.op("Add", index_b, n, name="boxes_first/dump"), name="boxes_first/target")
+    room = b.op("Mul", shape, b.i64("boxes_first/double_n", [1, 2]), name="boxes_first/room")      # [B, 2N]
+    zeros = b.op("ConstantOfShape", room, name="boxes_first/zeros",
+                 value=numpy_helper.from_array(np.zeros(1, np.int64)))
+    scattered = b.op("ScatterElements", zeros, target, index_b, name="boxes_first/scatter", axis=1)
+    box = b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
+               name="boxes_first/box")                                                             # [B, M]
+    pos = b.op("Range", b.i64("boxes_first/p0", 0), b.squeeze(most, [0], name="boxes_first/m"),
+               b.i64("boxes_first/p1", 1), name="boxes_first/positions")                            # [M]
+    valid = b.op("Less", b.unsqueeze(pos, [0], name="boxes_first/positions_1m"), count, name="boxes_first/valid")
+    return Slots(box, valid)
 
 
 def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str) -> str:
     """x [B, W, N] (box_axis 2) | [B, N, W] (box_axis 1) -> the slots' columns / rows, [B, W, M] | [B, M, W]."""
     if box_axis == 2:
-        box_1m = slots.box_1m or b.unsqueeze(slots.box, [1], name=f"{name}_idx1")
-        idx = b.op("Expand", box_1m, b.i64(f"{name}_idx_shape", [1, width, 1]), name=f"{name}_idx")
+        idx = b.op("Expand", b.unsqueeze(slots.box, [1], name=f"{name}_idx1"), b.i64(f"{name}_idx_shape", [1, width, 1]),
+                   name=f"{name}_idx")
         return b.op("GatherElements", x, idx, name=name, axis=2)
     return gather_rows(b, x, slots.box, name, width)
 

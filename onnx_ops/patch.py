@@ -205,7 +205,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi, spec.thresholds)
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
-    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, slots=variant is Variant.BOXES_FIRST)
+    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     if not static_shapes:
         tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:

@@ -213,38 +213,27 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int,
-                  slots: bool = False) -> TopK:
+def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
     """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
 
     K1 = max(pre_nms_top_k, max_det) is a build-time constant whatever N' is; with N' static it is
     capped at N' (K1 = min(max(pre_nms_top_k, max_det), N'): every candidate is a slot, no Pad).
     When N' is dynamic the axis is first padded with K1 non-candidates.
-    slots: N' is already the boxes-first slots (tens to hundreds, data-dependent; the default graph,
-    never the fixed-shape one): padded with min(max_det, K1) non-candidates only and K = min(K1,
-    N' + pad) read from the shape, so the TopK sorts the slots there are rather than K1 = 3,000;
-    the result is already as short as trim_slots would make it (TopK.end = K, trim_slots keeps it).
     Positions >= pre_nms_top_k are not candidates (only matters when pre_nms_top_k < max_det),
     so exactly the reference's `[: pre_nms_top_k]` survive.
     """
     k1 = max(pre_nms_top_k, max_det)
-    end = None
     if n_static is not None and n_static >= 1:
         k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
     else:
-        pad = min(max_det, k1) if slots else k1
+        pad = k1
     padded = pad_last(b, key, 2, pad, NEG, name="topk/pad_key")
-    k = b.i64("topk/k1", [k1])
-    if slots and pad:
-        k = end = b.min(b.dim(padded, 1, name="topk/n_padded"), k, name="topk/k")
-    score, index = b.op("TopK", padded, k, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
+    score, index = b.op("TopK", padded, b.i64("topk/k1", [k1]), name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
     if pre_nms_top_k < k1:
         pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))
-        if end is not None:
-            pos = b.op("Slice", pos, b.i64("topk/pos_start", [0]), end, b.i64("topk/pos_axis", [1]), name="topk/pos_k")
         valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
-    return TopK(score, index, valid, k1, pad, end=end)
+    return TopK(score, index, valid, k1, pad)
 
 
 def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
@@ -257,8 +246,6 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
     the output compaction (TopK of min(max_det, K1)) valid. A data-dependent Slice (ends from
     values): onnxruntime runs it on every provider; TensorRT builds it from 8.6 on as a
     data-dependent shape, as it already must around NonMaxSuppression."""
-    if tk.end is not None:            # already sized by the data (pre_nms_top_k over the slots)
-        return tk
     kout = min(max_det, tk.k1)
     cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
     most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                      # [1]
