@@ -39,7 +39,7 @@ from onnx import numpy_helper
 from calib.artifact import AffineLogitMap
 
 from . import steps
-from .graph_builder import FLOAT, INT64, NEG, GraphBuilder, gather_rows
+from .graph_builder import FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows
 from .graph_calibration import class_shape
 from .graph_types import Dense
 
@@ -85,35 +85,42 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
 def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     """alive [B, N] bool -> Slots: the surviving box indices in ascending order, [B, M], M = most
     survivors of any image (CumSum, ScatterElements, a data-dependent Slice: no TopK with a
-    data-dependent K, which TensorRT refuses, no NonZero)."""
-    alive_i = b.cast(alive, INT64, name="boxes_first/alive_i")
-    cumsum = b.op("CumSum", alive_i, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum")       # [B, N]
+    data-dependent K, which TensorRT's table refuses, no NonZero). The running count is float32
+    (TensorRT's CumSum is FP32/FP16 only; exact for N < 2^24), the scatter int32 (N < 2^31), the
+    [B, M] result int64."""
+    alive_f = b.cast(alive, FLOAT, name="boxes_first/alive_f")
+    cumsum = b.op("CumSum", alive_f, b.i64("boxes_first/axis1", 1), name="boxes_first/cumsum")       # [B, N]
     if n_static:     # the survivors per image: the last running count (a Slice, not a second pass)
         count = b.slice(cumsum, [n_static - 1], [n_static], [1], name="boxes_first/count")           # [B, 1]
     else:
-        count = b.reduce("ReduceSum", alive_i, [1], keepdims=True, name="boxes_first/count")
-    most = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most")               # [1]
-    slot = b.op("Sub", cumsum, b.i64("boxes_first/one", 1), name="boxes_first/slot")               # [B, N]
+        count = b.reduce("ReduceSum", alive_f, [1], keepdims=True, name="boxes_first/count")
+    most_f = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most_f")           # [1]
+    most = b.cast(most_f, INT64, name="boxes_first/most")
+    slot = b.op("Sub", cumsum, b.f32("boxes_first/one", 1.0), name="boxes_first/slot")              # [B, N]
     if n_static is not None:
-        index = b.i64("boxes_first/box_index", np.arange(n_static, dtype=np.int64).reshape(1, -1))
-        n = b.i64("boxes_first/n", n_static)
+        index = b.const("boxes_first/box_index", np.arange(n_static, dtype=np.int32).reshape(1, -1))
+        # non-survivors go to N + their index: distinct slots past the ones kept
+        dump = b.f32("boxes_first/dump", np.arange(n_static, 2 * n_static, dtype=np.float32).reshape(1, -1))
+        positions = b.f32("boxes_first/positions", np.arange(n_static, dtype=np.float32).reshape(1, -1))
     else:
-        n = b.squeeze(b.dim(alive, 1, name="boxes_first/n1"), [0], name="boxes_first/n")
-        index = b.unsqueeze(b.op("Range", b.i64("boxes_first/i0", 0), n, b.i64("boxes_first/i1", 1),
-                                 name="boxes_first/range"), [0], name="boxes_first/box_index")
+        n = b.dim(alive, 1, name="boxes_first/n")                                                  # [1] int64
+        index_i64 = b.op("Range", b.i64("boxes_first/i0", 0), b.squeeze(n, [0], name="boxes_first/n0"),
+                         b.i64("boxes_first/i1", 1), name="boxes_first/range")
+        index = b.unsqueeze(b.cast(index_i64, INT32, name="boxes_first/range_i32"), [0], name="boxes_first/box_index")
+        positions = b.cast(index, FLOAT, name="boxes_first/positions")
+        dump = b.op("Add", positions, b.cast(n, FLOAT, name="boxes_first/n_f"), name="boxes_first/dump")
     shape = b.op("Shape", alive, name="boxes_first/shape")                                          # [B, N]
     index_b = b.op("Expand", index, shape, name="boxes_first/box_index_b")
-    # non-survivors go to N + their index: distinct slots past the ones kept
-    target = b.op("Where", alive, slot, b.op("Add", index_b, n, name="boxes_first/dump"), name="boxes_first/target")
+    target = b.cast(b.op("Where", alive, slot, dump, name="boxes_first/target_f"), INT32, name="boxes_first/target")
     room = b.op("Mul", shape, b.i64("boxes_first/double_n", [1, 2]), name="boxes_first/room")      # [B, 2N]
     zeros = b.op("ConstantOfShape", room, name="boxes_first/zeros",
-                 value=numpy_helper.from_array(np.zeros(1, np.int64)))
+                 value=numpy_helper.from_array(np.zeros(1, np.int32)))
     scattered = b.op("ScatterElements", zeros, target, index_b, name="boxes_first/scatter", axis=1)
-    box = b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
-               name="boxes_first/box")                                                             # [B, M]
-    pos = b.op("Range", b.i64("boxes_first/p0", 0), b.squeeze(most, [0], name="boxes_first/m"),
-               b.i64("boxes_first/p1", 1), name="boxes_first/positions")                            # [M]
-    valid = b.op("Less", b.unsqueeze(pos, [0], name="boxes_first/positions_1m"), count, name="boxes_first/valid")
+    box = b.cast(b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
+                      name="boxes_first/box_i32"), INT64, name="boxes_first/box")                    # [B, M]
+    pos = b.op("Slice", positions, b.i64("boxes_first/pos_start", [0]), most, b.i64("boxes_first/pos_axis", [1]),
+               name="boxes_first/positions_m")                                                      # [1, M]
+    valid = b.op("Less", pos, count, name="boxes_first/valid")                                      # [B, M]
     return Slots(box, valid)
 
 
