@@ -1,6 +1,7 @@
 """Post-processing routes on real models and real images, interleaved in one process (issue 11).
 
-    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project] [--no-whole]
+    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project]
+                                    [--no-whole | --whole-only] [--whole-runs N]
 
 The shared folder is ../shared beside the repository, or $DETCAL_SHARED where set (a git
 worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared/real/models/yolov8n_coco_int8.onnx,
@@ -261,63 +262,73 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
         if ortx_cut is not None:
             post_units["ortx"] = ortx_post
 
-        # agreement over all batches (one pass, untimed)
-        agree = {}
-        ref = [d for i in range(nb) for d in post_units["numpy"](i)]
-        got = {"detcal-id": [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-id"](i))]}
-        if "opencv" in post_units:
-            got["opencv"] = [d for i in range(nb) for d in post_units["opencv"](i)]
-        if "ortx" in post_units:
-            got["ortx"] = [d for i in range(nb) for d in ortx_post(i)]
-        for r, g in got.items():
-            agree[r] = routes.agreement(g, ref)
-        fv = variants["fit"]
-        ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
-        agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
-            [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
-
-        for _ in range(args.warmup):
-            for fn in post_units.values():
-                fn(0)
-        post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
-        reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
-        title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
-        if batch > 1 and "ortx" in post_units:
-            title += f"; ortx: {batch} calls of batch 1"
-        print_reps(title, reps, post_names, "detcal-fit")
-        print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
-        print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
-        for r, a in agree.items():
-            print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
-                  f"dets {a['n_got']} vs {a['n_ref']}")
         entry = report.setdefault(name, {}).setdefault(str(batch), {})
-        entry["post"] = reps
-        entry["post_noise"] = spread(reps, post_names)
-        entry["agreement"] = agree
-
+        if not args.whole_only:
+            post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args, entry)
         if args.no_whole or not batch_axis_ok(raw_s, batch):
             if not args.no_whole:
                 print(f"  whole models: batch axis of {model_path.name} is fixed at {raw_s.get_inputs()[0].shape[0]}, "
                       f"batch {batch} not measured")
             continue
-        raw2_s = session(str(model_path), args.threads)
-        whole_units = {
-            "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
-            "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
-            "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
-            "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
-        }
-        if ortx_whole is not None and batch == 1:
-            whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
-        for _ in range(args.warmup):
-            for fn in whole_units.values():
-                fn(0)
-        runs = args.whole_runs if args.whole_runs else args.runs
-        reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
-        names_w = list(whole_units)
-        print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
-        print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
-        entry["whole"] = reps_w
+        whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry)
+
+
+def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args, entry: dict) -> None:
+    """The post-processing routes alone on the saved raw outputs: agreement (one untimed pass), then
+    interleaved timing; fills entry['post'], ['post_noise'], ['agreement']."""
+    # agreement over all batches (one pass, untimed)
+    agree = {}
+    ref = [d for i in range(nb) for d in post_units["numpy"](i)]
+    got = {"detcal-id": [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-id"](i))]}
+    for r in ("opencv", "ortx"):
+        if r in post_units:
+            got[r] = [d for i in range(nb) for d in post_units[r](i)]
+    for r, g in got.items():
+        agree[r] = routes.agreement(g, ref)
+    fv = variants["fit"]
+    ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
+    agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
+        [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
+
+    for _ in range(args.warmup):
+        for fn in post_units.values():
+            fn(0)
+    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
+    reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
+    title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
+    if batch > 1 and "ortx" in post_units:
+        title += f"; ortx: {batch} calls of batch 1"
+    print_reps(title, reps, post_names, "detcal-fit")
+    print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
+    print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
+    for r, a in agree.items():
+        print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
+              f"dets {a['n_got']} vs {a['n_ref']}")
+    entry["post"] = reps
+    entry["post_noise"] = spread(reps, post_names)
+    entry["agreement"] = agree
+
+
+def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry: dict) -> None:
+    """raw, raw2, patched-id, patched-fit (and ortx-whole at batch 1), interleaved; fills entry['whole']."""
+    raw2_s = session(str(model_path), args.threads)
+    whole_units = {
+        "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
+        "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
+        "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+        "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+    }
+    if ortx_whole is not None and batch == 1:
+        whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
+    for _ in range(args.warmup):
+        for fn in whole_units.values():
+            fn(0)
+    runs = args.whole_runs if args.whole_runs else args.runs
+    reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
+    names_w = list(whole_units)
+    print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
+    print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
+    entry["whole"] = reps_w
 
 
 def main(argv=None) -> int:
@@ -329,7 +340,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=("real", "project"))
-    ap.add_argument("--no-whole", action="store_true", help="post-processing alone only")
+    whole = ap.add_mutually_exclusive_group()
+    whole.add_argument("--no-whole", action="store_true", help="post-processing alone only")
+    whole.add_argument("--whole-only", action="store_true",
+                       help="whole models only (raw vs patched; for a quiet machine), no post-processing-alone timing")
     ap.add_argument("--spinning", action="store_true", help="leave onnxruntime's spin-waiting on")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args(argv)

@@ -62,7 +62,7 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
     (lead 0, a cut Sigmoid front): MatMul(w [1, lead+C], x) -> the sum of the class scores per box
     (the box rows are never sliced out: a Slice of [B, C, N] is a copy of all N x C values);
     a raw xywh_obj_cls head [B, N, 5+C] (layout 'xywh_obj_cls'): MatMul(x, w [5+C, 2]) -> (sum of the
-    class probabilities, objectness) per box, ReduceProd -> obj * sum.
+    class probabilities, objectness) per box, Split + Mul -> obj * sum.
     alive = that > the lowest raw threshold. A superset because class scores are probabilities
     (>= 0, the layouts' contract): a float32 sum of non-negative terms is >= each term (rounding is
     monotone, whatever the summation order), obj * sum >= obj * p_c, and 0 * a finite box coordinate
@@ -74,7 +74,10 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
         w[5:, 0] = 1.0
         w[4, 1] = 1.0
         parts = b.op("MatMul", x, b.f32("boxes_first/sum_obj_w", w), name="boxes_first/sum_obj")       # [B, N, 2]
-        mass = b.reduce("ReduceProd", parts, [2], keepdims=False, name="boxes_first/mass")               # [B, N]
+        split = dict(split=[1, 1]) if b.opset < 13 else {}
+        halves = [b.i64("boxes_first/halves", [1, 1])] if b.opset >= 13 else []
+        cls_sum, obj = b.op("Split", parts, *halves, name="boxes_first/sum_and_obj", outputs=2, axis=2, **split)
+        mass = b.squeeze(b.op("Mul", obj, cls_sum, name="boxes_first/mass_n1"), [2], name="boxes_first/mass")  # [B, N]
     else:
         w = np.concatenate([np.zeros(lead, np.float32), np.ones(C, np.float32)]).reshape(1, -1)
         mass = b.squeeze(b.op("MatMul", b.f32("boxes_first/sum_w", w), x, name="boxes_first/mass_1n"), [1],

@@ -105,3 +105,23 @@ def test_descending_pad_keeps_top_k_order(pad):
         assert (s[i, nv:] <= NEG / 2).all()
         if pad:    # the 50 - nv non-candidate slots first (key NEG > every pad), then the pads in order
             np.testing.assert_array_equal(idx[i, 50:], np.arange(50, 50 + pad))
+
+
+@pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_default_graph_stays_inside_tensorrt(layout, opset):
+    """The boxes-first graph uses only ops and input forms TensorRT's table accepts (TopK with a
+    constant K, no NonZero, no op outside the table), so `detcal patch` keeps it by default."""
+    from calib.artifact import PostprocessConfig
+    from onnx_ops import ep_support
+    from onnx_ops.patch import build_postprocess_graph
+    from artifact_factory import make_calibration
+
+    c = 5
+    cmap = make_calibration("temperature", c, np.random.default_rng(0))
+    g = build_postprocess_graph(layout, c, cmap, np.linspace(0.2, 0.3, c), PostprocessConfig(), num_candidates=2100,
+                                opset=opset).graph
+    assert any(n.name.startswith("detcal/boxes_first/") for n in g.node)
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+    findings = ep_support.check_nodes(list(g.node), opset, consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
+    assert ep_support.leaves_tensorrt(findings) == []
