@@ -54,13 +54,14 @@ class Slots:
     valid: str
 
 
-def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: int = 0) -> str:
+def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: int = 0, class_axis: int = 1) -> str:
     """A superset of the boxes where some class c has score > raw_thr[c], without a pass that writes
     N x C values: alive [B, N] bool.
 
     x: a raw xywh_cls head [B, lead+C, N] (lead 4: its box rows get weight 0) or bare scores [B, C, N]
     (lead 0, a cut Sigmoid front): MatMul(w [1, lead+C], x) -> the sum of the class scores per box
-    (the box rows are never sliced out: a Slice of [B, C, N] is a copy of all N x C values);
+    (the box rows are never sliced out: a Slice of [B, C, N] is a copy of all N x C values); bare
+    scores [B, N, C] (class_axis 2: a decoded multi-output head): MatMul(x, ones [C, 1]);
     a raw xywh_obj_cls head [B, N, 5+C] (layout 'xywh_obj_cls'): MatMul(x, w [5+C, 2]) -> (sum of the
     class probabilities, objectness) per box, Split + Mul -> obj * sum.
     alive = that > the lowest raw threshold. A superset because class scores are probabilities
@@ -78,6 +79,9 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
         halves = [b.i64("boxes_first/halves", [1, 1])] if b.opset >= 13 else []
         cls_sum, obj = b.op("Split", parts, *halves, name="boxes_first/sum_and_obj", outputs=2, axis=2, **split)
         mass = b.squeeze(b.op("Mul", obj, cls_sum, name="boxes_first/mass_n1"), [2], name="boxes_first/mass")  # [B, N]
+    elif class_axis == 2:
+        mass = b.squeeze(b.op("MatMul", x, b.f32("boxes_first/sum_w", np.ones((C, 1), np.float32)),
+                              name="boxes_first/mass_n1"), [2], name="boxes_first/mass")              # [B, N]
     else:
         w = np.concatenate([np.zeros(lead, np.float32), np.ones(C, np.float32)]).reshape(1, -1)
         mass = b.squeeze(b.op("MatMul", b.f32("boxes_first/sum_w", w), x, name="boxes_first/mass_1n"), [1],
@@ -160,18 +164,20 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
 
     raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
     float32), used when `dense` is None; dense: the head's decoded tensors where its Sigmoid front
-    was cut (boxes [B, 4, N], probs and logits [B, C, N]). The slot boxes are cxcywh input px,
-    [B, 4, M] (xywh_cls) | [B, M, 4] (xywh_obj_cls).
+    was cut (boxes [B, 4, N], probs and logits [B, C, N]) or a multi-output head decoded in the graph
+    (yolox_raw, gfl_multilevel, detr: boxes [B, N, 4], probs [B, N, C]). The slot boxes are input px,
+    [B, 4, M] (class axis 1) | [B, M, 4] (class axis 2), in the decoded head's box format.
     """
     C = raw_thr.size
-    if dense is not None:                       # Sigmoid-front head: boxes, probs, logits apart
-        alive = box_margin(b, dense.probs, raw_thr, "xywh_cls")
+    if dense is not None:                       # Sigmoid-front or decoded head: boxes, probs (logits) apart
+        alive = box_margin(b, dense.probs, raw_thr, layout, class_axis=dense.class_axis)
         slots = compact_boxes(b, alive, n_static)
         box_axis = 2 if dense.class_axis == 1 else 1
         d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
                         gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
                         logits=None if dense.logits is None else
-                        gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"))
+                        gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"),
+                        box_format=dense.box_format)
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
         alive = box_margin(b, raw, raw_thr, layout, lead=4)
         slots = compact_boxes(b, alive, n_static)

@@ -187,6 +187,10 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
+        if variant is Variant.BOXES_FIRST:         # then the classes of the surviving boxes only
+            key, cls, decoded = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
+                                                                  rthr, head.n_static)
+            n_cand = None
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None

@@ -10,7 +10,7 @@ import enum
 
 import numpy as np
 
-from calib.artifact import BoxPlattMap, CalibrationMap, IsotonicMap, PostprocessConfig
+from calib.artifact import HEAD_LAYOUTS, BoxPlattMap, CalibrationMap, IsotonicMap, PostprocessConfig
 
 from . import box_calibration, steps
 from .graph_builder import GraphBuilder
@@ -18,7 +18,7 @@ from .graph_calibration import class_shape
 from .head import Head
 
 
-BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls")
+BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls", *HEAD_LAYOUTS)   # the decoded multi-output heads too
 # From this many classes on, single-label dense heads take the boxes-first route. With the margin a
 # MatMul and the compaction one TopK (onnx_ops.box_select) it wins at every class count measured
 # (benchmarks/README.md 4c: real YOLOv8n rows cut to C = 1, 2, 3, 5 classes, 0.61-0.69x the dense
@@ -30,7 +30,8 @@ BOXES_FIRST_MIN_CLASSES = 1
 class Variant(enum.Enum):
     """How the dense scores [B, C, N] | [B, N, C] become one key per candidate.
 
-    BOXES_FIRST       single-label xywh_cls / xywh_obj_cls heads (the default): one read of the N x C
+    BOXES_FIRST       single-label dense heads (xywh_cls, xywh_obj_cls, and yolox_raw / gfl_multilevel /
+                      detr after their in-graph decode; the default): one read of the N x C
                       scores, a MatMul summing each box's class scores into [B, 1, N] (a superset of
                       the survivors: probabilities are >= 0), the candidate boxes compacted in
                       ascending index (one TopK with K = most candidates of any image), then
