@@ -88,6 +88,7 @@ def session(model, threads: int = 2, profile_prefix: str | None = None) -> ort.I
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.log_severity_level = 3            # no per-initializer warnings from exports that list weights as inputs
     if not SPINNING:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
