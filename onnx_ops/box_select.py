@@ -1,32 +1,42 @@
-"""Boxes first: the inserted graph's one pass over all N x C scores, then work on survivors only.
+"""Boxes first: the inserted graph's one read of all N x C scores, then work on the candidate boxes only.
 
-Single-label dense heads (xywh_cls, xywh_obj_cls). The reference (`calib.pipeline.select_candidates`)
-keeps a box when some class clears its raw threshold, calibrates the surviving (box, class) pairs,
-picks each box's best calibrated class (ties: lowest class) and sorts the boxes by that score
-(ties: lower box index). The graph reaches the same candidates in this order:
+Single-label dense heads (xywh_cls, xywh_obj_cls, and yolox_raw / gfl_multilevel / detr after their
+in-graph decode). The reference (`calib.pipeline.select_candidates`) keeps a box when some class
+clears its raw threshold, calibrates the surviving (box, class) pairs, picks each box's best
+calibrated class (ties: lowest class) and sorts the boxes by that score (ties: lower box index).
+The graph reaches the same candidates in this order:
 
-    box_margin       [B, N]: max over classes of (score - raw threshold), one Sub + one ReduceMax
-                     over a raw xywh_cls head [B, 4+C, N] as it is (the box rows get a threshold of
-                     +3e38, so the scores are never sliced out: a copy of all N x C); a box survives
-                     iff its margin > 0 (p - t > 0 <=> p > t in IEEE float32). On a bare score
-                     tensor (a cut Sigmoid front, obj * cls) ReduceMax alone against the lowest
-                     threshold: a superset, which slot_key narrows with each class's own threshold.
-    compact_boxes    the survivors' box indices in ascending order, [B, M], M = most survivors of
-                     any image: CumSum over the survival mask gives every survivor its slot,
-                     ScatterElements writes the box indices there (non-survivors to distinct slots
-                     past N), Slice keeps the first M slots; slot_valid [B, M] marks the filled ones
-                     (unfilled slots point at box 0 and are masked). Exact for any number of
-                     survivors: nothing is capped before the classes are looked at.
+    box_margin       alive [B, N]: a superset of the surviving boxes from ONE MatMul that reads the
+                     N x C scores and writes only [B, N]: the sum of each box's class scores (a raw
+                     xywh_cls head [B, 4+C, N] as it is, its box rows weighted 0; a cut Sigmoid front
+                     [B, C, N]; decoded probabilities [B, N, C]) or, for a raw xywh_obj_cls head,
+                     (sum of cls, obj) then obj * sum; alive = that > the lowest raw threshold.
+                     Probabilities are >= 0 (the layouts' contract) and float32 rounding is monotone,
+                     so the sum is >= every class score: no survivor is lost. On the real YOLOv8n
+                     (40 COCO photos) the superset holds 42.7 boxes per image against 40.8 exact.
+                     Measured alternatives (batch 1 / 8, ms): Sub + ReduceMax 0.53 / 3.75 (the
+                     previous margin: a full N x C write), Slice + ReduceMax 0.52 / 3.71, ReduceMax
+                     over all rows 0.33 / 1.88 (wrong: the box rows), MaxPool 0.89 / 13.3, Conv 1x1
+                     0.61 / 5.95, MatMul 0.095 / 1.06.
+    compact_boxes    the candidate boxes' indices in ascending order, [B, M], M = most candidates of
+                     any image: CumSum (float32, as TensorRT's CumSum wants) over the mask gives every
+                     candidate its slot, ScatterElements (int32) writes the box indices there
+                     (non-candidates to distinct slots past N), Slice keeps the first M; valid [B, M]
+                     marks the filled ones (unfilled slots point at box 0 and are masked). Exact for any
+                     number of candidates: nothing is capped before the classes are looked at. (A TopK
+                     of mask * (N - index) with K = M is ~2x cheaper on onnxruntime's CPU, but K would
+                     be data-dependent and up to N, which TensorRT's table refuses.)
     gather_slots     the slots' rows of the head (boxes, scores, and logits where the head's
                      Sigmoid front was cut): GatherElements / GatherND -> [B, 4+C, M] | [B, M, 5+C],
                      decoded with the same step as the dense head (steps.decode_dense).
     slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
-                     [B, C, M] slots), raw-threshold penalty (steps.threshold), best class
-                     (steps.select_best_class) -> key [B, M] (NEG for unfilled slots), class [B, M].
+                     [B, C, M] slots), raw-threshold penalty (steps.threshold: each class's own
+                     threshold, which narrows the superset exactly), best class (steps.select_best_class)
+                     -> key [B, M] (about NEG where no class survives or the slot is unfilled), class [B, M].
 
 The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
-ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere;
-data-dependent shapes: the Slice to M (and the Range of M slot positions), as steps.trim_slots.
+ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere, every
+TopK with a constant K; data-dependent shapes: the Slice to M, as steps.trim_slots.
 """
 from __future__ import annotations
 
@@ -42,9 +52,6 @@ from . import steps
 from .graph_builder import FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows
 from .graph_calibration import class_shape
 from .graph_types import Dense
-
-BOX_ROW_THRESHOLD = np.float32(3.0e38)     # box rows of a raw head never give the margin
-
 
 @dataclass
 class Slots:
