@@ -74,7 +74,9 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
     alive = that > the lowest raw threshold. A superset because class scores are probabilities
     (>= 0, the layouts' contract): a float32 sum of non-negative terms is >= each term (rounding is
     monotone, whatever the summation order), obj * sum >= obj * p_c, and 0 * a finite box coordinate
-    is 0. slot_key then applies every class's own threshold to the gathered slots (exact)."""
+    is 0. slot_key then applies every class's own threshold to the gathered slots (exact). Outside
+    that contract (the runner rejects such outputs in fit): a NaN score, or an infinite box
+    coordinate of a raw xywh_cls head (0 * inf), makes the box's sum NaN, and the box is dropped whole."""
     C = raw_thr.size
     t_min = b.f32("boxes_first/raw_thr_min", np.float32(raw_thr.astype(np.float32).min()))
     if layout == "xywh_obj_cls":
