@@ -32,7 +32,8 @@ The graph reaches the same candidates in this order:
     slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
                      [B, C, M] slots), raw-threshold penalty (steps.threshold: each class's own
                      threshold, which narrows the superset exactly), best class (steps.select_best_class)
-                     -> key [B, M] (about NEG where no class survives or the slot is unfilled), class [B, M].
+                     -> key [B, M] (about NEG where no class survives, NEG for an unfilled slot: one
+                     Where), class [B, M].
 
 The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
 ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere, every
@@ -161,10 +162,8 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
     else:
         cal = steps.calibrate(b, d, cmap, C)
         key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis)
-    unfilled = b.cast(b.op("Not", slots.valid, name="boxes_first/unfilled"), FLOAT, name="boxes_first/unfilled_f")
-    key = b.op("Sub", key, b.op("Mul", unfilled, b.f32("boxes_first/big", -NEG), name="boxes_first/penalty"),
-               name="boxes_first/key")
-    return key, cls
+    # unfilled slots point at box 0: NEG whatever its scores (one Where on [B, M], not N x C)
+    return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
 
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
