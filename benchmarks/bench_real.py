@@ -1,6 +1,7 @@
 """Post-processing routes on real models and real images, interleaved in one process (issue 11).
 
-    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project] [--no-whole]
+    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project]
+                                    [--no-whole | --whole-only] [--whole-runs N]
 
 The shared folder is ../shared beside the repository, or $DETCAL_SHARED where set (a git
 worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared/real/models/yolov8n_coco_int8.onnx,
@@ -8,7 +9,10 @@ worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared
 (../shared/real/coco_train/images/val, the first 40 photos with objects by name; centred
 letterbox 640, pad 114, RGB, /255), and the project's own detectors (examples/models/
 detector_xywh_cls.onnx, detector_xywh_obj_cls.onnx, 320, 5 classes) on 40 generated scenes
-(examples/detector/scenes.py). Each is skipped with a message where its files are absent.
+(examples/detector/scenes.py), and the real multi-output heads that detcal decodes in the graph
+(YOLOX-nano 416 yolox_raw, PicoDet-S 320 gfl_multilevel; their own preprocessing; batch 1, post-
+processing alone: the patched model's inserted part cut out with onnx.utils.Extractor). Each is
+skipped with a message where its files are absent.
 
 Two measurements per model and batch size, each `--reps` repetitions of `--runs` runs:
 
@@ -67,6 +71,12 @@ from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo
 REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
+# the real multi-output heads decoded in the graph (onnx_ops.decode_graph), with their preprocessing
+REAL_DECODED = {
+    "yolox_nano_coco_416.onnx": Preprocess(pad_value=114, channel_order="BGR", placement="top_left", scale="none"),
+    "picodet_s_coco_320.onnx": Preprocess(pad_value=0, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                                          scale="none"),
+}
 PROJECT_MODELS = (ROOT / "examples" / "models" / "detector_xywh_cls.onnx",
                   ROOT / "examples" / "models" / "detector_xywh_obj_cls.onnx")
 CONF, IOU, MAX_DET = 0.25, 0.7, 300
@@ -78,6 +88,7 @@ def session(model, threads: int = 2, profile_prefix: str | None = None) -> ort.I
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.log_severity_level = 3            # no per-initializer warnings from exports that list weights as inputs
     if not SPINNING:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
@@ -99,12 +110,14 @@ def real_images(n: int = 40) -> list[Path]:
     return files[:n]
 
 
-def real_inputs(size: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """n real images -> (x [n, 3, S, S] float32 RGB /255, rows [n, 6] float32), centred letterbox pad 114."""
+def real_inputs(size, n: int = 40, pre: Preprocess = Preprocess()) -> tuple[np.ndarray, np.ndarray]:
+    """n real images -> (x [n, 3, H, W] float32, rows [n, 6] float32); default: centred letterbox pad 114,
+    RGB, /255. size: S or (H, W)."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
     xs, rows = [], []
     for p in real_images(n):
-        x, row = preprocess_image(read_image_rgb(p), (size, size), Preprocess())
-        xs.append(x.reshape(3, size, size))
+        x, row = preprocess_image(read_image_rgb(p), hw, pre)
+        xs.append(x.reshape(3, *hw))
         rows.append(row)
     return np.stack(xs).astype(np.float32), np.stack(rows).astype(np.float32)
 
@@ -261,63 +274,152 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
         if ortx_cut is not None:
             post_units["ortx"] = ortx_post
 
-        # agreement over all batches (one pass, untimed)
-        agree = {}
-        ref = [d for i in range(nb) for d in post_units["numpy"](i)]
-        got = {"detcal-id": [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-id"](i))]}
-        if "opencv" in post_units:
-            got["opencv"] = [d for i in range(nb) for d in post_units["opencv"](i)]
-        if "ortx" in post_units:
-            got["ortx"] = [d for i in range(nb) for d in ortx_post(i)]
-        for r, g in got.items():
-            agree[r] = routes.agreement(g, ref)
-        fv = variants["fit"]
-        ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
-        agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
-            [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
-
-        for _ in range(args.warmup):
-            for fn in post_units.values():
-                fn(0)
-        post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
-        reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
-        title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
-        if batch > 1 and "ortx" in post_units:
-            title += f"; ortx: {batch} calls of batch 1"
-        print_reps(title, reps, post_names, "detcal-fit")
-        print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
-        print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
-        for r, a in agree.items():
-            print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
-                  f"dets {a['n_got']} vs {a['n_ref']}")
         entry = report.setdefault(name, {}).setdefault(str(batch), {})
-        entry["post"] = reps
-        entry["post_noise"] = spread(reps, post_names)
-        entry["agreement"] = agree
-
+        if not args.whole_only:
+            post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args, entry)
         if args.no_whole or not batch_axis_ok(raw_s, batch):
             if not args.no_whole:
                 print(f"  whole models: batch axis of {model_path.name} is fixed at {raw_s.get_inputs()[0].shape[0]}, "
                       f"batch {batch} not measured")
             continue
-        raw2_s = session(str(model_path), args.threads)
-        whole_units = {
-            "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
-            "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
-            "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
-            "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
-        }
-        if ortx_whole is not None and batch == 1:
-            whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
-        for _ in range(args.warmup):
-            for fn in whole_units.values():
-                fn(0)
-        runs = args.whole_runs if args.whole_runs else args.runs
-        reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
-        names_w = list(whole_units)
-        print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
-        print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
-        entry["whole"] = reps_w
+        whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry)
+
+
+def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args, entry: dict) -> None:
+    """The post-processing routes alone on the saved raw outputs: agreement (one untimed pass), then
+    interleaved timing; fills entry['post'], ['post_noise'], ['agreement']."""
+    # agreement over all batches (one pass, untimed)
+    agree = {}
+    ref = [d for i in range(nb) for d in post_units["numpy"](i)]
+    got = {"detcal-id": [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-id"](i))]}
+    for r in ("opencv", "ortx"):
+        if r in post_units:
+            got[r] = [d for i in range(nb) for d in post_units[r](i)]
+    for r, g in got.items():
+        agree[r] = routes.agreement(g, ref)
+    fv = variants["fit"]
+    ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
+    agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
+        [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
+
+    for _ in range(args.warmup):
+        for fn in post_units.values():
+            fn(0)
+    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
+    reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
+    title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
+    if batch > 1 and "ortx" in post_units:
+        title += f"; ortx: {batch} calls of batch 1"
+    print_reps(title, reps, post_names, "detcal-fit")
+    print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
+    print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
+    for r, a in agree.items():
+        print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
+              f"dets {a['n_got']} vs {a['n_ref']}")
+    entry["post"] = reps
+    entry["post_noise"] = spread(reps, post_names)
+    entry["agreement"] = agree
+
+
+def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry: dict) -> None:
+    """raw, raw2, patched-id, patched-fit (and ortx-whole at batch 1), interleaved; fills entry['whole']."""
+    raw2_s = session(str(model_path), args.threads)
+    whole_units = {
+        "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
+        "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
+        "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+        "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+    }
+    if ortx_whole is not None and batch == 1:
+        whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
+    for _ in range(args.warmup):
+        for fn in whole_units.values():
+            fn(0)
+    runs = args.whole_runs if args.whole_runs else args.runs
+    reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
+    names_w = list(whole_units)
+    print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
+    print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
+    entry["whole"] = reps_w
+
+
+# ------------------------------------------------------------------------------------------
+# heads decoded in the graph (YOLOX, PicoDet): the inserted part cut out of the patched model
+# ------------------------------------------------------------------------------------------
+def inserted_part(patched, head_outputs: list[str]):
+    """The patched model's inserted part alone: inputs the source model's head outputs and `letterbox`,
+    outputs the patched model's (onnx.utils.Extractor on the shape-inferred model)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from calib.artifact import LETTERBOX_INPUT, PATCHED_OUTPUTS
+
+    part = Extractor(onnx.shape_inference.infer_shapes(patched)).extract_model(
+        list(head_outputs) + [LETTERBOX_INPUT], list(PATCHED_OUTPUTS))
+    backed = {i.name for i in part.graph.initializer}       # initializers listed as inputs (Paddle exports)
+    ins = [i for i in part.graph.input if i.name not in backed]
+    del part.graph.input[:]
+    part.graph.input.extend(ins)
+    return part
+
+
+def bench_decoded_model(name, model_path: Path, pre: Preprocess, args, cv2, report: dict) -> None:
+    """Post-processing alone at batch 1 (the real exports fix it) on a multi-output head: numpy
+    (calib.head_decoders.decoded_batch + calib.pipeline.postprocess), opencv (the same decode, then
+    NMSBoxesBatched), detcal-id / detcal-fit (the default graph's inserted part: decode in the graph,
+    boxes first) and detcal-fit-fixed (the fixed-shape graph, --static-shapes: dense steps)."""
+    from calib.head_decoders import decoded_batch
+    from calib.model_info import read_model_info
+    from onnx_ops.patch import build_patched_model
+
+    info = read_model_info(model_path)
+    layout, c, hw = info.layout, info.num_classes or 80, tuple(info.input_size)
+    x, rows = real_inputs(hw, pre=pre)
+    raw_s = session(str(model_path), args.threads)
+    in_name = raw_s.get_inputs()[0].name
+    per_image = [raw_s.run(list(info.outputs), {in_name: x[i:i + 1]}) for i in range(x.shape[0])]
+    cfg = PostprocessConfig(iou_threshold=IOU, max_det=MAX_DET)
+    arts = make_variants(model_path, layout, c, hw[0])
+    cuts = {"detcal-id": inserted_part(build_patched_model(model_path, arts["id"]).model, info.outputs),
+            "detcal-fit": inserted_part(build_patched_model(model_path, arts["fit"]).model, info.outputs),
+            "detcal-fit-fixed": inserted_part(build_patched_model(model_path, arts["fit"], static_shapes=True).model,
+                                              info.outputs)}
+    sess = {k: session(m.SerializeToString(), args.threads) for k, m in cuts.items()}
+    feeds = [dict(zip(info.outputs, outs), letterbox=rows[i:i + 1]) for i, outs in enumerate(per_image)]
+    nb = len(feeds)
+
+    def decoded(i):
+        return decoded_batch(layout, [np.asarray(o, np.float32) for o in per_image[i % nb]], hw, **info.head_params)
+
+    idm = identity_map(c)
+    units = {"numpy": lambda i: routes.route_numpy(decoded(i), layout, rows[i % nb:i % nb + 1], idm, CONF, cfg)}
+    if cv2 is not None:
+        units["opencv"] = lambda i: routes.route_opencv(cv2, decoded(i), "decoded", rows[i % nb:i % nb + 1], CONF, IOU,
+                                                        MAX_DET)
+    for k, s_ in sess.items():
+        units[k] = (lambda s_: lambda i: s_.run(None, feeds[i % nb]))(s_)
+    ref = [d for i in range(nb) for d in units["numpy"](i)]
+    agree = {"detcal-id": routes.agreement([d for i in range(nb) for d in routes.from_fixed(units["detcal-id"](i))], ref)}
+    if "opencv" in units:
+        agree["opencv"] = routes.agreement([d for i in range(nb) for d in units["opencv"](i)], ref)
+    fv = arts["fit"]
+    ref_fit = [d for i in range(nb) for d in routes.route_numpy(decoded(i), layout, rows[i:i + 1], fv.calibration,
+                                                                   fv.score_thresholds, cfg)]
+    for k in ("detcal-fit", "detcal-fit-fixed"):
+        agree[f"{k} (vs numpy, same calibration)"] = routes.agreement(
+            [d for i in range(nb) for d in routes.from_fixed(units[k](i))], ref_fit)
+    for _ in range(args.warmup):
+        for fn in units.values():
+            fn(0)
+    reps = time_interleaved(units, args.runs, args.reps, seed=7)
+    names = list(units)
+    print_reps(f"{name}  batch 1  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, "
+               f"medians)", reps, names, "detcal-fit")
+    print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
+    for r, a in agree.items():
+        print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
+              f"dets {a['n_got']} vs {a['n_ref']}")
+    report.setdefault(name, {})["1"] = {"post": reps, "post_noise": spread(reps, names), "agreement": agree}
 
 
 def main(argv=None) -> int:
@@ -328,8 +430,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (each must divide 40)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--only", choices=("real", "project"))
-    ap.add_argument("--no-whole", action="store_true", help="post-processing alone only")
+    ap.add_argument("--only", choices=("real", "decoded", "project"),
+                    help="real: YOLOv8n; decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
+                         "project: the 5-class detectors")
+    whole = ap.add_mutually_exclusive_group()
+    whole.add_argument("--no-whole", action="store_true", help="post-processing alone only")
+    whole.add_argument("--whole-only", action="store_true",
+                       help="whole models only (raw vs patched; for a quiet machine), no post-processing-alone timing")
     ap.add_argument("--spinning", action="store_true", help="leave onnxruntime's spin-waiting on")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args(argv)
@@ -354,6 +461,14 @@ def main(argv=None) -> int:
             jobs.append(("real yolov8n int8 640 [1,84,8400]", REAL_MODEL, "xywh_cls", 80, 640, lambda: real_inputs(640)))
         else:
             print(f"SKIP real model: {REAL_MODEL} or {REAL_IMAGES} not found (../shared/real beside the repo)")
+    decoded_jobs = []
+    if args.only in (None, "decoded") and not args.whole_only:
+        for fname, pre in REAL_DECODED.items():
+            path = SHARED / "real" / "models" / fname
+            if path.exists() and REAL_IMAGES.is_dir():
+                decoded_jobs.append((f"real {path.stem}", path, pre))
+            else:
+                print(f"SKIP real model: {path} or {REAL_IMAGES} not found (../shared/real beside the repo)")
     if args.only in (None, "project"):
         for p in PROJECT_MODELS:
             if p.exists():
@@ -365,6 +480,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, path, layout, c, size, inputs in jobs:
             bench_model(name, path, layout, c, size, inputs(), args, cv2, ppp, Path(tmp), report)
+    for name, path, pre in decoded_jobs:
+        bench_decoded_model(name, path, pre, args, cv2, report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     return 0

@@ -66,9 +66,14 @@ def load_ortx():
 # ------------------------------------------------------------------------------------------
 def user_decode(out: np.ndarray, layout: str, b: int, conf: float):
     """Image b of a raw head -> (x, y, w, h top-left boxes (M, 4) float64, scores (M,) float32, classes (M,))
-    of the boxes whose best class score is above conf (what Ultralytics-style snippets do)."""
+    of the boxes whose best class score is above conf (what Ultralytics-style snippets do).
+    layout 'decoded': a multi-output head already decoded by calib.head_decoders.decoded_batch,
+    [B, N, 4+C] (x1, y1, x2, y2 input px, C scores)."""
     if layout == "xywh_cls":
         pred = out[b].T                                  # (N, 4 + C)
+        cls_scores = pred[:, 4:]
+    elif layout == "decoded":                            # calib.head_decoders.decoded_batch: x1, y1, x2, y2, C scores
+        pred = out[b]
         cls_scores = pred[:, 4:]
     else:                                                # xywh_obj_cls: score = obj * cls
         pred = out[b]                                    # (N, 5 + C)
@@ -77,7 +82,10 @@ def user_decode(out: np.ndarray, layout: str, b: int, conf: float):
     score = cls_scores[np.arange(cls.size), cls]
     keep = score > conf
     boxes = pred[keep, :4].astype(np.float64)
-    boxes[:, :2] -= boxes[:, 2:] / 2                     # cx, cy, w, h -> x, y, w, h
+    if layout == "decoded":
+        boxes[:, 2:] -= boxes[:, :2]                     # x1, y1, x2, y2 -> x, y, w, h
+    else:
+        boxes[:, :2] -= boxes[:, 2:] / 2                 # cx, cy, w, h -> x, y, w, h
     return boxes, score[keep].astype(np.float32), cls[keep]
 
 

@@ -24,20 +24,22 @@ graph "cut at the head"), which the equivalence tests run against `calib.pipelin
 The inserted graph, step by step (B batch, N anchors, C classes, K1 = max(pre_nms_top_k, max_det), capped
 at N when N is static; M <= K1 the slots in use after top-k):
 
-    Default graph, single-label xywh_cls / xywh_obj_cls heads (Variant.BOXES_FIRST, onnx_ops.box_select):
-    box margin        the ONE pass over all N x C scores: Sub (raw thresholds; the box rows of a raw
-                      xywh_cls head get +3e38, so the head is not sliced) + ReduceMax over classes ->
-                      [B, N], Greater 0; a Sigmoid-front or obj*cls score tensor: ReduceMax against the
-                      lowest raw threshold (a superset, narrowed per class below).
-    compact boxes     CumSum over the survival mask, ScatterElements of the box indices into their
-                      slots, Slice to M = most survivors of any image -> [B, M] in ascending box index
-                      (nothing capped: exact for any number of survivors), Range/Less for filled slots.
+    Default graph, single-label dense heads (xywh_cls, xywh_obj_cls; yolox_raw / gfl_multilevel / detr
+    after their decode; Variant.BOXES_FIRST, onnx_ops.box_select):
+    box margin        the ONE read of all N x C scores: MatMul of the scores with ones (a raw xywh_cls
+                      head as it is, its box rows weighted 0; xywh_obj_cls: (sum of cls, obj), Split,
+                      Mul) -> [B, N], Greater than the lowest raw threshold: a superset of the
+                      survivors (probabilities are >= 0), narrowed per class below.
+    compact boxes     CumSum (float32) over the mask, ScatterElements of the box indices into their
+                      slots, Slice to M = most candidates of any image -> [B, M] in ascending box index
+                      (nothing capped: exact for any number of survivors), Less for filled slots.
     gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
-                      Sigmoid front's boxes, probabilities, logits), decode on [B, 4+C, M].
+                      Sigmoid front's boxes, probabilities, logits, or of the decoded head), decode on
+                      [B, 4+C, M].
     per slot          threshold penalty, calibration, best class as below but on [B, C, M] only;
-                      unfilled slots get NEG. Then pre-NMS top-k (Pad, TopK(K1)) onwards as below; the
-                      slots are in box order, so TopK's ties (lower position) are the reference's (lower
-                      box index). No NonZero anywhere.
+                      unfilled slots get NEG. Then pre-NMS top-k (TopK(K1) over the slots and a
+                      descending tail of non-candidates) onwards as below; the slots are in box order,
+                      so TopK's ties (lower position) are the reference's (lower box index). No NonZero.
     Otherwise (end2end, multi_label, and the fixed-shape variant static_shapes=True for TensorRT:
     no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
@@ -56,7 +58,8 @@ at N when N is static; M <= K1 the slots in use after top-k):
     best class        ArgMax + GatherElements over C (ties: lowest class); Sigmoid per box [B, N]
                       when the class was chosen on calibrated logits. multi_label: Transpose to
                       box-major, Reshape [B, N*C] (flat index = box*C + class, the reference's tie key).
-    pre-NMS top-k     Pad (only when N is dynamic), TopK(K1, constant) -> sorted, ties by index.
+    pre-NMS top-k     a descending tail of K1 non-candidates (only when N is dynamic: Expand, Concat),
+                      TopK(K1, constant) -> sorted, ties by index.
     trim slots        the valid slots are a prefix of every image's TopK output: ReduceSum, ReduceMax,
                       Slice to M = min(max(most valid slots in the batch, min(max_det, K1)), K1), so
                       everything below runs on [B, M] (tens to hundreds) rather than [B, K1] (3,000).
@@ -197,6 +200,10 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         raw, coeffs = masks.split_seg_head(b, raw, head.seg, tapped)
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
+        if variant is Variant.BOXES_FIRST:         # then the classes of the surviving boxes only
+            key, cls, decoded = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
+                                                                  rthr, head.n_static)
+            n_cand = None
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None

@@ -213,6 +213,19 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+def pad_key_descending(b: GraphBuilder, key: str, pad: int) -> str:
+    """key [B, N'] -> [B, N' + pad], the pad entries non-candidates (NEG - j * 1e26 < NEG / 2, j < pad),
+    distinct and descending: onnxruntime's TopK sorts such a tail faster than `pad` equal values.
+    Shape, Mul, Add, Expand, Concat."""
+    if not pad:
+        return key
+    ramp = b.f32("topk/pad_ramp", (np.float64(NEG) - np.arange(pad) * 1e26).astype(np.float32).reshape(1, -1))
+    shape = b.op("Add", b.op("Mul", b.op("Shape", key, name="topk/key_shape"), b.i64("topk/batch_only", [1, 0]),
+                             name="topk/batch_shape"), b.i64("topk/pad_len", [0, pad]), name="topk/pad_shape")
+    tail = b.op("Expand", ramp, shape, name="topk/pad_tail")
+    return b.op("Concat", key, tail, name="topk/pad_key", axis=1)
+
+
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
     """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
 
@@ -227,7 +240,7 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
         k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
     else:
         pad = k1
-    padded = pad_last(b, key, 2, pad, NEG, name="topk/pad_key")
+    padded = pad_key_descending(b, key, pad)
     score, index = b.op("TopK", padded, b.i64("topk/k1", [k1]), name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
     if pre_nms_top_k < k1:

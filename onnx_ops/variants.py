@@ -10,7 +10,7 @@ import enum
 
 import numpy as np
 
-from calib.artifact import BoxPlattMap, CalibrationMap, IsotonicMap, PostprocessConfig
+from calib.artifact import HEAD_LAYOUTS, BoxPlattMap, CalibrationMap, IsotonicMap, PostprocessConfig
 
 from . import box_calibration, steps
 from .graph_builder import GraphBuilder
@@ -18,22 +18,25 @@ from .graph_calibration import class_shape
 from .head import Head
 
 
-BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls")
-# Below this many classes the pass over N x C is cheap and the boxes-first compaction (about 30
-# small nodes, a ScatterElements over N) costs more than it saves (bench_real.py: the project's
-# 5-class detector 0.33 -> 0.47 ms, the 80-class YOLOv8n 3.0 -> 1.4 ms).
-BOXES_FIRST_MIN_CLASSES = 16
+BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls", *HEAD_LAYOUTS)   # the decoded multi-output heads too
+# From this many classes on, single-label dense heads take the boxes-first route. With the margin a
+# MatMul and the compaction one TopK (onnx_ops.box_select) it wins at every class count measured
+# (benchmarks/README.md 4c: real YOLOv8n rows cut to C = 1, 2, 3, 5 classes, 0.61-0.69x the dense
+# steps at batch 1; the project's 5-class detectors 0.5-0.8x); it was 16 while the compaction was
+# about 30 nodes and a ScatterElements over N.
+BOXES_FIRST_MIN_CLASSES = 1
 
 
 class Variant(enum.Enum):
     """How the dense scores [B, C, N] | [B, N, C] become one key per candidate.
 
-    BOXES_FIRST       single-label xywh_cls / xywh_obj_cls heads (the default): one pass over N x C
-                      for a [B, N] survival margin (Sub + ReduceMax), the surviving boxes compacted in
-                      ascending index (CumSum, ScatterElements, Slice to the most survivors of any
-                      image), then calibrate / threshold / best class on those boxes only
-                      ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shape: the Slice.
-                      From BOXES_FIRST_MIN_CLASSES classes on.
+    BOXES_FIRST       single-label dense heads (xywh_cls, xywh_obj_cls, and yolox_raw / gfl_multilevel /
+                      detr after their in-graph decode; the default): one read of the N x C
+                      scores, a MatMul summing each box's class scores into [B, 1, N] (a superset of
+                      the survivors: probabilities are >= 0), the candidate boxes compacted in
+                      ascending index (one TopK with K = most candidates of any image), then
+                      calibrate / threshold / best class on those boxes only ([B, C, M]); no NonZero
+                      (onnx_ops.box_select). Data-dependent shape: the TopK's K.
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
                       calibrate the K candidates (per-class constants gathered by class).
     UNIFORM_IDENTITY  identity map, one finite threshold for all classes, single-label: the best
@@ -67,8 +70,7 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
 
     static_shapes: the fixed-shape graph (TensorRT): never BOXES_FIRST or SURVIVORS_ONLY (their
     compaction has data-dependent shapes), DENSE instead. Single-label heads never get
-    SURVIVORS_ONLY (NonZero over all N x C): BOXES_FIRST from BOXES_FIRST_MIN_CLASSES classes, DENSE
-    below."""
+    SURVIVORS_ONLY (NonZero over all N x C): BOXES_FIRST (from BOXES_FIRST_MIN_CLASSES classes)."""
     if isinstance(cmap, BoxPlattMap):
         return Variant.BOX_AWARE     # per-candidate thresholds; its prefilter compacts (data-dependent shape)
     if head.layout == "end2end":

@@ -82,8 +82,9 @@ def test_choose_calibration_variant(head, cmap, cfg, thr, want):
     thr = np.asarray(thr, np.float32)
     single_dense = head.layout != "end2end" and not cfg.multi_label
     no_survivors_only = Variant.DENSE if want is Variant.SURVIVORS_ONLY else want
-    # 3 classes: below BOXES_FIRST_MIN_CLASSES; single-label never runs NonZero over N x C
-    assert choose_calibration_variant(head, cmap, cfg, thr) is (no_survivors_only if single_dense else want)
+    # single-label never runs NonZero over N x C
+    few = Variant.BOXES_FIRST if single_dense and head.num_classes >= BOXES_FIRST_MIN_CLASSES else no_survivors_only
+    assert choose_calibration_variant(head, cmap, cfg, thr) is (few if single_dense else want)
     assert choose_calibration_variant(head, cmap, cfg, thr, static_shapes=True) is no_survivors_only
     many = dataclasses.replace(head, num_classes=BOXES_FIRST_MIN_CLASSES)
     thr_many = np.resize(thr, BOXES_FIRST_MIN_CLASSES)
