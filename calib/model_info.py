@@ -6,17 +6,13 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from .artifact.interface import HEAD_LAYOUTS, is_patched_metadata
 from .errors import DetcalError
-from .layouts import LAYOUTS, guess_layout, num_classes_of
+from .layouts import num_classes_of
 from .mask_coeffs import mask_count
 from .model_input import InputConvention, read_input_convention
-
-SELECTING_OPS = {"TopK", "NonMaxSuppression"}
-
 
 @dataclass
 class ModelInfo:
@@ -55,20 +51,6 @@ class ModelInfo:
     @property
     def is_patched(self) -> bool:
         return is_patched_metadata(self.metadata)
-
-
-def _fits_layout(layout: str, shape: tuple) -> bool:
-    """Could an output of this shape be `layout`? (Dynamic dims fit anything.)"""
-    if len(shape) != 3:
-        return False
-    fixed = lambda d, ok: not isinstance(d, int) or ok(d)  # noqa: E731
-    if layout == "end2end":
-        return fixed(shape[2], lambda d: d == 6)
-    if layout == "xywh_cls":
-        return fixed(shape[1], lambda d: d > 4)
-    if layout == "xywh_obj_cls":
-        return fixed(shape[2], lambda d: d > 5)
-    return True
 
 
 def sha256_file(path: str | Path) -> str:
@@ -156,96 +138,47 @@ def read_model_info(
     metadata = {m.key: m.value for m in model.metadata_props}
     convention = read_input_convention(value_info_dims(inp), value_info_dtype(inp), metadata=metadata,
                                        layout=input_layout, source=str(p), name=inp.name)
-    if layout is not None and layout not in LAYOUTS:
-        raise DetcalError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")
-    has_select = any(n.op_type in SELECTING_OPS for n in graph.node)
+    if is_patched_metadata(metadata):      # its outputs are final detections: there is no head to read
+        outs = "; ".join(f"{o.name} {list(value_info_dims(o))}" for o in graph.output)
+        raise DetcalError(f"{p} is already patched by detcal, its outputs are final detections ({outs}); "
+                          "pass the raw exported model")
+    # the layout is decided from the graph, the metadata and a probe (calib.head_recognition), which
+    # also checks a --layout override against the shapes and names what fits when nothing does
+    from .head_recognition import recognise_head
+
+    rec = recognise_head(model, str(p), layout=layout, num_classes=num_classes)
     names = parse_names(metadata.get("names"))
-    hint = num_classes if num_classes is not None else (len(names) if names else None)
-    head_outputs, reason, seg_params = None, "", {}
-    if not is_patched_metadata(metadata):
-        # the layout is decided from the graph, the metadata and a probe (calib.head_recognition)
-        from .head_recognition import recognise_head
-
-        rec = recognise_head(model, str(p), layout=layout, num_classes=num_classes)
-        if rec.layout in HEAD_LAYOUTS:
-            return ModelInfo(
-                path=p, sha256=sha256_file(p), input_name=inp.name, input_shape=value_info_dims(inp),
-                input_dtype=value_info_dtype(inp), output_name=rec.outputs[0], output_shape=rec.output_shapes[0],
-                layout=rec.layout, num_classes=rec.num_classes, class_names=names, metadata=metadata,
-                opset=model_opset(model), outputs=list(rec.outputs), head_params=dict(rec.params),
-                recognition=rec.reason, input_layout=convention.layout)
-        layout, head_outputs, reason, seg_params = rec.layout, set(rec.outputs), rec.reason, dict(rec.params)
-        if mask_count(seg_params):     # a seg head: C excludes the M mask coefficient rows
-            num_classes = rec.num_classes
-    probed = None
-    found = []
-    for out in graph.output:
-        if head_outputs is not None and out.name not in head_outputs:
-            continue
-        shape = value_info_dims(out)
-        if not all(isinstance(d, int) for d in shape[1:]):
-            # exporters often leave output dims symbolic: run the model once on zeros to learn them
-            probed = probed if probed is not None else _probe_output_shapes(p, inp, metadata, convention)
-            if out.name in probed:
-                shape = (shape[0],) + tuple(probed[out.name][1:])
-        guess = layout or guess_layout(shape, has_topk_or_nms=has_select, num_classes=hint)
-        if layout is None and guess is None and hint is not None:
-            guess = guess_layout(shape, has_topk_or_nms=has_select)
-        if guess is not None and probed and not all(isinstance(d, int) for d in convention.hw(value_info_dims(inp))):
-            # a dynamic-size input keeps a dynamic candidate axis, whatever the probe saw
-            n_axis = {"xywh_cls": 2, "xywh_obj_cls": 1}.get(guess)
-            if n_axis is not None:
-                shape = shape[:n_axis] + (value_info_dims(out)[n_axis],) + shape[n_axis + 1:]
-        found.append((out, shape, guess))
-        if guess is not None:
-            break
-    out, shape, guess = found[-1]
-    if layout is not None and not _fits_layout(layout, shape):
-        raise DetcalError(f"{p}: --layout {layout} needs an output {_layout_shapes()[layout]}, but {out.name} is "
-                          f"{list(shape)}; leave --layout out to recognise the layout, or pick the matching one")
-    if guess is None:
-        listing = "; ".join(f"{o.name} {list(s)}" for o, s, _ in found)
-        raise DetcalError(
-            f"{p}: no output fits a supported layout (found: {listing}); supported: "
-            "xywh_cls [B, 4+C, N], xywh_obj_cls [B, N, 5+C], end2end [B, K, 6]; use --layout to choose one"
-        )
-    opset = model_opset(model)
-    return ModelInfo(
-        path=p,
-        sha256=sha256_file(p),
-        input_name=inp.name,
-        input_shape=value_info_dims(inp),
-        input_dtype=value_info_dtype(inp),
-        output_name=out.name,
-        output_shape=shape,
-        layout=guess,
-        num_classes=(num_classes if mask_count(seg_params) else num_classes_of(guess, shape)) or (
-            num_classes if guess == "end2end" else None) or (len(names) if guess == "end2end" and names else None),
-        class_names=names,
-        metadata=metadata,
-        opset=opset,
-        outputs=[out.name],
-        head_params=seg_params if mask_count(seg_params) else {},   # seg heads: mask_coeffs, prototypes
-        recognition=reason,
-        input_layout=convention.layout,
-    )
+    common = dict(path=p, sha256=sha256_file(p), input_name=inp.name, input_shape=value_info_dims(inp),
+                  input_dtype=value_info_dtype(inp), class_names=names, metadata=metadata, opset=model_opset(model),
+                  outputs=list(rec.outputs), recognition=rec.reason, input_layout=convention.layout)
+    if rec.layout in HEAD_LAYOUTS:
+        return ModelInfo(**common, output_name=rec.outputs[0], output_shape=rec.output_shapes[0], layout=rec.layout,
+                         num_classes=rec.num_classes, head_params=dict(rec.params))
+    out = next(o for o in graph.output if o.name == rec.outputs[0])
+    shape = _dense_output_shape(value_info_dims(out), rec.output_shapes[0], rec.layout,
+                                dynamic_hw=not all(isinstance(d, int) for d in convention.hw(value_info_dims(inp))))
+    seg = mask_count(rec.params)      # a seg head: C excludes the M mask coefficient rows
+    if seg:
+        nc = rec.num_classes
+    elif rec.layout == "end2end":      # the shape does not fix C: the hint, else the metadata's names
+        nc = num_classes or (len(names) if names else None)
+    else:
+        nc = num_classes_of(rec.layout, shape)
+    return ModelInfo(**common, output_name=out.name, output_shape=shape, layout=rec.layout, num_classes=nc,
+                     head_params=dict(rec.params) if seg else {})    # seg heads: mask_coeffs, prototypes
 
 
-def _probe_output_shapes(path: Path, inp, metadata: dict, convention: InputConvention) -> dict[str, tuple]:
-    """Output name -> concrete shape from one onnxruntime run on a zero image (batch 1); {} on failure."""
-    from .session import make_session
-
-    dims = value_info_dims(inp)
-    size = metadata_imgsz(metadata) or (640, 640)
-    h, w = (d if isinstance(d, int) else fallback for d, fallback in zip(convention.hw(dims), size))
-    batch = dims[0] if isinstance(dims[0], int) else 1
-    try:
-        sess = make_session(path)
-        x = convention.feed(np.zeros((batch, 3, h, w), np.float32), str(path))
-        outs = sess.run(None, {inp.name: x})
-    except Exception:
-        return {}
-    return {o.name: tuple(int(v) for v in a.shape) for o, a in zip(sess.get_outputs(), outs)}
+def _dense_output_shape(declared: tuple, recognised: tuple, layout: str, *, dynamic_hw: bool) -> tuple:
+    """A dense head's output shape as ModelInfo records it: the declared dims, with dynamic non-batch
+    dims taken from the recognition's probe run (`recognised`); the batch axis stays as declared, and
+    so does the candidate axis N where the input's height/width are dynamic (N follows the size fed)."""
+    if all(isinstance(d, int) for d in declared[1:]) or len(recognised) != len(declared):
+        return declared
+    shape = (declared[0],) + tuple(recognised[1:])
+    n_axis = {"xywh_cls": 2, "xywh_obj_cls": 1}.get(layout)
+    if dynamic_hw and n_axis is not None:
+        shape = shape[:n_axis] + (declared[n_axis],) + shape[n_axis + 1:]
+    return shape
 
 
 def metadata_imgsz(metadata: dict) -> tuple[int, int] | None:
@@ -269,8 +202,3 @@ def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str)
             f"{data_path} names {n}"
         )
     return n
-
-
-def _layout_shapes() -> dict:
-    from .head_recognition import LAYOUT_SHAPES  # one table of layout shapes, beside the recognition
-    return LAYOUT_SHAPES

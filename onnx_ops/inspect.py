@@ -79,6 +79,7 @@ def inspect_model(path: str) -> dict:
     """Load an ONNX file and report its I/O, opset, node count and per-EP op coverage.
 
     Returns {"path", "opset", "num_nodes", "inputs": [{name, dtype, shape}], "outputs": [...],
+    "input": input_convention(...) (dtype, layout and why, the scaling a uint8 input needs),
     "head": calib.head_recognition.describe_head(...),
     "eps": {ep: {"name", "covered", "uncovered": [{op, reason, count}], "warnings": [...],
                  "not_in_table": [{op, count, note}],
@@ -119,9 +120,52 @@ def inspect_model(path: str) -> dict:
         "num_nodes": len(model.graph.node),
         "inputs": [_io(v) for v in model.graph.input if v.name not in init_names],
         "outputs": [_io(v) for v in model.graph.output],
+        "input": input_convention(model, path),
         "head": _head(model, path),
         "eps": eps,
     }
+
+
+def input_convention(model: onnx.ModelProto, path: str) -> dict:
+    """The image input's convention as fit, eval and patch read it (calib.model_input):
+    {"name", "dtype", "layout", "why", "scaling"} or {"error": one line} where detcal cannot feed it.
+
+    why: how the layout was decided (the axis holding 3 channels, or for dynamic channel axes the
+    metadata key, else the NCHW default); scaling: what the preprocessing must be (uint8: none)."""
+    from calib.model_info import value_info_dims, value_info_dtype
+    from calib.model_input import LAYOUT_METADATA_KEYS, read_input_convention
+
+    init_names = {i.name for i in model.graph.initializer}
+    images = [i for i in model.graph.input if i.name not in init_names and len(value_info_dims(i)) == 4]
+    if not images:
+        return {"error": "no 4-D image input [B, 3, H, W] or [B, H, W, 3]"}
+    inp = images[0]
+    dims, metadata = value_info_dims(inp), {m.key: m.value for m in model.metadata_props}
+    try:
+        conv = read_input_convention(dims, value_info_dtype(inp), metadata=metadata, source=path, name=inp.name)
+    except DetcalError as exc:
+        return {"name": inp.name, "error": str(exc)}
+    axis = 1 if conv.layout == "NCHW" else 3
+    if dims[axis] == 3:
+        why = f"3 channels at axis {axis} of {list(dims)}"
+    elif isinstance(dims[4 - axis], int) and dims[4 - axis] != 3:      # the other axis cannot be the channels
+        why = f"axis {4 - axis} is {dims[4 - axis]}, so the dynamic axis {axis} holds the channels"
+    else:
+        key = next((k for k in LAYOUT_METADATA_KEYS if k in metadata), None)
+        why = (f"both channel axes dynamic; the metadata {key} = {metadata[key]!r}" if key else
+               "both channel axes dynamic, nothing in the metadata: NCHW by default (fit --input-layout to choose)")
+    scaling = {"uint8": "none: the model takes raw 0..255 pixels (fit --scale none, no --mean/--std)",
+               "float16": "any (--scale); fed as float16"}.get(conv.dtype, "any (--scale div255, none, --mean/--std)")
+    return {"name": inp.name, "dtype": conv.dtype, "layout": conv.layout, "why": why, "scaling": scaling}
+
+
+def _format_input(c: dict | None) -> list[str]:
+    if not c:
+        return []
+    if "error" in c:
+        return [f"image input: not fed by detcal: {c['error']}"]
+    return [f"image input: {c['name']} {c['dtype']} {c['layout']}", f"  layout: {c['why']}",
+            f"  scaling: {c['scaling']}"]
 
 
 def _head(model: onnx.ModelProto, path: str) -> dict:
@@ -165,6 +209,7 @@ def format_inspection(d: dict) -> str:
     lines = [f"model: {d['path']}", f"opset: {d['opset']}   nodes: {d['num_nodes']}", "inputs:"]
     lines += [fmt(io) for io in d["inputs"]]
     lines += ["outputs:"] + [fmt(io) for io in d["outputs"]]
+    lines += _format_input(d.get("input"))
     lines += _format_head(d.get("head"))
     lines.append("execution providers:")
     for ep in EPS:

@@ -406,7 +406,8 @@ def build_patched_model(
     if want_sha and want_sha != source_sha and not force:
         raise DetcalError(f"{src}: sha256 {source_sha[:12]}... differs from the model the calibration was fitted on "
                           f"({str(want_sha)[:12]}...); use --force to patch anyway")
-    info = read_model_info(path, num_classes=artifact.num_classes, model=model)
+    info = _check_input_convention(read_model_info(path, num_classes=artifact.num_classes, model=model),
+                                   artifact, model, src)
     if info.layout != artifact.model["layout"]:
         raise DetcalError(f"{src}: the head is recognised as {info.layout}, the calibration was fitted for "
                           f"{artifact.model['layout']}")
@@ -451,6 +452,27 @@ def build_patched_model(
                                            forbid=ep_support.DETCAL_FORBIDDEN)
         inserted = list(embedded.nodes) + inserted
     return PatchResult(model, head, spec, inserted, findings)
+
+
+def _check_input_convention(info, artifact: Artifact, model: onnx.ModelProto, src: str):
+    """The model's image input must take what the artifact was fitted with: its input_dtype and
+    input_layout (calib.model_input; absent in older artifacts: NCHW, the dtype unchecked). Fed
+    otherwise, the graph would compute on wrong values, so this holds even under --force. Where the
+    declared dims leave the layout open, the recorded one decides (as eval does) -> ModelInfo.
+    DetcalError, one line naming both conventions, on a mismatch."""
+    want_dtype = artifact.model.get("input_dtype") or info.input_dtype
+    want_layout = artifact.model.get("input_layout") or "NCHW"
+    if want_layout != info.input_layout:
+        try:        # dims that allow the recorded layout too (dynamic channel axes): read it that way
+            info = read_model_info(info.path, num_classes=artifact.num_classes, model=model, input_layout=want_layout)
+        except DetcalError:
+            pass
+    if (info.input_dtype, info.input_layout) != (want_dtype, want_layout):
+        dims = list(value_info_dims(next(i for i in model.graph.input if i.name == info.input_name)))
+        raise DetcalError(f"{src}: the image input '{info.input_name}' {dims} takes {info.input_dtype} "
+                          f"{info.input_layout}, the calibration was fitted on a model taking {want_dtype} "
+                          f"{want_layout}; refit on this model (--force does not cover this: it would feed wrong values)")
+    return info
 
 
 def _embed_preprocess(model, info, artifact: Artifact, input_channel_order, frame_size, src: str):
@@ -535,7 +557,8 @@ def patch_model(
     some of its nodes would leave the engine.
     embed_preprocess / input_channel_order / frame_size: see build_patched_model.
     Raises DetcalError (one line) for: missing/corrupt model, already patched model, sha256
-    mismatch without force, unrecognised head or layout mismatch, opset too old to upgrade,
+    mismatch without force, unrecognised head or layout mismatch, an image input convention (dtype,
+    NCHW/NHWC) other than the artifact's (even with force), opset too old to upgrade,
     output path equal to the input. Nothing is written unless everything succeeded (atomic).
     """
     if not isinstance(artifact, Artifact):

@@ -93,7 +93,7 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
     recorded = artifact.model.get("input_layout") if artifact is not None else None   # the fit's input layout
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto, input_layout=recorded)
     del proto
-    if pinfo is not None and pinfo.image_input == info.input_name:   # patch keeps the input: the same convention
+    if pinfo is not None and pinfo.embedded is None and pinfo.image_input == info.input_name:   # patch keeps the input
         pinfo = dataclasses.replace(pinfo, image_layout=info.input_layout)
     _check_same_source(info.sha256, model, artifact, calibration, pinfo, patched)
     num_classes = check_class_count(info, dataset.names, str(data))
@@ -204,7 +204,9 @@ def evaluate(
                          "everything over what it outputs")
     if prunner is not None:
         columns["patched"] = Column("patched", f"{Path(patched).name}: its own outputs (calibrated, thresholded "
-                                               "in the graph); everything over what it outputs")
+                                               "in the graph); everything over what it outputs"
+                                    + ("; preprocessing embedded: fed the decoded images, its latency includes "
+                                       "the letterbox" if prunner.embedded else ""))
 
     floor = np.full(num_classes, ap_floor)
     samples = dataset.samples
@@ -217,10 +219,11 @@ def evaluate(
         """Run every column on one batch (x (B, 3, H, W), rows (B, 6), the first n real)."""
         n, idx, x, r = batch.n, batch.indices, batch.x, batch.rows
         bsz = x.shape[0]
+        images = [decoded.pop(i) for i in idx] if keep_images else None    # an embedded model takes these
         if first:                            # one untimed warm-up call per session
             raw_runner.run_tensor(x)
             if prunner is not None:
-                prunner.run(x, r)
+                prunner.run_batch(x, r, images)
         t0 = time.perf_counter()
         raw = raw_runner.run_tensor(x)
         t1 = time.perf_counter()
@@ -246,7 +249,7 @@ def evaluate(
         if prunner is not None:
             pc = columns["patched"]
             t5 = time.perf_counter()
-            outs = prunner.run(x, r)
+            outs = prunner.run_batch(x, r, images)
             pc.model_seconds.append(time.perf_counter() - t5)
             pc.batch_sizes.append(bsz)
             pc.detections.extend(prunner.unpack(outs, n, num_classes, f"{label} image #{idx[0]}.."))
@@ -257,11 +260,21 @@ def evaluate(
             crowd_classes.append(np.asarray(samples[i].crowd_classes, dtype=np.int64))
             rows_all.append(row)
 
+    keep_images = prunner is not None and prunner.embedded     # --embed-preprocess: it takes the decoded images
+    decoded: dict[int, np.ndarray] = {}
+
     def transform(rgb):
-        return preprocess_image(rgb, size, pre)
+        x, row = preprocess_image(rgb, size, pre)
+        return x, row, (rgb if keep_images else None)
+
+    def keep(i: int, rgb) -> int:
+        if keep_images:
+            decoded[i] = rgb
+        return i
 
     t_start = time.perf_counter()
-    items = ((pos[id(sample)], x, row) for sample, (x, row) in iter_images(dataset, transform=transform, workers=2))
+    items = ((keep(pos[id(sample)], rgb), x, row)
+             for sample, (x, row, rgb) in iter_images(dataset, transform=transform, workers=2))
     with Progress(len(samples), "evaluating", enabled=progress) as bar:
         for k, inputs in enumerate(batch_inputs(items, batch, fixed=fixed_batch)):
             evaluate_batch(inputs, first=k == 0)

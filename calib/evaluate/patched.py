@@ -1,7 +1,17 @@
 """The patched model as `detcal eval` sees it: its interface (read through the contract's
-metadata reader) and a runner that unpacks its fixed-size outputs into Detections."""
+metadata reader) and a runner that unpacks its fixed-size outputs into Detections.
+
+Two interfaces (onnx_ops.patch):
+    plain      the source image input (x as the source model declares it) + `letterbox` [B, 6];
+               fed calib's preprocessed x and rows (`PatchedRunner.run`)
+    embedded   (`patch --embed-preprocess`) `image` uint8 [H, W, 3], one image per run, or `frames`
+               uint8 [B, H, W, 3] of one fixed size; the graph letterboxes itself. Fed the decoded
+               images (`PatchedRunner.run_images`), in the channel order the metadata records for
+               the input. Both return boxes in the original image's pixels.
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +37,17 @@ class PatchedModelInfo:
     letterbox_input: str
     meta: PatchedMetadata        # the `detcal` metadata entry
     image_layout: str = "NCHW"   # 'NCHW' | 'NHWC' (calib.model_input; the source model's, kept by patch)
+    embedded: str | None = None  # None (plain) | 'image' ([H, W, 3]) | 'frames' ([B, H, W, 3]): --embed-preprocess
+    image_channel_order: str = "RGB"   # embedded: the channel order the input takes
 
     @property
     def convention(self) -> InputConvention:
         return InputConvention(self.image_dtype, self.image_layout)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """Embedded `frames`: the fixed (H, W) of the frames it takes; else None."""
+        return tuple(self.image_shape[1:3]) if self.embedded == "frames" else None
 
     @property
     def summary(self) -> dict:
@@ -39,10 +56,13 @@ class PatchedModelInfo:
 
     @property
     def dynamic_batch(self) -> bool:
-        return not isinstance(self.image_shape[0], int)
+        return self.embedded == "image" or not isinstance(self.image_shape[0], int)
 
     @property
     def input_size(self) -> tuple[int, int] | None:
+        """The (H, W) of the x it takes where fixed; None where dynamic or embedded (it takes images)."""
+        if self.embedded is not None:
+            return None
         h, w = self.convention.hw(self.image_shape)
         return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
@@ -108,11 +128,10 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
     images = [i for i in inputs if len(value_info_dims(i)) == 4]
     boxes = [i for i in inputs if i.name == LETTERBOX_INPUT] or [
         i for i in inputs if len(value_info_dims(i)) == 2 and value_info_dims(i)[1] == 6]
-    if not images and any(value_info_dtype(i) == "uint8" and len(value_info_dims(i)) in (3, 4) for i in inputs):
-        raise DetcalError(f"{p} was patched with --embed-preprocess (it takes decoded uint8 images); `detcal eval` "
-                          "does not run such models yet: evaluate the same calibration patched without "
-                          "--embed-preprocess (the post-processing is the same, and the embedded preprocessing "
-                          "equals calib's letterbox, tested)")
+    if not boxes:       # no letterbox input: the preprocessing is embedded (the graph computes the row)
+        embedded = _embedded_input(p, inputs, meta)
+        if embedded is not None:
+            return embedded
     if not images or not boxes:
         listing = ", ".join(f"{i.name} {list(value_info_dims(i))}" for i in inputs)
         what = "4-D image input" if not images else f"'{LETTERBOX_INPUT}' [B, 6] input"
@@ -120,6 +139,25 @@ def read_patched_info(path: str | Path) -> PatchedModelInfo:
     dims, dtype = value_info_dims(images[0]), value_info_dtype(images[0])
     conv = read_input_convention(dims, dtype, metadata=metadata, source=str(p), name=images[0].name)
     return PatchedModelInfo(p, sha256_file(p), images[0].name, dims, dtype, boxes[0].name, meta, conv.layout)
+
+
+def _embedded_input(p: Path, inputs: list, meta: PatchedMetadata) -> PatchedModelInfo | None:
+    """The info of a model patched with --embed-preprocess: one uint8 input, `image` [H, W, 3] or
+    `frames` [B, H, W, 3] with H, W fixed; None where the inputs are not of that form."""
+    if len(inputs) != 1 or value_info_dtype(inputs[0]) != "uint8":
+        return None
+    vi = inputs[0]
+    dims = value_info_dims(vi)
+    if len(dims) == 3 and dims[2] == 3:
+        kind = "image"
+    elif len(dims) == 4 and dims[3] == 3 and all(isinstance(d, int) for d in dims[1:3]):
+        kind = "frames"
+    else:
+        return None
+    described = (meta.inputs or meta.raw.get("inputs") or {}).get(vi.name, "")     # the description patch wrote
+    order = re.search(r"\b(RGB|BGR)\b", str(described))
+    return PatchedModelInfo(p, sha256_file(p), vi.name, dims, "uint8", "", meta, "NHWC", kind,
+                            order.group(1) if order else "RGB")
 
 
 class PatchedRunner:
@@ -136,6 +174,50 @@ class PatchedRunner:
         feeds = {self.info.image_input: self.convention.feed(x, str(self.info.path)),
                  self.info.letterbox_input: np.asarray(rows, np.float32)}
         return dict(zip(PATCHED_OUTPUTS, run_session(self.session, list(PATCHED_OUTPUTS), feeds, str(self.info.path))))
+
+    @property
+    def embedded(self) -> bool:
+        return self.info.embedded is not None
+
+    def run_batch(self, x: np.ndarray, rows: np.ndarray, images: list | None = None) -> dict[str, np.ndarray]:
+        """The call `eval` makes: a plain patched model gets x and rows (`run`), an embedded one the
+        decoded images (`run_images`; x and rows unused)."""
+        if not self.embedded:
+            return self.run(x, rows)
+        if images is None:
+            raise ValueError("an embedded-preprocessing model takes the decoded images")
+        return self.run_images(images)
+
+    def run_images(self, images: list) -> dict[str, np.ndarray]:
+        """images: (H, W, 3) uint8 RGB arrays (as calib.data decodes them) -> the outputs stacked over
+        the images (num_dets (n, 1), det_boxes (n, K, 4) in each image's own pixels, ...).
+
+        `image` models run once per image; `frames` models in batches of their fixed batch (the last
+        one padded by repeating its last frame, then trimmed), every image of the fixed frame size
+        (DetcalError naming the image index otherwise). BGR inputs get the channels reversed."""
+        path, name = str(self.info.path), self.info.image_input
+        imgs = [np.ascontiguousarray(np.asarray(im, np.uint8)[..., ::-1] if self.info.image_channel_order == "BGR"
+                                     else np.asarray(im, np.uint8)) for im in images]
+        if self.info.embedded == "image":
+            calls = [[im] for im in imgs]
+        else:
+            fh, fw = self.info.frame_size
+            for i, im in enumerate(imgs):
+                if im.shape[:2] != (fh, fw):
+                    raise DetcalError(f"{path} takes {fh}x{fw} frames (patched with --frame-size), image #{i} of "
+                                      f"the batch is {im.shape[0]}x{im.shape[1]}; evaluate a model patched without "
+                                      "--frame-size, or data of that size")
+            fixed = self.info.image_shape[0]
+            step = fixed if isinstance(fixed, int) else max(1, len(imgs))
+            calls = [imgs[i:i + step] for i in range(0, len(imgs), step)]
+            calls = [c + [c[-1]] * (step - len(c)) if isinstance(fixed, int) else c for c in calls]
+        parts = []
+        for c in calls:
+            feed = c[0] if self.info.embedded == "image" else np.stack(c)
+            parts.append(run_session(self.session, list(PATCHED_OUTPUTS), {name: feed}, path))
+        outs = {k: np.concatenate([p[j] for p in parts]) if parts else np.zeros((0,))
+                for j, k in enumerate(PATCHED_OUTPUTS)}
+        return {k: v[:len(imgs)] for k, v in outs.items()}
 
     def unpack(self, out: dict[str, np.ndarray], n: int, num_classes: int, label: str) -> list[Detections]:
         """The first n images' detections (rows before num_dets), validated."""
