@@ -44,32 +44,6 @@ def num_classes_of(layout: str, output_shape: tuple) -> int | None:
     return None
 
 
-def guess_layout(output_shape: tuple, *, has_topk_or_nms: bool = False, num_classes: int | None = None) -> str | None:
-    """Recognise a layout from one output's shape (ints, or str/None for dynamic dims).
-
-    has_topk_or_nms: whether the graph selects candidates itself (an end-to-end head).
-    Returns None when nothing fits.
-    """
-    if len(output_shape) != 3:
-        return None
-    _, d1, d2 = output_shape
-    i1 = d1 if isinstance(d1, int) and d1 > 0 else None
-    i2 = d2 if isinstance(d2, int) and d2 > 0 else None
-    if i2 == 6 and (has_topk_or_nms or (i1 is not None and i1 <= 1000 and num_classes not in (None, 1))):
-        return "end2end"
-    if num_classes is not None:
-        if i1 == 4 + num_classes and (i2 is None or i2 > i1):
-            return "xywh_cls"
-        if i2 == 5 + num_classes and (i1 is None or i1 > i2):
-            return "xywh_obj_cls"
-        return None
-    if i1 is not None and i1 >= 5 and (i2 is None or i2 > i1):
-        return "xywh_cls"
-    if i2 is not None and i2 >= 6 and (i1 is None or i1 > i2):
-        return "xywh_obj_cls"
-    return None
-
-
 def decode(raw: np.ndarray, layout: str) -> Decoded:
     """Raw head output (B, ...) as in the table above -> Decoded (boxes xyxy input px)."""
     raw = np.asarray(raw)
