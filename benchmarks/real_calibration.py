@@ -134,7 +134,8 @@ def report_rate(val, test, rate: float, per_candidate: bool) -> dict:
     if "nested" in sel:
         n = sel["nested"]
         print(f"  nested CV: chosen per fold {n['chosen_per_fold']}; log-loss {n['log_loss']:.4f} vs identity "
-              f"{n['identity_log_loss']:.4f}, D-ECE {n['dece']:.4f} vs {n['identity_dece']:.4f}")
+              f"{n['identity_log_loss']:.4f}, D-ECE above the floor {n['dece']:.4f} vs {n['identity_dece']:.4f} "
+              f"(D-ECE judged: {n.get('dece_check', 'floor')})")
     opc = sel.get("operating_point_check")
     if opc:
         print(f"  operating-point check (held-out survivors of each fold's certified thresholds): D-ECE {opc['dece']:.4f} "

@@ -9,8 +9,9 @@ above a fitting floor, by default the per-class thresholds the operating-point r
 raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--fit-floor` to set a
 raw score instead. `auto` picks by
 held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
-selection runs again inside every fold of the "after" numbers (nested cross-validation).
-Last, `auto` keeps its choice only if, at the operating point (the held-out detections that
+selection runs again inside every fold of the "after" numbers (nested cross-validation), which must
+beat identity on held-out log-loss; D-ECE is judged where it is defined:
+last, `auto` keeps its choice only if, at the operating point (the held-out detections that
 survive each fold's certified thresholds), its held-out D-ECE is below identity's
 (`operating_point_check`). Nothing at or below the floor survives (the calibrator is an
 extrapolation there). Beside every D-ECE the report gives what a perfectly calibrated detector
@@ -141,7 +142,7 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, boxes: np.ndarray | N
     (with the floor, `fit_floor` (C,), and for auto the nested held-out summary)."""
     return choose_on_floor(kind, matched.scores, matched.classes, matched.is_tp, matched.image_index, boxes,
                            fitting_floor(matched, opts), matched.num_classes, input_size, n_folds=opts.folds,
-                           seed=opts.seed, nested=nested)
+                           seed=opts.seed, nested=nested, nested_dece="operating_point")
 
 
 def _per_class_transform(calibrator, values: np.ndarray, classes: np.ndarray) -> np.ndarray:

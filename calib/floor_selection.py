@@ -143,7 +143,8 @@ def input_boxes_of(detections) -> np.ndarray:
 
 
 def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num_classes: int, input_size=None,
-                    n_folds: int = 5, seed: int = 0, candidates=FLOOR_CANDIDATES, nested: bool = True):
+                    n_folds: int = 5, seed: int = 0, candidates=FLOOR_CANDIDATES, nested: bool = True,
+                    nested_dece: str = "floor"):
     """Fit the calibrator on the detections above `floor` (C,) raw -> (fitted calibrator, report).
 
     kind "auto": select_on_floor picks among `candidates`; with nested, the whole selection is
@@ -151,7 +152,18 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
     log-loss and D-ECE, identity is kept (report["nested_fallback"] True). An explicit kind is
     fitted as asked. With too few detections above the floor to fit (no positive or no negative),
     identity.
+
+    nested_dece: where the nested check judges D-ECE. "floor": on the held-out detections above
+    the floor (as log-loss). "operating_point": not here; the caller checks held-out D-ECE at the
+    operating point (``calib.fitting.operating_point_check``, the survivors of certified
+    thresholds), where D-ECE is defined, and the nested check here is log-loss only (the
+    floor-level D-ECE is still reported, with report["nested"]["dece_check"] saying where it is
+    judged). Detections between the floor and the certified thresholds are never kept, so a D-ECE
+    over them can veto a map that is better where users look (YOLOX-nano: under-confident at
+    high scores).
     """
+    if nested_dece not in ("floor", "operating_point"):
+        raise ValueError(f"nested_dece must be 'floor' or 'operating_point', got {nested_dece!r}")
     scores = np.asarray(scores, dtype=np.float64)
     keep = above_floor(scores, classes, floor)
     s, c, t, g = scores[keep], np.asarray(classes)[keep], np.asarray(is_tp, bool)[keep], np.asarray(groups)[keep]
@@ -165,13 +177,16 @@ def choose_on_floor(kind: str, scores, classes, is_tp, groups, boxes, floor, num
             oof, chosen = nested_oof(s, c, t, g, b, num_classes, input_size, candidates, n_folds, seed)
             nest = {"chosen_per_fold": chosen, "log_loss": log_loss(oof, t), "dece": dece(np.clip(oof, 0, 1), t),
                     "identity_log_loss": log_loss(s, t), "identity_dece": dece(s, t)}
+            nest["dece_check"] = nested_dece
             report["nested"] = nest
-            if winner != "identity" and not (nest["log_loss"] < nest["identity_log_loss"]
-                                             and nest["dece"] < nest["identity_dece"]):
+            beats_ll = nest["log_loss"] < nest["identity_log_loss"]
+            beats = beats_ll and (nested_dece == "operating_point" or nest["dece"] < nest["identity_dece"])
+            if winner != "identity" and not beats:
                 report["nested_fallback"] = True
                 report["selected"] = winner
+                what = "log-loss and D-ECE" if nested_dece == "floor" else "log-loss"
                 report["note"] = (f"{winner} won the selection, but the selection re-run inside each fold (nested CV) "
-                                  "does not beat identity on both held-out log-loss and D-ECE: identity kept")
+                                  f"does not beat identity on held-out {what}: identity kept")
                 winner = report["winner"] = "identity"
     else:
         winner = kind
