@@ -512,3 +512,25 @@ def test_nested_check_at_the_operating_point_judges_log_loss_here_and_defers_d_e
     assert kept_op >= kept_floor and kept_op > 0
     with pytest.raises(ValueError, match="nested_dece"):
         choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, nested_dece="somewhere")
+
+
+def test_fit_mask_keeps_the_certification_images_out_of_the_calibrator():
+    """choose_on_floor(fit_mask=...): the calibrator is fitted on the masked detections above the
+    floor only (what fit does with the detections of negative images), the others are counted."""
+    from calib.floor_selection import choose_on_floor
+
+    rng = np.random.default_rng(3)
+    p, cls, tp, boxes = simulate(rng, 2000, w_true=(-0.5, 0.0, 0.0))
+    groups = rng.integers(0, 80, p.size)
+    on_pos = groups >= 20                       # images 0-19 stand for the negative scenes
+    tp_neg = np.where(on_pos, tp, False)        # nothing on a negative image is a true positive
+    cal, rep = choose_on_floor("platt_per_class", p, cls, tp_neg, groups, boxes, 0.2, 3, fit_mask=on_pos)
+    up = p > 0.2
+    from calib.calibrators import make_calibrator
+    want = make_calibrator("platt_per_class", 3).fit(p[up & on_pos], cls[up & on_pos], tp_neg[up & on_pos])
+    np.testing.assert_allclose(cal.transform(p, cls), want.transform(p, cls))
+    assert rep["n_above_floor"] == int((up & on_pos).sum()) and rep["n_above_floor_not_fitted"] == int((up & ~on_pos).sum())
+    other = make_calibrator("platt_per_class", 3).fit(p[up], cls[up], tp_neg[up])
+    assert not np.allclose(other.transform(p, cls), want.transform(p, cls))   # the mask matters
+    with pytest.raises(ValueError, match="fit_mask"):
+        choose_on_floor("platt_per_class", p, cls, tp_neg, groups, boxes, 0.2, 3, fit_mask=on_pos[:5])
