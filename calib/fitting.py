@@ -144,7 +144,7 @@ def _fit_calibrator(kind: str, matched: MatchedDetections, boxes: np.ndarray | N
     on_positive = ~matched.negative_image_mask[matched.image_index]
     return choose_on_floor(kind, matched.scores, matched.classes, matched.is_tp, matched.image_index, boxes,
                            fitting_floor(matched, opts), matched.num_classes, input_size, n_folds=opts.folds,
-                           seed=opts.seed, nested=nested, nested_dece="operating_point", fit_mask=on_positive)
+                           seed=opts.seed, nested=nested, dece_check="operating_point", fit_mask=on_positive)
 
 
 def _per_class_transform(calibrator, values: np.ndarray, classes: np.ndarray) -> np.ndarray:

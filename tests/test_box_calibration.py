@@ -483,13 +483,13 @@ def test_nested_check_keeps_identity_when_the_selection_does_not_generalise():
 
 
 def test_nested_check_at_the_operating_point_judges_log_loss_here_and_defers_d_ece():
-    """nested_dece="operating_point" (what fit uses): the nested check here is held-out log-loss only
-    (D-ECE is judged by fit at the operating point, operating_point_check); the floor-level D-ECE is
-    still reported. Every choice the "floor" rule keeps, this rule keeps too."""
+    """dece_check="operating_point" (what fit uses): selection and nested check here are by held-out
+    log-loss only (D-ECE is judged by fit at the operating point, operating_point_check); the
+    floor-level D-ECE is still reported."""
     from calib.floor_selection import choose_on_floor
 
     rng = np.random.default_rng(5)
-    kept_floor = kept_op = 0
+    kept_op = 0
     for trial in range(4):
         p = rng.uniform(0.05, 0.95, 300).astype(F)
         tp = rng.random(300) < np.clip(1.3 * p - 0.1, 0, 1)     # miscalibrated: a map can help
@@ -497,21 +497,23 @@ def test_nested_check_at_the_operating_point_judges_log_loss_here_and_defers_d_e
         groups = rng.integers(0, 30, 300)
         _, floor_rep = choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, n_folds=3, seed=trial)
         cal, rep = choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, n_folds=3, seed=trial,
-                                   nested_dece="operating_point")
+                                   dece_check="operating_point")
         nest = rep["nested"]
         assert nest["dece_check"] == "operating_point" and floor_rep["nested"]["dece_check"] == "floor"
         beats_ll = nest["log_loss"] < nest["identity_log_loss"]
         assert bool(rep.get("nested_fallback")) == (rep["selected" if rep.get("nested_fallback") else "winner"]
                                                     != "identity" and not beats_ll)
+        cands = rep["candidates"]
+        ident = cands["identity"]["log_loss"]
+        better = {k: r["log_loss"] for k, r in cands.items() if r["log_loss"] < ident}
+        chosen = rep.get("selected", rep["winner"])
+        assert chosen == (min(better, key=better.get) if better else "identity")     # log-loss alone
         if rep["winner"] != "identity":
             assert beats_ll and cal.map_.kind == rep["winner"]
-        if floor_rep["winner"] != "identity":
-            assert rep["winner"] == floor_rep["winner"]
-        kept_floor += floor_rep["winner"] != "identity"
         kept_op += rep["winner"] != "identity"
-    assert kept_op >= kept_floor and kept_op > 0
-    with pytest.raises(ValueError, match="nested_dece"):
-        choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, nested_dece="somewhere")
+    assert kept_op > 0
+    with pytest.raises(ValueError, match="dece_check"):
+        choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, dece_check="somewhere")
 
 
 def test_fit_mask_keeps_the_certification_images_out_of_the_calibrator():
