@@ -40,7 +40,7 @@ def check_artifact(out: Path, model: Path, layout: str) -> dict:
     assert m["layout"] == layout and m["num_classes"] == 2 and m["class_names"] == ["blob0", "blob1"]
     assert set(d["preprocess"]) >= {"resize", "pad_value", "channel_order", "scaling"}
     assert d["calibrator"]["kind"] in ("identity", "temperature", "temperature_per_class", "platt_per_class",
-                                       "isotonic_per_class")
+                                       "isotonic_per_class", "platt_box")
     scores = d["thresholds"]["score"]
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
     assert d["thresholds"]["max_negative_rate"] == pytest.approx(0.01)
