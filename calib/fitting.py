@@ -5,7 +5,7 @@ calibrator and thresholds are fitted on the other folds and measured on it, and 
 results are pooled. The artifact's calibrator and thresholds are then fitted on all images.
 
 The calibrator is fitted and chosen where users look (calib.floor_selection): on the detections
-above a fitting floor, by default the per-class thresholds the operating-point rule picks on the
+of the positive images (the negative images certify the thresholds, calib.certify) above a fitting floor, by default the per-class thresholds the operating-point rule picks on the
 raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--fit-floor` to set a
 raw score instead. `auto` picks by
 held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
