@@ -42,10 +42,12 @@ def fitting_floor(matched: MatchedDetections, opts: FitOptions) -> np.ndarray:
 def _fit_calibrator(kind: str, matched: MatchedDetections, boxes: np.ndarray | None, input_size, opts: FitOptions,
                     nested: bool = True):
     """Calibrator fitted on the detections above the fitting floor, and the selection report
-    (with the floor, `fit_floor` (C,), and for auto the nested held-out summary)."""
+    (with the floor, `fit_floor` (C,), and for auto the nested held-out summary). Fitted on the
+    positive images only: the negative images certify the thresholds (see choose_on_floor)."""
+    on_positive = ~matched.negative_image_mask[matched.image_index]
     return choose_on_floor(kind, matched.scores, matched.classes, matched.is_tp, matched.image_index, boxes,
                            fitting_floor(matched, opts), matched.num_classes, input_size, n_folds=opts.folds,
-                           seed=opts.seed, nested=nested)
+                           seed=opts.seed, nested=nested, dece_check="operating_point", fit_mask=on_positive)
 
 
 def _per_class_transform(calibrator, values: np.ndarray, classes: np.ndarray) -> np.ndarray:

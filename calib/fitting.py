@@ -5,12 +5,12 @@ calibrator and thresholds are fitted on the other folds and measured on it, and 
 results are pooled. The artifact's calibrator and thresholds are then fitted on all images.
 
 The calibrator is fitted and chosen where users look (calib.floor_selection): on the detections
-above a fitting floor, by default the per-class thresholds the operating-point rule picks on the
-raw scores before the negative scenes raise them (Kuzucu et al., ECCV 2024), `--fit-floor` to set a
-raw score instead. `auto` picks by
-held-out log-loss with held-out D-ECE as the check and keeps identity unless both improve; the
-selection runs again inside every fold of the "after" numbers (nested cross-validation).
-Last, `auto` keeps its choice only if, at the operating point (the held-out detections that
+of the positive images (the negative images certify the thresholds, calib.certify) above a fitting
+floor, by default the per-class thresholds the operating-point rule picks on the raw scores before
+the negative scenes raise them (Kuzucu et al., ECCV 2024), `--fit-floor` to set a raw score
+instead. `auto` picks by held-out log-loss; the selection runs again inside every fold of the
+"after" numbers (nested cross-validation), which must beat identity on held-out log-loss; D-ECE is
+judged where it is defined: last, `auto` keeps its choice only if, at the operating point (the held-out detections that
 survive each fold's certified thresholds), its held-out D-ECE is below identity's
 (`operating_point_check`). Nothing at or below the floor survives (the calibrator is an
 extrapolation there). Beside every D-ECE the report gives what a perfectly calibrated detector

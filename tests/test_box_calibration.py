@@ -480,3 +480,59 @@ def test_nested_check_keeps_identity_when_the_selection_does_not_generalise():
             assert beats
         if rep.get("nested_fallback"):
             assert not beats and cal.map_.kind == "identity" and rep["selected"] != "identity"
+
+
+def test_nested_check_at_the_operating_point_judges_log_loss_here_and_defers_d_ece():
+    """dece_check="operating_point" (what fit uses): selection and nested check here are by held-out
+    log-loss only (D-ECE is judged by fit at the operating point, operating_point_check); the
+    floor-level D-ECE is still reported."""
+    from calib.floor_selection import choose_on_floor
+
+    rng = np.random.default_rng(5)
+    kept_op = 0
+    for trial in range(4):
+        p = rng.uniform(0.05, 0.95, 300).astype(F)
+        tp = rng.random(300) < np.clip(1.3 * p - 0.1, 0, 1)     # miscalibrated: a map can help
+        cls = rng.integers(0, 3, 300)
+        groups = rng.integers(0, 30, 300)
+        _, floor_rep = choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, n_folds=3, seed=trial)
+        cal, rep = choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, n_folds=3, seed=trial,
+                                   dece_check="operating_point")
+        nest = rep["nested"]
+        assert nest["dece_check"] == "operating_point" and floor_rep["nested"]["dece_check"] == "floor"
+        beats_ll = nest["log_loss"] < nest["identity_log_loss"]
+        assert bool(rep.get("nested_fallback")) == (rep["selected" if rep.get("nested_fallback") else "winner"]
+                                                    != "identity" and not beats_ll)
+        cands = rep["candidates"]
+        ident = cands["identity"]["log_loss"]
+        better = {k: r["log_loss"] for k, r in cands.items() if r["log_loss"] < ident}
+        chosen = rep.get("selected", rep["winner"])
+        assert chosen == (min(better, key=better.get) if better else "identity")     # log-loss alone
+        if rep["winner"] != "identity":
+            assert beats_ll and cal.map_.kind == rep["winner"]
+        kept_op += rep["winner"] != "identity"
+    assert kept_op > 0
+    with pytest.raises(ValueError, match="dece_check"):
+        choose_on_floor("auto", p, cls, tp, groups, None, 0.0, 3, dece_check="somewhere")
+
+
+def test_fit_mask_keeps_the_certification_images_out_of_the_calibrator():
+    """choose_on_floor(fit_mask=...): the calibrator is fitted on the masked detections above the
+    floor only (what fit does with the detections of negative images), the others are counted."""
+    from calib.floor_selection import choose_on_floor
+
+    rng = np.random.default_rng(3)
+    p, cls, tp, boxes = simulate(rng, 2000, w_true=(-0.5, 0.0, 0.0))
+    groups = rng.integers(0, 80, p.size)
+    on_pos = groups >= 20                       # images 0-19 stand for the negative scenes
+    tp_neg = np.where(on_pos, tp, False)        # nothing on a negative image is a true positive
+    cal, rep = choose_on_floor("platt_per_class", p, cls, tp_neg, groups, boxes, 0.2, 3, fit_mask=on_pos)
+    up = p > 0.2
+    from calib.calibrators import make_calibrator
+    want = make_calibrator("platt_per_class", 3).fit(p[up & on_pos], cls[up & on_pos], tp_neg[up & on_pos])
+    np.testing.assert_allclose(cal.transform(p, cls), want.transform(p, cls))
+    assert rep["n_above_floor"] == int((up & on_pos).sum()) and rep["n_above_floor_not_fitted"] == int((up & ~on_pos).sum())
+    other = make_calibrator("platt_per_class", 3).fit(p[up], cls[up], tp_neg[up])
+    assert not np.allclose(other.transform(p, cls), want.transform(p, cls))   # the mask matters
+    with pytest.raises(ValueError, match="fit_mask"):
+        choose_on_floor("platt_per_class", p, cls, tp_neg, groups, boxes, 0.2, 3, fit_mask=on_pos[:5])

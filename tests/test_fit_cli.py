@@ -40,7 +40,7 @@ def check_artifact(out: Path, model: Path, layout: str) -> dict:
     assert m["layout"] == layout and m["num_classes"] == 2 and m["class_names"] == ["blob0", "blob1"]
     assert set(d["preprocess"]) >= {"resize", "pad_value", "channel_order", "scaling"}
     assert d["calibrator"]["kind"] in ("identity", "temperature", "temperature_per_class", "platt_per_class",
-                                       "isotonic_per_class")
+                                       "isotonic_per_class", "platt_box")
     scores = d["thresholds"]["score"]
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
     assert d["thresholds"]["max_negative_rate"] == pytest.approx(0.01)
@@ -252,7 +252,8 @@ def test_bad_imgsz_is_a_usage_error(capsys, blob_model, blob_data, tmp_path, img
 
 def test_after_numbers_fit_each_fold_above_its_own_floor(blob_model, blob_data):
     """fit's held-out "after" scores: per fold of cross_validation.image_folds, the calibrator fitted
-    on the other folds' detections above their own fitting floor, applied to the held-out detections,
+    on the other folds' detections above their own fitting floor on positive images (the negative images
+    certify the thresholds), applied to the held-out detections,
     0 at or below that floor (nothing there survives); auto selects inside every fold (nested)."""
     from calib.cross_validation import fold_ids, image_folds
     from calib.fitting import FitOptions, _subset_images, fitting_floor
@@ -269,7 +270,7 @@ def test_after_numbers_fit_each_fold_above_its_own_floor(blob_model, blob_data):
     for f in range(3):
         sub = _subset_images(m, image_fold != f)
         floor = fitting_floor(sub, opts)
-        up = above_floor(sub.scores, sub.classes, floor)
+        up = above_floor(sub.scores, sub.classes, floor) & ~sub.negative_image_mask[sub.image_index]
         cal = fit_kind("platt_per_class", sub.scores[up], sub.classes[up], sub.is_tp[up], None, m.num_classes)
         test = image_fold[m.image_index] == f
         expected[test] = np.where(above_floor(m.scores[test], m.classes[test], floor),
