@@ -157,11 +157,13 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
     shape = class_shape(C, d.class_axis)
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
         z = steps.calibrate_logits(b, d, cmap, C)
-        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape), d.class_axis)
+        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape), d.class_axis,
+                                              few_boxes=True)
         key = steps.calibrated_box_score(b, best_z)
     else:
         cal = steps.calibrate(b, d, cmap, C)
-        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis)
+        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis,
+                                           few_boxes=True)
     # unfilled slots point at box 0: NEG whatever its scores (one Where on [B, M], not N x C)
     return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
 
@@ -192,11 +194,11 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
         alive = box_margin(b, raw, raw_thr, layout, lead=4)
         slots = compact_boxes(b, alive, n_static)
-        d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout)
+        d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout, C)
     elif layout == "xywh_obj_cls":              # obj * (sum of cls): no product over N x C
         alive = box_margin(b, raw, raw_thr, layout)
         slots = compact_boxes(b, alive, n_static)
-        d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout)
+        d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout, C)
     else:
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")
     key, cls = slot_key(b, d, cmap, raw_thr, slots)

@@ -62,8 +62,15 @@ def decode(b: GraphBuilder, raw: str, layout: str) -> Dense | Sparse:
     return decode_end2end(b, raw) if layout == "end2end" else decode_dense(b, raw, layout)
 
 
-def decode_dense(b: GraphBuilder, raw: str, layout: str) -> Dense:
-    """raw xywh_cls [B, 4+C, N] or xywh_obj_cls [B, N, 5+C] -> Dense (obj * cls for the latter)."""
+def decode_dense(b: GraphBuilder, raw: str, layout: str, num_classes: int | None = None) -> Dense:
+    """raw xywh_cls [B, 4+C, N] or xywh_obj_cls [B, N, 5+C] -> Dense (obj * cls for the latter).
+    num_classes: C when known at build time (one Split instead of a Slice per part)."""
+    if num_classes is not None and layout in ("xywh_cls", "xywh_obj_cls"):
+        if layout == "xywh_cls":
+            boxes, probs = b.split(raw, [4, num_classes], 1, name="decode/split")
+            return Dense(boxes, probs, class_axis=1)
+        boxes, obj, cls = b.split(raw, [4, 1, num_classes], 2, name="decode/split")
+        return Dense(boxes, b.op("Mul", obj, cls, name="decode/scores"), class_axis=2)
     if layout == "xywh_cls":
         boxes = b.slice(raw, [0], [4], [1], name="decode/boxes_cxcywh")
         probs = b.slice(raw, [4], [INT64_MAX], [1], name="decode/scores")
@@ -181,14 +188,20 @@ def calibrate_sparse(b: GraphBuilder, s: str, cls: str, cmap) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def select_best_class(b: GraphBuilder, key: str, class_axis: int) -> tuple[str, str]:
+def select_best_class(b: GraphBuilder, key: str, class_axis: int, few_boxes: bool = False) -> tuple[str, str]:
     """key [B, C, N] | [B, N, C] -> (best key [B, N], class [B, N] int64); ties: lowest class.
+
+    few_boxes (the M surviving slots of box_select, tens of boxes): ReduceMax and ArgMax with
+    keepdims=0, two nodes instead of four (the max is the value ArgMax points at: same result).
 
     ArgMax over all N x C, then GatherElements of the one best value per box. Measured
     alternatives (onnxruntime 1.32 CPU, 2 threads, [8, 80, 8400]): ReduceMax for the key + ArgMax
     over the K1 = 3000 selected boxes' gathered columns (GatherElements [8, 80, 3000]) costs 1.7x
     more (the gather is slower than the ArgMax it saves); TopK(k=1) over C 1.2-2x more; an
     Equal/Cast/Mul/ReduceMax lowest-class trick about the same. ArgMax stays."""
+    if few_boxes:
+        best = b.reduce("ReduceMax", key, [class_axis], keepdims=False, name="best/key")
+        return best, b.op("ArgMax", key, name="best/class", axis=class_axis, keepdims=0)
     idx = b.op("ArgMax", key, name="best/argmax", axis=class_axis, keepdims=1)
     best = b.op("GatherElements", key, idx, name="best/key_of_class", axis=class_axis)
     return b.squeeze(best, [class_axis], name="best/key"), b.squeeze(idx, [class_axis], name="best/class")
@@ -262,8 +275,8 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
     kout = min(max_det, tk.k1)
     cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
     most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                      # [1]
-    m = b.op("Min", b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/at_least"),
-             b.f32("trim/k1", [float(tk.k1)]), name="trim/m_f")
+    # most <= K1 (there are K1 slots): max(most, kout) <= K1 with kout = min(max_det, K1), no Min
+    m = b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/m_f")
     end = b.cast(m, INT64, name="trim/m")
     zero, axis = b.i64("trim/start", [0]), b.i64("trim/axis", [1])
 
@@ -280,24 +293,22 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
     boxes: [B, 4, N] (box_axis 2) or [B, N, 4] (box_axis 1), `fmt` 'cxcywh' or 'xyxy'; the N axis
     is padded with `pad` zero boxes (the padded candidates of pre_nms_top_k). cxcywh -> xyxy
     with the reference's float32 arithmetic: half = w / 2, x1 = cx - half, x2 = cx + half.
+    The rows are gathered with GatherND (gather_rows: its [B, K1, 1] index is shared with the
+    class gather of the same candidates), after a Transpose of a [B, 4, N] source.
     """
-    padded = boxes
-    if pad:
-        rank_pads = [0] * 6
-        rank_pads[3 + box_axis] = pad
-        padded = b.op("Pad", boxes, b.i64("boxes/pads", rank_pads), b.f32("boxes/pad_value", 0.0), name="boxes/pad", mode="constant")
+    rows = boxes
     if box_axis == 2:
-        idx = b.unsqueeze(box_index, [1], name="boxes/idx_1")                      # [B, 1, K1]
-        shape = b.i64("boxes/idx_shape", [1, 4, 1])
-        g = b.op("GatherElements", padded, b.op("Expand", idx, shape, name="boxes/idx"), name="boxes/gather", axis=2)
-        g = b.op("Transpose", g, name="boxes/to_k4", perm=[0, 2, 1])                # [B, K1, 4]
+        rows = b.op("Transpose", boxes, name="boxes/to_n4", perm=[0, 2, 1])          # [B, N, 4]
+    if pad:
+        padded = b.op("Pad", rows, b.i64("boxes/pads", [0, 0, 0, 0, pad, 0]), b.f32("boxes/pad_value", 0.0),
+                      name="boxes/pad", mode="constant")
     else:
-        g = gather_rows(b, padded, box_index, "boxes/gather", 4)                    # [B, K1, 4]
+        padded = rows
+    g = gather_rows(b, padded, box_index, "boxes/gather", 4)                        # [B, K1, 4]
     if fmt == "xyxy":
         return g
-    centre = b.op("Gather", g, b.i64("boxes/cxy", [0, 1]), name="boxes/centre", axis=2)
-    half = b.op("Div", b.op("Gather", g, b.i64("boxes/wh", [2, 3]), name="boxes/size", axis=2),
-                b.f32("boxes/two", 2.0), name="boxes/half")
+    centre, size = b.split(g, [2, 2], 2, name="boxes/centre_size")
+    half = b.op("Div", size, b.f32("boxes/two", 2.0), name="boxes/half")
     return b.op("Concat", b.op("Sub", centre, half, name="boxes/xy1"), b.op("Add", centre, half, name="boxes/xy2"),
                 name="boxes/xyxy", axis=2)
 
@@ -316,9 +327,8 @@ def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
 
 def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
     """boxes [B, K1, 4] xyxy input px, rows [B, 6] -> [B, K1] bool, centre on the content (edges in)."""
-    centre = b.op("Div", b.op("Add", b.op("Gather", boxes, b.i64("mask/xy1", [0, 1]), name="mask/p1", axis=2),
-                              b.op("Gather", boxes, b.i64("mask/xy2", [2, 3]), name="mask/p2", axis=2), name="mask/sum"),
-                  b.f32("mask/two", 2.0), name="mask/centre")                                # [B, K1, 2]
+    p1, p2 = b.split(boxes, [2, 2], 2, name="mask/corners")
+    centre = b.op("Div", b.op("Add", p1, p2, name="mask/sum"), b.f32("mask/two", 2.0), name="mask/centre")  # [B, K1, 2]
     left_top = letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP], "mask/left_top")
     extent = b.op("Mul", letterbox_columns(b, rows, [ORIG_W, ORIG_H], "mask/orig_wh"),
                   letterbox_columns(b, rows, [SCALE_X, SCALE_Y], "mask/scale"), name="mask/extent")
@@ -339,14 +349,22 @@ def mask_letterbox(b: GraphBuilder, boxes: str, rows: str, keep: str) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+def keep3_of(b: GraphBuilder, keep: str) -> str:
+    """keep [B, M] bool -> [B, M, 1] (made once per keep tensor)."""
+    key = ("keep3", keep)
+    if key not in b.memo:
+        b.memo[key] = b.unsqueeze(keep, [2], name="nms/keep3")
+    return b.memo[key]
+
+
 def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
     """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
     lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
-    # masked min/max without Where (slow on CPU): boxes +/- BIG * (not kept), exact for kept boxes
-    off = b.op("Mul", b.cast(b.op("Not", b.unsqueeze(keep, [2], name="nms/keep3"), name="nms/dropped"), FLOAT,
-                             name="nms/dropped_f"), b.f32("nms/big", BIG), name="nms/penalty")
-    lo = b.reduce("ReduceMin", b.op("Add", boxes, off, name="nms/lo_in"), [1, 2], name="nms/lo")
-    hi = b.reduce("ReduceMax", b.op("Sub", boxes, off, name="nms/hi_in"), [1, 2], name="nms/hi")
+    # masked min/max: the kept boxes as they are, +/- BIG elsewhere (two Where on [B, M, 4]: M slots, small)
+    keep3 = keep3_of(b, keep)
+    lo = b.reduce("ReduceMin", b.op("Where", keep3, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
+    hi = b.reduce("ReduceMax", b.op("Where", keep3, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
+                  name="nms/hi")
     anykeep = b.ge(hi, lo, name="nms/any")
     zero = b.f32("nms/zero", 0.0)
     lo = b.op("Where", anykeep, lo, zero, name="nms/lo_safe")
@@ -373,25 +391,32 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
     -> the best max_det survivors of NMS (suppress when IoU > iou), per class when class_aware.
 
     NMS keeps candidates in score order, i.e. in ascending position (the candidates are sorted
-    by TopK), so the kept ones are the selected positions in ascending order: ScatterND marks
-    them, TopK(min(max_det, K1)) of (mark * (K1 - position)) compacts them, GatherND reads them.
+    by TopK), so the kept ones are the selected positions in ascending order: ScatterND writes
+    K1 - position at each selected (batch, position) of a zero [B, M, 1], TopK(min(max_det, K1))
+    over axis 1 compacts them (values > 0: the kept rows, in ascending position) and its [B, K', 1]
+    indices are GatherND's row index as they are.
     """
     nms_boxes = class_offset_boxes_xyxy(b, boxes, classes, keep, class_aware)
     selected = nms_select(b, nms_boxes, tk.score, keep, iou, max_det)
     kout = min(max_det, tk.k1)            # K1 < max_det only when a static N is smaller than max_det
-    zeros = b.op("ConstantOfShape", b.op("Shape", tk.score, name="out/k_shape"), name="out/zeros",
+    keep3 = keep3_of(b, keep)                                                                        # [B, M, 1]
+    zeros = b.op("ConstantOfShape", b.op("Shape", keep3, name="out/m_shape"), name="out/zeros",
                  value=numpy_helper.from_array(np.zeros(1, np.float32)))
     where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
-    ones = b.op("ConstantOfShape", b.dim(selected, 0, name="out/s"), name="out/ones",
-                value=numpy_helper.from_array(np.ones(1, np.float32)))
-    chosen = b.op("ScatterND", zeros, where, ones, name="out/chosen")                                 # [B, K1]
-    rev_pos = b.const("out/rev_pos", np.arange(tk.k1, 0, -1, dtype=np.float32).reshape(1, -1))   # K1 - position
-    if tk.end is not None:
-        rev_pos = b.op("Slice", rev_pos, b.i64("out/rev_start", [0]), tk.end, b.i64("out/rev_axis", [1]), name="out/rev_pos_m")
-    order_key = b.op("Mul", chosen, rev_pos, name="out/order_key")
-    _, pick = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=-1, largest=1, sorted=1)
-    num = b.reduce("ReduceSum", chosen, [1], keepdims=True, name="out/count")
-    row_ok = b.op("Less", b.const("out/slot", np.arange(kout, dtype=np.float32).reshape(1, -1)), num, name="out/row_ok")
+    pos = b.cast(b.op("Gather", selected, b.i64("out/pos_col", [2]), name="out/pos", axis=1), FLOAT, name="out/pos_f")
+    rev_pos = b.op("Sub", b.f32("out/k1", np.float32(tk.k1)), pos, name="out/rev_pos")           # [S, 1] >= 1
+    order_key = b.op("ScatterND", zeros, where, rev_pos, name="out/order_key")                       # [B, M, 1]
+    mark, pick3 = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
+                       sorted=1)                                                                     # [B, K', 1]
+    row_ok3 = b.op("Greater", mark, b.f32("out/half", 0.5), name="out/row_ok3")
+    row_ok = b.squeeze(row_ok3, [2], name="out/row_ok")
+    num = b.reduce("ReduceSum", b.cast(row_ok, FLOAT, name="out/row_ok_f"), [1], keepdims=True, name="out/count")
+    if b.opset >= 12:       # GatherND takes the [B, K', 1] index as it is (gather_rows' memo)
+        pick = b.name("out/pick")   # [B, K'] exists only as that index: nothing reads this name at opset >= 12
+        b.memo[("rows_idx", pick)] = pick3
+    else:
+        pick = b.squeeze(pick3, [2], name="out/pick")
+    b.memo[("row_ok3", row_ok)] = row_ok3
     score = gather_rows(b, tk.score, pick, "out/score")
     cls = gather_rows(b, classes, pick, "out/class")
     box_in = gather_rows(b, boxes, pick, "out/box_input_px", 4)
@@ -421,7 +446,7 @@ def pack_fixed(b: GraphBuilder, kept: Kept, boxes: str, max_det: int) -> dict:
     num_dets [B,1] int32, det_boxes [B,K,4], det_scores [B,K], det_classes [B,K] int32, K = max_det;
     rows at and after num_dets zero, class -1 (Pad from K' to K where K' < max_det)."""
     num_dets = b.op("Cast", kept.num, name="out/num_dets", out=NUM_DETS, to=INT32)
-    row_ok3 = b.unsqueeze(kept.row_ok, [2], name="out/row_ok3")
+    row_ok3 = b.memo.get(("row_ok3", kept.row_ok)) or b.unsqueeze(kept.row_ok, [2], name="out/row_ok3")
     extra = max_det - kept.k
 
     def final(x, rank, fill, name, out_name):
