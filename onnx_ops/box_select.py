@@ -45,7 +45,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnx import numpy_helper
 
 from calib.artifact import AffineLogitMap
 
@@ -129,10 +128,9 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     shape = b.op("Shape", alive, name="boxes_first/shape")                                          # [B, N]
     index_b = b.op("Expand", index, shape, name="boxes_first/box_index_b")
     target = b.cast(b.op("Where", alive, slot, dump, name="boxes_first/target_f"), INT32, name="boxes_first/target")
-    room = b.op("Mul", shape, b.i64("boxes_first/double_n", [1, 2]), name="boxes_first/room")      # [B, 2N]
-    zeros = b.op("ConstantOfShape", room, name="boxes_first/zeros",
-                 value=numpy_helper.from_array(np.zeros(1, np.int32)))
-    scattered = b.op("ScatterElements", zeros, target, index_b, name="boxes_first/scatter", axis=1)
+    # the scatter's canvas [B, 2N]: any valid box index will do (unfilled slots are masked by valid)
+    canvas = b.op("Concat", index_b, index_b, name="boxes_first/canvas", axis=1)
+    scattered = b.op("ScatterElements", canvas, target, index_b, name="boxes_first/scatter", axis=1)
     box = b.cast(b.op("Slice", scattered, b.i64("boxes_first/start", [0]), most, b.i64("boxes_first/axis", [1]),
                       name="boxes_first/box_i32"), INT64, name="boxes_first/box")                    # [B, M]
     pos = b.op("Slice", positions, b.i64("boxes_first/pos_start", [0]), most, b.i64("boxes_first/pos_axis", [1]),

@@ -38,7 +38,7 @@ from onnx import numpy_helper
 from calib.artifact import (LAYOUTS, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS, SCALE_X, SCALE_Y,
                             AffineLogitMap, IsotonicMap)
 
-from .graph_builder import BIG, FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
+from .graph_builder import BIG, BOOL, FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
 from .graph_calibration import calibrate_affine, calibrate_isotonic, class_shape, logit_clipped
 from .graph_types import Dense, Kept, Sparse, TopK
 
@@ -318,26 +318,39 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
 
 
 def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
-    """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates)."""
+    """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates);
+    made once per (rows, cols): mask_letterbox and to_original_pixels share them."""
     key = ("rows3", rows)
     if key not in b.memo:
         b.memo[key] = b.unsqueeze(rows, [1], name="letterbox/rows_b16")
-    return b.op("Gather", b.memo[key], b.i64(name + "_cols", cols), name=name, axis=2)
+    ckey = ("rows_cols", rows, tuple(cols))
+    if ckey not in b.memo:
+        b.memo[ckey] = b.op("Gather", b.memo[key], b.i64(name + "_cols", cols), name=name, axis=2)
+    return b.memo[ckey]
+
+
+def letterbox_xyxy_rows(b: GraphBuilder, rows: str) -> tuple[str, str, str]:
+    """rows [B, 6] -> (pad, scale, orig size), each [B, 1, 4] in xyxy column order (x, y, x, y)."""
+    return (letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP, PAD_LEFT, PAD_TOP], "letterbox/pad"),
+            letterbox_columns(b, rows, [SCALE_X, SCALE_Y, SCALE_X, SCALE_Y], "letterbox/scale"),
+            letterbox_columns(b, rows, [ORIG_W, ORIG_H, ORIG_W, ORIG_H], "letterbox/size"))
 
 
 def centre_in_content(b: GraphBuilder, boxes: str, rows: str) -> str:
-    """boxes [B, K1, 4] xyxy input px, rows [B, 6] -> [B, K1] bool, centre on the content (edges in)."""
-    p1, p2 = b.split(boxes, [2, 2], 2, name="mask/corners")
-    centre = b.op("Div", b.op("Add", p1, p2, name="mask/sum"), b.f32("mask/two", 2.0), name="mask/centre")  # [B, K1, 2]
-    left_top = letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP], "mask/left_top")
-    extent = b.op("Mul", letterbox_columns(b, rows, [ORIG_W, ORIG_H], "mask/orig_wh"),
-                  letterbox_columns(b, rows, [SCALE_X, SCALE_Y], "mask/scale"), name="mask/extent")
-    right_bottom = b.op("Add", left_top, extent, name="mask/right_bottom")
-    inside = b.op("And", b.ge(centre, left_top, name="mask/ge_left_top"), b.le(centre, right_bottom, name="mask/le_right_bottom"),
-                  name="mask/inside_xy")
-    zero, one = b.i64("mask/i0", 0), b.i64("mask/i1", 1)
-    return b.op("And", b.op("Gather", inside, zero, name="mask/inside_x", axis=2),
-                b.op("Gather", inside, one, name="mask/inside_y", axis=2), name="mask/inside")
+    """boxes [B, K1, 4] xyxy input px, rows [B, 6] -> [B, K1] bool, centre on the content (edges in).
+
+    On four columns (cx, cy, cx, cy) = (box + box[x2, y2, x1, y1]) / 2 against the letterbox columns
+    that to_original_pixels uses too (pad, and pad + size * scale): the reference's arithmetic
+    (x1 + x2 and x2 + x1 are the same float32 sum), each test twice; all four -> Cast, ReduceMin."""
+    swapped = b.op("Gather", boxes, b.i64("mask/swap_cols", [2, 3, 0, 1]), name="mask/swapped", axis=2)
+    centre = b.op("Div", b.op("Add", boxes, swapped, name="mask/sum"), b.f32("mask/two", 2.0), name="mask/centre")
+    pad, scale, size = letterbox_xyxy_rows(b, rows)                                   # [B, 1, 4] each
+    far = b.op("Add", pad, b.op("Mul", size, scale, name="mask/extent"), name="mask/right_bottom")
+    inside4 = b.op("And", b.ge(centre, pad, name="mask/ge_left_top"), b.le(centre, far, name="mask/le_right_bottom"),
+                   name="mask/inside4")                                                # [B, K1, 4]
+    inside_f = b.reduce("ReduceMin", b.cast(inside4, FLOAT, name="mask/inside4_f"), [2], keepdims=False,
+                        name="mask/inside_f")
+    return b.cast(inside_f, BOOL, name="mask/inside")
 
 
 def mask_letterbox(b: GraphBuilder, boxes: str, rows: str, keep: str) -> str:
@@ -392,23 +405,22 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
 
     NMS keeps candidates in score order, i.e. in ascending position (the candidates are sorted
     by TopK), so the kept ones are the selected positions in ascending order: ScatterND writes
-    K1 - position at each selected (batch, position) of a zero [B, M, 1], TopK(min(max_det, K1))
-    over axis 1 compacts them (values > 0: the kept rows, in ascending position) and its [B, K', 1]
+    the position at each selected (batch, position) of a [B, M, 1] filled with K1, the smallest
+    TopK(min(max_det, K1)) over axis 1 compacts them (values < K1: the kept rows) and its [B, K', 1]
     indices are GatherND's row index as they are.
     """
     nms_boxes = class_offset_boxes_xyxy(b, boxes, classes, keep, class_aware)
     selected = nms_select(b, nms_boxes, tk.score, keep, iou, max_det)
     kout = min(max_det, tk.k1)            # K1 < max_det only when a static N is smaller than max_det
     keep3 = keep3_of(b, keep)                                                                        # [B, M, 1]
-    zeros = b.op("ConstantOfShape", b.op("Shape", keep3, name="out/m_shape"), name="out/zeros",
-                 value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    fill = b.op("ConstantOfShape", b.op("Shape", keep3, name="out/m_shape"), name="out/unselected",
+                value=numpy_helper.from_array(np.array([tk.k1], np.float32)))                       # K1 > any position
     where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
     pos = b.cast(b.op("Gather", selected, b.i64("out/pos_col", [2]), name="out/pos", axis=1), FLOAT, name="out/pos_f")
-    rev_pos = b.op("Sub", b.f32("out/k1", np.float32(tk.k1)), pos, name="out/rev_pos")           # [S, 1] >= 1
-    order_key = b.op("ScatterND", zeros, where, rev_pos, name="out/order_key")                       # [B, M, 1]
-    mark, pick3 = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
+    order_key = b.op("ScatterND", fill, where, pos, name="out/order_key")                            # [B, M, 1]
+    mark, pick3 = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=0,
                        sorted=1)                                                                     # [B, K', 1]
-    row_ok3 = b.op("Greater", mark, b.f32("out/half", 0.5), name="out/row_ok3")
+    row_ok3 = b.op("Less", mark, b.f32("out/k1_half", np.float32(tk.k1 - 0.5)), name="out/row_ok3")
     row_ok = b.squeeze(row_ok3, [2], name="out/row_ok")
     num = b.reduce("ReduceSum", b.cast(row_ok, FLOAT, name="out/row_ok_f"), [1], keepdims=True, name="out/count")
     if b.opset >= 12:       # GatherND takes the [B, K', 1] index as it is (gather_rows' memo)
@@ -430,9 +442,7 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
 def to_original_pixels(b: GraphBuilder, boxes: str, rows: str) -> str:
     """boxes [B, K, 4] xyxy input px, rows [B, 6] -> original px, clipped to [0, w] x [0, h]
     (as calib.letterbox.input_to_original_xyxy)."""
-    pad = letterbox_columns(b, rows, [PAD_LEFT, PAD_TOP, PAD_LEFT, PAD_TOP], "orig/pad")
-    scale = letterbox_columns(b, rows, [SCALE_X, SCALE_Y, SCALE_X, SCALE_Y], "orig/scale")
-    size = letterbox_columns(b, rows, [ORIG_W, ORIG_H, ORIG_W, ORIG_H], "orig/size")
+    pad, scale, size = letterbox_xyxy_rows(b, rows)
     x = b.op("Div", b.op("Sub", boxes, pad, name="orig/unpad"), scale, name="orig/unscale")
     return b.op("Min", b.op("Max", x, b.f32("orig/zero", 0.0), name="orig/clip_lo"), size, name="orig/clip")
 
