@@ -112,11 +112,11 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
         count = b.reduce("ReduceSum", alive_f, [1], keepdims=True, name="boxes_first/count")
     most_f = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most_f")           # [1]
     most = b.cast(most_f, INT64, name="boxes_first/most")
-    slot = b.op("Sub", cumsum, b.f32("boxes_first/one", 1.0), name="boxes_first/slot")              # [B, N]
     if n_static is not None:
         index = b.const("boxes_first/box_index", np.arange(n_static, dtype=np.int32).reshape(1, -1))
         # non-survivors go to N + their index: distinct slots past the ones kept
         dump = b.f32("boxes_first/dump", np.arange(n_static, 2 * n_static, dtype=np.float32).reshape(1, -1))
+        dump1 = b.f32("boxes_first/dump_plus_one", np.arange(n_static + 1, 2 * n_static + 1, dtype=np.float32).reshape(1, -1))
         positions = b.f32("boxes_first/positions", np.arange(n_static, dtype=np.float32).reshape(1, -1))
     else:
         n = b.dim(alive, 1, name="boxes_first/n")                                                  # [1] int64
@@ -125,9 +125,13 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
         index = b.unsqueeze(b.cast(index_i64, INT32, name="boxes_first/range_i32"), [0], name="boxes_first/box_index")
         positions = b.cast(index, FLOAT, name="boxes_first/positions")
         dump = b.op("Add", positions, b.cast(n, FLOAT, name="boxes_first/n_f"), name="boxes_first/dump")
+        dump1 = b.op("Add", dump, b.f32("boxes_first/one", 1.0), name="boxes_first/dump_plus_one")
     shape = b.op("Shape", alive, name="boxes_first/shape")                                          # [B, N]
     index_b = b.op("Expand", index, shape, name="boxes_first/box_index_b")
-    target = b.cast(b.op("Where", alive, slot, dump, name="boxes_first/target_f"), INT32, name="boxes_first/target")
+    # survivor: its slot cumsum - 1; else its dump slot: dump - alive * (dump + 1 - cumsum), integers < 2^24
+    # in float32 (exact), three cheap passes instead of a Where over [B, N] (~5x slower on onnxruntime's CPU)
+    gap = b.op("Mul", alive_f, b.op("Sub", dump1, cumsum, name="boxes_first/gap_all"), name="boxes_first/gap")
+    target = b.cast(b.op("Sub", dump, gap, name="boxes_first/target_f"), INT32, name="boxes_first/target")
     # the scatter's canvas [B, 2N]: any valid box index will do (unfilled slots are masked by valid)
     canvas = b.op("Concat", index_b, index_b, name="boxes_first/canvas", axis=1)
     scattered = b.op("ScatterElements", canvas, target, index_b, name="boxes_first/scatter", axis=1)

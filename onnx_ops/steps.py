@@ -373,10 +373,11 @@ def keep3_of(b: GraphBuilder, keep: str) -> str:
 def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
     """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
     lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
-    # masked min/max: the kept boxes as they are, +/- BIG elsewhere (two Where on [B, M, 4]: M slots, small)
-    keep3 = keep3_of(b, keep)
-    lo = b.reduce("ReduceMin", b.op("Where", keep3, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
-    hi = b.reduce("ReduceMax", b.op("Where", keep3, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
+    # masked min/max: the kept boxes as they are, +/- BIG elsewhere: two Where on [B, M, 4] with the
+    # condition expanded once to [B, M, 4] (a broadcast condition makes onnxruntime's Where ~4x slower)
+    keep4 = b.op("Expand", keep3_of(b, keep), b.i64("nms/keep4_shape", [1, 1, 4]), name="nms/keep4")
+    lo = b.reduce("ReduceMin", b.op("Where", keep4, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
+    hi = b.reduce("ReduceMax", b.op("Where", keep4, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
                   name="nms/hi")
     anykeep = b.ge(hi, lo, name="nms/any")
     zero = b.f32("nms/zero", 0.0)
