@@ -112,6 +112,7 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
         count = b.reduce("ReduceSum", alive_f, [1], keepdims=True, name="boxes_first/count")
     most_f = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most_f")           # [1]
     most = b.cast(most_f, INT64, name="boxes_first/most")
+    b.memo["boxes_first/most_f"] = most_f       # an upper bound on any image's candidates (steps.trim_slots)
     if n_static is not None:
         index = b.const("boxes_first/box_index", np.arange(n_static, dtype=np.int32).reshape(1, -1))
         # non-survivors go to N + their index: distinct slots past the ones kept

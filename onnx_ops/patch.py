@@ -224,7 +224,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
 
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     if not static_shapes:
-        tk = steps.trim_slots(b, tk, cfg.max_det)
+        # boxes first: its survivor count bounds the candidates, so trim_slots needs no count of its own
+        bound = b.memo.get("boxes_first/most_f") if variant is Variant.BOXES_FIRST else None
+        tk = steps.trim_slots(b, tk, cfg.max_det, bound)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")

@@ -233,8 +233,12 @@ def pad_key_descending(b: GraphBuilder, key: str, pad: int) -> str:
     if not pad:
         return key
     ramp = b.f32("topk/pad_ramp", (np.float64(NEG) - np.arange(pad) * 1e26).astype(np.float32).reshape(1, -1))
-    shape = b.op("Add", b.op("Mul", b.op("Shape", key, name="topk/key_shape"), b.i64("topk/batch_only", [1, 0]),
-                             name="topk/batch_shape"), b.i64("topk/pad_len", [0, pad]), name="topk/pad_shape")
+    if b.opset >= 15:      # Shape's start/end: the batch size alone, then [B, pad]
+        shape = b.op("Concat", b.op("Shape", key, name="topk/batch_shape", start=0, end=1), b.i64("topk/pad_len", [pad]),
+                     name="topk/pad_shape", axis=0)
+    else:
+        shape = b.op("Add", b.op("Mul", b.op("Shape", key, name="topk/key_shape"), b.i64("topk/batch_only", [1, 0]),
+                                 name="topk/batch_shape"), b.i64("topk/pad_len", [0, pad]), name="topk/pad_shape")
     tail = b.op("Expand", ramp, shape, name="topk/pad_tail")
     return b.op("Concat", key, tail, name="topk/pad_key", axis=1)
 
@@ -262,7 +266,7 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
     return TopK(score, index, valid, k1, pad)
 
 
-def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
+def trim_slots(b: GraphBuilder, tk: TopK, max_det: int, bound: str | None = None) -> TopK:
     """Keep the first M = min(max(most valid slots of any image, min(max_det, K1)), K1) slots.
 
     TopK sorts the candidates first and positions >= pre_nms_top_k are a suffix, so the valid slots
@@ -271,12 +275,20 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
     M slots (typically tens to a few hundred) instead of K1 (3,000). M >= min(max_det, K1) keeps
     the output compaction (TopK of min(max_det, K1)) valid. A data-dependent Slice (ends from
     values): onnxruntime runs it on every provider; TensorRT builds it from 8.6 on as a
-    data-dependent shape, as it already must around NonMaxSuppression."""
+    data-dependent shape, as it already must around NonMaxSuppression.
+
+    bound: float32 [1], an upper bound on the candidates of any image that is already in the graph
+    (box_select's most survivors of any image): M = min(max(bound, min(max_det, K1)), K1), no count
+    of its own; the extra slots are non-candidates, the outputs the same."""
     kout = min(max_det, tk.k1)
-    cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
-    most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                      # [1]
-    # most <= K1 (there are K1 slots): max(most, kout) <= K1 with kout = min(max_det, K1), no Min
-    m = b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/m_f")
+    if bound is not None:
+        m = b.op("Min", b.op("Max", bound, b.f32("trim/kout", [float(kout)]), name="trim/at_least"),
+                 b.f32("trim/k1", [float(tk.k1)]), name="trim/m_f")
+    else:
+        cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
+        most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                  # [1]
+        # most <= K1 (there are K1 slots): max(most, kout) <= K1 with kout = min(max_det, K1), no Min
+        m = b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/m_f")
     end = b.cast(m, INT64, name="trim/m")
     zero, axis = b.i64("trim/start", [0]), b.i64("trim/axis", [1])
 
