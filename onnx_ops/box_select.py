@@ -160,12 +160,12 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
     shape = class_shape(C, d.class_axis)
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
         z = steps.calibrate_logits(b, d, cmap, C)
-        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape), d.class_axis,
+        best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape, few_boxes=True), d.class_axis,
                                               few_boxes=True)
         key = steps.calibrated_box_score(b, best_z)
     else:
         cal = steps.calibrate(b, d, cmap, C)
-        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape), d.class_axis,
+        key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape, few_boxes=True), d.class_axis,
                                            few_boxes=True)
     # unfilled slots point at box 0: NEG whatever its scores (one Where on [B, M], not N x C)
     return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls

@@ -96,14 +96,21 @@ def decode_end2end(b: GraphBuilder, raw: str) -> Sparse:
 # ------------------------------------------------------------------------------------------
 
 
-def threshold(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple) -> str:
+def threshold(b: GraphBuilder, probs: str, cal: str, raw_thr: np.ndarray, shape: tuple, few_boxes: bool = False) -> str:
     """Threshold (dense): key = cal where raw score > raw threshold of its class, else about NEG.
 
     Computed as cal - (score <= threshold) * 1e30: exact for survivors (cal - 0), -1e30 for the
-    rest, and no Where over N x C (Where with a broadcast operand is ~20x slower on CPU)."""
+    rest, and no Where over N x C (Where with a broadcast operand is ~20x slower on CPU).
+    few_boxes (box_select's M slots, whose scores are never NaN: a NaN score drops its box in the
+    margin): Where(score > threshold, cal, NEG), two nodes instead of four; cal - 1e30 rounds to
+    NEG in float32 for every cal of magnitude < 1e22 (calibrated probabilities or logits), so the
+    keys are the same."""
     if np.all(raw_thr == -np.inf):
         return cal
     thr = b.f32("thresh/raw", raw_thr.reshape(shape) if raw_thr.size > 1 else raw_thr[0])
+    if few_boxes:
+        return b.op("Where", b.op("Greater", probs, thr, name="thresh/passes"), cal, b.f32("thresh/neg", NEG),
+                    name="thresh/key")
     dropped = b.cast(b.le(probs, thr, name="thresh/dropped"), FLOAT, name="thresh/dropped_f")
     return b.op("Sub", cal, b.op("Mul", dropped, b.f32("thresh/big", -NEG), name="thresh/penalty"), name="thresh/key")
 
@@ -332,12 +339,9 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
 def letterbox_columns(b: GraphBuilder, rows: str, cols, name: str) -> str:
     """rows [B, 6] -> [B, 1, len(cols)] (the chosen columns, ready to broadcast over candidates);
     made once per (rows, cols): mask_letterbox and to_original_pixels share them."""
-    key = ("rows3", rows)
-    if key not in b.memo:
-        b.memo[key] = b.unsqueeze(rows, [1], name="letterbox/rows_b16")
     ckey = ("rows_cols", rows, tuple(cols))
-    if ckey not in b.memo:
-        b.memo[ckey] = b.op("Gather", b.memo[key], b.i64(name + "_cols", cols), name=name, axis=2)
+    if ckey not in b.memo:      # indices [1, len(cols)]: Gather's output is [B, 1, len(cols)] directly
+        b.memo[ckey] = b.op("Gather", rows, b.i64(name + "_cols", [list(cols)]), name=name, axis=1)
     return b.memo[ckey]
 
 
