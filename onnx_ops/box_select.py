@@ -30,10 +30,10 @@ The graph reaches the same candidates in this order:
                      Sigmoid front was cut): GatherElements / GatherND -> [B, 4+C, M] | [B, M, 5+C],
                      decoded with the same step as the dense head (steps.decode_dense).
     slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
-                     [B, C, M] slots), raw-threshold penalty (steps.threshold: each class's own
-                     threshold, which narrows the superset exactly), best class (steps.select_best_class)
-                     -> key [B, M] (about NEG where no class survives, NEG for an unfilled slot: one
-                     Where), class [B, M].
+                     [B, C, M] slots), raw threshold (steps.threshold, few_boxes: Greater + Where with
+                     each class's own threshold, which narrows the superset exactly), best class
+                     (steps.select_best_class, few_boxes: ReduceMax + ArgMax) -> key [B, M] (NEG where
+                     no class survives or the slot is unfilled: one Where), class [B, M].
 
 The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
 ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere, every

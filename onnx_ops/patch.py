@@ -36,7 +36,8 @@ at N when N is static; M <= K1 the slots in use after top-k):
     gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
                       Sigmoid front's boxes, probabilities, logits, or of the decoded head), decode on
                       [B, 4+C, M].
-    per slot          threshold penalty, calibration, best class as below but on [B, C, M] only;
+    per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
+                      and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
                       unfilled slots get NEG. Then pre-NMS top-k (TopK(K1) over the slots and a
                       descending tail of non-candidates) onwards as below; the slots are in box order,
                       so TopK's ties (lower position) are the reference's (lower box index). No NonZero.
@@ -61,18 +62,23 @@ at N when N is static; M <= K1 the slots in use after top-k):
     pre-NMS top-k     a descending tail of K1 non-candidates (only when N is dynamic: Expand, Concat),
                       TopK(K1, constant) -> sorted, ties by index.
     trim slots        the valid slots are a prefix of every image's TopK output: ReduceSum, ReduceMax,
-                      Slice to M = min(max(most valid slots in the batch, min(max_det, K1)), K1), so
+                      Slice to M = min(max(most valid slots in the batch, min(max_det, K1)), K1) (boxes
+                      first: box_select's survivor count as the bound, no count of its own), so
                       everything below runs on [B, M] (tens to hundreds) rather than [B, K1] (3,000).
-    gather boxes      GatherND(batch_dims=1) rows ([B, N, 4]) or GatherElements columns ([B, 4, N]),
-                      GatherElements before opset 12 (+ cxcywh -> xyxy, the reference's float32 arithmetic).
-    letterbox mask    centre in [pad, pad + orig*scale] on both axes: Gather, Add, Div, Mul,
-                      GreaterOrEqual, LessOrEqual, And.
+    gather boxes      GatherND(batch_dims=1) rows ([B, N, 4]; [B, 4, N] transposed first), its [B, K1, 1]
+                      index shared with the class gather; GatherElements before opset 12 (+ cxcywh ->
+                      xyxy with Split, the reference's float32 arithmetic).
+    letterbox mask    centre in [pad, pad + orig*scale] on both axes, as four columns (cx, cy, cx, cy):
+                      Gather, Add, Div, Mul, GreaterOrEqual, LessOrEqual, And, Cast, ReduceMin; the
+                      letterbox columns ([B, 1, 4], one Gather each) are shared with the output mapping.
     class offset      boxes - lo + class * (hi - lo + 1), lo/hi over the kept boxes per image
-                      (ReduceMin/ReduceMax of boxes +/- BIG*(not kept)), as calib.nms does it.
+                      (ReduceMin/ReduceMax of Where(kept, boxes, +/- BIG), the condition expanded to
+                      [B, M, 4]), as calib.nms does it.
     NMS               ONE NonMaxSuppression over [B, K1, 4] boxes and [B, 1, K1] scores, not-kept
                       candidates scored NEG below score_threshold; max_output = max_det.
-    outputs           ScatterND marks the selected positions, TopK(min(max_det, K1)) compacts them in
-                      ascending position (= score order), GatherND, (box - pad) / scale, Max(0),
+    outputs           ScatterND writes the selected positions into a K1-filled [B, M, 1], the smallest
+                      TopK(min(max_det, K1)) over axis 1 compacts them in ascending position (= score
+                      order) and its [B, K', 1] indices feed GatherND as they are, (box - pad) / scale, Max(0),
                       Min(orig size), Where for the padding rows, Cast int32 (Pad to max_det where K1 <
                       max_det).
 
