@@ -52,6 +52,14 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return np.clip(iou, 0.0, 1.0)
 
 
+def box_intersection_pairs(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Row-wise intersection area: boxes1 (P, 4), boxes2 (P, 4), both xyxy -> (P,) float64."""
+    b1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    b2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    wh = np.clip(np.minimum(b1[:, 2:], b2[:, 2:]) - np.maximum(b1[:, :2], b2[:, :2]), 0, None)
+    return wh[:, 0] * wh[:, 1]
+
+
 def box_iou_pairs(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Row-wise IoU: boxes1 (P, 4), boxes2 (P, 4), both xyxy -> (P,) float64.
 
@@ -59,10 +67,7 @@ def box_iou_pairs(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """
     b1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
     b2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(b1[:, :2], b2[:, :2])
-    rb = np.minimum(b1[:, 2:], b2[:, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[:, 0] * wh[:, 1]
+    inter = box_intersection_pairs(b1, b2)
     union = box_area(b1) + box_area(b2) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

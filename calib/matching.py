@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import box_area, box_iou_pairs
+from .boxes import box_area, box_intersection_pairs, box_iou_pairs
 from . import match_checks
 from .errors import DetcalError
 
@@ -352,11 +352,10 @@ def _crowd_ioa(det_image, det_boxes, det_classes, crowd_image, crowd_boxes, crow
     pd, pc = _same_key_pairs(det_image * n_keys + det_classes, crowd_image * n_keys + crowd_classes)
     if pd.size == 0:
         return out
-    b1, b2 = det_boxes[pd], crowd_boxes[pc]
-    wh = np.clip(np.minimum(b1[:, 2:], b2[:, 2:]) - np.maximum(b1[:, :2], b2[:, :2]), 0, None)
-    area = box_area(b1)
+    b1 = det_boxes[pd]
+    inter, area = box_intersection_pairs(b1, crowd_boxes[pc]), box_area(b1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ioa = np.where(area > 0, wh[:, 0] * wh[:, 1] / np.where(area > 0, area, 1.0), 0.0)
+        ioa = np.where(area > 0, inter / np.where(area > 0, area, 1.0), 0.0)
     np.maximum.at(out, pd, np.clip(ioa, 0.0, 1.0))
     return out
 

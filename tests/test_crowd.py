@@ -7,8 +7,6 @@ annotations are crowd regions is not a negative scene.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from hypothesis import strategies as st
 from calib.data import load_dataset
 from calib.matching import match_dataset
 from calib.metrics import mean_ap, precision_recall, summarize
+from coco_reference import cocoeval_stats
 
 
 def test_detection_on_a_crowd_region_is_ignored_not_false():
@@ -94,32 +93,6 @@ def _random_crowd_dataset(rng, n_img=50, c=3):
 pycocotools = pytest.importorskip("pycocotools", reason="pycocotools not installed (dev-only)")
 
 
-def _cocoeval_stats(dets, gts, crowds, c):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images = [{"id": i + 1, "width": 400, "height": 400} for i in range(len(gts))]
-    anns = []
-    for i, ((gb, gc), (cb, cc)) in enumerate(zip(gts, crowds)):
-        for boxes, classes, crowd in ((gb, gc, 0), (cb, cc, 1)):
-            for b, k in zip(boxes, classes):
-                w, h = b[2] - b[0], b[3] - b[1]
-                anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(k) + 1,
-                             "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": crowd})
-    res = [{"image_id": i + 1, "category_id": int(k) + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-            "score": float(s)} for i, (db, ds, dc) in enumerate(dets) for b, s, k in zip(db, ds, dc)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": k + 1, "name": str(k)} for k in range(c)]}
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(res), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
-
-
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1))
 def test_ap_with_crowd_agrees_with_pycocotools(seed):
@@ -129,7 +102,7 @@ def test_ap_with_crowd_agrees_with_pycocotools(seed):
     if not sum(len(g[1]) for g in gts) or not sum(len(d[1]) for d in dets):
         return
     m = match_dataset(dets, gts, 0.5, num_classes=c, per_image_crowd=crowds)
-    stats = _cocoeval_stats(dets, gts, crowds, c)
+    stats = cocoeval_stats(dets, gts, c, crowds)
     has = m.n_gt_per_class > 0
     if not has.all():   # pycocotools averages only classes with ground truth too; keep it simple
         return
