@@ -138,19 +138,14 @@ class LabelReport:
         ``500 images (120 negative, 3 without a label file), 2210 boxes; 4 boxes clipped to the image``."""
         head = (f"{self.n_images} images ({self.n_negative} negative, "
                 f"{self.n_missing_label_files} without a label file), {self.n_boxes} boxes")
-        extra = []
-        if self.n_clipped_boxes:
-            extra.append(f"{self.n_clipped_boxes} boxes clipped to the image")
-        if self.n_dropped_zero_size:
-            extra.append(f"{self.n_dropped_zero_size} zero-size boxes dropped")
-        if self.n_duplicate_boxes:
-            extra.append(f"{self.n_duplicate_boxes} duplicate boxes dropped")
-        if self.n_polygon_boxes:
-            extra.append(f"{self.n_polygon_boxes} polygons used as boxes")
-        if self.n_crowd_ignored:
-            extra.append(f"{self.n_crowd_ignored} crowd regions (ignore regions: neither TP nor FP)")
-        if self.n_unreadable_images:
-            extra.append(f"{self.n_unreadable_images} unreadable images skipped")
+        extra = [f"{n} {what}" for n, what in (
+            (self.n_clipped_boxes, "boxes clipped to the image"),
+            (self.n_dropped_zero_size, "zero-size boxes dropped"),
+            (self.n_duplicate_boxes, "duplicate boxes dropped"),
+            (self.n_polygon_boxes, "polygons used as boxes"),
+            (self.n_crowd_ignored, "crowd regions (ignore regions: neither TP nor FP)"),
+            (self.n_unreadable_images, "unreadable images skipped"),
+        ) if n]
         return head + ("; " + ", ".join(extra) if extra else "")
 
 
