@@ -97,8 +97,6 @@ def fit(
     dataset = load_dataset(data, split, names=names)
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, input_layout=input_layout)
     num_classes = check_class_count(info, dataset.names, str(data))
-    if info.is_patched:
-        raise DetcalError(f"{model} is already patched by detcal; fit the raw exported model")
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)

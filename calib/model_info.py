@@ -48,10 +48,6 @@ class ModelInfo:
     def dynamic_batch(self) -> bool:
         return not isinstance(self.input_shape[0], int)
 
-    @property
-    def is_patched(self) -> bool:
-        return is_patched_metadata(self.metadata)
-
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()

@@ -76,8 +76,6 @@ def diagnose(
     proto = load_onnx(model)
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
     num_classes = check_class_count(info, dataset.names, str(data))
-    if info.is_patched:
-        raise DetcalError(f"{model} is already patched by detcal; run doctor on the raw exported model")
     if reference_model is not None:   # checked before the long runs
         ref_info = read_model_info(reference_model, layout=layout, num_classes=dataset.num_classes)
         if ref_info.layout != info.layout:
