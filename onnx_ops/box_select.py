@@ -55,10 +55,12 @@ from .graph_types import Dense
 
 @dataclass
 class Slots:
-    """The surviving boxes, compacted: box [B, M] int64 (ascending, valid indices), valid [B, M] bool."""
+    """The surviving boxes, compacted: box [B, M] int64 (ascending, valid indices), valid [B, M] bool,
+    most [1] float32 the most survivors of any image (= M: an upper bound for steps.trim_slots)."""
 
     box: str
     valid: str
+    most: str
 
 
 def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: int = 0, class_axis: int = 1) -> str:
@@ -112,7 +114,6 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
         count = b.reduce("ReduceSum", alive_f, [1], keepdims=True, name="boxes_first/count")
     most_f = b.reduce("ReduceMax", count, [0], keepdims=False, name="boxes_first/most_f")           # [1]
     most = b.cast(most_f, INT64, name="boxes_first/most")
-    b.memo["boxes_first/most_f"] = most_f       # an upper bound on any image's candidates (steps.trim_slots)
     if n_static is not None:
         index = b.const("boxes_first/box_index", np.arange(n_static, dtype=np.int32).reshape(1, -1))
         # non-survivors go to N + their index: distinct slots past the ones kept
@@ -141,7 +142,7 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     pos = b.op("Slice", positions, b.i64("boxes_first/pos_start", [0]), most, b.i64("boxes_first/pos_axis", [1]),
                name="boxes_first/positions_m")                                                      # [1, M]
     valid = b.op("Less", pos, count, name="boxes_first/valid")                                      # [B, M]
-    return Slots(box, valid)
+    return Slots(box, valid, most_f)
 
 
 def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str) -> str:
@@ -173,8 +174,9 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
                            raw_thr: np.ndarray, n_static: int | None, coeffs: str | None = None,
-                           masks: int = 0) -> tuple[str, str, Dense]:
-    """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense).
+                           masks: int = 0) -> tuple[str, str, Dense, str]:
+    """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense,
+    most [1] float32: the most survivors of any image, Slots.most).
 
     raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
     float32), used when `dense` is None; dense: the head's decoded tensors where its Sigmoid front
@@ -207,7 +209,7 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     key, cls = slot_key(b, d, cmap, raw_thr, slots)
     if coeffs is not None:
         d.coeffs = gather_slots(b, coeffs, slots, 2, masks, "boxes_first/mask_coeffs")
-    return key, cls, d
+    return key, cls, d, slots.most
 
 
 __all__ = ["Slots", "box_margin", "compact_boxes", "gather_slots", "slot_key", "boxes_first_candidates"]

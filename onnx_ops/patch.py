@@ -199,7 +199,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
     multi = cfg.multi_label and head.layout != "end2end"
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
-    coeffs = None
+    coeffs = bound = None       # bound: boxes first's survivor count ([1] float32)
     if head.seg is not None:        # seg head: rows 4..4+C score; the M mask coefficients ride along
         tapped = None if head.seg.coeffs is None else steps.to_float32(b, head.seg.coeffs, head.elem_type,
                                                                          "masks/coeffs_f32")
@@ -207,13 +207,13 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
         if variant is Variant.BOXES_FIRST:         # then the classes of the surviving boxes only
-            key, cls, decoded = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
+            key, cls, decoded, bound = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
                                                                   rthr, head.n_static)
             n_cand = None
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
-        key, cls, survivors = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
+        key, cls, survivors, bound = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
                                                                 head.n_static, coeffs, head.seg.m if head.seg else 0)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
@@ -231,7 +231,6 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
     if not static_shapes:
         # boxes first: its survivor count bounds the candidates, so trim_slots needs no count of its own
-        bound = b.memo.get("boxes_first/most_f") if variant is Variant.BOXES_FIRST else None
         tk = steps.trim_slots(b, tk, cfg.max_det, bound)
     if multi:
         c_t = b.i64("topk/num_classes", C)
