@@ -138,7 +138,6 @@ def _undecoded_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, s
         batch = shape[0] if info.head_params.get("batch_axis", True) else 1
     else:
         n, batch = shape[1], shape[0]
-    dims = info.input_shape
     return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None, batch,
                 outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw) if hw else None,
-                elem_types=elems, image_input=info.input_name, channels_last=dims[3] == 3 and dims[1] != 3)
+                elem_types=elems, image_input=info.input_name, channels_last=info.input_layout == "NHWC")
