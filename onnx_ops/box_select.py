@@ -36,8 +36,9 @@ The graph reaches the same candidates in this order:
                      no class survives or the slot is unfilled: one Where), class [B, M].
 
 The slots are in ascending box index, so the pre-NMS TopK that follows (steps.pre_nms_top_k,
-ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere, every
-TopK with a constant K; data-dependent shapes: the Slice to M, as steps.trim_slots.
+ties by lower position) breaks ties by box index, as the reference does. No NonZero anywhere;
+data-dependent shapes: the Slice to M, and the pre-NMS TopK's K = min(max(M, max_det), K1), which
+sorts the slots in use only and is bounded by the constant K1 (< 3840, TensorRT's TopK limit).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from .graph_types import Dense
 @dataclass
 class Slots:
     """The surviving boxes, compacted: box [B, M] int64 (ascending, valid indices), valid [B, M] bool,
-    most [1] float32 the most survivors of any image (= M: an upper bound for steps.trim_slots)."""
+    most [1] float32 the most survivors of any image (= M: steps.pre_nms_top_k sizes its TopK from it)."""
 
     box: str
     valid: str
@@ -102,8 +103,8 @@ def box_margin(b: GraphBuilder, x: str, raw_thr: np.ndarray, layout: str, lead: 
 
 def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
     """alive [B, N] bool -> Slots: the surviving box indices in ascending order, [B, M], M = most
-    survivors of any image (CumSum, ScatterElements, a data-dependent Slice: no TopK with a
-    data-dependent K, which TensorRT's table refuses, no NonZero). The running count is float32
+    survivors of any image (CumSum, ScatterElements, a data-dependent Slice; no NonZero, and no
+    TopK with K = M, which can exceed TensorRT's TopK limit of 3840). The running count is float32
     (TensorRT's CumSum is FP32/FP16 only; exact for N < 2^24), the scatter int32 (N < 2^31), the
     [B, M] result int64."""
     alive_f = b.cast(alive, FLOAT, name="boxes_first/alive_f")

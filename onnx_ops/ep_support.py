@@ -91,6 +91,24 @@ class _Ctx:
                     and all(i in self.const for i in ins):
                 self.const.update(o for o in n.output if o)
 
+        # Upper bounds of run-time scalars: Min with a one-value constant bounds its output (through
+        # Cast, Identity, Squeeze, Unsqueeze and Reshape too): a data-dependent TopK K is read this way.
+        self.upper: dict[str, float] = {}
+        for n in nodes:
+            ins = [i for i in n.input if i]
+            if n.op_type == "Min":
+                caps = [float(np.asarray(self.values[i]).reshape(-1)[0]) for i in ins
+                        if i in self.values and np.asarray(self.values[i]).size == 1]
+                caps += [self.upper[i] for i in ins if i in self.upper]
+                if caps and n.output:
+                    self.upper[n.output[0]] = min(caps)
+            elif n.op_type in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape") and ins and ins[0] in self.upper:
+                self.upper[n.output[0]] = self.upper[ins[0]]
+
+    def upper_bound(self, name: str) -> float | None:
+        """A build-time upper bound on a run-time tensor's values, where the graph proves one."""
+        return self.upper.get(name)
+
     def is_const(self, name: str) -> bool:
         return bool(name) and name in self.const
 
@@ -147,8 +165,15 @@ def _trt_constraints(node: onnx.NodeProto, ep: str, opset: int, ctx: _Ctx) -> li
                 out.append((ERROR, f"K={int(np.asarray(k).reshape(-1)[0])}: TensorRT needs K {bound}", "trt-topk"))
         elif ctx.is_const(k_name):
             out.append((WARNING, f"K is constant but its value is unknown here: check K {bound}", "trt-topk"))
+        elif (top := ctx.upper_bound(k_name)) is not None and limit_ok(int(top)):
+            out.append((WARNING, f"K is computed at run time, at most {int(top)} (a Min with a constant): TensorRT "
+                        "takes a dynamic K from 8.6 on", "trt-changelog"))
+        elif top is not None:
+            out.append((ERROR, f"K is computed at run time and can reach {int(top)}: TensorRT needs K {bound}",
+                        "trt-topk"))
         else:
-            out.append((ERROR, f"K is not a constant: TensorRT needs a constant K {bound}", "trt-topk"))
+            out.append((ERROR, f"K is not a constant and has no bound here: TensorRT needs K {bound} "
+                        "(a constant, or a Min with one)", "trt-topk"))
         if ep == "trt10" and _attr(node, "sorted", 1) != 1:
             out.append((ERROR, "sorted=0 is unsupported (must be 1)", "trt-onnx-10"))
     elif op == "NonMaxSuppression":

@@ -38,8 +38,9 @@ at N when N is static; M <= K1 the slots in use after top-k):
                       [B, 4+C, M].
     per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
                       and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
-                      unfilled slots get NEG. Then pre-NMS top-k (TopK(K1) over the slots and a
-                      descending tail of non-candidates) onwards as below; the slots are in box order,
+                      unfilled slots get NEG. Then pre-NMS top-k: TopK over the slots and a descending
+                      tail of max_det non-candidates with K = min(max(M, max_det), K1) (sorts the slots
+                      in use, not K1; no trim_slots), onwards as below; the slots are in box order,
                       so TopK's ties (lower position) are the reference's (lower box index). No NonZero.
     Otherwise (end2end, multi_label, and the fixed-shape variant static_shapes=True for TensorRT:
     no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
@@ -228,10 +229,10 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi, spec.thresholds)
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
-    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det)
-    if not static_shapes:
-        # boxes first: its survivor count bounds the candidates, so trim_slots needs no count of its own
-        tk = steps.trim_slots(b, tk, cfg.max_det, bound)
+    # boxes first: its survivor count is the key's length, so TopK sorts only those (K from it, no trim_slots)
+    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, bound=bound)
+    if not static_shapes and bound is None:
+        tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:
         c_t = b.i64("topk/num_classes", C)
         box_index = b.op("Div", tk.index, c_t, name="topk/box")

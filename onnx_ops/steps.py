@@ -250,7 +250,8 @@ def pad_key_descending(b: GraphBuilder, key: str, pad: int) -> str:
     return b.op("Concat", key, tail, name="topk/pad_key", axis=1)
 
 
-def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int) -> TopK:
+def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int,
+                  bound: str | None = None) -> TopK:
     """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
 
     K1 = max(pre_nms_top_k, max_det) is a build-time constant whatever N' is; with N' static it is
@@ -258,8 +259,28 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
     When N' is dynamic the axis is first padded with K1 non-candidates.
     Positions >= pre_nms_top_k are not candidates (only matters when pre_nms_top_k < max_det),
     so exactly the reference's `[: pre_nms_top_k]` survive.
+
+    bound: float32 [1], N' itself where the graph already holds it (boxes first: the key is [B, M],
+    M = Slots.most). Then TopK returns K = min(max(M, K'), K1) slots, K' = min(max_det, K1): the key
+    is padded with K' non-candidates only and TopK sorts the slots in use, not K1 (no trim_slots
+    after it). K is data-dependent but at most the constant K1 through its Min, which
+    `ep_support` reads as the bound TensorRT checks (dynamic K from TensorRT 8.6, K < 3840).
     """
     k1 = max(pre_nms_top_k, max_det)
+    if bound is not None:
+        kout = min(max_det, k1)
+        padded = pad_key_descending(b, key, kout)
+        m = b.op("Min", b.op("Max", bound, b.f32("topk/kout", [float(kout)]), name="topk/at_least"),
+                 b.f32("topk/k1_f", [float(k1)]), name="topk/k_f")
+        k = b.cast(m, INT64, name="topk/k")
+        score, index = b.op("TopK", padded, k, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
+        valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
+        if pre_nms_top_k < k1:
+            pos = b.op("Slice", b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1)),
+                       b.i64("topk/pos_start", [0]), k, b.i64("topk/pos_axis", [1]), name="topk/pos_k")
+            valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"),
+                         name="topk/valid_p")
+        return TopK(score, index, valid, k1, kout, end=k)
     if n_static is not None and n_static >= 1:
         k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
     else:
@@ -273,8 +294,8 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
     return TopK(score, index, valid, k1, pad)
 
 
-def trim_slots(b: GraphBuilder, tk: TopK, max_det: int, bound: str | None = None) -> TopK:
-    """Keep the first M = min(max(most valid slots of any image, min(max_det, K1)), K1) slots.
+def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
+    """Keep the first M = max(most valid slots of any image, min(max_det, K1)) slots.
 
     TopK sorts the candidates first and positions >= pre_nms_top_k are a suffix, so the valid slots
     of every image are a prefix: slicing every image to M drops only non-candidates, and the
@@ -282,20 +303,13 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int, bound: str | None = None
     M slots (typically tens to a few hundred) instead of K1 (3,000). M >= min(max_det, K1) keeps
     the output compaction (TopK of min(max_det, K1)) valid. A data-dependent Slice (ends from
     values): onnxruntime runs it on every provider; TensorRT builds it from 8.6 on as a
-    data-dependent shape, as it already must around NonMaxSuppression.
-
-    bound: float32 [1], an upper bound on the candidates of any image that is already in the graph
-    (box_select's most survivors of any image): M = min(max(bound, min(max_det, K1)), K1), no count
-    of its own; the extra slots are non-candidates, the outputs the same."""
+    data-dependent shape, as it already must around NonMaxSuppression. (Boxes first needs no trim:
+    pre_nms_top_k's `bound` sizes its TopK to the slots in use.)"""
     kout = min(max_det, tk.k1)
-    if bound is not None:
-        m = b.op("Min", b.op("Max", bound, b.f32("trim/kout", [float(kout)]), name="trim/at_least"),
-                 b.f32("trim/k1", [float(tk.k1)]), name="trim/m_f")
-    else:
-        cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
-        most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                  # [1]
-        # most <= K1 (there are K1 slots): max(most, kout) <= K1 with kout = min(max_det, K1), no Min
-        m = b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/m_f")
+    cnt = b.reduce("ReduceSum", b.cast(tk.valid, FLOAT, name="trim/valid_f"), [1], keepdims=True, name="trim/count")
+    most = b.reduce("ReduceMax", cnt, [0], keepdims=False, name="trim/most")                      # [1]
+    # most <= K1 (there are K1 slots): max(most, kout) <= K1 with kout = min(max_det, K1), no Min
+    m = b.op("Max", most, b.f32("trim/kout", [float(kout)]), name="trim/m_f")
     end = b.cast(m, INT64, name="trim/m")
     zero, axis = b.i64("trim/start", [0]), b.i64("trim/axis", [1])
 

@@ -20,10 +20,9 @@ from .head import Head
 
 BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls", *HEAD_LAYOUTS)   # the decoded multi-output heads too
 # From this many classes on, single-label dense heads take the boxes-first route. With the margin a
-# MatMul and the compaction one TopK (onnx_ops.box_select) it wins at every class count measured
-# (benchmarks/README.md 4c: real YOLOv8n rows cut to C = 1, 2, 3, 5 classes, 0.61-0.69x the dense
-# steps at batch 1; the project's 5-class detectors 0.5-0.8x); it was 16 while the compaction was
-# about 30 nodes and a ScatterElements over N.
+# MatMul (onnx_ops.box_select) it wins at every class count measured (benchmarks/README.md 4c: real
+# YOLOv8n rows cut to C = 1, 2, 3, 5 classes, 0.61-0.69x the dense steps at batch 1; the project's
+# 5-class detectors 0.5-0.8x); it was 16 while the compaction was about 30 nodes.
 BOXES_FIRST_MIN_CLASSES = 1
 
 
@@ -34,9 +33,10 @@ class Variant(enum.Enum):
                       detr after their in-graph decode; the default): one read of the N x C
                       scores, a MatMul summing each box's class scores into [B, 1, N] (a superset of
                       the survivors: probabilities are >= 0), the candidate boxes compacted in
-                      ascending index (one TopK with K = most candidates of any image), then
-                      calibrate / threshold / best class on those boxes only ([B, C, M]); no NonZero
-                      (onnx_ops.box_select). Data-dependent shape: the TopK's K.
+                      ascending index (CumSum, ScatterElements, Slice to M = most candidates of any
+                      image), then calibrate / threshold / best class on those boxes only
+                      ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shapes: M, and
+                      the pre-NMS TopK's K (bounded by K1).
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
                       calibrate the K candidates (per-class constants gathered by class).
     UNIFORM_IDENTITY  identity map, one finite threshold for all classes, single-label: the best

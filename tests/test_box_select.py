@@ -111,7 +111,8 @@ def test_descending_pad_keeps_top_k_order(pad):
 @pytest.mark.parametrize("opset", [11, 13, 18])
 def test_default_graph_stays_inside_tensorrt(layout, opset):
     """The boxes-first graph uses only ops and input forms TensorRT's table accepts (TopK with a
-    constant K, no NonZero, no op outside the table), so `detcal patch` keeps it by default."""
+    constant K, or the pre-NMS one with K bounded by a Min with K1; no NonZero, no op outside the
+    table), so `detcal patch` keeps it by default."""
     from calib.artifact import PostprocessConfig
     from onnx_ops import ep_support
     from onnx_ops.patch import build_postprocess_graph

@@ -156,6 +156,36 @@ def test_topk_runtime_k_flagged_for_trt():
     assert {f.ep for f in findings if f.level == "error"} == set(TRT)
 
 
+def _runtime_k_through_min(cap: float, cast_to=TensorProto.INT64):
+    """TopK whose K is a run-time count capped by Min with a constant, cast to int64 (as boxes first's
+    pre-NMS TopK): K = Cast(Min(Max(count, 300), cap))."""
+    inits = {"lo": np.array([300.0], np.float32), "cap": np.array([cap], np.float32)}
+    nodes = [helper.make_node("Max", ["count", "lo"], ["at_least"]),
+             helper.make_node("Min", ["at_least", "cap"], ["k_f"]),
+             helper.make_node("Cast", ["k_f"], ["k"], to=cast_to),
+             helper.make_node("TopK", ["s", "k"], ["v", "i"], axis=1)]
+    return check_nodes(nodes, 17, consts=inits)
+
+
+def test_topk_runtime_k_bounded_by_min_is_accepted_for_trt():
+    findings = _runtime_k_through_min(3000.0)
+    assert not [f for f in findings if f.level == "error"]
+    warned = {f.ep: f.reason for f in findings if f.op == "TopK"}
+    assert set(warned) == set(TRT) and all("at most 3000" in r for r in warned.values())
+    from onnx_ops.ep_support import leaves_tensorrt
+    assert leaves_tensorrt(findings) == []
+
+
+def test_topk_runtime_k_bounded_above_the_limit_is_flagged():
+    over = [f for f in _runtime_k_through_min(5000.0) if f.level == "error"]
+    assert {f.ep for f in over} == set(TRT) and all("5000" in f.reason for f in over)
+    # the bound must come from a Min with a constant: a Max with one bounds nothing from above
+    nodes = [helper.make_node("Max", ["count", "lo"], ["k_f"]), helper.make_node("Cast", ["k_f"], ["k"], to=TensorProto.INT64),
+             helper.make_node("TopK", ["s", "k"], ["v", "i"], axis=1)]
+    errs = [f for f in check_nodes(nodes, 17, consts={"lo": np.array([3.0], np.float32)}) if f.level == "error"]
+    assert {f.ep for f in errs} == set(TRT)
+
+
 def test_topk_k_from_constant_node_is_constant():
     nodes = [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.array([300], np.int64))),
              helper.make_node("TopK", ["s", "k"], ["v", "i"], axis=1)]
