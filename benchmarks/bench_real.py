@@ -157,6 +157,7 @@ class Variant:
     artifact: object
     cut: ort.InferenceSession | None = None
     patched: ort.InferenceSession | None = None
+    patched_path: Path | None = None
 
     @property
     def cmap(self):
@@ -183,9 +184,11 @@ def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str,
 # ------------------------------------------------------------------------------------------
 # timing
 # ------------------------------------------------------------------------------------------
-def time_interleaved(units: dict, runs: int, reps: int, seed: int) -> list[dict]:
+def time_interleaved(units: dict, runs: int, reps: int, seed: int, base: str | None = None) -> list[dict]:
     """units {route: fn(i)} -> per repetition {route: median ms, '_load': (start, end)}; run i calls every
-    route once with argument i, in a fresh random order."""
+    route once with argument i, in a fresh random order. base: also '_paired' {route: median over runs
+    of t_route(i) / t_base(i)}: the routes of one run are back to back on the same input, so drifts of
+    the machine between runs cancel (the estimator for ratios near 1, e.g. patched over raw)."""
     rng = np.random.default_rng(seed)
     names = list(units)
     out = []
@@ -196,10 +199,14 @@ def time_interleaved(units: dict, runs: int, reps: int, seed: int) -> list[dict]
             for k in rng.permutation(len(names)):
                 r = names[k]
                 s = time.perf_counter()
-                units[r](i)
-                t[r].append(time.perf_counter() - s)
+                got = units[r](i)
+                # a unit that times itself returns its seconds (inserted_parts_units: only the part)
+                t[r].append(got if isinstance(got, float) else time.perf_counter() - s)
         med = {r: float(np.median(v)) * 1e3 for r, v in t.items()}
         med["_load"] = (start, load())
+        if base is not None:
+            tb = np.asarray(t[base])
+            med["_paired"] = {r: float(np.median(np.asarray(v) / tb)) for r, v in t.items()}
         out.append(med)
     return out
 
@@ -242,7 +249,8 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
     for key, art in arts.items():
         cut = build_postprocess_graph(layout, c, art.calibration, art.score_thresholds, cfg, num_candidates=n_cand)
         pp = patch_model(model_path, art, tmp / f"{model_path.stem}.{key}.detcal.onnx")
-        variants[key] = Variant(key, art, session(cut.SerializeToString(), args.threads), session(str(pp), args.threads))
+        variants[key] = Variant(key, art, session(cut.SerializeToString(), args.threads), session(str(pp), args.threads),
+                                Path(pp))
     ortx_cut = ortx_whole = None
     if ppp is not None and layout == "xywh_cls":
         ortx_cut = session(routes.ortx_cut_model(ppp, c, n_cand, CONF, IOU, MAX_DET).SerializeToString(), args.threads)
@@ -332,15 +340,61 @@ def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, 
     }
     if ortx_whole is not None and batch == 1:
         whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
+    whole_units.update(inserted_parts_units(model_path, variants, in_name, xb, rb, nb, args.threads))
     for _ in range(args.warmup):
         for fn in whole_units.values():
             fn(0)
     runs = args.whole_runs if args.whole_runs else args.runs
-    reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch)
+    reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch, base="raw")
     names_w = list(whole_units)
     print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
     print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
+    print("  paired (median over runs of route / raw of the same run): "
+          + "; ".join(f"rep {i + 1}: " + ", ".join(f"{r} {m['_paired'][r]:.4f}" for r in names_w if r != "raw")
+                      for i, m in enumerate(reps_w)))
+    print("  paired noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['_paired']['raw2'] - 1):.4f}" for m in reps_w))
+    parts = [r for r in names_w if r.startswith("part-")]
+    if parts:
+        print("  from the parts (1 + the inserted part alone, on the model's own head tensors of the same run, "
+              "over raw, paired): " + "; ".join(f"rep {i + 1}: " + ", ".join(
+                  f"patched-{r[5:]} {1 + m['_paired'][r]:.4f}" for r in parts) for i, m in enumerate(reps_w)))
     entry["whole"] = reps_w
+
+
+def inserted_parts_units(model_path: Path, variants, in_name: str, xb, rb, nb: int, threads: int) -> dict:
+    """{'part-<variant>': fn(i) -> seconds}: each patched model's inserted part alone (inserted_part),
+    timed right after the raw model (with the head tensors the part reads as extra outputs) has run
+    on the same images and handed it those tensors: as inside the patched model, the part's input
+    was just written and the model's own work has just been through the caches. What the patched
+    model adds to a raw run, without the profiler's per-node overhead (plus one session call's own
+    overhead, so a little more)."""
+    import onnx
+
+    from calib.artifact import LETTERBOX_INPUT
+
+    parts, wanted = {}, set()
+    for key, v in variants.items():
+        pm = onnx.load(str(v.patched_path))
+        heads_in = sorted({i for n in pm.graph.node if n.name.startswith("detcal/") for i in n.input
+                           if i and not i.startswith("detcal/") and i != LETTERBOX_INPUT})
+        parts[key] = (session(inserted_part(pm, heads_in).SerializeToString(), threads), heads_in)
+        wanted.update(heads_in)
+    raw = onnx.load(str(model_path))
+    have = {o.name for o in raw.graph.output}
+    raw.graph.output.extend([onnx.ValueInfoProto(name=t) for t in sorted(wanted - have)])
+    names = sorted(wanted)
+    tapped = session(raw.SerializeToString(), threads)
+
+    def unit(s, heads_in):
+        def run(i):
+            head = dict(zip(names, tapped.run(names, {in_name: xb[i % nb]})))
+            feed = {**{t: head[t] for t in heads_in}, LETTERBOX_INPUT: rb[i % nb]}
+            start = time.perf_counter()
+            s.run(None, feed)
+            return time.perf_counter() - start
+        return run
+
+    return {f"part-{key}": unit(s, h) for key, (s, h) in parts.items()}
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,9 +30,11 @@ at N when N is static; M <= K1 the slots in use after top-k):
                       head as it is, its box rows weighted 0; xywh_obj_cls: (sum of cls, obj), Split,
                       Mul) -> [B, N], Greater than the lowest raw threshold: a superset of the
                       survivors (probabilities are >= 0), narrowed per class below.
-    compact boxes     CumSum (float32) over the mask, ScatterElements of the box indices into their
-                      slots, Slice to M = most candidates of any image -> [B, M] in ascending box index
-                      (nothing capped: exact for any number of survivors), Less for filled slots.
+    compact boxes     static N: TopK of mask * (L - position) over rows of L < 3840 boxes, K = most
+                      survivors of any row (box_select.compact_boxes_topk); dynamic N: CumSum (float32)
+                      over the mask, ScatterElements of the box indices into their slots, Slice to M =
+                      most candidates of any image -> [B, M] in ascending box index (nothing capped:
+                      exact for any number of survivors), with a mask of the filled slots.
     gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
                       Sigmoid front's boxes, probabilities, logits, or of the decoded head), decode on
                       [B, 4+C, M].

@@ -33,8 +33,8 @@ class Variant(enum.Enum):
                       detr after their in-graph decode; the default): one read of the N x C
                       scores, a MatMul summing each box's class scores into [B, 1, N] (a superset of
                       the survivors: probabilities are >= 0), the candidate boxes compacted in
-                      ascending index (CumSum, ScatterElements, Slice to M = most candidates of any
-                      image), then calibrate / threshold / best class on those boxes only
+                      ascending index (TopK by rows of < 3840 boxes for a static N, else CumSum,
+                      ScatterElements, Slice), then calibrate / threshold / best class on those boxes only
                       ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shapes: M, and
                       the pre-NMS TopK's K (bounded by K1).
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and

@@ -58,13 +58,16 @@ def heads(draw):
     return layout, np.ascontiguousarray(raw, np.float32), thr, probs
 
 
-def _margin_and_slots(layout, raw, thr, opset, static_n):
+def _margin_and_slots(layout, raw, thr, opset, static_n, max_row=None):
     b = GraphBuilder(opset)
     b.reserve(["head"])
     lead = 4 if layout == "xywh_cls" else 0
     alive = box_select.box_margin(b, "head", thr, layout, lead=lead)
     n = raw.shape[2] if layout == "xywh_cls" else raw.shape[1]
-    slots = box_select.compact_boxes(b, alive, n if static_n else None)
+    if max_row is not None:          # the static-N TopK compaction with short rows: several rows, a padded last one
+        slots = box_select.compact_boxes_topk(b, alive, n, max_row=max_row)
+    else:
+        slots = box_select.compact_boxes(b, alive, n if static_n else None)
     shape = list(raw.shape)
     if not static_n:                                                  # the candidate axis dynamic
         shape[2 if layout == "xywh_cls" else 1] = "n"
@@ -83,6 +86,25 @@ def test_margin_is_a_superset_and_the_slots_list_it_in_box_order(case, opset, st
         want = np.flatnonzero(alive[i])
         assert valid[i].sum() == want.size and valid[i, :want.size].all()
         np.testing.assert_array_equal(box[i, :want.size], want)      # ascending box index, nothing capped
+
+
+@SETTINGS
+@given(heads(), st.sampled_from([11, 13, 18]), st.sampled_from([1, 7, 64, 299]))
+def test_topk_compaction_by_rows_lists_every_survivor_in_box_order(case, opset, max_row):
+    """compact_boxes_topk with rows shorter than N: the valid slots are exactly the marked boxes in
+    ascending index (unfilled slots between rows), every slot points at a real box, and the slot
+    count is rows * (most survivors of any row)."""
+    layout, raw, thr, probs = case
+    alive, box, valid = _margin_and_slots(layout, raw, thr, opset, True, max_row=max_row)
+    n = alive.shape[1]
+    rows = -(-n // max_row)
+    length = -(-n // rows)
+    padded = np.zeros((alive.shape[0], rows * length), bool)
+    padded[:, :n] = alive
+    assert box.shape == valid.shape and box.shape[1] == rows * padded.reshape(-1, length).sum(1).max(initial=0)
+    assert ((box >= 0) & (box < n)).all()
+    for i in range(alive.shape[0]):
+        np.testing.assert_array_equal(box[i][valid[i]], np.flatnonzero(alive[i]))
 
 
 @pytest.mark.parametrize("pad", [0, 1, 7, 300])
@@ -107,9 +129,10 @@ def test_descending_pad_keeps_top_k_order(pad):
             np.testing.assert_array_equal(idx[i, 50:], np.arange(50, 50 + pad))
 
 
+@pytest.mark.parametrize("n", [2100, 8400])
 @pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
 @pytest.mark.parametrize("opset", [11, 13, 18])
-def test_default_graph_stays_inside_tensorrt(layout, opset):
+def test_default_graph_stays_inside_tensorrt(layout, opset, n):
     """The boxes-first graph uses only ops and input forms TensorRT's table accepts (TopK with a
     constant K, or the pre-NMS one with K bounded by a Min with K1; no NonZero, no op outside the
     table), so `detcal patch` keeps it by default."""
@@ -120,7 +143,7 @@ def test_default_graph_stays_inside_tensorrt(layout, opset):
 
     c = 5
     cmap = make_calibration("temperature", c, np.random.default_rng(0))
-    g = build_postprocess_graph(layout, c, cmap, np.linspace(0.2, 0.3, c), PostprocessConfig(), num_candidates=2100,
+    g = build_postprocess_graph(layout, c, cmap, np.linspace(0.2, 0.3, c), PostprocessConfig(), num_candidates=n,
                                 opset=opset).graph
     assert any(n.name.startswith("detcal/boxes_first/") for n in g.node)
     consts = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}

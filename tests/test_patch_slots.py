@@ -47,6 +47,30 @@ def test_slots_match_reference(layout, static, opset, n, max_det, top_k):
     assert got["num_dets"].max() <= max_det
 
 
+@pytest.mark.parametrize("opset", [11, 18])
+@pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
+@pytest.mark.parametrize("n", [3839, 3840, 7681, 8400])
+def test_boxes_first_rows_of_the_topk_compaction(layout, n, opset):
+    """Static N at and past TensorRT's TopK limit: the surviving boxes are compacted row by row
+    (box_select.compact_boxes_topk: 1, 2, 3 rows, the last padded for 7681), with a batch whose
+    images put their survivors in different rows, one image with every box surviving (more than
+    pre_nms_top_k), and one with none."""
+    rng = np.random.default_rng(n)
+    raw = random_head(layout, 4, n, 3, rng)
+    if layout == "xywh_cls":
+        raw[0, 4:, : n // 2] = 0.0                  # image 0: survivors in the second half only
+        raw[1, 4:, :] = np.maximum(raw[1, 4:, :], 0.2)   # image 1: every box survives
+        raw[2, 4:, :] = 0.0                          # image 2: none
+    else:
+        raw[0, : n // 2, 4] = 0.0
+        raw[1, :, 4] = 1.0
+        raw[1, :, 5:] = np.maximum(raw[1, :, 5:], 0.2)
+        raw[2, :, 4] = 0.0
+    got = check(layout, raw, num_classes=3, kind="platt_per_class", thr=0.1, static=True, opset=opset, max_det=100,
+                pre_nms_top_k=1000, iou_threshold=0.6)
+    assert got["num_dets"][2, 0] == 0 and got["num_dets"][1, 0] > 0
+
+
 @pytest.mark.parametrize("kind", ["identity", "platt_per_class", "isotonic_per_class"])
 @pytest.mark.parametrize("static", [True, False])
 def test_multi_label_static_small_n(kind, static):
