@@ -146,7 +146,8 @@ def compact_boxes_cumsum(b: GraphBuilder, alive: str) -> Slots:
 TOPK_COMPACT_MAX_ROW = TRT_TOPK_MAX_K - 1
 
 
-def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_COMPACT_MAX_ROW) -> Slots:
+def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_COMPACT_MAX_ROW,
+                       batch: int | None = None) -> Slots:
     """alive [B, N] bool, N static -> Slots by TopK instead of CumSum + ScatterElements (those two
     were the costliest nodes after the margin on onnxruntime's CPU).
 
@@ -157,7 +158,8 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     TensorRT TopK takes K < 3840). Slots [B, R * K]: row by row, so ascending box index over the
     valid ones, with unfilled slots (valid False, pointing at a real box) between rows when R > 1;
     exact for any number of survivors. R = 1 (N < 3840, e.g. 320 px models) gives the compact
-    [B, M] of compact_boxes_cumsum. max_row: 3839 (TOPK_COMPACT_MAX_ROW); smaller in tests."""
+    [B, M] of compact_boxes_cumsum. max_row: 3839 (TOPK_COMPACT_MAX_ROW); smaller in tests.
+    batch: B where the model fixes it (the reshapes' shapes are then constants)."""
     rows = -(-n // max_row)
     length = -(-n // rows)
     alive_f = b.cast(alive, FLOAT, name="boxes_first/alive_f")                                    # [B, N]
@@ -175,27 +177,35 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     valid = b.op("Greater", value, b.f32("boxes_first/half", 0.5), name="boxes_first/valid")         # [B * R, K]
     if rows == 1:
         return Slots(index, valid, k_f)
-    if b.opset >= 15:
-        batch = b.op("Shape", alive, name="boxes_first/batch", start=0, end=1)                       # [1]: B
+    if batch is not None:
+        by_row = b.i64("boxes_first/by_row", [batch, rows, -1])
+        flat = b.i64("boxes_first/flat", [batch, -1])
     else:
-        batch = b.slice(b.op("Shape", alive, name="boxes_first/shape"), [0], [1], [0], name="boxes_first/batch")
-    by_row = b.op("Concat", batch, b.i64("boxes_first/rows_k", [rows, -1]), name="boxes_first/by_row", axis=0)
+        if b.opset >= 15:
+            batch_t = b.op("Shape", alive, name="boxes_first/batch", start=0, end=1)                  # [1]: B
+        else:
+            batch_t = b.slice(b.op("Shape", alive, name="boxes_first/shape"), [0], [1], [0], name="boxes_first/batch")
+        by_row = b.op("Concat", batch_t, b.i64("boxes_first/rows_k", [rows, -1]), name="boxes_first/by_row", axis=0)
+        flat = b.op("Concat", batch_t, b.i64("boxes_first/minus_one", [-1]), name="boxes_first/flat", axis=0)
     box = b.op("Add", b.op("Reshape", index, by_row, name="boxes_first/index_rows"),                 # [B, R, K]
                b.i64("boxes_first/row_start", (np.arange(rows) * length).reshape(1, rows, 1)), name="boxes_first/box_rows")
     if rows * length > n:   # the padded tail of the last row is never valid; unfilled slots there point at box N - 1
         box = b.min(box, b.i64("boxes_first/last_box", n - 1), name="boxes_first/box_in_range")
     box = b.op("Reshape", box, b.i64("boxes_first/slots_shape", [0, -1]), name="boxes_first/box")   # [B, R * K]
-    flat = b.op("Concat", batch, b.i64("boxes_first/minus_one", [-1]), name="boxes_first/flat", axis=0)
     valid = b.op("Reshape", valid, flat, name="boxes_first/valid_slots")                             # [B, R * K]
     return Slots(box, valid, b.op("Mul", k_f, b.f32("boxes_first/rows_f", [float(rows)]), name="boxes_first/most_f"))
 
 
 def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str) -> str:
     """x [B, W, N] (box_axis 2) | [B, N, W] (box_axis 1) -> the slots' columns / rows, [B, W, M] | [B, M, W]."""
-    if box_axis == 2:
-        idx = b.op("Expand", b.unsqueeze(slots.box, [1], name=f"{name}_idx1"), b.i64(f"{name}_idx_shape", [1, width, 1]),
-                   name=f"{name}_idx")
-        return b.op("GatherElements", x, idx, name=name, axis=2)
+    if box_axis == 2:       # one expanded index per width, shared (a Sigmoid front's probabilities and logits)
+        key = ("slots_idx", slots.box, width)
+        if key not in b.memo:
+            if ("slots_idx1", slots.box) not in b.memo:
+                b.memo[("slots_idx1", slots.box)] = b.unsqueeze(slots.box, [1], name=f"{name}_idx1")
+            one = b.memo[("slots_idx1", slots.box)]
+            b.memo[key] = b.op("Expand", one, b.i64(f"{name}_idx_shape", [1, width, 1]), name=f"{name}_idx")
+        return b.op("GatherElements", x, b.memo[key], name=name, axis=2)
     return gather_rows(b, x, slots.box, name, width)
 
 
@@ -208,7 +218,12 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
         z = steps.calibrate_logits(b, d, cmap, C)
         best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape, few_boxes=True), d.class_axis,
                                               few_boxes=True)
-        key = steps.calibrated_box_score(b, best_z)
+        # the Sigmoid of the best calibrated logit where a class survives in a filled slot, else NEG
+        # (steps.calibrated_box_score's penalty arithmetic and this slot mask in one Where)
+        kept = b.op("And", slots.valid, b.op("Greater", best_z, b.f32("calib/neg_half", NEG / 2), name="calib/box_kept"),
+                    name="boxes_first/kept")
+        return b.op("Where", kept, b.op("Sigmoid", best_z, name="calib/box_sigmoid"), b.f32("boxes_first/neg", NEG),
+                    name="boxes_first/key"), cls
     else:
         cal = steps.calibrate(b, d, cmap, C)
         key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape, few_boxes=True), d.class_axis,
@@ -217,15 +232,15 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots)
     return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
 
 
-def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None) -> Slots:
+def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None, batch: int | None = None) -> Slots:
     """alive [B, N] bool -> the surviving boxes' Slots: TopK by rows where N is static
     (compact_boxes_topk), CumSum + ScatterElements where it is not (compact_boxes_cumsum)."""
-    return compact_boxes_topk(b, alive, n_static) if n_static else compact_boxes_cumsum(b, alive)
+    return compact_boxes_topk(b, alive, n_static, batch=batch) if n_static else compact_boxes_cumsum(b, alive)
 
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
                            raw_thr: np.ndarray, n_static: int | None, coeffs: str | None = None,
-                           masks: int = 0) -> tuple[str, str, Dense, str]:
+                           masks: int = 0, batch: int | None = None) -> tuple[str, str, Dense, str]:
     """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense,
     most [1] float32: the most survivors of any image, Slots.most).
 
@@ -235,12 +250,12 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     (yolox_raw, gfl_multilevel, detr: boxes [B, N, 4], probs [B, N, C]). The slot boxes are input px,
     [B, 4, M] (class axis 1) | [B, M, 4] (class axis 2), in the decoded head's box format. coeffs: a
     seg head's mask coefficients [B, masks, N] (xywh_cls), gathered with the boxes into the slot
-    Dense's `coeffs` [B, masks, M].
+    Dense's `coeffs` [B, masks, M]. batch: B where the model fixes it (constant shapes).
     """
     C = raw_thr.size
     if dense is not None:                       # Sigmoid-front or decoded head: boxes, probs (logits) apart
         alive = box_margin(b, dense.probs, raw_thr, layout, class_axis=dense.class_axis)
-        slots = compact_boxes(b, alive, n_static)
+        slots = compact_boxes(b, alive, n_static, batch)
         box_axis = 2 if dense.class_axis == 1 else 1
         d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
                         gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
@@ -249,11 +264,11 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
                         box_format=dense.box_format)
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
         alive = box_margin(b, raw, raw_thr, layout, lead=4)
-        slots = compact_boxes(b, alive, n_static)
+        slots = compact_boxes(b, alive, n_static, batch)
         d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout, C)
     elif layout == "xywh_obj_cls":              # obj * (sum of cls): no product over N x C
         alive = box_margin(b, raw, raw_thr, layout)
-        slots = compact_boxes(b, alive, n_static)
+        slots = compact_boxes(b, alive, n_static, batch)
         d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout, C)
     else:
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")

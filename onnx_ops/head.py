@@ -29,7 +29,8 @@ class Head:
     elem_type: int              # its element type (FLOAT, FLOAT16, ...)
     num_classes: int
     n_static: int | None        # N anchors (K for end2end) when fixed, else None
-    batch_dim: object           # the batch dimension of the head output (int, str or None)
+    batch_dim: object           # the head output's batch dimension: an int only where the image input fixes it too
+                                # (head_batch), else str or None
     boxes: str | None = None    # sigmoid-front taps: [B, 4, N] cxcywh
     probs: str | None = None    # [B, C, N] Sigmoid output
     logits: str | None = None   # [B, C, N] Sigmoid input
@@ -53,6 +54,17 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
         inferred = model
     g = inferred.graph
     return {vi.name: value_info_dims(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
+
+
+def head_batch(model: onnx.ModelProto, info: ModelInfo, dim) -> object:
+    """The head output's batch dim `dim` as a build-time int only where the image input declares the
+    same fixed batch (an output's declared shape alone can be stale: onnxruntime runs other batches
+    with a warning); otherwise None (dynamic)."""
+    if not isinstance(dim, int):
+        return dim
+    image = next((i for i in model.graph.input if i.name == info.input_name), None)
+    dims = value_info_dims(image) if image is not None else None
+    return dim if dims and dims[0] == dim else None
 
 
 def _fits(shape: tuple | None, axis: int, want: int) -> bool:
@@ -90,7 +102,8 @@ def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source:
         n = shape[1]
         if isinstance(shape[2], int) and shape[2] != 6:
             raise DetcalError(f"{source}: end2end head output {info.output_name} must be [B, K, 6], got {list(shape)}")
-    head = Head(layout, info.output_name, elem, num_classes, n if isinstance(n, int) else None, shape[0])
+    head = Head(layout, info.output_name, elem, num_classes, n if isinstance(n, int) else None,
+                head_batch(model, info, shape[0]))
     if layout == "xywh_cls":
         shapes = _known_shapes(model)
         if masks:       # seg head: read the detection rows apart from the mask coefficients
@@ -138,6 +151,7 @@ def _undecoded_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, s
         batch = shape[0] if info.head_params.get("batch_axis", True) else 1
     else:
         n, batch = shape[1], shape[0]
-    return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None, batch,
+    return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None,
+                head_batch(model, info, batch),
                 outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw) if hw else None,
                 elem_types=elems, image_input=info.input_name, channels_last=info.input_layout == "NHWC")

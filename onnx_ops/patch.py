@@ -202,6 +202,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     variant = choose_calibration_variant(head, spec.calibration, cfg, rthr, static_shapes)
     multi = cfg.multi_label and head.layout != "end2end"
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
+    batch = head.batch_dim if isinstance(head.batch_dim, int) and head.batch_dim > 0 else None   # fixed B: constants
     coeffs = bound = None       # bound: boxes first's survivor count ([1] float32)
     if head.seg is not None:        # seg head: rows 4..4+C score; the M mask coefficients ride along
         tapped = None if head.seg.coeffs is None else steps.to_float32(b, head.seg.coeffs, head.elem_type,
@@ -211,13 +212,14 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
         if variant is Variant.BOXES_FIRST:         # then the classes of the surviving boxes only
             key, cls, decoded, bound = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
-                                                                  rthr, head.n_static)
+                                                                  rthr, head.n_static, batch=batch)
             n_cand = None
     elif variant is Variant.BOXES_FIRST:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors, bound = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
-                                                                head.n_static, coeffs, head.seg.m if head.seg else 0)
+                                                                head.n_static, coeffs, head.seg.m if head.seg else 0,
+                                                                batch=batch)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = _sigmoid_front(b, head)
@@ -232,7 +234,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
     # boxes first: its survivor count is the key's length, so TopK sorts only those (K from it, no trim_slots)
-    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, bound=bound)
+    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, bound=bound, batch=batch)
     if not static_shapes and bound is None:
         tk = steps.trim_slots(b, tk, cfg.max_det)
     if multi:

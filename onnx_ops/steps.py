@@ -233,13 +233,17 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def pad_key_descending(b: GraphBuilder, key: str, pad: int) -> str:
+def pad_key_descending(b: GraphBuilder, key: str, pad: int, batch: int | None = None) -> str:
     """key [B, N'] -> [B, N' + pad], the pad entries non-candidates (NEG - j * 1e26 < NEG / 2, j < pad),
     distinct and descending: onnxruntime's TopK sorts such a tail faster than `pad` equal values.
-    Shape, Mul, Add, Expand, Concat."""
+    batch: B where the model fixes it (the tail is then a constant: one Concat), else Shape, Concat,
+    Expand, Concat."""
     if not pad:
         return key
-    ramp = b.f32("topk/pad_ramp", (np.float64(NEG) - np.arange(pad) * 1e26).astype(np.float32).reshape(1, -1))
+    ramp = (np.float64(NEG) - np.arange(pad) * 1e26).astype(np.float32).reshape(1, -1)
+    if batch is not None:
+        return b.op("Concat", key, b.f32("topk/pad_tail", np.repeat(ramp, batch, 0)), name="topk/pad_key", axis=1)
+    ramp = b.f32("topk/pad_ramp", ramp)
     if b.opset >= 15:      # Shape's start/end: the batch size alone, then [B, pad]
         shape = b.op("Concat", b.op("Shape", key, name="topk/batch_shape", start=0, end=1), b.i64("topk/pad_len", [pad]),
                      name="topk/pad_shape", axis=0)
@@ -251,7 +255,7 @@ def pad_key_descending(b: GraphBuilder, key: str, pad: int) -> str:
 
 
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int,
-                  bound: str | None = None) -> TopK:
+                  bound: str | None = None, batch: int | None = None) -> TopK:
     """key [B, N'] -> the best K1 candidates, sorted by key descending, ties by lower index.
 
     K1 = max(pre_nms_top_k, max_det) is a build-time constant whatever N' is; with N' static it is
@@ -265,11 +269,12 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
     is padded with K' non-candidates only and TopK sorts the slots in use, not K1 (no trim_slots
     after it). K is data-dependent but at most the constant K1 through its Min, which
     `ep_support` reads as the bound TensorRT checks (dynamic K from TensorRT 8.6, K < 3840).
+    batch: B where the model fixes it (pad_key_descending's tail is then a constant).
     """
     k1 = max(pre_nms_top_k, max_det)
     if bound is not None:
         kout = min(max_det, k1)
-        padded = pad_key_descending(b, key, kout)
+        padded = pad_key_descending(b, key, kout, batch)
         m = b.op("Min", b.op("Max", bound, b.f32("topk/kout", [float(kout)]), name="topk/at_least"),
                  b.f32("topk/k1_f", [float(k1)]), name="topk/k_f")
         k = b.cast(m, INT64, name="topk/k")
@@ -285,7 +290,7 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
         k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
     else:
         pad = k1
-    padded = pad_key_descending(b, key, pad)
+    padded = pad_key_descending(b, key, pad, batch)
     score, index = b.op("TopK", padded, b.i64("topk/k1", [k1]), name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
     if pre_nms_top_k < k1:
