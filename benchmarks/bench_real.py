@@ -1,7 +1,7 @@
 """Post-processing routes on real models and real images, interleaved in one process (issue 11).
 
     python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project]
-                                    [--no-whole | --whole-only] [--whole-runs N]
+                                    [--no-whole | --whole-only] [--whole-runs N] [--whole-sessions S]
 
 The shared folder is ../shared beside the repository, or $DETCAL_SHARED where set (a git
 worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared/real/models/yolov8n_coco_int8.onnx,
@@ -25,7 +25,12 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           onnx_ops.patch.build_postprocess_graph.
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
           patched-id, patched-fit (detcal patch) and ortx-whole (the raw model + ortx's steps,
-          batch 1 only). Skipped for a batch size the model's batch axis does not allow.
+          batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
+          model, a run's time their mean (one session's memory placement moves a 70-100 ms model by
+          up to +-1.5%). Also paired ratios (the median over runs of route / raw of the same run) and
+          part-id / part-fit: the patched model's inserted part alone, timed right after the raw
+          model has handed it the head tensors it reads (1 + part / raw: the whole-model ratio from
+          the parts). Skipped for a batch size the model's batch axis does not allow.
 
 Within a run the routes go in a fresh random order. Every session: CPU provider,
 intra_op_num_threads=--threads (2), inter_op 1, session.intra_op.allow_spinning=0 (unless
@@ -331,12 +336,32 @@ def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args,
 
 def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry: dict) -> None:
     """raw, raw2, patched-id, patched-fit (and ortx-whole at batch 1), interleaved; fills entry['whole']."""
-    raw2_s = session(str(model_path), args.threads)
+    s_n = max(1, args.whole_sessions)
+
+    def sessions(path, first=None):
+        made = [first] if first is not None else []
+        return made + [session(str(path), args.threads) for _ in range(s_n - len(made))]
+
+    def averaged(sess_list, feed):
+        """One run of every session of a route (a fresh random order), the mean seconds: a session's memory
+        placement alone moves a 70-100 ms model by up to +-1.5%, so one session per route cannot resolve 1%."""
+        def run(i):
+            total = 0.0
+            for k in np.random.default_rng(i).permutation(len(sess_list)):
+                f = feed(i)
+                start = time.perf_counter()
+                sess_list[k].run(None, f)
+                total += time.perf_counter() - start
+            return total / len(sess_list)
+        return run
+
+    image = lambda i: {in_name: xb[i % nb]}                                    # noqa: E731
+    patched = lambda i: {in_name: xb[i % nb], "letterbox": rb[i % nb]}          # noqa: E731
     whole_units = {
-        "raw": lambda i: raw_s.run(None, {in_name: xb[i % nb]}),
-        "raw2": lambda i: raw2_s.run(None, {in_name: xb[i % nb]}),
-        "patched-id": lambda i: variants["id"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
-        "patched-fit": lambda i: variants["fit"].patched.run(None, {in_name: xb[i % nb], "letterbox": rb[i % nb]}),
+        "raw": averaged(sessions(model_path, raw_s), image),
+        "raw2": averaged(sessions(model_path), image),
+        "patched-id": averaged(sessions(variants["id"].patched_path, variants["id"].patched), patched),
+        "patched-fit": averaged(sessions(variants["fit"].patched_path, variants["fit"].patched), patched),
     }
     if ortx_whole is not None and batch == 1:
         whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
@@ -347,17 +372,21 @@ def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, 
     runs = args.whole_runs if args.whole_runs else args.runs
     reps_w = time_interleaved(whole_units, runs, args.reps, seed=100 + batch, base="raw")
     names_w = list(whole_units)
-    print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians)", reps_w, names_w, "raw")
+    print_reps(f"{name}  batch {batch}  whole models ({runs} runs x {args.reps} reps, medians"
+               + (f"; raw, raw2, patched-*: the mean of {s_n} sessions each per run" if s_n > 1 else "") + ")",
+               reps_w, names_w, "raw")
     print("  noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['raw2'] / m['raw'] - 1):.3f}" for m in reps_w))
     print("  paired (median over runs of route / raw of the same run): "
           + "; ".join(f"rep {i + 1}: " + ", ".join(f"{r} {m['_paired'][r]:.4f}" for r in names_w if r != "raw")
                       for i, m in enumerate(reps_w)))
     print("  paired noise floor |raw2/raw - 1|: " + ", ".join(f"{abs(m['_paired']['raw2'] - 1):.4f}" for m in reps_w))
-    parts = [r for r in names_w if r.startswith("part-")]
+    parts = [r for r in names_w if r.startswith("part-") and r != "part-null"]
     if parts:
         print("  from the parts (1 + the inserted part alone, on the model's own head tensors of the same run, "
-              "over raw, paired): " + "; ".join(f"rep {i + 1}: " + ", ".join(
-                  f"patched-{r[5:]} {1 + m['_paired'][r]:.4f}" for r in parts) for i, m in enumerate(reps_w)))
+              "over raw, paired; in brackets less part-null, the second session call's own cost): " + "; ".join(
+                  f"rep {i + 1}: " + ", ".join(
+                      f"patched-{r[5:]} {1 + m['_paired'][r]:.4f} [{1 + m['_paired'][r] - m['_paired'].get('part-null', 0):.4f}]"
+                      for r in parts) for i, m in enumerate(reps_w)))
     entry["whole"] = reps_w
 
 
@@ -394,7 +423,19 @@ def inserted_parts_units(model_path: Path, variants, in_name: str, xb, rb, nb: i
             return time.perf_counter() - start
         return run
 
-    return {f"part-{key}": unit(s, h) for key, (s, h) in parts.items()}
+    units = {f"part-{key}": unit(s, h) for key, (s, h) in parts.items()}
+    # part-null: a session call with the same inputs and four outputs and nothing inside (Identity of
+    # the letterbox rows): what handing the head tensors to a second session costs by itself
+    from onnx import TensorProto, helper
+    null_part = parts[next(iter(parts))][0]
+    ins = [helper.make_tensor_value_info(i.name, TensorProto.FLOAT, None) for i in null_part.get_inputs()]
+    null = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", [LETTERBOX_INPUT], [f"out{j}"]) for j in range(4)], "null", ins,
+        [helper.make_tensor_value_info(f"out{j}", TensorProto.FLOAT, None) for j in range(4)]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    units["part-null"] = unit(session(null.SerializeToString(), threads), [i.name for i in null_part.get_inputs()
+                                                                          if i.name != LETTERBOX_INPUT])
+    return units
 
 
 # ------------------------------------------------------------------------------------------
@@ -480,6 +521,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=200, help="runs per repetition")
     ap.add_argument("--whole-runs", type=int, default=0, help="runs per repetition for whole models (default: --runs)")
+    ap.add_argument("--whole-sessions", type=int, default=1,
+                    help="sessions per whole-model route (raw, raw2, patched-*), each run timed as their mean")
     ap.add_argument("--reps", type=int, default=2, help="repetitions")
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (each must divide 40)")
     ap.add_argument("--threads", type=int, default=2)
