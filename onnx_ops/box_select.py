@@ -24,7 +24,7 @@ The graph reaches the same candidates in this order:
                      Static N (compact_boxes_topk): one TopK of alive * (L - position) over the boxes
                      cut into rows of L < 3840 (TensorRT's TopK limit; one row for N < 3840), K = the
                      most survivors of any row (bounded by L through a Min): M = rows * K.
-                     Dynamic N (compact_boxes): CumSum (float32, as TensorRT's CumSum wants) over the
+                     Dynamic N (compact_boxes_cumsum): CumSum (float32, as TensorRT's CumSum wants) over the
                      mask gives every candidate its slot, ScatterElements (int32) writes the box
                      indices there (non-candidates to distinct slots past N), Slice keeps the first
                      M = most candidates of any image. On the real YOLOv8n (N = 8400, 3 rows) the TopK
@@ -61,8 +61,9 @@ from .graph_types import Dense
 
 @dataclass
 class Slots:
-    """The surviving boxes, compacted: box [B, M] int64 (ascending, valid indices), valid [B, M] bool,
-    most [1] float32 the most survivors of any image (= M: steps.pre_nms_top_k sizes its TopK from it)."""
+    """The surviving boxes, compacted: box [B, M] int64 (ascending over the valid slots, every one a real
+    box index), valid [B, M] bool, most [1] float32 = M, the slot count (at least the most survivors of
+    any image: steps.pre_nms_top_k sizes its TopK from it)."""
 
     box: str
     valid: str
