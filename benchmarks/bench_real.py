@@ -76,6 +76,10 @@ from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo
 REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
+# The second model is a YOLO11n int8 at 320 ([1,84,2100]), which ../shared/real does not have: the
+# Ultralytics dynamic-shape fixture run at 320 gives that head shape from a real export topology (random
+# weights: its scores hardly depend on the image, so only the shapes and the cost per run are like it).
+FIXTURE_DYNAMIC = SHARED / "fixtures" / "yolov8n_dynamic.onnx"
 # the real multi-output heads decoded in the graph (onnx_ops.decode_graph), with their preprocessing
 REAL_DECODED = {
     "yolox_nano_coco_416.onnx": Preprocess(pad_value=114, channel_order="BGR", placement="top_left", scale="none"),
@@ -527,8 +531,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (each must divide 40)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--only", choices=("real", "decoded", "project"),
-                    help="real: YOLOv8n; decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
+    ap.add_argument("--only", choices=("real", "fixture320", "decoded", "project"),
+                    help="real: YOLOv8n; fixture320: the Ultralytics dynamic fixture at 320 ([1,84,2100], random "
+                         "weights); decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
                          "project: the 5-class detectors")
     whole = ap.add_mutually_exclusive_group()
     whole.add_argument("--no-whole", action="store_true", help="post-processing alone only")
@@ -558,6 +563,12 @@ def main(argv=None) -> int:
             jobs.append(("real yolov8n int8 640 [1,84,8400]", REAL_MODEL, "xywh_cls", 80, 640, lambda: real_inputs(640)))
         else:
             print(f"SKIP real model: {REAL_MODEL} or {REAL_IMAGES} not found (../shared/real beside the repo)")
+    if args.only in (None, "fixture320"):
+        if FIXTURE_DYNAMIC.exists() and REAL_IMAGES.is_dir():
+            jobs.append(("fixture yolov8n dynamic 320 [1,84,2100] (random weights)", FIXTURE_DYNAMIC, "xywh_cls", 80, 320,
+                         lambda: real_inputs(320)))
+        else:
+            print(f"SKIP fixture model: {FIXTURE_DYNAMIC} or {REAL_IMAGES} not found (../shared beside the repo)")
     decoded_jobs = []
     if args.only in (None, "decoded") and not args.whole_only:
         for fname, pre in REAL_DECODED.items():

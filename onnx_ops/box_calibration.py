@@ -172,13 +172,14 @@ def cxcywh_to_xyxy(b: GraphBuilder, boxes: str) -> str:
 
 
 def box_survivors_key_dense(b: GraphBuilder, probs: str, boxes: str, class_axis: int, cmap: BoxPlattMap, thresholds,
-                            input_size) -> str:
+                            input_size, box_format: str = "cxcywh") -> str:
     """Dense head -> key of probs' shape ([B, C, N] | [B, N, C]): the calibrated logit s where the
     candidate survives (p > pre_c and s > L_c), NEG elsewhere.
 
-    probs [B, C, N] with boxes [B, 4, N] cxcywh (class_axis 1), or probs [B, N, C] with boxes
-    [B, N, 4] (class_axis 2). Prefilter over N x C (Greater, NonZero), then on the M prefiltered
-    candidates: GatherND of score and box, cxcywh -> xyxy, box_calibrated_logit, threshold, and
+    probs [B, C, N] with boxes [B, 4, N] (class_axis 1), or probs [B, N, C] with boxes [B, N, 4]
+    (class_axis 2), the boxes in `box_format` ('cxcywh', or 'xyxy' for heads decoded from distances,
+    gfl_multilevel). Prefilter over N x C (Greater, NonZero), then on the M prefiltered candidates:
+    GatherND of score and box, cxcywh -> xyxy where needed, box_calibrated_logit, threshold, and
     ScatterND into a NEG-filled key.
     """
     C = cmap.num_classes
@@ -192,7 +193,8 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, boxes: str, class_axis:
     box_col = 2 if class_axis == 1 else 1
     bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, box_col]), name="boxcal/cand_box_index", axis=1)
     rows = b.op("Transpose", boxes, name="boxcal/boxes_bn4", perm=[0, 2, 1]) if class_axis == 1 else boxes
-    xyxy = cxcywh_to_xyxy(b, b.op("GatherND", rows, bidx, name="boxcal/cand_cxcywh"))               # [M, 4]
+    cand_boxes = b.op("GatherND", rows, bidx, name="boxcal/cand_boxes")                            # [M, 4]
+    xyxy = cand_boxes if box_format == "xyxy" else cxcywh_to_xyxy(b, cand_boxes)
     s = box_calibrated_logit(b, p, cls, xyxy, cmap, input_size)
     ok = b.op("Greater", s, _per_class(b, "logit_threshold", lt, cls), name="boxcal/above_threshold")
     vals = b.op("Where", ok, s, b.f32("boxcal/neg", NEG), name="boxcal/cand_key")
@@ -225,7 +227,8 @@ def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresho
     size = cmap.input_size
     if isinstance(decoded, Sparse):
         return box_survivors_key_sparse(b, decoded.boxes, decoded.scores, decoded.classes, cmap, thresholds, size)
-    key = box_survivors_key_dense(b, decoded.probs, decoded.boxes, decoded.class_axis, cmap, thresholds, size)
+    key = box_survivors_key_dense(b, decoded.probs, decoded.boxes, decoded.class_axis, cmap, thresholds, size,
+                                  decoded.box_format)
     if multi_label:
         return steps.multi_label_candidates(b, key, decoded.class_axis), None
     return steps.select_best_class(b, key, decoded.class_axis)

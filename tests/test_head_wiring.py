@@ -43,7 +43,7 @@ def test_layout_names_in_contract_and_cli():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("calibrator", ["identity", "platt_per_class", "isotonic_per_class"])
+@pytest.mark.parametrize("calibrator", ["identity", "platt_per_class", "isotonic_per_class", "platt_box"])
 def test_patched_family_equals_reference(tmp_path, family, calibrator):
     path = tmp_path / f"{family}.onnx"
     onnx.save(FAMILIES[family](), str(path))
