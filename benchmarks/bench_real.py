@@ -20,9 +20,10 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           images, cyclically): numpy (calib.pipeline.postprocess: detcal's reference), opencv
           (cv2.dnn.NMSBoxesBatched, max_det after NMS), ortx (onnxruntime-extensions' YOLOv8
           steps; it rejects batch > 1, so a batch of 8 is 8 calls), detcal-id (the inserted graph,
-          identity calibration, uniform threshold) and detcal-fit (temperature calibration,
-          per-class thresholds, as `detcal fit` writes them), the inserted graph built by
-          onnx_ops.patch.build_postprocess_graph.
+          identity calibration, uniform threshold), detcal-fit (temperature calibration,
+          per-class thresholds, as `detcal fit` writes them) and detcal-box (the box-aware platt_box
+          map, seeded, same thresholds: what fit's auto chose for the real YOLOv8n), the inserted
+          graph built by onnx_ops.patch.build_postprocess_graph.
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
           patched-id, patched-fit (detcal patch) and ortx-whole (the raw model + ortx's steps,
           batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
@@ -177,6 +178,15 @@ class Variant:
         return self.artifact.score_thresholds
 
 
+def fitted_like_box_map(c: int, size: int, rng: np.random.Generator):
+    """A BoxPlattMap in the ranges of the one `detcal fit` made for the real YOLOv8n (a 1.1..1.5, b 0.2..0.8,
+    |w| about 0.18, clip 4, feature means / spreads of COCO boxes), seeded."""
+    from calib.artifact import BoxPlattMap
+
+    return BoxPlattMap(rng.uniform(1.1, 1.5, c), rng.uniform(0.2, 0.8, c), rng.normal(0, 0.22, (c, 3)),
+                       [-4.0, -0.16, 0.36], [2.0, 0.7, 0.25], 4.0, (size, size))
+
+
 def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str, object]:
     sha = sha256_file(model_path)
     rng = np.random.default_rng(11)
@@ -187,6 +197,10 @@ def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str,
                             input_size=(size, size), **nms),
         "fit": make_artifact(c, calibrator="temperature", thresholds=fit_thr, layout=layout, sha256=sha,
                              input_size=(size, size), seed=11, **nms),
+        # box-aware (platt_box), what `detcal fit`'s auto chose for the real YOLOv8n: a fitted-like map (its
+        # a, b, w, feature standardisation in the fitted map's ranges) at the level fit certified there (0.911)
+        "box": make_artifact(c, calibrator=fitted_like_box_map(c, size, rng), thresholds=np.full(c, 0.911),
+                             layout=layout, sha256=sha, input_size=(size, size), **nms),
     }
 
 
@@ -285,6 +299,7 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
             "numpy": lambda i: routes.route_numpy(hb[i % nb], layout, rb[i % nb], idm, CONF, cfg),
             "detcal-id": cut_run(variants["id"]),
             "detcal-fit": cut_run(variants["fit"]),
+            "detcal-box": cut_run(variants["box"]),
         }
         if cv2 is not None:
             post_units["opencv"] = lambda i: routes.route_opencv(cv2, hb[i % nb], layout, rb[i % nb], CONF, IOU, MAX_DET)
@@ -314,21 +329,23 @@ def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args,
             got[r] = [d for i in range(nb) for d in post_units[r](i)]
     for r, g in got.items():
         agree[r] = routes.agreement(g, ref)
-    fv = variants["fit"]
-    ref_fit = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], fv.cmap, fv.thresholds, cfg)]
-    agree["detcal-fit (vs numpy, same calibration)"] = routes.agreement(
-        [d for i in range(nb) for d in routes.from_fixed(post_units["detcal-fit"](i))], ref_fit)
+    for key in ("fit", "box"):
+        v = variants[key]
+        ref_v = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], v.cmap, v.thresholds, cfg)]
+        agree[f"detcal-{key} (vs numpy, same calibration)"] = routes.agreement(
+            [d for i in range(nb) for d in routes.from_fixed(post_units[f"detcal-{key}"](i))], ref_v)
 
     for _ in range(args.warmup):
         for fn in post_units.values():
             fn(0)
-    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit") if r in post_units]
+    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit", "detcal-box") if r in post_units]
     reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
     title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
     if batch > 1 and "ortx" in post_units:
         title += f"; ortx: {batch} calls of batch 1"
     print_reps(title, reps, post_names, "detcal-fit")
-    print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps))
+    print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps)
+          + "; detcal-box / detcal-id: " + ", ".join(f"{m['detcal-box'] / m['detcal-id']:.3f}" for m in reps))
     print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
     for r, a in agree.items():
         print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "

@@ -51,9 +51,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-from calib.artifact import AffineLogitMap
+from calib.artifact import AffineLogitMap, BoxPlattMap
 
-from . import steps
+from . import box_calibration, steps
 from .ep_table import TRT_TOPK_MAX_K
 from .graph_builder import FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
 from .graph_calibration import class_shape
@@ -210,11 +210,19 @@ def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: in
     return gather_rows(b, x, slots.box, name, width)
 
 
-def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots) -> tuple[str, str]:
+def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
+             thresholds: np.ndarray | None = None) -> tuple[str, str]:
     """Decoded slots (Dense over M slots) -> (key [B, M] calibrated best score, NEG where no class
-    survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them."""
+    survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them.
+    Box-aware maps (BoxPlattMap, `thresholds` the calibrated ones): the key is the best calibrated
+    logit, from box_calibration's prefilter and logit on the [B, C, M] slots (its NonZero over C x M)."""
     C = raw_thr.size
     shape = class_shape(C, d.class_axis)
+    if isinstance(cmap, BoxPlattMap):
+        key = box_calibration.box_survivors_key_dense(b, d.probs, d.boxes, d.class_axis, cmap, thresholds,
+                                                      cmap.input_size, d.box_format)
+        best, cls = steps.select_best_class(b, key, d.class_axis, few_boxes=True)
+        return b.op("Where", slots.valid, best, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
         z = steps.calibrate_logits(b, d, cmap, C)
         best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape, few_boxes=True), d.class_axis,
@@ -241,7 +249,8 @@ def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None, batch: int 
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
                            raw_thr: np.ndarray, n_static: int | None, coeffs: str | None = None,
-                           masks: int = 0, batch: int | None = None) -> tuple[str, str, Dense, str]:
+                           masks: int = 0, batch: int | None = None, thresholds: np.ndarray | None = None
+                           ) -> tuple[str, str, Dense, str]:
     """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense,
     most [1] float32: the most survivors of any image, Slots.most).
 
@@ -251,7 +260,8 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     (yolox_raw, gfl_multilevel, detr: boxes [B, N, 4], probs [B, N, C]). The slot boxes are input px,
     [B, 4, M] (class axis 1) | [B, M, 4] (class axis 2), in the decoded head's box format. coeffs: a
     seg head's mask coefficients [B, masks, N] (xywh_cls), gathered with the boxes into the slot
-    Dense's `coeffs` [B, masks, M]. batch: B where the model fixes it (constant shapes).
+    Dense's `coeffs` [B, masks, M]. batch: B where the model fixes it (constant shapes). thresholds:
+    the calibrated thresholds (C,), for a box-aware map (raw_thr is then its raw prefilter).
     """
     C = raw_thr.size
     if dense is not None:                       # Sigmoid-front or decoded head: boxes, probs (logits) apart
@@ -260,7 +270,7 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
         box_axis = 2 if dense.class_axis == 1 else 1
         d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
                         gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
-                        logits=None if dense.logits is None else
+                        logits=None if dense.logits is None or isinstance(cmap, BoxPlattMap) else   # box-aware: probabilities
                         gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"),
                         box_format=dense.box_format)
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
@@ -273,7 +283,7 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
         d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout, C)
     else:
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")
-    key, cls = slot_key(b, d, cmap, raw_thr, slots)
+    key, cls = slot_key(b, d, cmap, raw_thr, slots, thresholds)
     if coeffs is not None:
         d.coeffs = gather_slots(b, coeffs, slots, 2, masks, "boxes_first/mask_coeffs")
     return key, cls, d, slots.most

@@ -120,7 +120,7 @@ from .box_calibration import box_calibrated_score
 from .decode_graph import decode_for_patch
 from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
 from .head import Head, find_head
-from .variants import Variant, candidate_key, choose_calibration_variant
+from .variants import BOX_AWARE_VARIANTS, BOXES_FIRST_VARIANTS, candidate_key, choose_calibration_variant
 
 OUTPUTS = PATCHED_OUTPUTS
 NMS_MIN_OPSET = 10
@@ -210,16 +210,17 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         raw, coeffs = masks.split_seg_head(b, raw, head.seg, tapped)
     if head.layout in HEAD_LAYOUTS:
         decoded = decode_for_patch(b, head)        # yolox_raw / gfl_multilevel / detr: several outputs
-        if variant is Variant.BOXES_FIRST:         # then the classes of the surviving boxes only
+        if variant in BOXES_FIRST_VARIANTS:        # then the classes of the surviving boxes only
             key, cls, decoded, bound = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
-                                                                  rthr, head.n_static, batch=batch)
+                                                                  rthr, head.n_static, batch=batch,
+                                                                  thresholds=spec.thresholds)
             n_cand = None
-    elif variant is Variant.BOXES_FIRST:
+    elif variant in BOXES_FIRST_VARIANTS:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors, bound = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
                                                                 head.n_static, coeffs, head.seg.m if head.seg else 0,
-                                                                batch=batch)
+                                                                batch=batch, thresholds=spec.thresholds)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = _sigmoid_front(b, head)
@@ -229,7 +230,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         boxes_src, fmt, box_axis = decoded.boxes, "xyxy", 1
     else:
         boxes_src, fmt, box_axis = decoded.boxes, decoded.box_format, (2 if decoded.class_axis == 1 else 1)
-    if variant is not Variant.BOXES_FIRST:
+    if variant not in BOXES_FIRST_VARIANTS:
         key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi, spec.thresholds)
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
@@ -248,11 +249,11 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
-    if variant is Variant.BOX_AWARE:        # ranked by the calibrated logit; the score is its Sigmoid
+    if variant in BOX_AWARE_VARIANTS:       # ranked by the calibrated logit; the score is its Sigmoid
         kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
     outs = steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
     if coeffs is not None:          # the kept boxes' mask coefficients, same indices as det_boxes
-        src = decoded.coeffs if variant is Variant.BOXES_FIRST else coeffs
+        src = decoded.coeffs if variant in BOXES_FIRST_VARIANTS else coeffs
         kept_coeffs = masks.kept_mask_coeffs(b, src, box_index, tk.pad, kept, head.seg.m)
         outs[DET_MASKS_COEFFS] = masks.pack_mask_coeffs(b, kept, kept_coeffs, cfg.max_det)
     return outs

@@ -24,6 +24,12 @@ BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls", *HEAD_LAYOUTS)   # the decode
 # YOLOv8n rows cut to C = 1, 2, 3, 5 classes, 0.61-0.69x the dense steps at batch 1; the project's
 # 5-class detectors 0.5-0.8x); it was 16 while the compaction was about 30 nodes.
 BOXES_FIRST_MIN_CLASSES = 1
+# Box-aware maps take the boxes-first route only where their lowest raw prefilter is at least this: the
+# margin compares the sum of a box's class scores with it, and below it nearly every box gets through,
+# so gathering them all costs more than the dense prefilter (a random map of the tests' artifact_factory on
+# the real YOLOv8n heads, batch 1, thresholds putting the lowest prefilter at 0.1 / 0.01 / 0.001: 1.06 /
+# 1.32 / 1.92 ms boxes first against 3.47 / 3.53 / 3.56 dense; at 2.5e-6: 6.4 against 4.3 ms).
+BOX_AWARE_MIN_PREFILTER = 1e-3
 
 
 class Variant(enum.Enum):
@@ -53,6 +59,11 @@ class Variant(enum.Enum):
     BOX_AWARE         box-aware maps (platt_box), any head: the threshold is per candidate
                       (onnx_ops.box_calibration): raw prefilter (NonZero), the calibrated logit of
                       the M prefiltered candidates, bit-exact, as the key; Sigmoid after NMS.
+    BOX_AWARE_BOXES_FIRST  box-aware maps on single-label dense heads whose lowest raw prefilter is at least
+                      BOX_AWARE_MIN_PREFILTER (the default there): BOXES_FIRST's
+                      margin (against the lowest raw prefilter) and compaction, then BOX_AWARE's
+                      prefilter and calibrated logit on the [B, C, M] slots only (its NonZero over
+                      C x M instead of N x C); Sigmoid after NMS.
     """
 
     BOXES_FIRST = "boxes_first"
@@ -62,6 +73,11 @@ class Variant(enum.Enum):
     SURVIVORS_ONLY = "survivors_only"
     DENSE = "dense"
     BOX_AWARE = "box_aware"
+    BOX_AWARE_BOXES_FIRST = "box_aware_boxes_first"
+
+
+BOXES_FIRST_VARIANTS = (Variant.BOXES_FIRST, Variant.BOX_AWARE_BOXES_FIRST)   # the candidates from box_select
+BOX_AWARE_VARIANTS = (Variant.BOX_AWARE, Variant.BOX_AWARE_BOXES_FIRST)      # key = calibrated logit, Sigmoid after NMS
 
 
 def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
@@ -71,13 +87,15 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
     static_shapes: the fixed-shape graph (TensorRT): never BOXES_FIRST or SURVIVORS_ONLY (their
     compaction has data-dependent shapes), DENSE instead. Single-label heads never get
     SURVIVORS_ONLY (NonZero over all N x C): BOXES_FIRST (from BOXES_FIRST_MIN_CLASSES classes)."""
-    if isinstance(cmap, BoxPlattMap):
-        return Variant.BOX_AWARE     # per-candidate thresholds; its prefilter compacts (data-dependent shape)
+    multi = cfg.multi_label
+    boxes_first = (not static_shapes and not multi and head.layout in BOXES_FIRST_LAYOUTS
+                   and head.num_classes >= BOXES_FIRST_MIN_CLASSES)
+    if isinstance(cmap, BoxPlattMap):   # per-candidate thresholds; its prefilter compacts (data-dependent shape)
+        tight = bool(np.all(np.asarray(raw_thresholds) >= BOX_AWARE_MIN_PREFILTER))   # raw_thresholds: the prefilter
+        return Variant.BOX_AWARE_BOXES_FIRST if boxes_first and tight else Variant.BOX_AWARE
     if head.layout == "end2end":
         return Variant.SPARSE
-    multi = cfg.multi_label
-    if (not static_shapes and not multi and head.layout in BOXES_FIRST_LAYOUTS
-            and head.num_classes >= BOXES_FIRST_MIN_CLASSES):
+    if boxes_first:
         return Variant.BOXES_FIRST
     rthr = raw_thresholds
     isotonic = isinstance(cmap, IsotonicMap)

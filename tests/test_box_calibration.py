@@ -536,3 +536,31 @@ def test_fit_mask_keeps_the_certification_images_out_of_the_calibrator():
     assert not np.allclose(other.transform(p, cls), want.transform(p, cls))   # the mask matters
     with pytest.raises(ValueError, match="fit_mask"):
         choose_on_floor("platt_per_class", p, cls, tp_neg, groups, boxes, 0.2, 3, fit_mask=on_pos[:5])
+
+
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
+def test_box_aware_takes_boxes_first_where_the_prefilter_is_tight(layout, static):
+    """Single-label dense heads with a box-aware map: boxes first (the prefilter's NonZero over the
+    [B, C, M] slots) where the lowest raw prefilter is >= BOX_AWARE_MIN_PREFILTER, the dense prefilter
+    below it; both equal the reference on a busy two-image example (80 classes, 8400 candidates)."""
+    from artifact_factory import random_head
+    from calib.artifact import PostprocessConfig
+    from calib.letterbox import letterbox_row
+    from onnx_ops.patch import build_postprocess_graph
+    from onnx_ops.variants import BOX_AWARE_MIN_PREFILTER
+
+    rng = np.random.default_rng(5)
+    raw = random_head(layout, 2, 8400, 80, rng, dup_frac=0.1)
+    rows = np.stack([letterbox_row(1280, 720, (640, 640)), letterbox_row(500, 900, (640, 640))]).astype(F)
+    n = 8400 if static else None
+    seen = set()
+    for seed in range(4):
+        _, cmap, thr, cfg = cut_session(layout, 80, seed, False, 300, 3000, True, True, n)
+        tight = bool(np.all(cmap.prefilter_thresholds(thr) >= BOX_AWARE_MIN_PREFILTER))
+        graph = build_postprocess_graph(layout, 80, cmap, thr, cfg, num_candidates=n).graph
+        assert any(nd.name.startswith("detcal/boxes_first/") for nd in graph.node) == tight
+        seen.add(tight)
+        ref = _cut_case(layout, 80, seed, False, 300, 3000, True, True, n, raw, rows)
+        assert ref["num_dets"].sum() > 0
+    assert seen == {True, False}, "the seeds no longer cover both routes"
