@@ -234,7 +234,7 @@ def test_bench_real_on_the_project_detector(capsys):
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.strip().startswith("detcal-")]
     agree = [ln for ln in lines if "matched" in ln]
-    assert len(agree) == 2 and all("matched 1.000" in ln and "extra 0.000" in ln for ln in agree), out
+    assert len(agree) == 3 and all("matched 1.000" in ln and "extra 0.000" in ln for ln in agree), out   # id, fit, box
 
 
 def test_inserted_over_raw_pairs_nodes_with_their_run():
