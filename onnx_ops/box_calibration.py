@@ -77,6 +77,23 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log") -> str:
 
 def box_features(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str]:
     """boxes [..., 4] xyxy input px -> (log_area, log_aspect, centre_distance), each [...] float32."""
+    area, aspect, dist = box_feature_terms(b, boxes, input_size)
+    return log_f32(b, area, "boxcal/log_area"), log_f32(b, aspect, "boxcal/log_aspect"), dist
+
+
+def log_f32_stacked(b: GraphBuilder, xs: list[str], tag: str) -> list[str]:
+    """log_f32 of several tensors of one shape [...] in ONE log_f32 (~90 nodes) over their stack [n, ...]:
+    log_f32 is elementwise, so every value is the same bits as its own log_f32 (Unsqueeze, Concat,
+    Split, Squeeze around it)."""
+    stacked = b.op("Concat", *[b.unsqueeze(x, [0], name=f"{tag}/in{i}") for i, x in enumerate(xs)], name=f"{tag}/stack",
+                   axis=0)
+    logs = b.split(log_f32(b, stacked, tag), [1] * len(xs), 0, name=f"{tag}/unstack")
+    return [b.squeeze(v, [0], name=f"{tag}/out{i}") for i, v in enumerate(logs)]
+
+
+def box_feature_terms(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str]:
+    """boxes [..., 4] xyxy input px -> (relative area, aspect w / h, centre_distance), each [...] float32:
+    box_features before its two logs."""
     inv_area, half_w, half_h = feature_constants(input_size)
 
     def col(i, name):
@@ -88,8 +105,7 @@ def box_features(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str
     bh = b.op("Max", b.op("Sub", y2, y1, name="boxcal/h_raw"), min_side, name="boxcal/h")
     area = b.op("Mul", b.op("Mul", bw, bh, name="boxcal/area"), b.f32("boxcal/inv_input_area", inv_area),
                 name="boxcal/rel_area")
-    log_area = log_f32(b, area, "boxcal/log_area")
-    log_aspect = log_f32(b, b.op("Div", bw, bh, name="boxcal/aspect"), "boxcal/log_aspect")
+    aspect = b.op("Div", bw, bh, name="boxcal/aspect")
     half = b.f32("boxcal/half", 0.5)
     hw, hh = b.f32("boxcal/half_w", half_w), b.f32("boxcal/half_h", half_h)
     cx = b.op("Mul", b.op("Add", x1, x2, name="boxcal/x_sum"), half, name="boxcal/cx")
@@ -98,7 +114,7 @@ def box_features(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str
     dy = b.op("Div", b.op("Sub", cy, hh, name="boxcal/cy_off"), hh, name="boxcal/dy")
     r2 = b.op("Add", b.op("Mul", dx, dx, name="boxcal/dx2"), b.op("Mul", dy, dy, name="boxcal/dy2"), name="boxcal/r2")
     dist = b.op("Sqrt", b.op("Mul", r2, half, name="boxcal/r2_half"), name="boxcal/centre_distance")
-    return log_area, log_aspect, dist
+    return area, aspect, dist
 
 
 def standardised_features(b: GraphBuilder, phi: tuple[str, str, str], cmap: BoxPlattMap) -> list[str]:
@@ -112,11 +128,15 @@ def standardised_features(b: GraphBuilder, phi: tuple[str, str, str], cmap: BoxP
     return out
 
 
+def odds_f32(b: GraphBuilder, p: str) -> str:
+    """p [...] -> pc / (1 - pc), pc = Clip(p, EPS, 1 - EPS): logit_f32 before its log."""
+    pc = b.op("Clip", p, b.f32("boxcal/eps_lo", EPS), b.f32("boxcal/eps_hi", 1 - EPS), name="boxcal/clip_p")
+    return b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
+
+
 def logit_f32(b: GraphBuilder, p: str) -> str:
     """p [...] -> log_f32(pc / (1 - pc)), pc = Clip(p, EPS, 1 - EPS) (calib.artifact.box_map.logit_f32)."""
-    pc = b.op("Clip", p, b.f32("boxcal/eps_lo", EPS), b.f32("boxcal/eps_hi", 1 - EPS), name="boxcal/clip_p")
-    odds = b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
-    return log_f32(b, odds, "boxcal/logit")
+    return log_f32(b, odds_f32(b, p), "boxcal/logit")
 
 
 def _per_class(b: GraphBuilder, tag: str, values: np.ndarray, cls: str) -> str:
@@ -129,9 +149,11 @@ def _per_class(b: GraphBuilder, tag: str, values: np.ndarray, cls: str) -> str:
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size) -> str:
     """p [M], cls [M] int64, boxes [M, 4] xyxy input px -> s [M] float32,
-    s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit."""
-    z = logit_f32(b, p)
-    u = standardised_features(b, box_features(b, boxes, input_size), cmap)
+    s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit.
+    The three logs (the score's logit, log area, log aspect) are one log_f32 over their stack."""
+    area, aspect, dist = box_feature_terms(b, boxes, input_size)
+    z, log_area, log_aspect = log_f32_stacked(b, [odds_f32(b, p), area, aspect], "boxcal/logs")
+    u = standardised_features(b, (log_area, log_aspect, dist), cmap)
     terms = [b.op("Mul", _per_class(b, f"w{j}", cmap.w[:, j], cls), u[j], name=f"boxcal/wu{j}") for j in range(3)]
     box_term = b.op("Add", b.op("Add", terms[0], terms[1], name="boxcal/wu01"), terms[2], name="boxcal/box_term")
     az = b.op("Mul", _per_class(b, "a", cmap.a, cls), z, name="boxcal/az")
@@ -234,6 +256,6 @@ def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresho
     return steps.select_best_class(b, key, decoded.class_axis)
 
 
-__all__ = ["log_f32", "box_features", "standardised_features", "logit_f32", "box_calibrated_logit", "box_survives",
+__all__ = ["log_f32", "log_f32_stacked", "box_features", "box_feature_terms", "standardised_features", "odds_f32", "logit_f32", "box_calibrated_logit", "box_survives",
            "box_calibrated_score", "cxcywh_to_xyxy", "box_survivors_key_dense", "box_survivors_key_sparse",
            "threshold_calibrate_box"]
