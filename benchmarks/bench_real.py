@@ -22,8 +22,8 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           steps; it rejects batch > 1, so a batch of 8 is 8 calls), detcal-id (the inserted graph,
           identity calibration, uniform threshold), detcal-fit (temperature calibration,
           per-class thresholds, as `detcal fit` writes them) and detcal-box (the box-aware platt_box
-          map, seeded, same thresholds: what fit's auto chose for the real YOLOv8n), the inserted
-          graph built by onnx_ops.patch.build_postprocess_graph.
+          map that fit's auto chose for the real YOLOv8n: a fitted-like one, seeded, at the 0.911
+          fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph.
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
           patched-id, patched-fit (detcal patch) and ortx-whole (the raw model + ortx's steps,
           batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its

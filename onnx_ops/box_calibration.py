@@ -3,9 +3,11 @@
     numpy (calib)                                   graph (this module)
     box_features.log_f32(x)                         log_f32              (Clip, GreaterOrEqual/Less,
                                                                           Where, Mul, Add, Sub, Div)
-    box_features.box_features_f32(boxes, size)      box_features         (Gather, Sub, Max, Mul, Div, Sqrt)
+    box_features.box_features_f32(boxes, size)      box_feature_terms    (Gather, Sub, Max, Mul, Div, Sqrt),
+                                                    then its two logs
     BoxPlattMap.standardised_features               standardised_features (Sub, Div, Clip)
-    box_map.logit_f32(p)                            logit_f32
+    box_map.logit_f32(p)                            odds_f32, then its log
+                                                    (the three logs in one: log_f32_stacked)
     BoxPlattMap.calibrated_logit                    box_calibrated_logit (a, b, w gathered by class)
     BoxPlattMap.survives                            box_survives         (p > pre_c and s > L_c)
     box_pipeline.threshold_calibrate_box            threshold_calibrate_box (box_survivors_key_dense:
@@ -75,12 +77,6 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log") -> str:
     return b.op("Add", b.op("Mul", e, b.f32(f"{tag}/ln2", LN2), name=f"{tag}/e_ln2"), log_m, name=f"{tag}/log")
 
 
-def box_features(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str]:
-    """boxes [..., 4] xyxy input px -> (log_area, log_aspect, centre_distance), each [...] float32."""
-    area, aspect, dist = box_feature_terms(b, boxes, input_size)
-    return log_f32(b, area, "boxcal/log_area"), log_f32(b, aspect, "boxcal/log_aspect"), dist
-
-
 def log_f32_stacked(b: GraphBuilder, xs: list[str], tag: str) -> list[str]:
     """log_f32 of several tensors of one shape [...] in ONE log_f32 (~90 nodes) over their stack [n, ...]:
     log_f32 is elementwise, so every value is the same bits as its own log_f32 (Unsqueeze, Concat,
@@ -93,7 +89,7 @@ def log_f32_stacked(b: GraphBuilder, xs: list[str], tag: str) -> list[str]:
 
 def box_feature_terms(b: GraphBuilder, boxes: str, input_size) -> tuple[str, str, str]:
     """boxes [..., 4] xyxy input px -> (relative area, aspect w / h, centre_distance), each [...] float32:
-    box_features before its two logs."""
+    box_features_f32 before its two logs (box_calibrated_logit takes them with the score's in one log_f32)."""
     inv_area, half_w, half_h = feature_constants(input_size)
 
     def col(i, name):
@@ -129,14 +125,9 @@ def standardised_features(b: GraphBuilder, phi: tuple[str, str, str], cmap: BoxP
 
 
 def odds_f32(b: GraphBuilder, p: str) -> str:
-    """p [...] -> pc / (1 - pc), pc = Clip(p, EPS, 1 - EPS): logit_f32 before its log."""
+    """p [...] -> pc / (1 - pc), pc = Clip(p, EPS, 1 - EPS): calib.artifact.box_map.logit_f32 before its log."""
     pc = b.op("Clip", p, b.f32("boxcal/eps_lo", EPS), b.f32("boxcal/eps_hi", 1 - EPS), name="boxcal/clip_p")
     return b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
-
-
-def logit_f32(b: GraphBuilder, p: str) -> str:
-    """p [...] -> log_f32(pc / (1 - pc)), pc = Clip(p, EPS, 1 - EPS) (calib.artifact.box_map.logit_f32)."""
-    return log_f32(b, odds_f32(b, p), "boxcal/logit")
 
 
 def _per_class(b: GraphBuilder, tag: str, values: np.ndarray, cls: str) -> str:
@@ -256,6 +247,6 @@ def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresho
     return steps.select_best_class(b, key, decoded.class_axis)
 
 
-__all__ = ["log_f32", "log_f32_stacked", "box_features", "box_feature_terms", "standardised_features", "odds_f32", "logit_f32", "box_calibrated_logit", "box_survives",
+__all__ = ["log_f32", "log_f32_stacked", "box_feature_terms", "standardised_features", "odds_f32", "box_calibrated_logit", "box_survives",
            "box_calibrated_score", "cxcywh_to_xyxy", "box_survivors_key_dense", "box_survivors_key_sparse",
            "threshold_calibrate_box"]

@@ -40,7 +40,6 @@ class TopK:
     valid: str      # [B, K1] bool
     k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
     pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
-    end: str | None = None   # trim_slots: the kept slot count M [1] int64 (tensors are [B, M], M <= k1)
 
 
 @dataclass

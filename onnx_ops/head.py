@@ -56,15 +56,13 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return {vi.name: value_info_dims(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
 
 
-def head_batch(model: onnx.ModelProto, info: ModelInfo, dim) -> object:
+def head_batch(info: ModelInfo, dim) -> object:
     """The head output's batch dim `dim` as a build-time int only where the image input declares the
     same fixed batch (an output's declared shape alone can be stale: onnxruntime runs other batches
     with a warning); otherwise None (dynamic)."""
     if not isinstance(dim, int):
         return dim
-    image = next((i for i in model.graph.input if i.name == info.input_name), None)
-    dims = value_info_dims(image) if image is not None else None
-    return dim if dims and dims[0] == dim else None
+    return dim if not info.dynamic_batch and info.input_shape[0] == dim else None
 
 
 def _fits(shape: tuple | None, axis: int, want: int) -> bool:
@@ -103,7 +101,7 @@ def find_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, source:
         if isinstance(shape[2], int) and shape[2] != 6:
             raise DetcalError(f"{source}: end2end head output {info.output_name} must be [B, K, 6], got {list(shape)}")
     head = Head(layout, info.output_name, elem, num_classes, n if isinstance(n, int) else None,
-                head_batch(model, info, shape[0]))
+                head_batch(info, shape[0]))
     if layout == "xywh_cls":
         shapes = _known_shapes(model)
         if masks:       # seg head: read the detection rows apart from the mask coefficients
@@ -152,6 +150,6 @@ def _undecoded_head(model: onnx.ModelProto, info: ModelInfo, num_classes: int, s
     else:
         n, batch = shape[1], shape[0]
     return Head(info.layout, info.outputs[0], elems[0], num_classes, n if isinstance(n, int) else None,
-                head_batch(model, info, batch),
+                head_batch(info, batch),
                 outputs=list(info.outputs), params=dict(info.head_params), input_hw=tuple(hw) if hw else None,
                 elem_types=elems, image_input=info.input_name, channels_last=info.input_layout == "NHWC")

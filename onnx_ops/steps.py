@@ -272,29 +272,23 @@ def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k
     batch: B where the model fixes it (pad_key_descending's tail is then a constant).
     """
     k1 = max(pre_nms_top_k, max_det)
-    if bound is not None:
-        kout = min(max_det, k1)
-        padded = pad_key_descending(b, key, kout, batch)
-        m = b.op("Min", b.op("Max", bound, b.f32("topk/kout", [float(kout)]), name="topk/at_least"),
-                 b.f32("topk/k1_f", [float(k1)]), name="topk/k_f")
-        k = b.cast(m, INT64, name="topk/k")
-        score, index = b.op("TopK", padded, k, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
-        valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
-        if pre_nms_top_k < k1:
-            pos = b.op("Slice", b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1)),
-                       b.i64("topk/pos_start", [0]), k, b.i64("topk/pos_axis", [1]), name="topk/pos_k")
-            valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"),
-                         name="topk/valid_p")
-        return TopK(score, index, valid, k1, kout, end=k)
-    if n_static is not None and n_static >= 1:
-        k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
+    if bound is not None:           # K from the slots in use, at most K1 (its Min is the bound ep_support reads)
+        pad = min(max_det, k1)
+        at_least = b.op("Max", bound, b.f32("topk/kout", [float(pad)]), name="topk/at_least")
+        k = b.cast(b.op("Min", at_least, b.f32("topk/k1_f", [float(k1)]), name="topk/k_f"), INT64, name="topk/k")
     else:
-        pad = k1
+        if n_static is not None and n_static >= 1:
+            k1, pad = min(k1, n_static), 0      # every candidate fits: no Pad, fewer slots downstream
+        else:
+            pad = k1
+        k = b.i64("topk/k1", [k1])
     padded = pad_key_descending(b, key, pad, batch)
-    score, index = b.op("TopK", padded, b.i64("topk/k1", [k1]), name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
+    score, index = b.op("TopK", padded, k, name="topk/topk", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", score, b.f32("topk/neg_half", NEG / 2), name="topk/valid")
     if pre_nms_top_k < k1:
-        pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))
+        pos = b.const("topk/pos", np.arange(k1, dtype=np.int64).reshape(1, -1))                    # [1, K1]
+        if bound is not None:       # the first K positions
+            pos = b.op("Slice", pos, b.i64("topk/pos_start", [0]), k, b.i64("topk/pos_axis", [1]), name="topk/pos_k")
         valid = b.op("And", valid, b.op("Less", pos, b.i64("topk/p", pre_nms_top_k), name="topk/within_p"), name="topk/valid_p")
     return TopK(score, index, valid, k1, pad)
 
@@ -321,8 +315,7 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
     def cut(x, name):
         return b.op("Slice", x, zero, end, axis, name=name)
 
-    return TopK(cut(tk.score, "trim/score"), cut(tk.index, "trim/index"), cut(tk.valid, "trim/valid"), tk.k1, tk.pad,
-                end=end)
+    return TopK(cut(tk.score, "trim/score"), cut(tk.index, "trim/index"), cut(tk.valid, "trim/valid"), tk.k1, tk.pad)
 
 
 def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, pad: int) -> str:
