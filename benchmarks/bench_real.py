@@ -1,13 +1,15 @@
 """Post-processing routes on real models and real images, interleaved in one process (issue 11).
 
-    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8] [--only real|project]
+    python benchmarks/bench_real.py [--runs 200] [--reps 2] [--batches 1,8]
+                                    [--only real|real320|fixture320|decoded|project]
                                     [--no-whole | --whole-only] [--whole-runs N] [--whole-sessions S]
 
 The shared folder is ../shared beside the repository, or $DETCAL_SHARED where set (a git
 worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared/real/models/yolov8n_coco_int8.onnx,
 [1,3,640,640] -> [1,84,8400], batch fixed at 1) on 40 real COCO images
 (../shared/real/coco_train/images/val, the first 40 photos with objects by name; centred
-letterbox 640, pad 114, RGB, /255), and the project's own detectors (examples/models/
+letterbox 640, pad 114, RGB, /255); the same export rebuilt for 320 (resized_export: its anchor
+grid for 320, same weights; [1,3,320,320] -> [1,84,2100], letterbox 320) on the same images; and the project's own detectors (examples/models/
 detector_xywh_cls.onnx, detector_xywh_obj_cls.onnx, 320, 5 classes) on 40 generated scenes
 (examples/detector/scenes.py), and the real multi-output heads that detcal decodes in the graph
 (YOLOX-nano 416 yolox_raw, PicoDet-S 320 gfl_multilevel; their own preprocessing; batch 1, post-
@@ -77,9 +79,11 @@ from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo
 REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
-# The issue's second model is a YOLO11n int8 at 320 ([1,84,2100]), which ../shared/real does not have: the
-# Ultralytics dynamic-shape fixture run at 320 gives that head shape from a real export topology (random
-# weights: its scores hardly depend on the image, so only the shapes and the cost per run are like it).
+# The issue's second model is a YOLO11n int8 at 320 ([1,84,2100]), which ../shared/real does not have. Its
+# stand-in: the real YOLOv8n int8 rebuilt for 320 (resized_export.at_input_size: the same trained weights,
+# the anchor grid for 320), a really trained [1,84,2100] head on the same images. Also the Ultralytics
+# dynamic-shape fixture at 320 (a real export topology, random weights: its scores hardly depend on the
+# image, so only the shapes and the cost per run are like a trained model's).
 FIXTURE_DYNAMIC = SHARED / "fixtures" / "yolov8n_dynamic.onnx"
 # the real multi-output heads decoded in the graph (onnx_ops.decode_graph), with their preprocessing
 REAL_DECODED = {
@@ -149,6 +153,16 @@ def raw_outputs(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     """The raw head output for every image, one image per run (works for a batch fixed at 1)."""
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(x.shape[0])])
+
+
+def real_at_320(tmp: Path) -> Path:
+    """The real YOLOv8n int8 export rebuilt for 320 px (resized_export), written under tmp."""
+    import onnx
+    from resized_export import at_input_size
+
+    out = tmp / "yolov8n_coco_int8_at320.onnx"
+    onnx.save(at_input_size(onnx.load(str(REAL_MODEL)), 320), str(out))
+    return out
 
 
 def batch_axis_ok(sess: ort.InferenceSession, batch: int) -> bool:
@@ -548,8 +562,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (each must divide 40)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--only", choices=("real", "fixture320", "decoded", "project"),
-                    help="real: YOLOv8n; fixture320: the Ultralytics dynamic fixture at 320 ([1,84,2100], random "
+    ap.add_argument("--only", choices=("real", "real320", "fixture320", "decoded", "project"),
+                    help="real: YOLOv8n at 640 and at 320; real320: at 320 only; fixture320: the Ultralytics dynamic fixture at 320 ([1,84,2100], random "
                          "weights); decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
                          "project: the 5-class detectors")
     whole = ap.add_mutually_exclusive_group()
@@ -580,6 +594,10 @@ def main(argv=None) -> int:
             jobs.append(("real yolov8n int8 640 [1,84,8400]", REAL_MODEL, "xywh_cls", 80, 640, lambda: real_inputs(640)))
         else:
             print(f"SKIP real model: {REAL_MODEL} or {REAL_IMAGES} not found (../shared/real beside the repo)")
+    if args.only in (None, "real", "real320"):
+        if REAL_MODEL.exists() and REAL_IMAGES.is_dir():
+            jobs.append(("real yolov8n int8 at 320 [1,84,2100] (the 640 export, anchors rebuilt)", real_at_320,
+                         "xywh_cls", 80, 320, lambda: real_inputs(320)))
     if args.only in (None, "fixture320"):
         if FIXTURE_DYNAMIC.exists() and REAL_IMAGES.is_dir():
             jobs.append(("fixture yolov8n dynamic 320 [1,84,2100] (random weights)", FIXTURE_DYNAMIC, "xywh_cls", 80, 320,
@@ -604,6 +622,7 @@ def main(argv=None) -> int:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path, layout, c, size, inputs in jobs:
+            path = path(Path(tmp)) if callable(path) else path
             bench_model(name, path, layout, c, size, inputs(), args, cv2, ppp, Path(tmp), report)
     for name, path, pre in decoded_jobs:
         bench_decoded_model(name, path, pre, args, cv2, report)

@@ -26,9 +26,9 @@ at N when N is static; M <= K1 the slots in use after top-k):
 
     Default graph, single-label dense heads (xywh_cls, xywh_obj_cls; yolox_raw / gfl_multilevel / detr
     after their decode; Variant.BOXES_FIRST, onnx_ops.box_select):
-    box margin        the ONE read of all N x C scores: MatMul of the scores with ones (a raw xywh_cls
-                      head as it is, its box rows weighted 0; xywh_obj_cls: (sum of cls, obj), Split,
-                      Mul) -> [B, N], Greater than the lowest raw threshold: a superset of the
+    box margin        the ONE read of all N x C scores: MatMul of the scores with 1 / t_c per class
+                      (a raw xywh_cls head as it is, its box rows weighted 0; xywh_obj_cls: (weighted
+                      sum of cls, obj), Split, Mul) -> [B, N], Greater than 1 - 2^-8: a superset of the
                       survivors (probabilities are >= 0), narrowed per class below.
     compact boxes     static N: TopK of mask * (L - position) over rows of L < 3840 boxes, K = most
                       survivors of any row (box_select.compact_boxes_topk); dynamic N: CumSum (float32)

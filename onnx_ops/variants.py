@@ -25,10 +25,11 @@ BOXES_FIRST_LAYOUTS = ("xywh_cls", "xywh_obj_cls", *HEAD_LAYOUTS)   # the decode
 # 5-class detectors 0.5-0.8x); it was 16 while the compaction was about 30 nodes.
 BOXES_FIRST_MIN_CLASSES = 1
 # Box-aware maps take the boxes-first route only where their lowest raw prefilter is at least this: the
-# margin compares the sum of a box's class scores with it, and below it nearly every box gets through,
-# so gathering them all costs more than the dense prefilter (a random map of the tests' artifact_factory on
+# margin weighs a class's scores by 1 / its prefilter, and below it nearly every box gets through, so
+# gathering them all costs more than the dense prefilter (a random map of the tests' artifact_factory on
 # the real YOLOv8n heads, batch 1, thresholds putting the lowest prefilter at 0.1 / 0.01 / 0.001: 1.06 /
-# 1.32 / 1.92 ms boxes first against 3.47 / 3.53 / 3.56 dense; at 2.5e-6: 6.4 against 4.3 ms).
+# 1.32 / 1.92 ms boxes first against 3.47 / 3.53 / 3.56 dense; at 2.5e-6: 6.4 against 4.3 ms; measured
+# with the plain sum against the lowest prefilter, which lets more boxes through than the weighted one).
 BOX_AWARE_MIN_PREFILTER = 1e-3
 
 
@@ -37,8 +38,8 @@ class Variant(enum.Enum):
 
     BOXES_FIRST       single-label dense heads (xywh_cls, xywh_obj_cls, and yolox_raw / gfl_multilevel /
                       detr after their in-graph decode; the default): one read of the N x C
-                      scores, a MatMul summing each box's class scores into [B, 1, N] (a superset of
-                      the survivors: probabilities are >= 0), the candidate boxes compacted in
+                      scores, a MatMul summing each box's class scores / their thresholds into [B, 1, N]
+                      (a superset of the survivors: probabilities are >= 0), the candidate boxes compacted in
                       ascending index (TopK by rows of < 3840 boxes for a static N, else CumSum,
                       ScatterElements, Slice), then calibrate / threshold / best class on those boxes only
                       ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shapes: M, and
@@ -61,7 +62,7 @@ class Variant(enum.Enum):
                       the M prefiltered candidates, bit-exact, as the key; Sigmoid after NMS.
     BOX_AWARE_BOXES_FIRST  box-aware maps on single-label dense heads whose lowest raw prefilter is at least
                       BOX_AWARE_MIN_PREFILTER (the default there): BOXES_FIRST's
-                      margin (against the lowest raw prefilter) and compaction, then BOX_AWARE's
+                      margin (weighted by the raw prefilters) and compaction, then BOX_AWARE's
                       prefilter and calibrated logit on the [B, C, M] slots only (its NonZero over
                       C x M instead of N x C); Sigmoid after NMS.
     """

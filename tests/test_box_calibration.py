@@ -97,9 +97,9 @@ def step_session(num_classes: int, seed: int, global_w: bool, size: tuple, thr_s
     return _session(model), cmap, thr
 
 
-@functools.lru_cache(maxsize=1)
-def log_session():
-    b = GraphBuilder(18)
+@functools.lru_cache(maxsize=4)
+def log_session(opset: int = 18):
+    b = GraphBuilder(opset)
     y = bc.log_f32(b, "x")
     b.nodes.append(helper.make_node("Identity", [y], ["y"], name=b.name("out/y")))
     return _session(_model(b, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
@@ -132,6 +132,41 @@ def test_log_f32_graph_is_bit_exact():
     x = np.concatenate([np.exp(rng.uniform(-45, 45, 300_000)), [0.0, 1e-30, 1.0, 1e30, 2.0 ** -60, 2.0 ** 60]]).astype(F)
     y = log_session().run(None, {"x": x})[0]
     np.testing.assert_array_equal(y.view(np.uint32), log_f32(x).view(np.uint32))
+
+
+def exponent_boundaries() -> np.ndarray:
+    """float32 values at and a few ulps around every boundary of log_f32's range reduction: the powers
+    of two and sqrt(1/2) * 2^k (where m's exponent changes) for k in -64..64, and the clamp's ends."""
+    from calib.artifact.box_features import SQRT_HALF
+    centres = [F(base * F(2.0 ** k)) for k in range(-64, 65) for base in (F(1.0), SQRT_HALF)]
+    out = []
+    for c in centres:
+        lo = hi = c
+        out.append(c)
+        for _ in range(4):
+            lo, hi = np.nextafter(lo, F(0)), np.nextafter(hi, F(np.inf))
+            out += [lo, hi]
+    return np.array(out, F)
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+def test_log_f32_graph_is_bit_exact_at_every_exponent_boundary(opset):
+    """The graph's exponent estimate (the runtime's Log) is corrected exactly: at the values where an
+    estimate is most likely off by one, the graph still gives the reference's bits; NaN stays NaN
+    (no out-of-range Gather)."""
+    x = np.concatenate([exponent_boundaries(), F([np.nan, np.inf, 0.0])])
+    y = log_session(opset).run(None, {"x": x})[0]
+    want = log_f32(x)
+    np.testing.assert_array_equal(y[:-3].view(np.uint32), want[:-3].view(np.uint32))
+    assert np.isnan(y[-3]) and np.isnan(want[-3])
+    np.testing.assert_array_equal(y[-2:], want[-2:])          # inf and 0: the clamp's ends
+
+
+@SETTINGS
+@given(st.floats(float(np.float32(2.0 ** -70)), float(np.float32(2.0 ** 70)), allow_nan=False, width=32))
+def test_log_f32_graph_equals_reference_property(v):
+    x = F([v, v * F(0.5), v * F(2.0)])
+    np.testing.assert_array_equal(log_session().run(None, {"x": x})[0].view(np.uint32), log_f32(x).view(np.uint32))
 
 
 @SETTINGS

@@ -89,6 +89,26 @@ def test_margin_is_a_superset_and_the_slots_list_it_in_box_order(case, opset, st
 
 
 @SETTINGS
+@given(heads(), st.sampled_from([13, 18]))
+def test_margin_weighs_each_class_by_its_threshold(case, opset):
+    """Where every threshold is positive the margin is sum_c p_c / t_c > 1 - 2^-8 (tighter than the
+    plain sum against the lowest threshold): checked against that sum in float64, away from the level."""
+    layout, raw, thr, probs = case
+    weighted = box_select.margin_weights(thr)
+    if weighted is None:                                   # some t_c <= 0: the plain sum (every box may pass)
+        assert not (thr >= box_select.WEIGHTED_MARGIN_MIN_THRESHOLD).all()
+        return
+    w, level = weighted
+    alive = _margin_and_slots(layout, raw, thr, opset, True)[0]
+    if layout == "xywh_cls":
+        mass = probs.astype(np.float64) @ w.astype(np.float64)
+    else:
+        mass = raw[..., 4].astype(np.float64) * (raw[..., 5:].astype(np.float64) @ w.astype(np.float64))
+    clear = np.abs(mass - level) > 1e-5
+    np.testing.assert_array_equal(alive[clear], (mass > level)[clear])
+
+
+@SETTINGS
 @given(heads(), st.sampled_from([11, 13, 18]), st.sampled_from([1, 7, 64, 299]))
 def test_topk_compaction_by_rows_lists_every_survivor_in_box_order(case, opset, max_row):
     """compact_boxes_topk with rows shorter than N: the valid slots are exactly the marked boxes in

@@ -13,10 +13,11 @@ with w, h = max(x2 - x1, MIN_SIDE), max(y2 - y1, MIN_SIDE) so that degenerate bo
 Why not np.log: numpy's and onnxruntime's float32 Log kernels differ in the last bit on some
 inputs, and a box-aware threshold is decided per candidate on a value computed from logs, so a
 one-ulp difference would change which candidates survive. `log_f32` uses only operations that
-IEEE 754 rounds exactly (multiplication by powers of two, +, -, *, /, comparisons), in a fixed
-order, so numpy and every conforming ONNX runtime get the same bits: it *is* the definition of
-the map. It agrees with the true log to about 2e-7 relative (1 float32 ulp or two).
-`onnx_ops.box_calibration` builds the same sequence as graph nodes, step for step.
+IEEE 754 rounds exactly (frexp and multiplication by powers of two, +, -, *, /, comparisons), in a
+fixed order, so numpy and every conforming ONNX runtime get the same bits: it *is* the definition
+of the map. It agrees with the true log to about 2e-7 relative (1 float32 ulp or two).
+`onnx_ops.box_calibration` builds the same values as graph nodes (its exponent by another, exact
+route: ONNX has no frexp).
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ LOG_MAX = F(2.0 ** 60)
 LN2 = F(np.log(2.0))
 SQRT2 = F(np.sqrt(2.0))
 SQRT_HALF = F(np.sqrt(0.5))
-RANGE_STEPS = (32, 16, 8, 4, 2, 1)   # binary range reduction: x * 2^-k while x >= 2^k, etc.
 # 2 atanh(f) = 2 (f + f^3/3 + f^5/5 + f^7/7 + f^9/9 + f^11/11), |f| <= 0.1716 on [sqrt(1/2), sqrt(2))
 ATANH_COEFFS = tuple(F(1.0 / k) for k in (11, 9, 7, 5, 3, 1))
 NUM_FEATURES = 3
@@ -39,26 +39,16 @@ FEATURE_NAMES = ("log_area", "log_aspect", "centre_distance")
 def log_f32(x: np.ndarray) -> np.ndarray:
     """Natural log of x (...,) float32 > 0 with exactly-rounded operations only -> (...,) float32.
 
-    x is clamped into [2^-60, 2^60]. Steps (the graph's `log_f32` node for node):
-    range reduction x = m * 2^e with m in [sqrt(1/2), sqrt(2)) by multiplying with powers of two
-    (exact), then log m = 2 atanh((m - 1) / (m + 1)) by a Horner polynomial, log x = e ln2 + log m.
+    x is clamped into [2^-60, 2^60], then written x = m * 2^e with m in [sqrt(1/2), sqrt(2)) (exact:
+    frexp's mantissa, doubled where it is below sqrt(1/2); the pair is unique, however it is found:
+    the graph estimates e with the runtime's own Log and corrects it exactly), then
+    log m = 2 atanh((m - 1) / (m + 1)) by a Horner polynomial, log x = e ln2 + log m.
     """
-    m = np.clip(np.asarray(x, dtype=F), LOG_MIN, LOG_MAX)
-    e = np.zeros(m.shape, dtype=F)
-    for k in RANGE_STEPS:
-        up, down = F(2.0 ** k), F(2.0 ** -k)
-        big = m >= up
-        m = m * np.where(big, down, F(1))
-        e = e + np.where(big, F(k), F(0))
-        small = m < down
-        m = m * np.where(small, up, F(1))
-        e = e - np.where(small, F(k), F(0))
-    big = m >= SQRT2                      # m in [1/2, 2) -> [sqrt(1/2), sqrt(2))
-    m = m * np.where(big, F(0.5), F(1))
-    e = e + np.where(big, F(1), F(0))
-    small = m < SQRT_HALF
-    m = m * np.where(small, F(2), F(1))
-    e = e - np.where(small, F(1), F(0))
+    x = np.clip(np.asarray(x, dtype=F), LOG_MIN, LOG_MAX)
+    frac, ex = np.frexp(x)                # x = frac 2^ex, frac in [1/2, 1)
+    low = frac < SQRT_HALF
+    m = np.where(low, frac * F(2), frac)
+    e = (ex - low).astype(F)
     f = (m - F(1)) / (m + F(1))
     f2 = f * f
     s = np.full(m.shape, ATANH_COEFFS[0], dtype=F)

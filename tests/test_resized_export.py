@@ -1,0 +1,105 @@
+"""benchmarks/resized_export: the real YOLOv8n int8 export rebuilt for 320 px runs, keeps its outputs
+at its own size, and patched there equals the numpy reference on real photos (a trained model served
+at another resolution; a [1, 84, 2100] head). Skipped where ../shared/real is absent."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from resized_export import anchor_grid, at_input_size  # noqa: E402
+
+from artifact_factory import assert_same_detections, make_artifact, make_calibration  # noqa: E402
+from calib.artifact import Preprocess  # noqa: E402
+from calib.images import read_image_rgb  # noqa: E402
+from calib.pipeline import pack_fixed, postprocess  # noqa: E402
+from calib.preprocess import preprocess_image  # noqa: E402
+from calib.session import make_session  # noqa: E402
+from onnx_ops.patch import build_patched_model  # noqa: E402
+
+SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))
+REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
+REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
+needs_real = pytest.mark.skipif(not (REAL_MODEL.exists() and REAL_IMAGES.is_dir()),
+                                reason=f"{REAL_MODEL} or {REAL_IMAGES} absent (../shared/real is outside the project)")
+
+
+def test_anchor_grid_counts_and_centres():
+    for size in (320, 416, 640):
+        points, strides = anchor_grid(size)
+        n = sum((size // s) ** 2 for s in (8, 16, 32))
+        assert points.shape == (1, 2, n) and strides.shape == (1, n)
+        # every cell centre, scaled by its stride, lies inside the input
+        assert (points * strides[:, None] > 0).all() and (points * strides[:, None] < size).all()
+    points, strides = anchor_grid(320)
+    np.testing.assert_array_equal(points[0, :, :2], [[0.5, 1.5], [0.5, 0.5]])
+    assert strides[0, 1600] == 16 and strides[0, -1] == 32
+
+
+def test_at_input_size_rejects_what_it_cannot_rebuild():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        at_input_size(onnx.ModelProto(), 300)
+    g = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 64, 64])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    with pytest.raises(ValueError, match="anchor grid"):
+        at_input_size(onnx.helper.make_model(g), 320)
+
+
+@functools.lru_cache(maxsize=None)
+def real_inputs(size: int, n: int = 3):
+    files = sorted(p for p in REAL_IMAGES.glob("*.jpg") if "_bg" not in p.stem)[:n]
+    xs, rows = zip(*(preprocess_image(read_image_rgb(p), (size, size), Preprocess()) for p in files))
+    return np.stack([x.reshape(3, size, size) for x in xs]).astype(np.float32), np.stack(rows).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def resized(size: int) -> onnx.ModelProto:
+    return at_input_size(onnx.load(str(REAL_MODEL)), size)
+
+
+@needs_real
+def test_same_size_is_the_same_model_and_320_gives_the_2100_anchor_head():
+    x, _ = real_inputs(640, 1)
+    same = make_session(resized(640), threads=2).run(None, {"images": x})[0]
+    want = make_session(REAL_MODEL, threads=2).run(None, {"images": x})[0]
+    np.testing.assert_array_equal(same, want)
+    x320, _ = real_inputs(320, 3)
+    sess = make_session(resized(320), threads=2)
+    out = np.concatenate([sess.run(None, {"images": x320[i:i + 1]})[0] for i in range(3)])
+    assert out.shape == (3, 84, 2100) and np.isfinite(out).all()
+    assert out[:, 4:].max() > 0.5                     # the trained model still finds objects at 320
+    assert (out[:, :4].max() < 400) and (out[:, 2:4] > 0).all()   # boxes in 320-px input units
+
+
+@needs_real
+@pytest.mark.parametrize("kind", ["identity", "temperature", "platt_box"])
+def test_real_model_at_320_patched_equals_reference(kind, tmp_path):
+    """The trained head at 320 (continuous real scores), patched: the same detections as
+    calib.pipeline's reference, box-aware map included (its weighted margin, exact logs)."""
+    model = resized(320)
+    path = tmp_path / "yolov8n_coco_int8_at320.onnx"
+    onnx.save(model, str(path))
+    art = make_artifact(80, calibrator=make_calibration(kind, 80, np.random.default_rng(3)), thresholds=0.3,
+                        input_size=(320, 320))
+    patched = make_session(build_patched_model(path, art, force=True).model, threads=2)
+    raw = make_session(model, threads=2)
+    x, rows = real_inputs(320, 3)
+    total = 0
+    for i in range(3):
+        out = raw.run(None, {"images": x[i:i + 1]})[0]
+        ref = pack_fixed(postprocess(out, "xywh_cls", rows[i:i + 1], art.calibration, art.score_thresholds, art.nms),
+                         art.nms.max_det)
+        got = dict(zip([o.name for o in patched.get_outputs()],
+                       patched.run(None, {"images": x[i:i + 1], "letterbox": rows[i:i + 1]})))
+        assert_same_detections(got, ref, context=f"real yolov8n at 320, {kind}, image {i}")
+        total += int(ref["num_dets"].sum())
+    assert total > 0                                   # something to compare: real detections
