@@ -27,11 +27,11 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           map that fit's auto chose for the real YOLOv8n: a fitted-like one, seeded, at the 0.911
           fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph.
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
-          patched-id, patched-fit (detcal patch) and ortx-whole (the raw model + ortx's steps,
+          patched-id, patched-fit, patched-box (detcal patch) and ortx-whole (the raw model + ortx's steps,
           batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
           model, a run's time their mean (one session's memory placement moves a 70-100 ms model by
           up to +-1.5%). Also paired ratios (the median over runs of route / raw of the same run) and
-          part-id / part-fit: the patched model's inserted part alone, timed right after the raw
+          part-id / part-fit / part-box: the patched model's inserted part alone, timed right after the raw
           model has handed it the head tensors it reads (1 + part / raw: the whole-model ratio from
           the parts). Skipped for a batch size the model's batch axis does not allow.
 
@@ -370,7 +370,7 @@ def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args,
 
 
 def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, xb, rb, nb, args, entry: dict) -> None:
-    """raw, raw2, patched-id, patched-fit (and ortx-whole at batch 1), interleaved; fills entry['whole']."""
+    """raw, raw2, patched-id, patched-fit, patched-box (and ortx-whole at batch 1), interleaved; fills entry['whole']."""
     s_n = max(1, args.whole_sessions)
 
     def sessions(path, first=None):
@@ -397,6 +397,7 @@ def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, 
         "raw2": averaged(sessions(model_path), image),
         "patched-id": averaged(sessions(variants["id"].patched_path, variants["id"].patched), patched),
         "patched-fit": averaged(sessions(variants["fit"].patched_path, variants["fit"].patched), patched),
+        "patched-box": averaged(sessions(variants["box"].patched_path, variants["box"].patched), patched),
     }
     if ortx_whole is not None and batch == 1:
         whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})

@@ -55,16 +55,13 @@ POW2_NEG = np.array([2.0 ** -(i - EXP_BIAS) for i in range(2 * EXP_BIAS + 1)], n
 
 
 def _clamp_index(b: GraphBuilder, i: str, hi: int, tag: str) -> str:
-    """i [...] int64 -> Clip(i, 0, hi) (integer Clip exists from opset 12; Where before)."""
-    lo_c, hi_c = b.i64(f"{tag}/idx_lo", 0), b.i64(f"{tag}/idx_hi", hi)
-    if b.opset >= 12:
-        return b.op("Clip", i, lo_c, hi_c, name=f"{tag}/idx_clip")
-    i = b.op("Where", b.op("Less", i, lo_c, name=f"{tag}/idx_neg"), lo_c, i, name=f"{tag}/idx_ge0")
-    return b.op("Where", b.op("Greater", i, hi_c, name=f"{tag}/idx_big"), hi_c, i, name=f"{tag}/idx_le_hi")
+    """i [...] int64 -> min(max(i, 0), hi) (integer Min / Max: TensorRT's Clip takes floats only)."""
+    i = b.max(i, b.i64(f"{tag}/idx_lo", 0), name=f"{tag}/idx_ge0")
+    return b.min(i, b.i64(f"{tag}/idx_hi", hi), name=f"{tag}/idx_le_hi")
 
 
 def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log") -> str:
-    """x [...] float32 > 0 -> log(x) [...] with exactly-rounded ops only (calib.artifact.box_features.log_f32).
+    """x [...] float32 > 0 -> log(x) [...], the bits of calib.artifact.box_features.log_f32.
 
     The exponent e of x = m * 2^e, m in [sqrt(1/2), sqrt(2)) (unique): an estimate from the runtime's
     own Log, floor(log2 x + 1/2), which any Log kernel gets within one of e; then m = x * 2^-e_est
@@ -85,7 +82,7 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log") -> str:
     small = b.op("Less", m, b.f32(f"{tag}/sqrt_half", SQRT_HALF), name=f"{tag}/small")
     one, zero = b.f32(f"{tag}/one", 1.0), b.f32(f"{tag}/zero", 0.0)
     factor = b.op("Where", big, b.f32(f"{tag}/half", 0.5),
-                  b.op("Where", small, b.f32(f"{tag}/two_f", 2.0), one, name=f"{tag}/up"), name=f"{tag}/factor")
+                  b.op("Where", small, b.f32(f"{tag}/two_up", 2.0), one, name=f"{tag}/up"), name=f"{tag}/factor")
     step = b.op("Where", big, one, b.op("Where", small, b.f32(f"{tag}/minus_one", -1.0), zero, name=f"{tag}/down"),
                 name=f"{tag}/step")
     m = b.op("Mul", m, factor, name=f"{tag}/m")
@@ -184,7 +181,8 @@ def box_calibrated_logit_row(b: GraphBuilder, p: str, cls: str, boxes: str, cmap
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
                          lead: int = 1, box_format: str = "xyxy") -> str:
-    """box_calibrated_logit_row without its leading axis: s [...] float32."""
+    """p [...], cls [...], boxes [..., 4] -> s [...] float32: box_calibrated_logit_row's logit without
+    its leading axis of 1."""
     s, _ = box_calibrated_logit_row(b, p, cls, boxes, cmap, input_size, lead, box_format)
     return b.squeeze(s, [0], name="boxcal/logit_calibrated")
 

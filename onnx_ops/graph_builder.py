@@ -108,6 +108,13 @@ class GraphBuilder:
         n = name or "min"
         return self.op("Where", self.op("Less", a, b, name=n + "_less"), a, b, name=n)
 
+    def max(self, a: str, b: str, name: str | None = None) -> str:
+        """Elementwise max; integer Max exists from opset 12 only, so Where(Greater) before."""
+        if self.opset >= 12:
+            return self.op("Max", a, b, name=name)
+        n = name or "max"
+        return self.op("Where", self.op("Greater", a, b, name=n + "_greater"), a, b, name=n)
+
     def slice(self, x: str, starts, ends, axes, name: str | None = None) -> str:
         n = name or "Slice"
         return self.op("Slice", x, self.i64(f"{n}_starts", starts), self.i64(f"{n}_ends", ends),
