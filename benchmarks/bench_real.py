@@ -9,8 +9,9 @@ worktree elsewhere). Models: the real Ultralytics YOLOv8n int8 export (../shared
 [1,3,640,640] -> [1,84,8400], batch fixed at 1) on 40 real COCO images
 (../shared/real/coco_train/images/val, the first 40 photos with objects by name; centred
 letterbox 640, pad 114, RGB, /255); the same export rebuilt for 320 (resized_export: its anchor
-grid for 320, same weights; [1,3,320,320] -> [1,84,2100], letterbox 320) on the same images; and the project's own detectors (examples/models/
-detector_xywh_cls.onnx, detector_xywh_obj_cls.onnx, 320, 5 classes) on 40 generated scenes
+grid for 320, same weights; [1,3,320,320] -> [1,84,2100], letterbox 320) on the same images; the
+project's own detectors (examples/models/detector_xywh_cls.onnx, detector_xywh_obj_cls.onnx, 320,
+5 classes) on 40 generated scenes
 (examples/detector/scenes.py), and the real multi-output heads that detcal decodes in the graph
 (YOLOX-nano 416 yolox_raw, PicoDet-S 320 gfl_multilevel; their own preprocessing; batch 1, post-
 processing alone: the patched model's inserted part cut out with onnx.utils.Extractor). Each is
@@ -27,12 +28,12 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           map that fit's auto chose for the real YOLOv8n: a fitted-like one, seeded, at the 0.911
           fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph.
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
-          patched-id, patched-fit, patched-box (detcal patch) and ortx-whole (the raw model + ortx's steps,
-          batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
+          patched-id, patched-fit, patched-box (detcal patch) and ortx-whole (the raw model + ortx's
+          steps, batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
           model, a run's time their mean (one session's memory placement moves a 70-100 ms model by
           up to +-1.5%). Also paired ratios (the median over runs of route / raw of the same run) and
-          part-id / part-fit / part-box: the patched model's inserted part alone, timed right after the raw
-          model has handed it the head tensors it reads (1 + part / raw: the whole-model ratio from
+          part-id / part-fit / part-box: the patched model's inserted part alone, timed right after
+          the raw model has handed it the head tensors it reads (1 + part / raw: the whole-model ratio from
           the parts). Skipped for a batch size the model's batch axis does not allow.
 
 Within a run the routes go in a fresh random order. Every session: CPU provider,
@@ -564,8 +565,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=("real", "real320", "fixture320", "decoded", "project"),
-                    help="real: YOLOv8n at 640 and at 320; real320: at 320 only; fixture320: the Ultralytics dynamic fixture at 320 ([1,84,2100], random "
-                         "weights); decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
+                    help="real: YOLOv8n at 640 and at 320; real320: at 320 only; fixture320: the Ultralytics "
+                         "dynamic fixture at 320 ([1,84,2100], random weights); decoded: YOLOX-nano and PicoDet-S (post-processing alone, batch 1); "
                          "project: the 5-class detectors")
     whole = ap.add_mutually_exclusive_group()
     whole.add_argument("--no-whole", action="store_true", help="post-processing alone only")

@@ -18,7 +18,7 @@ The graph reaches the same candidates in this order:
                      holds 37.2 boxes per image against 35.5 exact with per-class thresholds 0.2..0.35;
                      with the box-aware map's raw prefilter (0.03..0.71 by class) 23.4 against 21.6,
                      where the plain sum against the lowest kept 118.5 (batch 8 box-aware: 1.9x the
-                     identity graph's time before, 0.95-0.99x after).
+                     identity graph's time before, 0.93-0.99x after).
                      Measured alternatives (batch 1 / 8, ms): Sub + ReduceMax 0.53 / 3.75 (the
                      previous margin: a full N x C write), Slice + ReduceMax 0.52 / 3.71, ReduceMax
                      over all rows 0.33 / 1.88 (wrong: the box rows), MaxPool 0.89 / 13.3, Conv 1x1
@@ -88,8 +88,8 @@ def margin_weights(raw_thr: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Per-class weights w (C,) float32 and level T of the weighted margin, or None where it does not
     apply (some t_c < WEIGHTED_MARGIN_MIN_THRESHOLD, e.g. 0 or -inf: then every box may survive).
     w_c = 1 / t_c (0 for t_c = +inf, a class nothing passes). p_c > t_c for some c implies
-    sum_c w_c p_c >= w_c p_c > 1 > T in float32 (see WEIGHTED_MARGIN_LEVEL), and the other terms are
-    >= 0, so the margin stays a superset; it is tighter than the plain sum wherever the thresholds
+    sum_c w_c p_c >= w_c p_c > 1 (the other terms are >= 0), and > T once rounded to float32 (see
+    WEIGHTED_MARGIN_LEVEL), so the margin stays a superset; it is tighter than the plain sum wherever the thresholds
     differ between classes (the box-aware map's raw prefilter spans 0.03..0.71 on the real YOLOv8n)."""
     t = np.asarray(raw_thr, np.float64)
     if not (t >= WEIGHTED_MARGIN_MIN_THRESHOLD).all() or t.size > 2 ** 15:   # (NaN fails the first; the level's
