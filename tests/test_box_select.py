@@ -32,11 +32,11 @@ def _run(b: GraphBuilder, inputs: dict, outputs: dict, feeds: dict) -> list[np.n
 @st.composite
 def heads(draw):
     """A raw head with probabilities in [0, 1] (zeros, ones, exact threshold values, ties, tiny values)
-    and per-class raw thresholds (some -inf, some 0)."""
+    and per-class raw thresholds (some -inf, some 0, some +inf)."""
     layout = draw(st.sampled_from(["xywh_cls", "xywh_obj_cls"]))
     batch, n, c = draw(st.integers(1, 3)), draw(st.integers(1, 300)), draw(st.sampled_from([1, 2, 5, 80]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    thr = rng.choice(np.array([0.0, 1e-30, 0.1, 0.25, 0.5, 0.9, 1.0], np.float32), c)
+    thr = rng.choice(np.array([0.0, 1e-30, 0.1, 0.25, 0.5, 0.9, 1.0, np.inf], np.float32), c)   # inf: nothing passes
     if draw(st.booleans()):
         thr[rng.integers(0, c)] = -np.inf
     kind = draw(st.sampled_from(["sparse", "dense", "grid", "at_threshold"]))
