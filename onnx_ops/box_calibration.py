@@ -41,6 +41,7 @@ from calib.artifact.box_features import (
 )
 from calib.artifact import EPS, BoxPlattMap
 
+from .graph_boxes import cxcywh_corners
 from .graph_builder import INT64, NEG, GraphBuilder
 from .graph_calibration import class_shape
 from .graph_types import Sparse
@@ -121,13 +122,11 @@ def box_feature_terms(b: GraphBuilder, xy1: str, xy2: str, input_size, lead: int
 
 def box_corners(b: GraphBuilder, boxes: str, lead: int, box_format: str = "xyxy") -> tuple[str, str]:
     """boxes [..., 4] (`lead` leading dims) xyxy, or cxcywh -> corners (xy1, xy2), each [2, ...],
-    cxcywh -> xyxy with calib.boxes.cxcywh_to_xyxy's float32 arithmetic (c -+ size / 2)."""
+    cxcywh -> corners by graph_boxes.cxcywh_corners (calib.boxes.cxcywh_to_xyxy's arithmetic)."""
     first = b.op("Transpose", boxes, name="boxcal/coords_first", perm=[lead] + list(range(lead)))     # [4, ...]
-    a, c = b.split(first, [2, 2], 0, name="boxcal/coord_pairs")
     if box_format == "xyxy":
-        return a, c
-    half = b.op("Div", c, b.f32("boxcal/two", 2.0), name="boxcal/half_size")
-    return b.op("Sub", a, half, name="boxcal/xy1"), b.op("Add", a, half, name="boxcal/xy2")
+        return b.split(first, [2, 2], 0, name="boxcal/coord_pairs")
+    return cxcywh_corners(b, first, 0, "boxcal/corners")
 
 
 def odds_f32(b: GraphBuilder, p: str) -> str:

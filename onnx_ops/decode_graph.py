@@ -46,6 +46,7 @@ from calib.head_decoders import (
     yolox_grid_ceil,
 )
 
+from .graph_boxes import cxcywh_to_xyxy
 from .graph_builder import FLOAT, GraphBuilder
 
 InputHW = "tuple[int, int] | str"   # a fixed (H, W), or the name of an int64 [2] tensor (H, W) at run time
@@ -234,11 +235,7 @@ def boxes_xyxy(b: GraphBuilder, dec: HeadDecode) -> str:
     """HeadDecode boxes -> [B, N, 4] xyxy (cxcywh converted as calib.boxes.cxcywh_to_xyxy does)."""
     if dec.box_format == "xyxy":
         return dec.boxes
-    centre = b.slice(dec.boxes, [0], [2], [2], name="decode/centre")
-    half = b.op("Div", b.slice(dec.boxes, [2], [4], [2], name="decode/size"), b.f32("decode/two", 2.0),
-                name="decode/half")
-    return b.op("Concat", b.op("Sub", centre, half, name="decode/x1y1"), b.op("Add", centre, half, name="decode/x2y2"),
-                name="decode/boxes_to_xyxy", axis=2)
+    return cxcywh_to_xyxy(b, dec.boxes, 2, "decode/boxes")
 
 
 def decode_for_patch(b: GraphBuilder, head) -> "Dense":

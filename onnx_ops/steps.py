@@ -38,6 +38,7 @@ from onnx import numpy_helper
 from calib.artifact import (LAYOUTS, ORIG_H, ORIG_W, PAD_LEFT, PAD_TOP, PATCHED_OUTPUTS, SCALE_X, SCALE_Y,
                             AffineLogitMap, IsotonicMap)
 
+from .graph_boxes import cxcywh_to_xyxy
 from .graph_builder import BIG, BOOL, FLOAT, INT32, INT64, NEG, GraphBuilder, gather_rows, pad_last
 from .graph_calibration import calibrate_affine, calibrate_isotonic, class_shape, logit_clipped
 from .graph_types import Dense, Kept, Sparse, TopK
@@ -338,10 +339,7 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
     g = gather_rows(b, padded, box_index, "boxes/gather", 4)                        # [B, K1, 4]
     if fmt == "xyxy":
         return g
-    centre, size = b.split(g, [2, 2], 2, name="boxes/centre_size")
-    half = b.op("Div", size, b.f32("boxes/two", 2.0), name="boxes/half")
-    return b.op("Concat", b.op("Sub", centre, half, name="boxes/xy1"), b.op("Add", centre, half, name="boxes/xy2"),
-                name="boxes/xyxy", axis=2)
+    return cxcywh_to_xyxy(b, g, 2, "boxes")
 
 # ------------------------------------------------------------------------------------------
 # mask_letterbox

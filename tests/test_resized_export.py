@@ -4,7 +4,6 @@ at another resolution; a [1, 84, 2100] head). Skipped where ../shared/real is ab
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -15,19 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_real  # noqa: E402
 from resized_export import anchor_grid, at_input_size  # noqa: E402
 
 from artifact_factory import assert_same_detections, make_artifact, make_calibration  # noqa: E402
-from calib.artifact import Preprocess  # noqa: E402
-from calib.images import read_image_rgb  # noqa: E402
 from calib.pipeline import pack_fixed, postprocess  # noqa: E402
-from calib.preprocess import preprocess_image  # noqa: E402
 from calib.session import make_session  # noqa: E402
 from onnx_ops.patch import build_patched_model  # noqa: E402
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))
-REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
-REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
+REAL_MODEL, REAL_IMAGES = bench_real.REAL_MODEL, bench_real.REAL_IMAGES
 needs_real = pytest.mark.skipif(not (REAL_MODEL.exists() and REAL_IMAGES.is_dir()),
                                 reason=f"{REAL_MODEL} or {REAL_IMAGES} absent (../shared/real is outside the project)")
 
@@ -56,9 +51,8 @@ def test_at_input_size_rejects_what_it_cannot_rebuild():
 
 @functools.lru_cache(maxsize=None)
 def real_inputs(size: int, n: int = 3):
-    files = sorted(p for p in REAL_IMAGES.glob("*.jpg") if "_bg" not in p.stem)[:n]
-    xs, rows = zip(*(preprocess_image(read_image_rgb(p), (size, size), Preprocess()) for p in files))
-    return np.stack([x.reshape(3, size, size) for x in xs]).astype(np.float32), np.stack(rows).astype(np.float32)
+    """The first n real photos, letterboxed as the benchmarks do (bench_real.real_inputs)."""
+    return bench_real.real_inputs(size, n)
 
 
 @functools.lru_cache(maxsize=None)
