@@ -72,26 +72,28 @@ def iter_images(
         return
 
     # Bounded look-ahead: at most 2 * workers images decoded ahead of the consumer.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detcal-read") as pool:
-        pending = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detcal-read")
+    pending = []
+    try:
         it = iter(todo)
         for s in it:
             pending.append(pool.submit(load, s))
             if len(pending) >= 2 * workers:
                 break
         done = 0
-        try:
-            while pending:
-                fut = pending.pop(0)
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(load, nxt))
-                s, img, reason = fut.result()
-                done += 1
-                if reason is not None:
-                    record(s, reason, done)
-                    continue
-                yield s, img
-        finally:
-            for f in pending:
-                f.cancel()
+        while pending:
+            fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            s, img, reason = fut.result()
+            done += 1
+            if reason is not None:
+                record(s, reason, done)
+                continue
+            yield s, img
+    finally:
+        # no join: a consumer that stops early may drop this generator anywhere, and when the garbage
+        # collector closes it on one of the pool's own threads, joining would join that thread itself
+        # ("cannot join current thread"); the idle workers exit on their own
+        pool.shutdown(wait=False, cancel_futures=True)
