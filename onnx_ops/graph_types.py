@@ -36,7 +36,8 @@ class Sparse:
 @dataclass
 class TopK:
     score: str      # [B, K1] calibrated score (NEG where not a candidate)
-    index: str      # [B, K1] int64 index into the (padded) candidate axis
+    index: str | None   # [B, K1] int64 index into the (padded) candidate axis; None: the slots in box order
+                        # (patch.slots_in_box_order: score and valid [B, M] over every slot, no top-k)
     valid: str      # [B, K1] bool
     k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
     pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)

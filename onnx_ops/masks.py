@@ -75,14 +75,14 @@ def split_seg_head(b: GraphBuilder, raw: str, seg: SegTaps, coeffs_f32: str | No
     return det, b.slice(raw, [-seg.m], [np.iinfo(np.int64).max], [1], name="masks/coeffs")
 
 
-def kept_mask_coeffs(b: GraphBuilder, coeffs: str, box_index: str, pad: int, kept: Kept, m: int) -> str:
+def kept_mask_coeffs(b: GraphBuilder, coeffs: str, box_index: str | None, pad: int, kept: Kept, m: int) -> str:
     """coeffs [B, M, N'] (N' boxes, or boxes-first slots), box_index [B, K1] int64 into N' + pad
-    (the candidates after pre-NMS top-k), kept.pick [B, K'] positions of the NMS survivors
-    -> [B, K', M] the kept detections' coefficients, in det_boxes' order."""
+    (the candidates after pre-NMS top-k; None: the slots themselves, in box order), kept.pick [B, K']
+    positions of the NMS survivors -> [B, K', M] the kept detections' coefficients, in det_boxes' order."""
     if pad:
         coeffs = b.op("Pad", coeffs, b.i64("masks/pads", [0, 0, 0, 0, 0, pad]), b.f32("masks/pad_value", 0.0),
                       name="masks/pad", mode="constant")
-    box = gather_rows(b, box_index, kept.pick, "masks/kept_box")                        # [B, K']
+    box = kept.pick if box_index is None else gather_rows(b, box_index, kept.pick, "masks/kept_box")   # [B, K']
     idx = b.op("Expand", b.unsqueeze(box, [1], name="masks/idx_1"), b.i64("masks/idx_shape", [1, m, 1]),
                name="masks/idx")                                                       # [B, M, K']
     g = b.op("GatherElements", coeffs, idx, name="masks/gather", axis=2)

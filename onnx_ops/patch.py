@@ -40,10 +40,16 @@ at N when N is static; M <= K1 the slots in use after top-k):
                       [B, 4+C, M].
     per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
                       and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
-                      unfilled slots get NEG. Then pre-NMS top-k: TopK over the slots and a descending
+                      unfilled slots get NEG. Static N <= pre_nms_top_k (slots_in_box_order: the
+                      pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the compaction
+                      keeps at least min(max_det, N) slots, and they go on in box order: no pre-NMS
+                      TopK, no gathers by it; boxes, mask, class offsets and NMS on the [B, M] slots,
+                      then one TopK sorts and compacts NMS's survivors by score (steps.kept_by_score).
+                      Otherwise pre-NMS top-k: TopK over the slots and a descending
                       tail of max_det non-candidates with K = min(max(M, max_det), K1) (sorts the slots
-                      in use, not K1; no trim_slots), onwards as below; the slots are in box order,
-                      so TopK's ties (lower position) are the reference's (lower box index). No NonZero.
+                      in use, not K1; no trim_slots), onwards as below. Either way the slots are in box
+                      order, so TopK's ties (lower position) are the reference's (lower box index), and
+                      NMS sees tied boxes in the same relative order. No NonZero.
     Otherwise (end2end, multi_label, and the fixed-shape variant static_shapes=True for TensorRT:
     no NonZero, no data-dependent Slice - SURVIVORS_ONLY becomes DENSE and trim_slots is skipped):
     decode            Slice (+ Mul obj*cls); end2end: Slice, Squeeze, Round, Cast. float16 heads: Cast.
@@ -81,7 +87,9 @@ at N when N is static; M <= K1 the slots in use after top-k):
                       candidates scored NEG below score_threshold; max_output = max_det.
     outputs           ScatterND writes the selected positions into a K1-filled [B, M, 1], the smallest
                       TopK(min(max_det, K1)) over axis 1 compacts them in ascending position (= score
-                      order) and its [B, K', 1] indices feed GatherND as they are, (box - pad) / scale, Max(0),
+                      order) and its [B, K', 1] indices feed GatherND as they are (slots in box order:
+                      ScatterND keeps the selected slots' scores in a [B, M] sunk below NEG / 2, the
+                      largest TopK(K') sorts and compacts them), (box - pad) / scale, Max(0),
                       Min(orig size), Where for the padding rows, Cast int32 (Pad to max_det where K1 <
                       max_det).
 
@@ -118,7 +126,7 @@ from calib.model_info import load_onnx, model_opset, read_model_info, sha256_fil
 from . import box_select, masks, steps
 from .box_calibration import box_calibrated_score
 from .decode_graph import decode_for_patch
-from .graph_builder import FLOAT, INT32, MIN_OPSET, GraphBuilder
+from .graph_builder import FLOAT, INT32, MIN_OPSET, NEG, GraphBuilder
 from .head import Head, find_head
 from .variants import BOX_AWARE_VARIANTS, BOXES_FIRST_VARIANTS, candidate_key, choose_calibration_variant
 
@@ -204,6 +212,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     raw = steps.to_float32(b, head.output, head.elem_type, "decode/raw_f32")
     batch = head.batch_dim if isinstance(head.batch_dim, int) and head.batch_dim > 0 else None   # fixed B: constants
     coeffs = bound = None       # bound: boxes first's survivor count ([1] float32)
+    # boxes first with a static N <= pre_nms_top_k: the pre-NMS cap cannot bind, so the slots stay in
+    # box order (no pre-NMS TopK, no gathers by it) and the NMS survivors are sorted by score after
+    in_box_order = slots_in_box_order(variant, head.n_static, cfg)
     if head.seg is not None:        # seg head: rows 4..4+C score; the M mask coefficients ride along
         tapped = None if head.seg.coeffs is None else steps.to_float32(b, head.seg.coeffs, head.elem_type,
                                                                          "masks/coeffs_f32")
@@ -213,14 +224,15 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         if variant in BOXES_FIRST_VARIANTS:        # then the classes of the surviving boxes only
             key, cls, decoded, bound = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
                                                                   rthr, head.n_static, batch=batch,
-                                                                  thresholds=spec.thresholds)
+                                                                  thresholds=spec.thresholds, at_least_one=in_box_order)
             n_cand = None
     elif variant in BOXES_FIRST_VARIANTS:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors, bound = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
                                                                 head.n_static, coeffs, head.seg.m if head.seg else 0,
-                                                                batch=batch, thresholds=spec.thresholds)
+                                                                batch=batch, thresholds=spec.thresholds,
+                                                                at_least_one=in_box_order)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = _sigmoid_front(b, head)
@@ -234,21 +246,27 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         key, cls = candidate_key(b, variant, decoded, spec.calibration, rthr, multi, spec.thresholds)
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
-    # boxes first: its survivor count is the key's length, so TopK sorts only those (K from it, no trim_slots)
-    tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, bound=bound, batch=batch)
-    if not static_shapes and bound is None:
-        tk = steps.trim_slots(b, tk, cfg.max_det)
-    if multi:
-        c_t = b.i64("topk/num_classes", C)
-        box_index = b.op("Div", tk.index, c_t, name="topk/box")
-        cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+    if in_box_order:        # every slot a candidate position; valid where a class survives
+        tk = steps.TopK(key, None, b.op("Greater", key, b.f32("slots/neg_half", NEG / 2), name="slots/valid"),
+                        head.n_static, 0)
+        box_index, cls_sel = None, cls
     else:
-        box_index = tk.index
-        cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
-        cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
+        # boxes first: its survivor count is the key's length, so TopK sorts only those (K from it, no trim_slots)
+        tk = steps.pre_nms_top_k(b, key, n_cand, cfg.pre_nms_top_k, cfg.max_det, bound=bound, batch=batch)
+        if not static_shapes and bound is None:
+            tk = steps.trim_slots(b, tk, cfg.max_det)
+        if multi:
+            c_t = b.i64("topk/num_classes", C)
+            box_index = b.op("Div", tk.index, c_t, name="topk/box")
+            cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+        else:
+            box_index = tk.index
+            cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
+            cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
-    kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det)
+    kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det,
+                                 slots=(bound, batch) if in_box_order else None)
     if variant in BOX_AWARE_VARIANTS:       # ranked by the calibrated logit; the score is its Sigmoid
         kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
     outs = steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)
@@ -257,6 +275,16 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         kept_coeffs = masks.kept_mask_coeffs(b, src, box_index, tk.pad, kept, head.seg.m)
         outs[DET_MASKS_COEFFS] = masks.pack_mask_coeffs(b, kept, kept_coeffs, cfg.max_det)
     return outs
+
+
+def slots_in_box_order(variant, n_static: int | None, cfg: PostprocessConfig) -> bool:
+    """Boxes first over a static N <= pre_nms_top_k (and under TensorRT's TopK limit: one compaction
+    row): there are never more candidates than the reference's pre-NMS cap, so the top-k's only job
+    would be the order, which NMS does not need (its result does not depend on the order of its
+    input: ties go the same way, the slots being in box order either way); the survivors are sorted
+    once after NMS (steps.kept_by_score). Saves the pre-NMS TopK and its gathers (~11 nodes)."""
+    return (variant in BOXES_FIRST_VARIANTS and n_static is not None and 1 <= n_static <= cfg.pre_nms_top_k
+            and n_static <= box_select.TOPK_COMPACT_MAX_ROW)
 
 
 def _output_infos(batch, max_det: int, mask_coeffs: int = 0) -> list:

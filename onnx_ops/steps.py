@@ -13,7 +13,8 @@
                                                 gather_boxes_xyxy (GatherND / GatherElements)
     mask_letterbox                              mask_letterbox (compare on K1 candidates)
     class_aware_nms (max_det)                   class_aware_nms (class offsets, ONE NonMaxSuppression,
-                                                compaction to max_det: ScatterND, TopK, GatherND)
+                                                compaction to max_det: ScatterND, TopK, GatherND;
+                                                kept_by_score where the slots are in box order)
     to_original_pixels                          to_original_pixels ((box - pad) / scale, clipped)
     pack_fixed                                  pack_fixed (padding rows, int32, the output names)
 
@@ -234,25 +235,25 @@ def multi_label_candidates(b: GraphBuilder, key: str, class_axis: int) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def pad_key_descending(b: GraphBuilder, key: str, pad: int, batch: int | None = None) -> str:
+def pad_key_descending(b: GraphBuilder, key: str, pad: int, batch: int | None = None, prefix: str = "topk") -> str:
     """key [B, N'] -> [B, N' + pad], the pad entries non-candidates (NEG - j * 1e26 < NEG / 2, j < pad),
     distinct and descending: onnxruntime's TopK sorts such a tail faster than `pad` equal values.
     batch: B where the model fixes it (the tail is then a constant: one Concat), else Shape, Concat,
-    Expand, Concat."""
+    Expand, Concat. prefix: of the nodes' names."""
     if not pad:
         return key
     ramp = (np.float64(NEG) - np.arange(pad) * 1e26).astype(np.float32).reshape(1, -1)
     if batch is not None:
-        return b.op("Concat", key, b.f32("topk/pad_tail", np.repeat(ramp, batch, 0)), name="topk/pad_key", axis=1)
-    ramp = b.f32("topk/pad_ramp", ramp)
+        return b.op("Concat", key, b.f32(f"{prefix}/pad_tail", np.repeat(ramp, batch, 0)), name=f"{prefix}/pad_key", axis=1)
+    ramp = b.f32(f"{prefix}/pad_ramp", ramp)
     if b.opset >= 15:      # Shape's start/end: the batch size alone, then [B, pad]
-        shape = b.op("Concat", b.op("Shape", key, name="topk/batch_shape", start=0, end=1), b.i64("topk/pad_len", [pad]),
-                     name="topk/pad_shape", axis=0)
+        shape = b.op("Concat", b.op("Shape", key, name=f"{prefix}/batch_shape", start=0, end=1),
+                     b.i64(f"{prefix}/pad_len", [pad]), name=f"{prefix}/pad_shape", axis=0)
     else:
-        shape = b.op("Add", b.op("Mul", b.op("Shape", key, name="topk/key_shape"), b.i64("topk/batch_only", [1, 0]),
-                                 name="topk/batch_shape"), b.i64("topk/pad_len", [0, pad]), name="topk/pad_shape")
-    tail = b.op("Expand", ramp, shape, name="topk/pad_tail")
-    return b.op("Concat", key, tail, name="topk/pad_key", axis=1)
+        shape = b.op("Add", b.op("Mul", b.op("Shape", key, name=f"{prefix}/key_shape"), b.i64(f"{prefix}/batch_only", [1, 0]),
+                                 name=f"{prefix}/batch_shape"), b.i64(f"{prefix}/pad_len", [0, pad]), name=f"{prefix}/pad_shape")
+    tail = b.op("Expand", ramp, shape, name=f"{prefix}/pad_tail")
+    return b.op("Concat", key, tail, name=f"{prefix}/pad_key", axis=1)
 
 
 def pre_nms_top_k(b: GraphBuilder, key: str, n_static: int | None, pre_nms_top_k: int, max_det: int,
@@ -319,7 +320,7 @@ def trim_slots(b: GraphBuilder, tk: TopK, max_det: int) -> TopK:
     return TopK(cut(tk.score, "trim/score"), cut(tk.index, "trim/index"), cut(tk.valid, "trim/valid"), tk.k1, tk.pad)
 
 
-def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box_axis: int, pad: int) -> str:
+def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str | None, fmt: str, box_axis: int, pad: int) -> str:
     """Boxes of the selected candidates -> [B, K1, 4] xyxy input px.
 
     boxes: [B, 4, N] (box_axis 2) or [B, N, 4] (box_axis 1), `fmt` 'cxcywh' or 'xyxy'; the N axis
@@ -327,16 +328,18 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str, fmt: str, box
     with the reference's float32 arithmetic: half = w / 2, x1 = cx - half, x2 = cx + half.
     The rows are gathered with GatherND (gather_rows: its [B, K1, 1] index is shared with the
     class gather of the same candidates), after a Transpose of a [B, 4, N] source.
+    box_index None: every box, in order (boxes first's slots in box order: [B, M, 4]).
     """
     rows = boxes
     if box_axis == 2:
         rows = b.op("Transpose", boxes, name="boxes/to_n4", perm=[0, 2, 1])          # [B, N, 4]
-    if pad:
-        padded = b.op("Pad", rows, b.i64("boxes/pads", [0, 0, 0, 0, pad, 0]), b.f32("boxes/pad_value", 0.0),
-                      name="boxes/pad", mode="constant")
+    if box_index is None:
+        g = rows
     else:
-        padded = rows
-    g = gather_rows(b, padded, box_index, "boxes/gather", 4)                        # [B, K1, 4]
+        if pad:
+            rows = b.op("Pad", rows, b.i64("boxes/pads", [0, 0, 0, 0, pad, 0]), b.f32("boxes/pad_value", 0.0),
+                        name="boxes/pad", mode="constant")
+        g = gather_rows(b, rows, box_index, "boxes/gather", 4)                      # [B, K1, 4]
     if fmt == "xyxy":
         return g
     return cxcywh_to_xyxy(b, g, 2, "boxes")
@@ -398,47 +401,56 @@ def keep3_of(b: GraphBuilder, keep: str) -> str:
 
 def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str, class_aware: bool) -> str:
     """boxes [B, K1, 4], classes [B, K1] int64, keep [B, K1] -> boxes - lo + class * (hi - lo + 1),
-    lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms)."""
+    lo/hi per image over the kept boxes' coordinates (float32, exactly as calib.nms).
+
+    An image that keeps nothing gets lo = BIG, hi = -BIG and so rows of garbage (inf, NaN): every
+    one of its scores is NEG there, below NonMaxSuppression's score threshold (nms_select), which
+    drops a box before reading its coordinates, so nothing needs guarding."""
     # masked min/max: the kept boxes as they are, +/- BIG elsewhere: two Where on [B, M, 4] with the
     # condition expanded once to [B, M, 4] (a broadcast condition makes onnxruntime's Where ~4x slower)
     keep4 = b.op("Expand", keep3_of(b, keep), b.i64("nms/keep4_shape", [1, 1, 4]), name="nms/keep4")
     lo = b.reduce("ReduceMin", b.op("Where", keep4, boxes, b.f32("nms/big", BIG), name="nms/lo_in"), [1, 2], name="nms/lo")
-    hi = b.reduce("ReduceMax", b.op("Where", keep4, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
-                  name="nms/hi")
-    anykeep = b.ge(hi, lo, name="nms/any")
-    zero = b.f32("nms/zero", 0.0)
-    lo = b.op("Where", anykeep, lo, zero, name="nms/lo_safe")
     shifted = b.op("Sub", boxes, lo, name="nms/shifted")
     if not class_aware:
         return shifted
-    hi = b.op("Where", anykeep, hi, zero, name="nms/hi_safe")
+    hi = b.reduce("ReduceMax", b.op("Where", keep4, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
+                  name="nms/hi")
     span = b.op("Add", b.op("Sub", hi, lo, name="nms/range"), b.f32("nms/one", 1.0), name="nms/span")
     off = b.op("Mul", b.unsqueeze(b.cast(classes, FLOAT, name="nms/class_f"), [2], name="nms/class3"), span, name="nms/offset")
     return b.op("Add", shifted, off, name="nms/offset_boxes")
 
 
-def nms_select(b: GraphBuilder, boxes: str, scores: str, keep: str, iou: float, max_det: int) -> str:
-    """One NonMaxSuppression for every image and class -> selected [S, 3] (batch, 0, position)."""
-    s = b.op("Where", keep, scores, b.f32("nms/neg", NEG), name="nms/scores")
-    s = b.unsqueeze(s, [1], name="nms/scores_b1k")
+def nms_scores(b: GraphBuilder, scores: str, keep: str) -> str:
+    """scores [B, M], keep [B, M] bool -> [B, M]: the score where kept, else NEG (below NMS's score threshold)."""
+    return b.op("Where", keep, scores, b.f32("nms/neg", NEG), name="nms/scores")
+
+
+def nms_select(b: GraphBuilder, boxes: str, scores: str, iou: float, max_det: int) -> str:
+    """boxes [B, M, 4], scores [B, M] (nms_scores) -> One NonMaxSuppression for every image and class:
+    selected [S, 3] (batch, 0, position); boxes scored NEG are never read."""
+    s = b.unsqueeze(scores, [1], name="nms/scores_b1k")
     return b.op("NonMaxSuppression", boxes, s, b.i64("nms/max_out", [max_det]), b.f32("nms/iou", [iou]),
                 b.f32("nms/score_min", [NEG / 2]), name="nms/nms", center_point_box=0)
 
 
 def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: TopK, iou: float, class_aware: bool,
-                    max_det: int) -> Kept:
-    """boxes [B, M, 4] xyxy input px, classes [B, M] int64, keep [B, M] bool, tk (sorted scores)
+                    max_det: int, slots: tuple[str, int | None] | None = None) -> Kept:
+    """boxes [B, M, 4] xyxy input px, classes [B, M] int64, keep [B, M] bool, tk (its scores)
     -> the best max_det survivors of NMS (suppress when IoU > iou), per class when class_aware.
 
-    NMS keeps candidates in score order, i.e. in ascending position (the candidates are sorted
-    by TopK), so the kept ones are the selected positions in ascending order: ScatterND writes
-    the position at each selected (batch, position) of a [B, M, 1] filled with K1, the smallest
-    TopK(min(max_det, K1)) over axis 1 compacts them (values < K1: the kept rows) and its [B, K', 1]
-    indices are GatherND's row index as they are.
+    The slots sorted by score (pre_nms_top_k): NMS keeps them in ascending position, so ScatterND
+    writes the position at each selected (batch, position) of a [B, M, 1] filled with K1, the
+    smallest TopK(min(max_det, K1)) over axis 1 compacts them (values < K1: the kept rows) and its
+    [B, K', 1] indices are GatherND's row index as they are.
+    slots (M [1] float32, fixed B or None): the slots are boxes first's, in box order, M of them
+    (patch.slots_in_box_order): kept_by_score sorts the survivors.
     """
     nms_boxes = class_offset_boxes_xyxy(b, boxes, classes, keep, class_aware)
-    selected = nms_select(b, nms_boxes, tk.score, keep, iou, max_det)
+    scores = nms_scores(b, tk.score, keep)
+    selected = nms_select(b, nms_boxes, scores, iou, max_det)
     kout = min(max_det, tk.k1)            # K1 < max_det only when a static N is smaller than max_det
+    if slots is not None:
+        return kept_by_score(b, selected, scores, classes, boxes, kout, *slots)
     keep3 = keep3_of(b, keep)                                                                        # [B, M, 1]
     fill = b.op("ConstantOfShape", b.op("Shape", keep3, name="out/m_shape"), name="out/unselected",
                 value=numpy_helper.from_array(np.array([tk.k1], np.float32)))                       # K1 > any position
@@ -449,17 +461,52 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
                        sorted=1)                                                                     # [B, K', 1]
     row_ok3 = b.op("Less", mark, b.f32("out/k1_half", np.float32(tk.k1 - 0.5)), name="out/row_ok3")
     row_ok = b.squeeze(row_ok3, [2], name="out/row_ok")
-    num = b.reduce("ReduceSum", b.cast(row_ok, FLOAT, name="out/row_ok_f"), [1], keepdims=True, name="out/count")
-    if b.opset >= 12:       # GatherND takes the [B, K', 1] index as it is (gather_rows' memo)
-        pick = b.name("out/pick")   # [B, K'] exists only as that index: nothing reads this name at opset >= 12
-        b.memo[("rows_idx", pick)] = pick3
-    else:
-        pick = b.squeeze(pick3, [2], name="out/pick")
     b.memo[("row_ok3", row_ok)] = row_ok3
-    score = gather_rows(b, tk.score, pick, "out/score")
-    cls = gather_rows(b, classes, pick, "out/class")
-    box_in = gather_rows(b, boxes, pick, "out/box_input_px", 4)
-    return Kept(score, cls, box_in, num, row_ok, kout, pick)
+    pick = _pick_name(b, pick3)
+    return _kept_rows(b, pick, row_ok, gather_rows(b, tk.score, pick, "out/score"), classes, boxes, kout)
+
+
+def kept_by_score(b: GraphBuilder, selected: str, scores: str, classes: str, boxes: str, kout: int, most: str,
+                  batch: int | None = None) -> Kept:
+    """NMS's selection over the M slots in box order -> Kept in the reference's order (score
+    descending, ties by lower slot, i.e. lower box index: TopK's tie rule).
+
+    scores [B, M] (NEG where not kept), selected [S, 3], most: M as [1] float32. The selected slots
+    keep their score, every other slot sinks below NEG / 2 (score + NEG: one Add, |score| << 1e30);
+    a descending tail of K' non-candidates (pad_key_descending) lets one TopK(K') over axis 1 sort
+    and compact at once however small M is; its values are the kept scores (no gather), and its
+    indices, clamped to M - 1 (a tail slot is never a kept row), pick the classes and boxes."""
+    where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
+    chosen = b.op("GatherND", scores, where, name="out/selected_score")                              # [S]
+    sunk = b.op("Add", scores, b.f32("out/sink", NEG), name="out/unselected")                      # [B, M]
+    order_key = pad_key_descending(b, b.op("ScatterND", sunk, where, chosen, name="out/order_key"), kout, batch,
+                                   prefix="out")                                                     # [B, M + K']
+    score, slot = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
+                       sorted=1)                                                                     # [B, K']
+    row_ok = b.op("Greater", score, b.f32("out/neg_half", NEG / 2), name="out/row_ok")
+    m = b.memo.get(("int64", most)) or b.cast(most, INT64, name="out/m")
+    last = b.op("Sub", m, b.i64("out/one", [1]), name="out/last_slot")
+    pick = b.min(slot, last, name="out/pick")
+    return _kept_rows(b, pick, row_ok, score, classes, boxes, kout)
+
+
+def _pick_name(b: GraphBuilder, pick3: str) -> str:
+    """TopK's [B, K', 1] kept positions -> a name for gather_rows: at opset >= 12 GatherND takes that
+    index as it is (gather_rows' memo; no tensor of the returned name exists), before a Squeeze."""
+    if b.opset < 12:
+        return b.squeeze(pick3, [2], name="out/pick")
+    name = b.name("out/pick")
+    b.memo[("rows_idx", name)] = pick3
+    return name
+
+
+def _kept_rows(b: GraphBuilder, name: str, row_ok: str, score: str, classes: str, boxes: str, kout: int) -> Kept:
+    """The kept slots' classes and boxes (gather_rows by the pick `name`, _pick_name) and their count."""
+    num = b.reduce("ReduceSum", b.cast(row_ok, FLOAT, name="out/row_ok_f"), [1], keepdims=True, name="out/count")
+    cls = gather_rows(b, classes, name, "out/class")
+    box_in = gather_rows(b, boxes, name, "out/box_input_px", 4)
+    return Kept(score, cls, box_in, num, row_ok, kout, name)
+
 
 # ------------------------------------------------------------------------------------------
 # to_original_pixels
@@ -510,5 +557,5 @@ __all__ = [
     "calibrate", "calibrate_logits", "threshold_then_calibrate", "calibrated_box_score", "calibrate_sparse",
     "select_best_class", "select_best_class_uniform_identity", "multi_label_candidates", "pre_nms_top_k", "trim_slots",
     "gather_rows", "gather_boxes_xyxy", "centre_in_content", "mask_letterbox", "class_offset_boxes_xyxy", "nms_select",
-    "class_aware_nms", "to_original_pixels", "pack_fixed",
+    "nms_scores", "kept_by_score", "class_aware_nms", "to_original_pixels", "pack_fixed",
 ]
