@@ -41,10 +41,11 @@ at N when N is static; M <= K1 the slots in use after top-k):
     per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
                       and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
                       unfilled slots get NEG. Static N <= pre_nms_top_k (slots_in_box_order: the
-                      pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the compaction
-                      keeps at least min(max_det, N) slots, and they go on in box order: no pre-NMS
-                      TopK, no gathers by it; boxes, mask, class offsets and NMS on the [B, M] slots,
-                      then one TopK sorts and compacts NMS's survivors by score (steps.kept_by_score).
+                      pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the M slots (at
+                      least one) go on in box order: no pre-NMS TopK, no gathers by it; boxes, mask,
+                      class offsets and NMS on the [B, M] slots, then one TopK over them and a
+                      descending tail of max_det non-candidates sorts and compacts NMS's survivors
+                      by score (steps.kept_by_score).
                       Otherwise pre-NMS top-k: TopK over the slots and a descending
                       tail of max_det non-candidates with K = min(max(M, max_det), K1) (sorts the slots
                       in use, not K1; no trim_slots), onwards as below. Either way the slots are in box
