@@ -184,7 +184,7 @@ TOPK_COMPACT_MAX_ROW = TRT_TOPK_MAX_K - 1
 
 
 def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_COMPACT_MAX_ROW,
-                       batch: int | None = None, at_least_one: bool = False) -> Slots:
+                       batch: int | None = None) -> Slots:
     """alive [B, N] bool, N static -> Slots by TopK instead of CumSum + ScatterElements (those two
     were the costliest nodes after the margin on onnxruntime's CPU).
 
@@ -196,9 +196,7 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     valid ones, with unfilled slots (valid False, pointing at a real box) between rows when R > 1;
     exact for any number of survivors. R = 1 (N < 3840, e.g. 320 px models) gives the compact
     [B, M] of compact_boxes_cumsum. max_row: 3839 (TOPK_COMPACT_MAX_ROW); smaller in tests.
-    batch: B where the model fixes it (the reshapes' shapes are then constants). at_least_one: K >= 1
-    even with no survivor anywhere (an unfilled slot), for gathers by a clamped slot index
-    (steps.kept_by_score)."""
+    batch: B where the model fixes it (the reshapes' shapes are then constants)."""
     rows = -(-n // max_row)
     length = -(-n // rows)
     alive_f = b.cast(alive, FLOAT, name="boxes_first/alive_f")                                    # [B, N]
@@ -209,12 +207,9 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     ramp = b.f32("boxes_first/row_ramp", np.arange(length, 0, -1, dtype=np.float32).reshape(1, -1))   # L - position
     key = b.op("Mul", alive_f, ramp, name="boxes_first/row_key")                                     # [B * R, L]
     counts = b.reduce("ReduceSum", alive_f, [1], keepdims=False, name="boxes_first/count_r")        # [B * R]
-    most = b.reduce("ReduceMax", counts, [0], keepdims=True, name="boxes_first/most_row")
-    if at_least_one:
-        most = b.op("Max", most, b.f32("boxes_first/one_slot", [1.0]), name="boxes_first/at_least_one")
-    k_f = b.op("Min", most, b.f32("boxes_first/row_len", [float(length)]), name="boxes_first/k_f")     # [1]
+    k_f = b.op("Min", b.reduce("ReduceMax", counts, [0], keepdims=True, name="boxes_first/most_row"),
+               b.f32("boxes_first/row_len", [float(length)]), name="boxes_first/k_f")                 # [1]
     k = b.cast(k_f, INT64, name="boxes_first/k")
-    b.memo[("int64", k_f)] = k          # M as int64 for whoever needs it (steps.kept_by_score's clamp)
     value, index = b.op("TopK", key, k, name="boxes_first/compact", outputs=2, axis=-1, largest=1, sorted=1)
     valid = b.op("Greater", value, b.f32("boxes_first/half", 0.5), name="boxes_first/valid")         # [B * R, K]
     if rows == 1:
@@ -282,22 +277,16 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
     return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
 
 
-def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None, batch: int | None = None,
-                  at_least_one: bool = False) -> Slots:
+def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None, batch: int | None = None) -> Slots:
     """alive [B, N] bool -> the surviving boxes' Slots: TopK by rows where N is static
-    (compact_boxes_topk), CumSum + ScatterElements where it is not (compact_boxes_cumsum).
-    at_least_one: M >= 1 (static N only: compact_boxes_topk)."""
-    if n_static:
-        return compact_boxes_topk(b, alive, n_static, batch=batch, at_least_one=at_least_one)
-    if at_least_one:
-        raise ValueError("compact_boxes: at_least_one needs a static N")
-    return compact_boxes_cumsum(b, alive)
+    (compact_boxes_topk), CumSum + ScatterElements where it is not (compact_boxes_cumsum)."""
+    return compact_boxes_topk(b, alive, n_static, batch=batch) if n_static else compact_boxes_cumsum(b, alive)
 
 
 def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None, layout: str, cmap,
                            raw_thr: np.ndarray, n_static: int | None, coeffs: str | None = None,
-                           masks: int = 0, batch: int | None = None, thresholds: np.ndarray | None = None,
-                           at_least_one: bool = False) -> tuple[str, str, Dense, str]:
+                           masks: int = 0, batch: int | None = None, thresholds: np.ndarray | None = None
+                           ) -> tuple[str, str, Dense, str]:
     """The candidates of a single-label dense head -> (key [B, M], class [B, M], slot boxes Dense,
     most [1] float32: the most survivors of any image, Slots.most).
 
@@ -309,12 +298,11 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     seg head's mask coefficients [B, masks, N] (xywh_cls), gathered with the boxes into the slot
     Dense's `coeffs` [B, masks, M]. batch: B where the model fixes it (constant shapes). thresholds:
     the calibrated thresholds (C,), for a box-aware map (raw_thr is then its raw prefilter).
-    at_least_one: M >= 1 (compact_boxes; the slots kept in box order, patch.slots_in_box_order).
     """
     C = raw_thr.size
     if dense is not None:                       # Sigmoid-front or decoded head: boxes, probs (logits) apart
         alive = box_margin(b, dense.probs, raw_thr, layout, class_axis=dense.class_axis)
-        slots = compact_boxes(b, alive, n_static, batch, at_least_one)
+        slots = compact_boxes(b, alive, n_static, batch)
         box_axis = 2 if dense.class_axis == 1 else 1
         d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
                         gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
@@ -323,11 +311,11 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
                         box_format=dense.box_format)
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
         alive = box_margin(b, raw, raw_thr, layout, lead=4)
-        slots = compact_boxes(b, alive, n_static, batch, at_least_one)
+        slots = compact_boxes(b, alive, n_static, batch)
         d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout, C)
     elif layout == "xywh_obj_cls":              # obj * (sum of cls): no product over N x C
         alive = box_margin(b, raw, raw_thr, layout)
-        slots = compact_boxes(b, alive, n_static, batch, at_least_one)
+        slots = compact_boxes(b, alive, n_static, batch)
         d = steps.decode_dense(b, gather_slots(b, raw, slots, 1, 5 + C, "boxes_first/head"), layout, C)
     else:
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")

@@ -40,7 +40,8 @@ class TopK:
                         # (patch.slots_in_box_order: score and valid [B, M] over every slot, no top-k)
     valid: str      # [B, K1] bool
     k1: int         # K1 = max(pre_nms_top_k, max_det) (capped at a static N'), a constant (TensorRT: < 3840)
-    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known)
+    pad: int        # non-candidates appended to the candidate axis (0 when N >= K1 is known; box order: the
+                    # output compaction's tail, steps.kept_by_score)
 
 
 @dataclass

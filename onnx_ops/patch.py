@@ -41,11 +41,11 @@ at N when N is static; M <= K1 the slots in use after top-k):
     per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
                       and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
                       unfilled slots get NEG. Static N <= pre_nms_top_k (slots_in_box_order: the
-                      pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the M slots (at
-                      least one) go on in box order: no pre-NMS TopK, no gathers by it; boxes, mask,
-                      class offsets and NMS on the [B, M] slots, then one TopK over them and a
-                      descending tail of max_det non-candidates sorts and compacts NMS's survivors
-                      by score (steps.kept_by_score).
+                      pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the M slots (the
+                      most survivors of any image) go on in box order: no pre-NMS TopK, no gathers
+                      by it; boxes, mask, class offsets and NMS on the [B, M] slots, then one TopK
+                      over them and a descending tail of max_det non-candidates sorts and compacts
+                      NMS's survivors by score (steps.kept_by_score).
                       Otherwise pre-NMS top-k: TopK over the slots and a descending
                       tail of max_det non-candidates with K = min(max(M, max_det), K1) (sorts the slots
                       in use, not K1; no trim_slots), onwards as below. Either way the slots are in box
@@ -225,15 +225,14 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         if variant in BOXES_FIRST_VARIANTS:        # then the classes of the surviving boxes only
             key, cls, decoded, bound = box_select.boxes_first_candidates(b, None, decoded, head.layout, spec.calibration,
                                                                   rthr, head.n_static, batch=batch,
-                                                                  thresholds=spec.thresholds, at_least_one=in_box_order)
+                                                                  thresholds=spec.thresholds)
             n_cand = None
     elif variant in BOXES_FIRST_VARIANTS:
         # decode only the surviving boxes (box_select reads the raw head or the Sigmoid front itself)
         front = _sigmoid_front(b, head) if head.sigmoid_front else None
         key, cls, survivors, bound = box_select.boxes_first_candidates(b, raw, front, head.layout, spec.calibration, rthr,
                                                                 head.n_static, coeffs, head.seg.m if head.seg else 0,
-                                                                batch=batch, thresholds=spec.thresholds,
-                                                                at_least_one=in_box_order)
+                                                                batch=batch, thresholds=spec.thresholds)
         decoded, n_cand = survivors, None
     elif head.sigmoid_front:
         decoded = _sigmoid_front(b, head)
@@ -248,8 +247,9 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         n_cand = head.n_static if not multi or head.n_static is None else head.n_static * C
 
     if in_box_order:        # every slot a candidate position; valid where a class survives
+        # pad: the output compaction's tail of min(max_det, N) non-candidates (steps.kept_by_score)
         tk = steps.TopK(key, None, b.op("Greater", key, b.f32("slots/neg_half", NEG / 2), name="slots/valid"),
-                        head.n_static, 0)
+                        head.n_static, min(cfg.max_det, head.n_static))
         box_index, cls_sel = None, cls
     else:
         # boxes first: its survivor count is the key's length, so TopK sorts only those (K from it, no trim_slots)
@@ -267,7 +267,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det,
-                                 slots=(bound, batch) if in_box_order else None)
+                                 in_box_order=in_box_order, batch=batch)
     if variant in BOX_AWARE_VARIANTS:       # ranked by the calibrated logit; the score is its Sigmoid
         kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
     outs = steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox), cfg.max_det)

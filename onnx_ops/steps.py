@@ -434,7 +434,7 @@ def nms_select(b: GraphBuilder, boxes: str, scores: str, iou: float, max_det: in
 
 
 def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: TopK, iou: float, class_aware: bool,
-                    max_det: int, slots: tuple[str, int | None] | None = None) -> Kept:
+                    max_det: int, in_box_order: bool = False, batch: int | None = None) -> Kept:
     """boxes [B, M, 4] xyxy input px, classes [B, M] int64, keep [B, M] bool, tk (its scores)
     -> the best max_det survivors of NMS (suppress when IoU > iou), per class when class_aware.
 
@@ -442,15 +442,15 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
     writes the position at each selected (batch, position) of a [B, M, 1] filled with K1, the
     smallest TopK(min(max_det, K1)) over axis 1 compacts them (values < K1: the kept rows) and its
     [B, K', 1] indices are GatherND's row index as they are.
-    slots (M [1] float32, fixed B or None): the slots are boxes first's, in box order, M of them
-    (patch.slots_in_box_order): kept_by_score sorts the survivors.
+    in_box_order: the slots are boxes first's, in box order (patch.slots_in_box_order), and
+    kept_by_score sorts the survivors (tk.pad: its tail); batch: B where the model fixes it.
     """
     nms_boxes = class_offset_boxes_xyxy(b, boxes, classes, keep, class_aware)
     scores = nms_scores(b, tk.score, keep)
     selected = nms_select(b, nms_boxes, scores, iou, max_det)
     kout = min(max_det, tk.k1)            # K1 < max_det only when a static N is smaller than max_det
-    if slots is not None:
-        return kept_by_score(b, selected, scores, classes, boxes, kout, *slots)
+    if in_box_order:
+        return kept_by_score(b, selected, scores, classes, boxes, tk.pad, batch)
     keep3 = keep3_of(b, keep)                                                                        # [B, M, 1]
     fill = b.op("ConstantOfShape", b.op("Shape", keep3, name="out/m_shape"), name="out/unselected",
                 value=numpy_helper.from_array(np.array([tk.k1], np.float32)))                       # K1 > any position
@@ -466,27 +466,27 @@ def class_aware_nms(b: GraphBuilder, boxes: str, classes: str, keep: str, tk: To
     return _kept_rows(b, pick, row_ok, gather_rows(b, tk.score, pick, "out/score"), classes, boxes, kout)
 
 
-def kept_by_score(b: GraphBuilder, selected: str, scores: str, classes: str, boxes: str, kout: int, most: str,
+def kept_by_score(b: GraphBuilder, selected: str, scores: str, classes: str, boxes: str, kout: int,
                   batch: int | None = None) -> Kept:
     """NMS's selection over the M slots in box order -> Kept in the reference's order (score
     descending, ties by lower slot, i.e. lower box index: TopK's tie rule).
 
-    scores [B, M] (NEG where not kept), selected [S, 3], most: M as [1] float32. The selected slots
-    keep their score, every other slot sinks below NEG / 2 (score + NEG: one Add, |score| << 1e30);
-    a descending tail of K' non-candidates (pad_key_descending) lets one TopK(K') over axis 1 sort
-    and compact at once however small M is; its values are the kept scores (no gather), and its
-    indices, clamped to M - 1 (a tail slot is never a kept row), pick the classes and boxes."""
+    scores [B, M] (NEG where not kept), classes [B, M], boxes [B, M, 4], selected [S, 3]. The
+    selected slots keep their score, every other slot sinks below NEG / 2 (score + NEG: one Add,
+    |score| << 1e30); a descending tail of K' non-candidates (pad_key_descending, and K' zero rows
+    on classes and boxes) lets one TopK(K') over axis 1 sort and compact at once however small M is
+    (M = 0 included); its values are the kept scores (no gather), its indices pick the rows."""
     where = b.op("Gather", selected, b.i64("out/bp_cols", [0, 2]), name="out/batch_pos", axis=1)   # [S, 2]
     chosen = b.op("GatherND", scores, where, name="out/selected_score")                              # [S]
     sunk = b.op("Add", scores, b.f32("out/sink", NEG), name="out/unselected")                      # [B, M]
     order_key = pad_key_descending(b, b.op("ScatterND", sunk, where, chosen, name="out/order_key"), kout, batch,
                                    prefix="out")                                                     # [B, M + K']
-    score, slot = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
+    score, pick = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
                        sorted=1)                                                                     # [B, K']
     row_ok = b.op("Greater", score, b.f32("out/neg_half", NEG / 2), name="out/row_ok")
-    m = b.memo.get(("int64", most)) or b.cast(most, INT64, name="out/m")
-    last = b.op("Sub", m, b.i64("out/one", [1]), name="out/last_slot")
-    pick = b.min(slot, last, name="out/pick")
+    classes = pad_last(b, classes, 2, kout, np.int64(0), name="out/pad_class")                     # [B, M + K']
+    boxes = b.op("Pad", boxes, b.i64("out/box_pads", [0, 0, 0, 0, kout, 0]), b.f32("out/box_pad_value", 0.0),
+                 name="out/pad_boxes", mode="constant")                                             # [B, M + K', 4]
     return _kept_rows(b, pick, row_ok, score, classes, boxes, kout)
 
 

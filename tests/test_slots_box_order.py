@@ -113,3 +113,18 @@ def test_every_box_surviving_with_ties_at_the_output_cut():
     ref = pack_fixed(postprocess(raw, "xywh_cls", rows, cmap, np.full(c, 0.25, np.float32), cfg), cfg.max_det)
     assert int(got["num_dets"].min()) == 300
     assert_same_detections(got, ref)
+
+
+@pytest.mark.parametrize("static_batch", [True, False])
+def test_no_survivor_anywhere(static_batch):
+    """M = 0 (no box clears a threshold in any image): empty outputs, no gather out of range."""
+    n, c = 2100, 4
+    raw = random_head("xywh_cls", 2, n, c, np.random.default_rng(1))
+    raw[:, 4:] = np.float32(0.01)
+    cfg = PostprocessConfig()
+    model = build_postprocess_graph("xywh_cls", c, make_calibration("temperature", c, np.random.default_rng(1)),
+                                    np.full(c, 0.25, np.float32), cfg, num_candidates=n,
+                                    batch=2 if static_batch else "batch")
+    assert "detcal/topk/topk" not in _ops(model)
+    got = make_session(model).run(None, {"head": raw, "letterbox": ROWS[:2]})
+    assert (got[0] == 0).all() and (got[3] == -1).all() and not got[1].any() and not got[2].any()
