@@ -279,13 +279,12 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
 
 
 def slots_in_box_order(variant, n_static: int | None, cfg: PostprocessConfig) -> bool:
-    """Boxes first over a static N <= pre_nms_top_k (and under TensorRT's TopK limit: one compaction
-    row): there are never more candidates than the reference's pre-NMS cap, so the top-k's only job
-    would be the order, which NMS does not need (its result does not depend on the order of its
-    input: ties go the same way, the slots being in box order either way); the survivors are sorted
-    once after NMS (steps.kept_by_score). Saves the pre-NMS TopK and its gathers (~11 nodes)."""
-    return (variant in BOXES_FIRST_VARIANTS and n_static is not None and 1 <= n_static <= cfg.pre_nms_top_k
-            and n_static <= box_select.TOPK_COMPACT_MAX_ROW)
+    """Boxes first over a static N <= pre_nms_top_k: there are never more candidates than the
+    reference's pre-NMS cap, so the top-k's only job would be the order, which NMS does not need
+    (its result does not depend on the order of its input: ties go the same way, the slots being
+    in box order either way); the survivors are sorted once after NMS (steps.kept_by_score).
+    Saves the pre-NMS TopK and its gathers (~12 nodes)."""
+    return variant in BOXES_FIRST_VARIANTS and n_static is not None and 1 <= n_static <= cfg.pre_nms_top_k
 
 
 def _output_infos(batch, max_det: int, mask_coeffs: int = 0) -> list:

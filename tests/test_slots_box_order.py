@@ -128,3 +128,22 @@ def test_no_survivor_anywhere(static_batch):
     assert "detcal/topk/topk" not in _ops(model)
     got = make_session(model).run(None, {"head": raw, "letterbox": ROWS[:2]})
     assert (got[0] == 0).all() and (got[3] == -1).all() and not got[1].any() and not got[2].any()
+
+
+@pytest.mark.parametrize("n", [3839, 3840, 8400])
+def test_box_order_over_several_compaction_rows(n):
+    """pre_nms_top_k above N past TensorRT's TopK row (N >= 3840: the compaction's slots come in rows
+    with unfilled slots between them): still box order, still the reference's detections."""
+    rng = np.random.default_rng(n)
+    c = 3
+    raw = random_head("xywh_cls", 2, n, c, rng, dup_frac=0.1)
+    cfg = PostprocessConfig(pre_nms_top_k=10_000, max_det=300, iou_threshold=0.6)
+    cmap = make_calibration("platt_per_class", c, rng)
+    thr = np.array([0.3, 0.5, 0.4], np.float32)
+    model = build_postprocess_graph("xywh_cls", c, cmap, thr, cfg, num_candidates=n)
+    assert "detcal/topk/topk" not in _ops(model)
+    got = dict(zip(["num_dets", "det_boxes", "det_scores", "det_classes"],
+                   make_session(model).run(None, {"head": raw, "letterbox": ROWS[:2]})))
+    ref = pack_fixed(postprocess(raw, "xywh_cls", ROWS[:2], cmap, thr, cfg), cfg.max_det)
+    assert ref["num_dets"].min() > 0
+    assert_same_detections(got, ref, ties_unordered=True)
