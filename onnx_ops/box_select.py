@@ -251,12 +251,14 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
     """Decoded slots (Dense over M slots) -> (key [B, M] calibrated best score, NEG where no class
     survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them.
     Box-aware maps (BoxPlattMap, `thresholds` the calibrated ones): the key is the best calibrated
-    logit, from box_calibration's prefilter and logit on the [B, C, M] slots (its NonZero over C x M)."""
+    logit, from box_calibration's prefilter and logit on the [B, C, M] slots (its NonZero over C x M),
+    the candidates' boxes gathered from the slots' xyxy rows (steps.xyxy_rows, which NMS reads too)."""
     C = raw_thr.size
     shape = class_shape(C, d.class_axis)
     if isinstance(cmap, BoxPlattMap):
-        key = box_calibration.box_survivors_key_dense(b, d.probs, d.boxes, d.class_axis, cmap, thresholds,
-                                                      cmap.input_size, d.box_format)
+        rows = steps.xyxy_rows(b, d.boxes, d.box_format, 2 if d.class_axis == 1 else 1)     # NMS reads them too
+        key = box_calibration.box_survivors_key_dense(b, d.probs, rows, d.class_axis, cmap, thresholds,
+                                                      cmap.input_size, "xyxy")
         best, cls = steps.select_best_class(b, key, d.class_axis, few_boxes=True)
         return b.op("Where", slots.valid, best, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:

@@ -58,3 +58,6 @@ class Kept:
     row_ok: str
     k: int
     pick: str | None = None     # [B, K'] int64: the kept candidates' positions among the K1 (M) slots
+    # rows at and after num are padding already final: class -1, boxes that to_original_pixels maps
+    # to (0, 0, 0, 0) (steps.kept_by_score), so pack_fixed needs no Where for them
+    padded: bool = False

@@ -162,6 +162,34 @@ def test_log_f32_graph_is_bit_exact_at_every_exponent_boundary(opset):
     np.testing.assert_array_equal(y[-2:], want[-2:])          # inf and 0: the clamp's ends
 
 
+def sloppy_log_session(error_nats: float) -> ort.InferenceSession:
+    """log_f32's graph with its one Log kernel made worse on purpose: every Log output off by
+    `error_nats` (an Add after the Log node)."""
+    b = GraphBuilder(18)
+    y = bc.log_f32(b, "x")
+    b.nodes.append(helper.make_node("Identity", [y], ["y"], name=b.name("out/y")))
+    model = _model(b, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    (log_node,) = [n for n in model.graph.node if n.op_type == "Log"]
+    exact = log_node.output[0]
+    log_node.output[0] = exact + "_kernel"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(error_nats, F), "sloppy"))
+    model.graph.node.insert(list(model.graph.node).index(log_node) + 1,
+                            helper.make_node("Add", [exact + "_kernel", "sloppy"], [exact], name="sloppy_log"))
+    return _session(model)
+
+
+@pytest.mark.parametrize("error_nats", [-0.04, -1e-5, 1e-5, 0.04])
+def test_log_f32_graph_is_bit_exact_with_a_sloppy_log_kernel(error_nats):
+    """The exponent estimate may be off by up to 1/16 in log2 units (0.043 nats) on any runtime: the
+    one correction step still finds the reference's (e, m), so the bits do not depend on the Log
+    kernel. Fails with the estimate's shift or the correction step taken out."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([exponent_boundaries(), np.exp(rng.uniform(-41, 41, 50_000))]).astype(F)
+    y = sloppy_log_session(error_nats).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y.view(np.uint32), log_f32(x).view(np.uint32))
+
+
 @SETTINGS
 @given(st.floats(float(np.float32(2.0 ** -70)), float(np.float32(2.0 ** 70)), allow_nan=False, width=32))
 def test_log_f32_graph_equals_reference_property(v):
@@ -191,6 +219,21 @@ def test_box_features_values():
         box_features_f32(np.zeros((3, 5)), size)
     with pytest.raises(ValueError, match="input_size"):
         box_features_f32(boxes, (0, 640))
+
+
+def test_box_features_of_extreme_boxes_are_finite_and_the_graphs_bits():
+    """Sides far past MAX_SIDE (and below MIN_SIDE) are clamped before the logs, so every feature
+    is finite and the graph, which has no clamp of its own before its one Log, gives the same bits."""
+    size = (320, 320)
+    boxes = F([[0, 0, 1e30, 1e-30], [-1e30, -1e30, 1e30, 1e30], [5, 5, 5 + 2.0 ** 21, 6], [1, 1, 1, 1],
+               [0, 0, 3e38, 3e38]])
+    phi = box_features_f32(boxes, size)
+    assert np.isfinite(phi[:, :2]).all()
+    cmap = random_map(3, 0)
+    sess, _, _ = step_session(3, 0, False, size, 1, 18)
+    p, cls = F([0.5, 0.9, 0.3, 0.7, 0.99]), np.array([0, 1, 2, 0, 1])
+    s = sess.run(None, {"p": p, "cls": cls, "boxes": boxes})[0]
+    np.testing.assert_array_equal(s.view(np.uint32), cmap.calibrated_logit(p, cls, boxes, size).view(np.uint32))
 
 
 # ------------------------------------------------------------------------------------------ the graph twin

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifact_factory import CALIBRATORS, assert_same_detections, make_calibration, random_head
-from calib.artifact import PostprocessConfig
+from calib.artifact import PAD_LEFT, PAD_TOP, SCALE_X, SCALE_Y, PostprocessConfig
 from calib.letterbox import letterbox_row
 from calib.pipeline import pack_fixed, postprocess
 from calib.session import make_session
@@ -147,3 +147,34 @@ def test_box_order_over_several_compaction_rows(n):
     ref = pack_fixed(postprocess(raw, "xywh_cls", ROWS[:2], cmap, thr, cfg), cfg.max_det)
     assert ref["num_dets"].min() > 0
     assert_same_detections(got, ref, ties_unordered=True)
+
+
+@pytest.mark.parametrize("calibrator", ["identity", "temperature", "platt_box"])
+def test_padding_rows_are_exact_for_any_letterbox(calibrator):
+    """The box-order path leaves the rows past num_dets to the output TopK's tail (class -1, boxes
+    of -BIG that the mapping to original pixels clips to 0): they stay exactly zero with class -1
+    for negative pads (a crop), tiny and huge scales, and the kept rows equal the reference's (no
+    letterbox masking: with such rows it would drop every box)."""
+    rng = np.random.default_rng(3)
+    n, c = 2100, 5
+    raw = random_head("xywh_cls", 3, n, c, rng)
+    rows = ROWS.copy()
+    rows[:, [PAD_LEFT, PAD_TOP]] = [[-50.0, -20.0], [0.0, -300.0], [1e4, 7.0]]
+    rows[:, [SCALE_X, SCALE_Y]] = [[0.01, 0.01], [4.0, 2.5], [1e-6, 1e-6]]
+    cmap = make_calibration(calibrator, c, rng)
+    cfg = PostprocessConfig(max_det=100, mask_padding=False)
+    for t in (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2):        # some detections, fewer than max_det
+        thr = np.full(c, t, np.float32)
+        ref = pack_fixed(postprocess(raw, "xywh_cls", rows, cmap, thr, cfg), cfg.max_det)
+        if (ref["num_dets"] > 0).all() and (ref["num_dets"] < cfg.max_det).all():
+            break
+    model = build_postprocess_graph("xywh_cls", c, cmap, thr, cfg, num_candidates=n)
+    assert "detcal/topk/topk" not in _ops(model) and "detcal/out/det_boxes" not in _ops(model)
+    got = dict(zip(["num_dets", "det_boxes", "det_scores", "det_classes"],
+                   make_session(model).run(None, {"head": raw, "letterbox": rows})))
+    assert (0 < got["num_dets"]).all() and (got["num_dets"] < cfg.max_det).all()
+    for b in range(3):
+        k = int(got["num_dets"][b, 0])
+        assert (got["det_boxes"][b, k:] == 0).all() and (got["det_scores"][b, k:] == 0).all()
+        assert (got["det_classes"][b, k:] == -1).all()
+    assert_same_detections(got, ref, ties_unordered=calibrator != "identity")
