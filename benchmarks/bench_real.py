@@ -26,7 +26,9 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           identity calibration, uniform threshold), detcal-fit (temperature calibration,
           per-class thresholds, as `detcal fit` writes them) and detcal-box (the box-aware platt_box
           map that fit's auto chose for the real YOLOv8n: a fitted-like one, seeded, at the 0.911
-          fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph.
+          fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph as
+          `detcal patch` builds it for the model (static batch 1 where the export fixes it, as
+          both real YOLOv8n exports do; dynamic batch for every other batch size).
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
           patched-id, patched-fit, patched-box (detcal patch) and ortx-whole (the raw model + ortx's
           steps, batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
@@ -284,11 +286,20 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
     cfg = PostprocessConfig(iou_threshold=IOU, max_det=MAX_DET)
     arts = make_variants(model_path, layout, c, size)
     variants = {}
+    fixed_batch = raw_s.get_inputs()[0].shape[0]
+    fixed_batch = fixed_batch if isinstance(fixed_batch, int) else None
+
+    def cut_session(art, batch):
+        """The inserted graph as `detcal patch` builds it for this model: a static batch where the model
+        fixes it (the real YOLOv8n exports: batch 1), else a dynamic one (and for other batch sizes)."""
+        dim = batch if batch == fixed_batch else "batch"
+        g = build_postprocess_graph(layout, c, art.calibration, art.score_thresholds, cfg, num_candidates=n_cand,
+                                    batch=dim)
+        return session(g.SerializeToString(), args.threads)
+
     for key, art in arts.items():
-        cut = build_postprocess_graph(layout, c, art.calibration, art.score_thresholds, cfg, num_candidates=n_cand)
         pp = patch_model(model_path, art, tmp / f"{model_path.stem}.{key}.detcal.onnx")
-        variants[key] = Variant(key, art, session(cut.SerializeToString(), args.threads), session(str(pp), args.threads),
-                                Path(pp))
+        variants[key] = Variant(key, art, None, session(str(pp), args.threads), Path(pp))
     ortx_cut = ortx_whole = None
     if ppp is not None and layout == "xywh_cls":
         ortx_cut = session(routes.ortx_cut_model(ppp, c, n_cand, CONF, IOU, MAX_DET).SerializeToString(), args.threads)
@@ -298,6 +309,8 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
     idm = identity_map(c)
 
     for batch in args.batches:
+        for v in variants.values():
+            v.cut = cut_session(v.artifact, batch)
         nb = n_img // batch
         hb = [heads[i * batch:(i + 1) * batch] for i in range(nb)]
         rb = [rows[i * batch:(i + 1) * batch] for i in range(nb)]

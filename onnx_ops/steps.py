@@ -548,34 +548,40 @@ def pack_fixed(b: GraphBuilder, kept: Kept, boxes: str, max_det: int) -> dict:
     """Kept detections (boxes [B, K', 4] original px) -> the patched model's outputs, by name:
     num_dets [B,1] int32, det_boxes [B,K,4], det_scores [B,K], det_classes [B,K] int32, K = max_det;
     rows at and after num_dets zero, class -1 (Pad from K' to K where K' < max_det). kept.padded:
-    boxes and classes are final there already (patch names the boxes DET_BOXES in to_original_pixels
-    where K' = K), so they need no Where."""
+    boxes and classes are final there already, so they take no Where (patch names the boxes
+    DET_BOXES in to_original_pixels where K' = K)."""
     num_dets = b.op("Cast", kept.num, name="out/num_dets", out=NUM_DETS, to=INT32)
     extra = max_det - kept.k
 
-    def final(x, rank, fill, name, out_name):
-        if kept.padded and name != "out/det_scores":        # x = (row_ok, value, fill): the value as it is
-            if not extra:
-                return x[1] if x[1] == out_name else b.op("Identity", x[1], name=name, out=out_name)
-            y = x[1]
-        elif not extra:
-            return b.op("Where", *x, name=name, out=out_name)
-        else:
-            y = b.op("Where", *x, name=name)
+    def final(value, masked, rank, fill, name, out_name):
+        """value [B, K', ...] -> the output: value where row_ok, else `fill` (masked: a callable
+        making that Where), then padded to K rows."""
+        y = value if masked is None else masked(name, None if extra else out_name)
+        if not extra:
+            return y if y == out_name else b.op("Identity", y, name=f"{name}_out", out=out_name)
         pads = [0] * (2 * rank)
         pads[rank + 1] = extra
         return b.op("Pad", y, b.i64(f"{name}_pads", pads), b.const(f"{name}_fill", fill), name=f"{name}_pad",
                     out=out_name, mode="constant")
 
+    def where(row_ok, value, fill):
+        return lambda name, out: b.op("Where", row_ok, value, fill(), name=name, out=out)
+
     row_ok = kept.row_ok
-    row_ok3 = None if kept.padded else (b.memo.get(("row_ok3", row_ok)) or b.unsqueeze(row_ok, [2], name="out/row_ok3"))
+    cls_out = DET_CLASSES if kept.padded and not extra else None
+    classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=cls_out)
+    if kept.padded:
+        box_mask = cls_mask = None
+    else:
+        row_ok3 = b.memo.get(("row_ok3", row_ok)) or b.unsqueeze(row_ok, [2], name="out/row_ok3")
+        box_mask = where(row_ok3, boxes, lambda: b.f32("out/zero", 0.0))
+        cls_mask = where(row_ok, classes, lambda: b.const("out/minus_one", np.int32(-1)))
     return {
         NUM_DETS: num_dets,
-        DET_BOXES: final((row_ok3, boxes, b.f32("out/zero", 0.0)), 3, np.float32(0), "out/det_boxes", DET_BOXES),
-        DET_SCORES: final((row_ok, kept.score, b.f32("out/zero_s", 0.0)), 2, np.float32(0), "out/det_scores", DET_SCORES),
-        DET_CLASSES: final((row_ok, b.op("Cast", kept.classes, name="out/class_i32", to=INT32,
-                                         out=DET_CLASSES if kept.padded and not extra else None),
-                            b.const("out/minus_one", np.int32(-1))), 2, np.int32(-1), "out/det_classes", DET_CLASSES),
+        DET_BOXES: final(boxes, box_mask, 3, np.float32(0), "out/det_boxes", DET_BOXES),
+        DET_SCORES: final(kept.score, where(row_ok, kept.score, lambda: b.f32("out/zero_s", 0.0)), 2, np.float32(0),
+                          "out/det_scores", DET_SCORES),
+        DET_CLASSES: final(classes, cls_mask, 2, np.int32(-1), "out/det_classes", DET_CLASSES),
     }
 
 
