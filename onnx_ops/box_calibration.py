@@ -1,11 +1,12 @@
 """Graph twins of the box-aware calibration (calib.artifact.box_features, calib.artifact.box_map).
 
     numpy (calib)                                   graph (this module)
-    box_features.log_f32(x)                         log_f32              (Clip, Log -> Floor: an exponent
-                                                                          estimate, corrected exactly;
-                                                                          Gather, Where, Mul, Add, Div)
+    box_features.log_f32(x)                         log_f32              (Log -> Floor: an exponent estimate
+                                                                          at most one low, corrected by one
+                                                                          exact step; Mod, Gather, Where,
+                                                                          Mul, Add, Div)
     box_features.box_features_f32(boxes, size)      box_corners, box_feature_terms (Transpose, Split, Sub,
-                                                    Max, Mul, Div, Sqrt on x and y together), then its
+                                                    Clip, Mul, Div, Sqrt on x and y together), then its
                                                     two logs
     box_map.logit_f32(p)                            odds_f32, then its log (the three logs: one log_f32
                                                     over their stack)
@@ -14,7 +15,8 @@
     BoxPlattMap.survives                            box_survives         (p > pre_c and s > L_c)
     box_pipeline.threshold_calibrate_box            threshold_calibrate_box (box_survivors_key_dense:
                                                     Greater, NonZero, GatherND, ..., ScatterND; or
-                                                    box_survivors_key_sparse for end2end heads)
+                                                    box_survivors_key_sparse for end2end heads; boxes
+                                                    first's slots: box_select.slot_key)
     box_pipeline.box_scores                         box_calibrated_score (Sigmoid, on the kept ones)
 
 Every value but the final Sigmoid is the same IEEE float32 operation on the same operands as in

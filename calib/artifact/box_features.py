@@ -77,7 +77,8 @@ def box_features_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.
     log_aspect = log_f32(bw / bh)
     dx = (x1 + x2) * scale_x - SQRT_HALF
     dy = (y1 + y2) * scale_y - SQRT_HALF
-    dist = np.sqrt(dx * dx + dy * dy)
+    with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped as a standardised feature
+        dist = np.sqrt(dx * dx + dy * dy)
     return np.stack([log_area, log_aspect, dist], axis=-1)
 
 
