@@ -270,8 +270,7 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
                                  in_box_order=in_box_order, batch=batch)
     if variant in BOX_AWARE_VARIANTS:       # ranked by the calibrated logit; the score is its Sigmoid
         kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
-    final_boxes = steps.DET_BOXES if kept.padded and kept.k == cfg.max_det else None    # no Where to come (pack_fixed)
-    outs = steps.pack_fixed(b, kept, steps.to_original_pixels(b, kept.boxes, letterbox, out=final_boxes), cfg.max_det)
+    outs = steps.pack_fixed(b, kept, letterbox, cfg.max_det)
     if coeffs is not None:          # the kept boxes' mask coefficients, same indices as det_boxes
         src = decoded.coeffs if variant in BOXES_FIRST_VARIANTS else coeffs
         kept_coeffs = masks.kept_mask_coeffs(b, src, box_index, tk.pad, kept, head.seg.m)

@@ -345,20 +345,18 @@ def gather_boxes_xyxy(b: GraphBuilder, boxes: str, box_index: str | None, fmt: s
     zero box padded is the zero box either way). Otherwise the gather first: at 640 px that is 2%
     faster for the identity graph than corners on every slot first.
     """
-    if box_index is None or ("xyxy_rows", boxes) in b.memo:
+    corners_first = box_index is None or ("xyxy_rows", boxes) in b.memo
+    if corners_first:
         rows = xyxy_rows(b, boxes, fmt, box_axis)
         if box_index is None:
             return rows
-        if pad:
-            rows = b.op("Pad", rows, b.i64("boxes/pads", [0, 0, 0, 0, pad, 0]), b.f32("boxes/pad_value", 0.0),
-                        name="boxes/pad", mode="constant")
-        return gather_rows(b, rows, box_index, "boxes/gather", 4)                   # [B, K1, 4]
-    rows = b.op("Transpose", boxes, name="boxes/to_n4", perm=[0, 2, 1]) if box_axis == 2 else boxes   # [B, N, 4]
+    else:
+        rows = b.op("Transpose", boxes, name="boxes/to_n4", perm=[0, 2, 1]) if box_axis == 2 else boxes   # [B, N, 4]
     if pad:
         rows = b.op("Pad", rows, b.i64("boxes/pads", [0, 0, 0, 0, pad, 0]), b.f32("boxes/pad_value", 0.0),
                     name="boxes/pad", mode="constant")
     g = gather_rows(b, rows, box_index, "boxes/gather", 4)                          # [B, K1, 4]
-    return g if fmt == "xyxy" else cxcywh_to_xyxy(b, g, 2, "boxes")
+    return g if corners_first or fmt == "xyxy" else cxcywh_to_xyxy(b, g, 2, "boxes")
 
 # ------------------------------------------------------------------------------------------
 # mask_letterbox
@@ -543,44 +541,41 @@ def to_original_pixels(b: GraphBuilder, boxes: str, rows: str, out: str | None =
 # ------------------------------------------------------------------------------------------
 
 
-def pack_fixed(b: GraphBuilder, kept: Kept, boxes: str, max_det: int) -> dict:
-    """Kept detections (boxes [B, K', 4] original px) -> the patched model's outputs, by name:
-    num_dets [B,1] int32, det_boxes [B,K,4], det_scores [B,K], det_classes [B,K] int32, K = max_det;
-    rows at and after num_dets zero, class -1 (Pad from K' to K where K' < max_det). kept.padded:
-    boxes and classes are final there already, so they take no Where (patch names the boxes
-    DET_BOXES in to_original_pixels where K' = K)."""
+def pack_fixed(b: GraphBuilder, kept: Kept, letterbox: str, max_det: int) -> dict:
+    """Kept detections (boxes [B, K', 4] input px), letterbox rows [B, 6] -> the patched model's
+    outputs, by name: num_dets [B,1] int32, det_boxes [B,K,4] original px (to_original_pixels),
+    det_scores [B,K], det_classes [B,K] int32, K = max_det; rows at and after num_dets zero, class -1
+    (Pad from K' to K where K' < max_det). kept.padded: boxes and classes are final there already
+    (kept_by_score's tail), so only the scores take a Where."""
     num_dets = b.op("Cast", kept.num, name="out/num_dets", out=NUM_DETS, to=INT32)
     extra = max_det - kept.k
 
-    def final(value, masked, rank, fill, name, out_name):
-        """value [B, K', ...] -> the output: value where row_ok, else `fill` (masked: a callable
-        making that Where), then padded to K rows."""
-        y = value if masked is None else masked(name, None if extra else out_name)
+    def name_or_pad(y, rank, fill, name, out_name):
+        """y: the output itself where K' = K (made with out=out_name), else padded to K rows."""
         if not extra:
-            return y if y == out_name else b.op("Identity", y, name=f"{name}_out", out=out_name)
+            return y
         pads = [0] * (2 * rank)
         pads[rank + 1] = extra
         return b.op("Pad", y, b.i64(f"{name}_pads", pads), b.const(f"{name}_fill", fill), name=f"{name}_pad",
                     out=out_name, mode="constant")
 
-    def where(row_ok, value, fill):
-        return lambda name, out: b.op("Where", row_ok, value, fill(), name=name, out=out)
+    def last(out_name, is_last=True):           # the tensor name of a node that ends its output's chain
+        return out_name if is_last and not extra else None
 
     row_ok = kept.row_ok
-    cls_out = DET_CLASSES if kept.padded and not extra else None
-    classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=cls_out)
-    if kept.padded:
-        box_mask = cls_mask = None
-    else:
+    boxes = to_original_pixels(b, kept.boxes, letterbox, out=last(DET_BOXES, kept.padded))
+    classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=last(DET_CLASSES, kept.padded))
+    if not kept.padded:
         row_ok3 = b.memo.get(("row_ok3", row_ok)) or b.unsqueeze(row_ok, [2], name="out/row_ok3")
-        box_mask = where(row_ok3, boxes, lambda: b.f32("out/zero", 0.0))
-        cls_mask = where(row_ok, classes, lambda: b.const("out/minus_one", np.int32(-1)))
+        boxes = b.op("Where", row_ok3, boxes, b.f32("out/zero", 0.0), name="out/det_boxes", out=last(DET_BOXES))
+        classes = b.op("Where", row_ok, classes, b.const("out/minus_one", np.int32(-1)), name="out/det_classes",
+                       out=last(DET_CLASSES))
+    scores = b.op("Where", row_ok, kept.score, b.f32("out/zero_s", 0.0), name="out/det_scores", out=last(DET_SCORES))
     return {
         NUM_DETS: num_dets,
-        DET_BOXES: final(boxes, box_mask, 3, np.float32(0), "out/det_boxes", DET_BOXES),
-        DET_SCORES: final(kept.score, where(row_ok, kept.score, lambda: b.f32("out/zero_s", 0.0)), 2, np.float32(0),
-                          "out/det_scores", DET_SCORES),
-        DET_CLASSES: final(classes, cls_mask, 2, np.int32(-1), "out/det_classes", DET_CLASSES),
+        DET_BOXES: name_or_pad(boxes, 3, np.float32(0), "out/det_boxes", DET_BOXES),
+        DET_SCORES: name_or_pad(scores, 2, np.float32(0), "out/det_scores", DET_SCORES),
+        DET_CLASSES: name_or_pad(classes, 2, np.int32(-1), "out/det_classes", DET_CLASSES),
     }
 
 
