@@ -199,15 +199,27 @@ def test_kernel_times_sums_per_op_type_and_filters_by_prefix(tmp_path):
     g = build_postprocess_graph("xywh_cls", 3, None, 0.25, PostprocessConfig(), num_candidates=200)
     feeds = [{"head": head, "letterbox": NO_PAD_ROW}]
     prof = profile_graph.profile_session(g.SerializeToString(), feeds, 3, 1, tmp_path, "t")
-    assert "NonMaxSuppression" in prof and all(v["ms"] >= 0 and v["nodes"] >= 1 for v in prof.values())
+    ops = {k: v for k, v in prof.items() if not k.startswith("_")}
+    assert "NonMaxSuppression" in ops and all(v["ms"] >= 0 and v["nodes"] >= 1 and 0 <= v["pool"] <= v["nodes"]
+                                              for v in ops.values())
     none = profile_graph.profile_session(g.SerializeToString(), feeds, 3, 1, tmp_path, "u", prefix="nothing/")
     assert [k for k in none if not k.startswith("_")] == []
-    events = [{"cat": "Node", "name": "detcal/a_kernel_time", "dur": 3000, "args": {"op_name": "TopK"}},
-              {"cat": "Node", "name": "detcal/b_kernel_time", "dur": 1000, "args": {"op_name": "TopK"}},
-              {"cat": "Node", "name": "conv_kernel_time", "dur": 9000, "args": {"op_name": "Conv"}},
+    assert set(prof["_pool_nodes"]) <= {n.name for n in g.graph.node}
+    pooled = {"main_thread": {"block_size": [1]}, "sub_threads": {"7": {"num_run": 1}}}
+    inline = {"main_thread": {"block_size": []}, "sub_threads": {"7": {"num_run": 0}}}
+    events = [{"cat": "Node", "name": "detcal/a_kernel_time", "dur": 3000,
+               "args": {"op_name": "TopK", "thread_scheduling_stats": inline}},
+              {"cat": "Node", "name": "detcal/b_kernel_time", "dur": 1000,
+               "args": {"op_name": "TopK", "thread_scheduling_stats": pooled}},
+              {"cat": "Node", "name": "detcal/b_kernel_time", "dur": 1000,      # the same node, a second run
+               "args": {"op_name": "TopK", "thread_scheduling_stats": pooled}},
+              {"cat": "Node", "name": "conv_kernel_time", "dur": 9000,
+               "args": {"op_name": "Conv", "thread_scheduling_stats": pooled}},
               {"cat": "Session", "name": "model_run", "dur": 99000}]
-    assert profile_graph.kernel_times(events, 2, "detcal/") == {"TopK": {"ms": 2.0, "nodes": 2}}
+    assert profile_graph.kernel_times(events, 2, "detcal/") == {"TopK": {"ms": 2.5, "nodes": 2, "pool": 1}}
     assert set(profile_graph.kernel_times(events, 1)) == {"TopK", "Conv"}
+    assert profile_graph.pool_nodes(events) == ["detcal/b", "conv"]
+    assert profile_graph.pool_nodes(events, "detcal/") == ["detcal/b"]
     json.dumps(prof)
 
 
@@ -251,3 +263,20 @@ def test_inserted_over_raw_pairs_nodes_with_their_run():
     ratio, ins, own = profile_graph.inserted_over_raw(events)
     assert ratio == pytest.approx(np.median([4 / 40, 8 / 80]))
     assert ins == pytest.approx(0.006) and own == pytest.approx(0.06)
+
+
+def test_profile_graph_runs_every_artifact_on_the_real_model(capsys, tmp_path):
+    """The profiler's own run over every artifact bench_real makes (identity, temperature, box-aware),
+    cut and whole: each prints its kernel table and which nodes ran on the thread pool."""
+    import bench_real
+    import profile_graph
+
+    if not (bench_real.REAL_MODEL.exists() and bench_real.REAL_IMAGES.is_dir()):
+        pytest.skip(f"{bench_real.REAL_MODEL} or {bench_real.REAL_IMAGES} absent (../shared/real beside the repo)")
+    out_json = tmp_path / "prof.json"
+    assert profile_graph.main(["--runs", "2", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("on the intra-op thread pool:") == 6, out          # 3 artifacts x (cut, whole)
+    got = json.loads(out_json.read_text())
+    assert set(got) == {"id", "fit", "box", "id_patched", "fit_patched", "box_patched"}
+    assert "Log" in got["box"] and "Log" not in got["id"]               # the box-aware map's exact log
