@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from calib import resize as R  # noqa: E402
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")).resolve()
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
 
 

@@ -79,7 +79,7 @@ from calib.artifact import Preprocess  # noqa: E402
 from calib.preprocess import preprocess_image  # noqa: E402
 from onnx_ops.patch import build_postprocess_graph, patch_model  # noqa: E402
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))   # ../shared beside the repo
+SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")).resolve()   # ../shared beside the repo
 REAL_MODEL = SHARED / "real" / "models" / "yolov8n_coco_int8.onnx"
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
 # The second model is a YOLO11n int8 at 320 ([1,84,2100]), which ../shared/real does not have. Its

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REAL = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")) / "real"
+REAL = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")).resolve() / "real"
 MODEL = REAL / "models" / "yolov8n_coco_int8.onnx"
 DATA = REAL / "coco_train" / "data.yaml"
 CACHE = Path(tempfile.gettempdir()) / "detcal_real_certify"

@@ -5,7 +5,7 @@
                                                                           at most one low, corrected by one
                                                                           exact step; Mod, Gather, Where,
                                                                           Mul, Add, Div)
-    box_features.box_features_f32(boxes, size)      box_corners, box_feature_terms (Transpose, Split, Sub,
+    box_features.box_features_f32(boxes, size)      box_corners, box_feature_terms (Split, Sub,
                                                     Clip, Mul, Div, Sqrt on x and y together), then its
                                                     two logs
     box_map.logit_f32(p)                            odds_f32, then its log (the three logs: one log_f32
@@ -102,34 +102,35 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log", bounded: bool = Fa
     return b.op("Add", b.op("Mul", e, b.f32(f"{tag}/ln2", LN2), name=f"{tag}/e_ln2"), log_m, name=f"{tag}/log")
 
 
-def box_feature_terms(b: GraphBuilder, xy1: str, xy2: str, input_size, lead: int) -> tuple[str, str, str]:
-    """Corners xy1, xy2 [2, ...] (x, y first; `lead` trailing dims), input px -> (relative area, aspect
-    w / h, centre_distance), each [1, ...] float32: box_features_f32 before its two logs
+def box_feature_terms(b: GraphBuilder, xy1: str, xy2: str, input_size) -> tuple[str, str, str]:
+    """Corners xy1, xy2 [..., 2] (x, y last), input px -> (relative area, aspect w / h,
+    centre_distance), each [..., 1] float32: box_features_f32 before its two logs
     (box_calibrated_logit takes those with the score's in one log_f32). x and y go through each step
     together: the same IEEE operation on the same operands as the reference's, half the nodes."""
     inv_area, scale_x, scale_y = feature_constants(input_size)
-    col = (2,) + (1,) * lead
     wh = b.op("Clip", b.op("Sub", xy2, xy1, name="boxcal/wh_raw"), b.f32("boxcal/min_side", MIN_SIDE),
               b.f32("boxcal/max_side", MAX_SIDE), name="boxcal/wh")
-    bw, bh = b.split(wh, [1, 1], 0, name="boxcal/w_h")
+    bw, bh = b.split(wh, [1, 1], -1, name="boxcal/w_h")
     area = b.op("Mul", b.op("Mul", bw, bh, name="boxcal/area"), b.f32("boxcal/inv_input_area", inv_area),
                 name="boxcal/rel_area")
     aspect = b.op("Div", bw, bh, name="boxcal/aspect")
-    scale = b.f32("boxcal/centre_scale", np.array([scale_x, scale_y], np.float32).reshape(col))
+    scale = b.f32("boxcal/centre_scale", np.array([scale_x, scale_y], np.float32))
     d = b.op("Sub", b.op("Mul", b.op("Add", xy1, xy2, name="boxcal/xy_sum"), scale, name="boxcal/xy_scaled"),
              b.f32("boxcal/centre_offset", SQRT_HALF), name="boxcal/dxy")
-    dx2, dy2 = b.split(b.op("Mul", d, d, name="boxcal/dxy2"), [1, 1], 0, name="boxcal/dx2_dy2")
+    dx2, dy2 = b.split(b.op("Mul", d, d, name="boxcal/dxy2"), [1, 1], -1, name="boxcal/dx2_dy2")
     dist = b.op("Sqrt", b.op("Add", dx2, dy2, name="boxcal/r2"), name="boxcal/centre_distance")
     return area, aspect, dist
 
 
-def box_corners(b: GraphBuilder, boxes: str, lead: int, box_format: str = "xyxy") -> tuple[str, str]:
-    """boxes [..., 4] (`lead` leading dims) xyxy, or cxcywh -> corners (xy1, xy2), each [2, ...],
-    cxcywh -> corners by graph_boxes.cxcywh_corners (calib.boxes.cxcywh_to_xyxy's arithmetic)."""
-    first = b.op("Transpose", boxes, name="boxcal/coords_first", perm=[lead] + list(range(lead)))     # [4, ...]
+def box_corners(b: GraphBuilder, boxes: str, box_format: str = "xyxy") -> tuple[str, str]:
+    """boxes [..., 4] xyxy, or cxcywh -> corners (xy1, xy2), each [..., 2] (a Split of the last axis;
+    cxcywh -> corners by graph_boxes.cxcywh_corners, calib.boxes.cxcywh_to_xyxy's arithmetic).
+    The coordinates stay on the last axis: onnxruntime's CPU Transpose of even an [8, 4] tensor to
+    coordinates-first goes to its intra-op thread pool, a worker wake-up that cost the box-aware
+    graph ~9% at 320 px."""
     if box_format == "xyxy":
-        return b.split(first, [2, 2], 0, name="boxcal/coord_pairs")
-    return cxcywh_corners(b, first, 0, "boxcal/corners")
+        return b.split(boxes, [2, 2], -1, name="boxcal/coord_pairs")
+    return cxcywh_corners(b, boxes, -1, "boxcal/corners")
 
 
 def odds_f32(b: GraphBuilder, p: str) -> str:
@@ -138,56 +139,55 @@ def odds_f32(b: GraphBuilder, p: str) -> str:
     return b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
 
 
-def class_table(b: GraphBuilder, tag: str, rows: np.ndarray, cls: str, lead: int) -> str:
-    """rows (k, C) per-class constants -> [k, ...]: gathered by cls [...] (`lead` dims), or the one
-    column [k, 1, ...] when every class has the same values."""
+def class_table(b: GraphBuilder, tag: str, rows: np.ndarray, cls: str) -> str:
+    """rows (k, C) per-class constants -> [..., k]: gathered by cls [...], or the one row (k,) when
+    every class has the same values."""
     rows = np.asarray(rows, np.float64)
     if np.all(rows == rows[:, :1]):
-        return b.f32(f"boxcal/{tag}", rows[:, 0].reshape((-1,) + (1,) * lead))
-    return b.op("Gather", b.f32(f"boxcal/{tag}_table", rows), cls, name=f"boxcal/{tag}_of_class", axis=1)
+        return b.f32(f"boxcal/{tag}", rows[:, 0])
+    return b.op("Gather", b.f32(f"boxcal/{tag}_table", rows.T), cls, name=f"boxcal/{tag}_of_class", axis=0)
 
 
 def box_calibrated_logit_row(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
                              lead: int = 1, box_format: str = "xyxy", extra_rows=None) -> tuple[str, str | None]:
     """p [...], cls [...] int64 (`lead` dims: [M], or [B, K]), boxes [..., 4] input px (xyxy, or
-    cxcywh: calib.boxes.cxcywh_to_xyxy first) -> (s [1, ...] float32, the `extra_rows` (k, C)
-    per-class constants gathered by cls with the map's own: [k, ...], or None),
+    cxcywh: calib.boxes.cxcywh_to_xyxy first) -> (s [..., 1] float32, the `extra_rows` (k, C)
+    per-class constants gathered by cls with the map's own: [..., k], or None),
     s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit.
 
-    Stacked along a new first axis so that each step is one node: the three logs (relative area,
-    aspect, the score's odds) in one log_f32 [3, ...]; the standardisation over phi [3, ...]; the
-    per-class parameters (w_c0, w_c1, w_c2, a_c, b_c) in one Gather [5, ...] and their products with
-    (u_0, u_1, u_2, z) in one Mul [4, ...]; then the reference's additions in its order."""
-    xy1, xy2 = box_corners(b, boxes, lead, box_format)
-    area, aspect, dist = box_feature_terms(b, xy1, xy2, input_size, lead)
-    odds = b.unsqueeze(odds_f32(b, p), [0], name="boxcal/odds_row")
+    Stacked along a new last axis so that each step is one node: the three logs (relative area,
+    aspect, the score's odds) in one log_f32 [..., 3]; the standardisation over phi [..., 3]; the
+    per-class parameters (w_c0, w_c1, w_c2, a_c, b_c) in one Gather [..., 5] and their products with
+    (u_0, u_1, u_2, z) in one Mul [..., 4]; then the reference's additions in its order."""
+    xy1, xy2 = box_corners(b, boxes, box_format)
+    area, aspect, dist = box_feature_terms(b, xy1, xy2, input_size)
+    odds = b.unsqueeze(odds_f32(b, p), [lead], name="boxcal/odds_col")
     # within [2^-60, 2^60] (MIN_SIDE / MAX_SIDE, EPS), so log_f32 needs no clamp
-    logs = log_f32(b, b.op("Concat", area, aspect, odds, name="boxcal/log_args", axis=0), "boxcal/logs", bounded=True)
-    log_feats, z = b.split(logs, [2, 1], 0, name="boxcal/log_feats_z")
-    phi = b.op("Concat", log_feats, dist, name="boxcal/phi", axis=0)                                    # [3, ...]
-    col = (3,) + (1,) * lead
-    centred = b.op("Sub", phi, b.f32("boxcal/mean", np.asarray(cmap.mean, np.float32).reshape(col)), name="boxcal/centred")
-    scaled = b.op("Div", centred, b.f32("boxcal/std", np.asarray(cmap.std, np.float32).reshape(col)), name="boxcal/scaled")
+    logs = log_f32(b, b.op("Concat", area, aspect, odds, name="boxcal/log_args", axis=-1), "boxcal/logs", bounded=True)
+    log_feats, z = b.split(logs, [2, 1], -1, name="boxcal/log_feats_z")
+    phi = b.op("Concat", log_feats, dist, name="boxcal/phi", axis=-1)                                   # [..., 3]
+    centred = b.op("Sub", phi, b.f32("boxcal/mean", np.asarray(cmap.mean, np.float32)), name="boxcal/centred")
+    scaled = b.op("Div", centred, b.f32("boxcal/std", np.asarray(cmap.std, np.float32)), name="boxcal/scaled")
     u = b.op("Clip", scaled, b.f32("boxcal/u_lo", -cmap.clip), b.f32("boxcal/u_hi", cmap.clip), name="boxcal/u")
     rows = [np.asarray(cmap.w, np.float64).T, np.asarray(cmap.a)[None], np.asarray(cmap.b)[None]]
     extra = [] if extra_rows is None else [np.asarray(extra_rows, np.float64).reshape(-1, cmap.num_classes)]
-    params = class_table(b, "params", np.vstack(rows + extra), cls, lead)                              # [5 + k, ...]
+    params = class_table(b, "params", np.vstack(rows + extra), cls)                                   # [..., 5 + k]
     k = extra[0].shape[0] if extra else 0
-    parts = b.split(params, [4, 1] + ([k] if k else []), 0, name="boxcal/coef_bias")
+    parts = b.split(params, [4, 1] + ([k] if k else []), -1, name="boxcal/coef_bias")
     coef, bias = parts[0], parts[1]
-    prod = b.op("Mul", coef, b.op("Concat", u, z, name="boxcal/u_z", axis=0), name="boxcal/products")        # [4, ...]
-    wu0, wu1, wu2, az = b.split(prod, [1, 1, 1, 1], 0, name="boxcal/terms")
+    prod = b.op("Mul", coef, b.op("Concat", u, z, name="boxcal/u_z", axis=-1), name="boxcal/products")      # [..., 4]
+    wu0, wu1, wu2, az = b.split(prod, [1, 1, 1, 1], -1, name="boxcal/terms")
     box_term = b.op("Add", b.op("Add", wu0, wu1, name="boxcal/wu01"), wu2, name="boxcal/box_term")
     score_term = b.op("Add", az, bias, name="boxcal/az_b")
-    return b.op("Add", score_term, box_term, name="boxcal/logit_row"), (parts[2] if k else None)
+    return b.op("Add", score_term, box_term, name="boxcal/logit_col"), (parts[2] if k else None)
 
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
                          lead: int = 1, box_format: str = "xyxy") -> str:
     """p [...], cls [...], boxes [..., 4] -> s [...] float32: box_calibrated_logit_row's logit without
-    its leading axis of 1."""
+    its trailing axis of 1."""
     s, _ = box_calibrated_logit_row(b, p, cls, boxes, cmap, input_size, lead, box_format)
-    return b.squeeze(s, [0], name="boxcal/logit_calibrated")
+    return b.squeeze(s, [lead], name="boxcal/logit_calibrated")
 
 
 def box_survives(b: GraphBuilder, p: str, cls: str, s: str, cmap: BoxPlattMap, thresholds) -> str:
@@ -237,10 +237,10 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, box_rows: str, class_ax
     box_col = 2 if class_axis == 1 else 1
     bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, box_col]), name="boxcal/cand_box_index", axis=1)
     cand_boxes = b.op("GatherND", box_rows, bidx, name="boxcal/cand_boxes")                        # [M, 4]
-    s, lt_c = box_calibrated_logit_row(b, p, cls, cand_boxes, cmap, input_size, 1, box_format, extra_rows=lt)  # [1, M]
+    s, lt_c = box_calibrated_logit_row(b, p, cls, cand_boxes, cmap, input_size, 1, box_format, extra_rows=lt)  # [M, 1]
     ok = b.op("Greater", s, lt_c, name="boxcal/above_threshold")
     neg = b.f32("boxcal/neg", NEG)
-    vals = b.squeeze(b.op("Where", ok, s, neg, name="boxcal/cand_key_row"), [0], name="boxcal/cand_key")
+    vals = b.squeeze(b.op("Where", ok, s, neg, name="boxcal/cand_key_col"), [1], name="boxcal/cand_key")
     fill = b.op("Where", cand, neg, neg, name="boxcal/neg_fill")       # NEG in probs' shape, one node
     return b.op("ScatterND", fill, where, vals, name="boxcal/key")
 

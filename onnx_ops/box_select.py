@@ -35,8 +35,10 @@ The graph reaches the same candidates in this order:
                      M = most candidates of any image. On the real YOLOv8n (N = 8400, 3 rows) the TopK
                      rows cost 21 us against 134 us for CumSum + ScatterElements (profiler, batch 1).
     gather_slots     the slots' rows of the head (boxes, scores, and logits where the head's
-                     Sigmoid front was cut): GatherElements / GatherND -> [B, 4+C, M] | [B, M, 5+C],
-                     decoded with the same step as the dense head (steps.decode_dense).
+                     Sigmoid front was cut) -> [B, M, 4+C] | [B, M, 5+C]: a [B, W, N] source through one
+                     GatherElements over its flat view (flat_slot_index: no Transpose, nothing on
+                     onnxruntime's thread pool), a [B, N, W] one by GatherND; split into boxes
+                     [B, M, 4] and scores [B, M, C] (class axis 2 from here on, whatever the head's).
     slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
                      [B, C, M] slots), raw threshold (steps.threshold, few_boxes: Greater + Where with
                      each class's own threshold, which narrows the superset exactly), best class
@@ -233,17 +235,42 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     return Slots(box, valid, b.op("Mul", k_f, b.f32("boxes_first/rows_f", [float(rows)]), name="boxes_first/most_f"))
 
 
-def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str) -> str:
-    """x [B, W, N] (box_axis 2) | [B, N, W] (box_axis 1) -> the slots' columns / rows, [B, W, M] | [B, M, W]."""
-    if box_axis == 2:       # one expanded index per width, shared (a Sigmoid front's probabilities and logits)
-        key = ("slots_idx", slots.box, width)
-        if key not in b.memo:
-            if ("slots_idx1", slots.box) not in b.memo:
-                b.memo[("slots_idx1", slots.box)] = b.unsqueeze(slots.box, [1], name=f"{name}_idx1")
-            one = b.memo[("slots_idx1", slots.box)]
-            b.memo[key] = b.op("Expand", one, b.i64(f"{name}_idx_shape", [1, width, 1]), name=f"{name}_idx")
-        return b.op("GatherElements", x, b.memo[key], name=name, axis=2)
-    return gather_rows(b, x, slots.box, name, width)
+def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: int, name: str,
+                 n: int | None = None, rows: bool = True) -> str:
+    """x [B, W, N] (box_axis 2) | [B, N, W] (box_axis 1) -> the slots' values: rows [B, M, W], or for
+    box_axis 2 with rows=False the columns [B, W, M]. n: N where it is static.
+
+    box_axis 2: one GatherElements over x seen as [B, W * N] (a Reshape, no copy) at the flat indices
+    w * N + box, laid out as the result wants (flat_slot_index), so the slots come out as rows
+    with no Transpose. onnxruntime's CPU GatherElements splits a [B, W, M] result over its intra-op
+    thread pool (one worker wake-up per call with spinning off), and so does its Transpose of even
+    [1, 4, M]; one row of B = 1 it copies inline (the real YOLOv8n at 320: 62-69 against 93-114 us for
+    the gather and Transpose alone, cold)."""
+    if box_axis == 1:
+        return gather_rows(b, x, slots.box, name, width)
+    flat = b.op("Reshape", x, b.i64(f"{name}_flat_shape", [0, -1]), name=f"{name}_flat")          # [B, W * N]
+    got = b.op("GatherElements", flat, flat_slot_index(b, x, slots, width, n, rows, name), name=f"{name}_gather",
+               axis=1)                                                                           # [B, M * W]
+    return b.op("Reshape", got, b.i64(f"{name}_shape", [0, -1, width] if rows else [0, width, -1]), name=name)
+
+
+def flat_slot_index(b: GraphBuilder, x: str, slots: Slots, width: int, n: int | None, rows: bool, name: str) -> str:
+    """[B, M * W] int64: w * N + box[b, m] in the order of the rows [B, M, W] (rows) or the columns
+    [B, W, M]; made once per (slots, W, N, layout): a Sigmoid front's probabilities and logits share it."""
+    key = ("slots_flat_idx", slots.box, width, n, rows, None if n is not None else x)
+    if key in b.memo:
+        return b.memo[key]
+    ramp = np.arange(width, dtype=np.int64).reshape((1, 1, width) if rows else (1, width, 1))
+    if n is not None:
+        offsets = b.i64(f"{name}_offsets", ramp * n)
+    else:
+        offsets = b.op("Mul", b.i64(f"{name}_ramp", ramp), b.dim(x, 2, name=f"{name}_n"), name=f"{name}_offsets")
+    axis = 2 if rows else 1
+    if ("slots_box3", slots.box, axis) not in b.memo:
+        b.memo[("slots_box3", slots.box, axis)] = b.unsqueeze(slots.box, [axis], name=f"{name}_box3")
+    idx = b.op("Add", b.memo[("slots_box3", slots.box, axis)], offsets, name=f"{name}_index3")     # [B, M, W] | [B, W, M]
+    b.memo[key] = b.op("Reshape", idx, b.i64(f"{name}_index_shape", [0, -1]), name=f"{name}_index")
+    return b.memo[key]
 
 
 def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
@@ -295,8 +322,8 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     raw: the head output as the model gives it ([B, 4+C, N] xywh_cls, [B, N, 5+C] xywh_obj_cls,
     float32), used when `dense` is None; dense: the head's decoded tensors where its Sigmoid front
     was cut (boxes [B, 4, N], probs and logits [B, C, N]) or a multi-output head decoded in the graph
-    (yolox_raw, gfl_multilevel, detr: boxes [B, N, 4], probs [B, N, C]). The slot boxes are input px,
-    [B, 4, M] (class axis 1) | [B, M, 4] (class axis 2), in the decoded head's box format. coeffs: a
+    (yolox_raw, gfl_multilevel, detr: boxes [B, N, 4], probs [B, N, C]). The slot Dense has class
+    axis 2 whatever the head's: boxes [B, M, 4] input px in the head's box format, scores [B, M, C]. coeffs: a
     seg head's mask coefficients [B, masks, N] (xywh_cls), gathered with the boxes into the slot
     Dense's `coeffs` [B, masks, M]. batch: B where the model fixes it (constant shapes). thresholds:
     the calibrated thresholds (C,), for a box-aware map (raw_thr is then its raw prefilter).
@@ -305,16 +332,18 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     if dense is not None:                       # Sigmoid-front or decoded head: boxes, probs (logits) apart
         alive = box_margin(b, dense.probs, raw_thr, layout, class_axis=dense.class_axis)
         slots = compact_boxes(b, alive, n_static, batch)
-        box_axis = 2 if dense.class_axis == 1 else 1
-        d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes"),
-                        gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs"), dense.class_axis,
-                        logits=None if dense.logits is None or isinstance(cmap, BoxPlattMap) else   # box-aware: probabilities
-                        gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits"),
-                        box_format=dense.box_format)
+        box_axis = 2 if dense.class_axis == 1 else 1     # the slots come out as rows either way: class axis 2
+        d = Dense(gather_slots(b, dense.boxes, slots, box_axis, 4, "boxes_first/boxes", n_static),
+                  gather_slots(b, dense.probs, slots, box_axis, C, "boxes_first/probs", n_static), 2,
+                  logits=None if dense.logits is None or isinstance(cmap, BoxPlattMap) else   # box-aware: probabilities
+                  gather_slots(b, dense.logits, slots, box_axis, C, "boxes_first/logits", n_static),
+                  box_format=dense.box_format)
     elif layout == "xywh_cls":                  # reduce the raw head as it is: no N x C slice
         alive = box_margin(b, raw, raw_thr, layout, lead=4)
         slots = compact_boxes(b, alive, n_static, batch)
-        d = steps.decode_dense(b, gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head"), layout, C)
+        head = gather_slots(b, raw, slots, 2, 4 + C, "boxes_first/head", n_static)                 # [B, M, 4 + C]
+        boxes, probs = b.split(head, [4, C], 2, name="decode/split")
+        d = Dense(boxes, probs, class_axis=2)
     elif layout == "xywh_obj_cls":              # obj * (sum of cls): no product over N x C
         alive = box_margin(b, raw, raw_thr, layout)
         slots = compact_boxes(b, alive, n_static, batch)
@@ -323,8 +352,8 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
         raise ValueError(f"boxes_first_candidates: layout {layout!r} is not dense")
     key, cls = slot_key(b, d, cmap, raw_thr, slots, thresholds)
     if coeffs is not None:
-        d.coeffs = gather_slots(b, coeffs, slots, 2, masks, "boxes_first/mask_coeffs")
+        d.coeffs = gather_slots(b, coeffs, slots, 2, masks, "boxes_first/mask_coeffs", n_static, rows=False)
     return key, cls, d, slots.most
 
 
-__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots", "slot_key", "boxes_first_candidates"]
+__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots", "flat_slot_index", "slot_key", "boxes_first_candidates"]

@@ -220,7 +220,7 @@ def test_unknown_layout_is_a_clear_error():
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared")).resolve()
 
 
 def _with_decode(model: onnx.ModelProto, rec) -> onnx.ModelProto:

@@ -30,7 +30,7 @@ from calib.head_decoders import (
 )
 from calib.head_recognition import recognise_head
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared")).resolve()
 REAL = SHARED / "real" / "models"
 FIXTURES = SHARED / "fixtures"
 

@@ -26,7 +26,7 @@ from calib.preprocess import preprocess_image
 from calib.runner import DetectorRunner
 from onnx_ops.patch import build_patched_model
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared")).resolve()
 
 FAMILIES = {
     "yolox_raw": lambda: hf.yolox_raw_model(size=(64, 96), num_classes=3),

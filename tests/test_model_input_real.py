@@ -14,7 +14,7 @@ import pytest
 
 from test_model_input import with_input
 
-SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", Path(__file__).resolve().parents[1].parent / "shared")).resolve()
 YOLOX = SHARED / "real" / "models" / "yolox_nano_coco_416.onnx"
 IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
 

@@ -19,7 +19,7 @@ from onnx_ops.ep_support import DETCAL_FORBIDDEN, coverage
 from onnx_ops.preprocess_graph import PreprocessGraphSpec, build_preprocess_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared"))
+SHARED = Path(os.environ.get("DETCAL_SHARED", ROOT.parent / "shared")).resolve()
 REAL_IMAGES = SHARED / "real" / "coco_train" / "images" / "val"
 
 SPECS = [
