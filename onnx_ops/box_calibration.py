@@ -148,9 +148,9 @@ def class_table(b: GraphBuilder, tag: str, rows: np.ndarray, cls: str) -> str:
     return b.op("Gather", b.f32(f"boxcal/{tag}_table", rows.T), cls, name=f"boxcal/{tag}_of_class", axis=0)
 
 
-def box_calibrated_logit_row(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
-                             lead: int = 1, box_format: str = "xyxy", extra_rows=None) -> tuple[str, str | None]:
-    """p [...], cls [...] int64 (`lead` dims: [M], or [B, K]), boxes [..., 4] input px (xyxy, or
+def box_calibrated_logit_row(b: GraphBuilder, p_col: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
+                             box_format: str = "xyxy", extra_rows=None) -> tuple[str, str | None]:
+    """p_col [..., 1] raw scores, cls [...] int64 (the leading dims: [M], or [B, K]), boxes [..., 4] input px (xyxy, or
     cxcywh: calib.boxes.cxcywh_to_xyxy first) -> (s [..., 1] float32, the `extra_rows` (k, C)
     per-class constants gathered by cls with the map's own: [..., k], or None),
     s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit.
@@ -161,7 +161,7 @@ def box_calibrated_logit_row(b: GraphBuilder, p: str, cls: str, boxes: str, cmap
     (u_0, u_1, u_2, z) in one Mul [..., 4]; then the reference's additions in its order."""
     xy1, xy2 = box_corners(b, boxes, box_format)
     area, aspect, dist = box_feature_terms(b, xy1, xy2, input_size)
-    odds = b.unsqueeze(odds_f32(b, p), [lead], name="boxcal/odds_col")
+    odds = odds_f32(b, p_col)
     # within [2^-60, 2^60] (MIN_SIDE / MAX_SIDE, EPS), so log_f32 needs no clamp
     logs = log_f32(b, b.op("Concat", area, aspect, odds, name="boxcal/log_args", axis=-1), "boxcal/logs", bounded=True)
     log_feats, z = b.split(logs, [2, 1], -1, name="boxcal/log_feats_z")
@@ -184,9 +184,10 @@ def box_calibrated_logit_row(b: GraphBuilder, p: str, cls: str, boxes: str, cmap
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
                          lead: int = 1, box_format: str = "xyxy") -> str:
-    """p [...], cls [...], boxes [..., 4] -> s [...] float32: box_calibrated_logit_row's logit without
-    its trailing axis of 1."""
-    s, _ = box_calibrated_logit_row(b, p, cls, boxes, cmap, input_size, lead, box_format)
+    """p [...], cls [...] (`lead` dims), boxes [..., 4] -> s [...] float32: box_calibrated_logit_row's
+    logit without its trailing axis of 1."""
+    p_col = b.unsqueeze(p, [lead], name="boxcal/p_col")
+    s, _ = box_calibrated_logit_row(b, p_col, cls, boxes, cmap, input_size, box_format)
     return b.squeeze(s, [lead], name="boxcal/logit_calibrated")
 
 
@@ -232,17 +233,18 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, box_rows: str, class_ax
     shape = class_shape(C, class_axis)
     cand = b.op("Greater", probs, b.f32("boxcal/prefilter", pre.reshape(shape)), name="boxcal/prefiltered")
     where = b.op("Transpose", b.op("NonZero", cand, name="boxcal/nonzero"), name="boxcal/cand_index", perm=[1, 0])
-    p = b.op("GatherND", probs, where, name="boxcal/cand_score")                                     # [M]
+    where3 = b.unsqueeze(where, [1], name="boxcal/cand_index3")     # [M, 1, 3]: scores and keys as [M, 1] columns
+    p = b.op("GatherND", probs, where3, name="boxcal/cand_score")                                    # [M, 1]
     cls = b.op("Gather", where, b.i64("boxcal/class_col", class_axis), name="boxcal/cand_class", axis=1)
     box_col = 2 if class_axis == 1 else 1
     bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, box_col]), name="boxcal/cand_box_index", axis=1)
     cand_boxes = b.op("GatherND", box_rows, bidx, name="boxcal/cand_boxes")                        # [M, 4]
-    s, lt_c = box_calibrated_logit_row(b, p, cls, cand_boxes, cmap, input_size, 1, box_format, extra_rows=lt)  # [M, 1]
+    s, lt_c = box_calibrated_logit_row(b, p, cls, cand_boxes, cmap, input_size, box_format, extra_rows=lt)  # [M, 1]
     ok = b.op("Greater", s, lt_c, name="boxcal/above_threshold")
     neg = b.f32("boxcal/neg", NEG)
-    vals = b.squeeze(b.op("Where", ok, s, neg, name="boxcal/cand_key_col"), [1], name="boxcal/cand_key")
+    vals = b.op("Where", ok, s, neg, name="boxcal/cand_key")                                         # [M, 1]
     fill = b.op("Where", cand, neg, neg, name="boxcal/neg_fill")       # NEG in probs' shape, one node
-    return b.op("ScatterND", fill, where, vals, name="boxcal/key")
+    return b.op("ScatterND", fill, where3, vals, name="boxcal/key")
 
 
 def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: str, cmap: BoxPlattMap, thresholds,

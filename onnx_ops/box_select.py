@@ -71,11 +71,12 @@ from .graph_types import Dense
 @dataclass
 class Slots:
     """The surviving boxes, compacted: box [B, M] int64 (ascending over the valid slots, every one a real
-    box index), valid [B, M] bool, most [1] float32 = M, the slot count (at least the most survivors of
-    any image: steps.pre_nms_top_k sizes its TopK from it)."""
+    box index), valid [B, M] bool (None where every slot is filled: one image, one row of the TopK
+    compaction, M = its survivor count), most [1] float32 = M, the slot count (at least the most
+    survivors of any image: steps.pre_nms_top_k sizes its TopK from it)."""
 
     box: str
-    valid: str
+    valid: str | None
     most: str
 
 
@@ -209,10 +210,13 @@ def compact_boxes_topk(b: GraphBuilder, alive: str, n: int, max_row: int = TOPK_
     ramp = b.f32("boxes_first/row_ramp", np.arange(length, 0, -1, dtype=np.float32).reshape(1, -1))   # L - position
     key = b.op("Mul", alive_f, ramp, name="boxes_first/row_key")                                     # [B * R, L]
     counts = b.reduce("ReduceSum", alive_f, [1], keepdims=False, name="boxes_first/count_r")        # [B * R]
-    k_f = b.op("Min", b.reduce("ReduceMax", counts, [0], keepdims=True, name="boxes_first/most_row"),
-               b.f32("boxes_first/row_len", [float(length)]), name="boxes_first/k_f")                 # [1]
+    one_row = rows == 1 and batch == 1          # K is that row's count: every slot filled
+    most_row = counts if one_row else b.reduce("ReduceMax", counts, [0], keepdims=True, name="boxes_first/most_row")
+    k_f = b.op("Min", most_row, b.f32("boxes_first/row_len", [float(length)]), name="boxes_first/k_f")   # [1]
     k = b.cast(k_f, INT64, name="boxes_first/k")
     value, index = b.op("TopK", key, k, name="boxes_first/compact", outputs=2, axis=-1, largest=1, sorted=1)
+    if one_row:
+        return Slots(index, None, k_f)
     valid = b.op("Greater", value, b.f32("boxes_first/half", 0.5), name="boxes_first/valid")         # [B * R, K]
     if rows == 1:
         return Slots(index, valid, k_f)
@@ -287,23 +291,31 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
         key = box_calibration.box_survivors_key_dense(b, d.probs, rows, d.class_axis, cmap, thresholds,
                                                       cmap.input_size, "xyxy")
         best, cls = steps.select_best_class(b, key, d.class_axis, few_boxes=True)
-        return b.op("Where", slots.valid, best, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
+        return filled_only(b, best, slots), cls
     if d.logits is not None and isinstance(cmap, AffineLogitMap) and not cmap.is_identity:
         z = steps.calibrate_logits(b, d, cmap, C)
         best_z, cls = steps.select_best_class(b, steps.threshold(b, d.probs, z, raw_thr, shape, few_boxes=True), d.class_axis,
                                               few_boxes=True)
         # the Sigmoid of the best calibrated logit where a class survives in a filled slot, else NEG
         # (steps.calibrated_box_score's penalty arithmetic and this slot mask in one Where)
-        kept = b.op("And", slots.valid, b.op("Greater", best_z, b.f32("calib/neg_half", NEG / 2), name="calib/box_kept"),
-                    name="boxes_first/kept")
+        kept = b.op("Greater", best_z, b.f32("calib/neg_half", NEG / 2), name="calib/box_kept")
+        if slots.valid is not None:
+            kept = b.op("And", slots.valid, kept, name="boxes_first/kept")
         return b.op("Where", kept, b.op("Sigmoid", best_z, name="calib/box_sigmoid"), b.f32("boxes_first/neg", NEG),
                     name="boxes_first/key"), cls
     else:
         cal = steps.calibrate(b, d, cmap, C)
         key, cls = steps.select_best_class(b, steps.threshold(b, d.probs, cal, raw_thr, shape, few_boxes=True), d.class_axis,
                                            few_boxes=True)
-    # unfilled slots point at box 0: NEG whatever its scores (one Where on [B, M], not N x C)
-    return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key"), cls
+    return filled_only(b, key, slots), cls
+
+
+def filled_only(b: GraphBuilder, key: str, slots: Slots) -> str:
+    """key [B, M] -> NEG at the unfilled slots (they point at a real box: NEG whatever its scores; one
+    Where on [B, M], not N x C); key itself where every slot is filled."""
+    if slots.valid is None:
+        return key
+    return b.op("Where", slots.valid, key, b.f32("boxes_first/neg", NEG), name="boxes_first/key")
 
 
 def compact_boxes(b: GraphBuilder, alive: str, n_static: int | None, batch: int | None = None) -> Slots:
@@ -356,4 +368,4 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     return key, cls, d, slots.most
 
 
-__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots", "flat_slot_index", "slot_key", "boxes_first_candidates"]
+__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots", "flat_slot_index", "slot_key", "filled_only", "boxes_first_candidates"]
