@@ -40,7 +40,7 @@ The graph reaches the same candidates in this order:
                      onnxruntime's thread pool), a [B, N, W] one by GatherND; split into boxes
                      [B, M, 4] and scores [B, M, C] (class axis 2 from here on, whatever the head's).
     slot_key         per slot and class: calibrate (steps.calibrate / steps.calibrate_logits on the
-                     [B, C, M] slots), raw threshold (steps.threshold, few_boxes: Greater + Where with
+                     [B, M, C] slots), raw threshold (steps.threshold, few_boxes: Greater + Where with
                      each class's own threshold, which narrows the superset exactly), best class
                      (steps.select_best_class, few_boxes: ReduceMax + ArgMax) -> key [B, M] (NEG where
                      no class survives or the slot is unfilled: one Where), class [B, M].
@@ -248,8 +248,9 @@ def gather_slots(b: GraphBuilder, x: str, slots: Slots, box_axis: int, width: in
     w * N + box, laid out as the result wants (flat_slot_index), so the slots come out as rows
     with no Transpose. onnxruntime's CPU GatherElements splits a [B, W, M] result over its intra-op
     thread pool (one worker wake-up per call with spinning off), and so does its Transpose of even
-    [1, 4, M]; one row of B = 1 it copies inline (the real YOLOv8n at 320: 62-69 against 93-114 us for
-    the gather and Transpose alone, cold)."""
+    [1, 4, M]; one row (B = 1) it copies inline. The real YOLOv8n at 320 (M = 35 of 2100 boxes),
+    these nodes alone in one session, median of 3,000 runs: 10 against 21 us, cache-cold 62-69
+    against 93-114 us; in the whole cut graph 3-5% of its time."""
     if box_axis == 1:
         return gather_rows(b, x, slots.box, name, width)
     flat = b.op("Reshape", x, b.i64(f"{name}_flat_shape", [0, -1]), name=f"{name}_flat")          # [B, W * N]
@@ -282,7 +283,7 @@ def slot_key(b: GraphBuilder, d: Dense, cmap, raw_thr: np.ndarray, slots: Slots,
     """Decoded slots (Dense over M slots) -> (key [B, M] calibrated best score, NEG where no class
     survives or the slot is unfilled; class [B, M] int64), exactly as the dense steps compute them.
     Box-aware maps (BoxPlattMap, `thresholds` the calibrated ones): the key is the best calibrated
-    logit, from box_calibration's prefilter and logit on the [B, C, M] slots (its NonZero over C x M),
+    logit, from box_calibration's prefilter and logit on the [B, M, C] slots (its NonZero over M x C),
     the candidates' boxes gathered from the slots' xyxy rows (steps.xyxy_rows, which NMS reads too)."""
     C = raw_thr.size
     shape = class_shape(C, d.class_axis)

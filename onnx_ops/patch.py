@@ -38,7 +38,7 @@ at N when N is static; M <= K1 the slots in use after top-k):
     gather, decode    GatherElements / GatherND of the M boxes' rows of the head (or of the cut
                       Sigmoid front's boxes, probabilities, logits, or of the decoded head), decode on
                       [B, 4+C, M].
-    per slot          calibration as below but on [B, C, M] only, the threshold as Greater + Where
+    per slot          calibration as below but on [B, M, C] only, the threshold as Greater + Where
                       and the best class as ReduceMax + ArgMax (few boxes: fewer nodes, same keys);
                       unfilled slots get NEG. Static N <= pre_nms_top_k (slots_in_box_order: the
                       pre-NMS cap can never bind, e.g. 320 px models, N = 2100): the M slots (the

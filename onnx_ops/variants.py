@@ -42,7 +42,7 @@ class Variant(enum.Enum):
                       (a superset of the survivors: probabilities are >= 0), the candidate boxes compacted in
                       ascending index (TopK by rows of < 3840 boxes for a static N, else CumSum,
                       ScatterElements, Slice), then calibrate / threshold / best class on those boxes only
-                      ([B, C, M]); no NonZero (onnx_ops.box_select). Data-dependent shapes: M, and
+                      ([B, M, C]); no NonZero (onnx_ops.box_select). Data-dependent shapes: M, and
                       the pre-NMS TopK's K (bounded by K1).
     SPARSE            end2end heads ([B, K, 6], one class per candidate already): threshold and
                       calibrate the K candidates (per-class constants gathered by class).
@@ -63,8 +63,8 @@ class Variant(enum.Enum):
     BOX_AWARE_BOXES_FIRST  box-aware maps on single-label dense heads whose lowest raw prefilter is at least
                       BOX_AWARE_MIN_PREFILTER (the default there): BOXES_FIRST's
                       margin (weighted by the raw prefilters) and compaction, then BOX_AWARE's
-                      prefilter and calibrated logit on the [B, C, M] slots only (its NonZero over
-                      C x M instead of N x C); Sigmoid after NMS.
+                      prefilter and calibrated logit on the [B, M, C] slots only (its NonZero over
+                      M x C instead of N x C); Sigmoid after NMS.
     """
 
     BOXES_FIRST = "boxes_first"

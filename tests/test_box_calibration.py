@@ -620,7 +620,7 @@ def test_fit_mask_keeps_the_certification_images_out_of_the_calibrator():
 @pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
 def test_box_aware_takes_boxes_first_where_the_prefilter_is_tight(layout, static):
     """Single-label dense heads with a box-aware map: boxes first (the prefilter's NonZero over the
-    [B, C, M] slots) where the lowest raw prefilter is >= BOX_AWARE_MIN_PREFILTER, the dense prefilter
+    [B, M, C] slots) where the lowest raw prefilter is >= BOX_AWARE_MIN_PREFILTER, the dense prefilter
     below it; both equal the reference on a busy two-image example (80 classes, 8400 candidates)."""
     from artifact_factory import random_head
     from calib.artifact import PostprocessConfig
