@@ -139,19 +139,22 @@ def odds_f32(b: GraphBuilder, p: str) -> str:
     return b.op("Div", pc, b.op("Sub", b.f32("boxcal/one", 1.0), pc, name="boxcal/one_minus_p"), name="boxcal/odds")
 
 
-def class_table(b: GraphBuilder, tag: str, rows: np.ndarray, cls: str) -> str:
-    """rows (k, C) per-class constants -> [..., k]: gathered by cls [...], or the one row (k,) when
-    every class has the same values."""
+def class_table(b: GraphBuilder, tag: str, rows: np.ndarray, cls: str, cls_col: bool = False) -> str:
+    """rows (k, C) per-class constants -> [..., k]: gathered by cls [...] (cls_col: cls [..., 1], by
+    GatherND), or the one row (k,) when every class has the same values."""
     rows = np.asarray(rows, np.float64)
     if np.all(rows == rows[:, :1]):
         return b.f32(f"boxcal/{tag}", rows[:, 0])
+    if cls_col:
+        return b.op("GatherND", b.f32(f"boxcal/{tag}_table", rows.T), cls, name=f"boxcal/{tag}_of_class")
     return b.op("Gather", b.f32(f"boxcal/{tag}_table", rows.T), cls, name=f"boxcal/{tag}_of_class", axis=0)
 
 
 def box_calibrated_logit_col(b: GraphBuilder, p_col: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
-                             box_format: str = "xyxy", extra_rows=None) -> tuple[str, str | None]:
-    """p_col [..., 1] raw scores, cls [...] int64 (the leading dims: [M], or [B, K]), boxes [..., 4] input px (xyxy, or
-    cxcywh: calib.boxes.cxcywh_to_xyxy first) -> (s [..., 1] float32, the `extra_rows` (k, C)
+                             box_format: str = "xyxy", extra_rows=None, cls_col: bool = False) -> tuple[str, str | None]:
+    """p_col [..., 1] raw scores, cls [...] int64 (the leading dims: [M], or [B, K]; cls_col: cls
+    [..., 1]), boxes [..., 4] input px (xyxy, or cxcywh: calib.boxes.cxcywh_to_xyxy first)
+    -> (s [..., 1] float32, the `extra_rows` (k, C)
     per-class constants gathered by cls with the map's own: [..., k], or None),
     s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit.
 
@@ -171,7 +174,7 @@ def box_calibrated_logit_col(b: GraphBuilder, p_col: str, cls: str, boxes: str, 
     u = b.op("Clip", scaled, b.f32("boxcal/u_lo", -cmap.clip), b.f32("boxcal/u_hi", cmap.clip), name="boxcal/u")
     rows = [np.asarray(cmap.w, np.float64).T, np.asarray(cmap.a)[None], np.asarray(cmap.b)[None]]
     extra = [] if extra_rows is None else [np.asarray(extra_rows, np.float64).reshape(-1, cmap.num_classes)]
-    params = class_table(b, "params", np.vstack(rows + extra), cls)                                   # [..., 5 + k]
+    params = class_table(b, "params", np.vstack(rows + extra), cls, cls_col)                          # [..., 5 + k]
     k = extra[0].shape[0] if extra else 0
     parts = b.split(params, [4, 1] + ([k] if k else []), -1, name="boxcal/coef_bias")
     coef, bias = parts[0], parts[1]
@@ -235,11 +238,14 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, box_rows: str, class_ax
     where = b.op("Transpose", b.op("NonZero", cand, name="boxcal/nonzero"), name="boxcal/cand_index", perm=[1, 0])
     where3 = b.unsqueeze(where, [1], name="boxcal/cand_index3")     # [M, 1, 3]: scores and keys as [M, 1] columns
     p = b.op("GatherND", probs, where3, name="boxcal/cand_score")                                    # [M, 1]
-    cls = b.op("Gather", where, b.i64("boxcal/class_col", class_axis), name="boxcal/cand_class", axis=1)
-    box_col = 2 if class_axis == 1 else 1
-    bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, box_col]), name="boxcal/cand_box_index", axis=1)
+    if class_axis == 2:         # (batch, box, class) columns: one Split into the box's pair and the class
+        bidx, cls = b.split(where, [2, 1], 1, name="boxcal/box_class")                              # [M, 2], [M, 1]
+    else:
+        cls = b.op("Gather", where, b.i64("boxcal/class_col", class_axis), name="boxcal/cand_class", axis=1)
+        bidx = b.op("Gather", where, b.i64("boxcal/box_cols", [0, 2]), name="boxcal/cand_box_index", axis=1)
     cand_boxes = b.op("GatherND", box_rows, bidx, name="boxcal/cand_boxes")                        # [M, 4]
-    s, lt_c = box_calibrated_logit_col(b, p, cls, cand_boxes, cmap, input_size, box_format, extra_rows=lt)  # [M, 1]
+    s, lt_c = box_calibrated_logit_col(b, p, cls, cand_boxes, cmap, input_size, box_format, extra_rows=lt,
+                                       cls_col=class_axis == 2)                                       # [M, 1]
     ok = b.op("Greater", s, lt_c, name="boxcal/above_threshold")
     neg = b.f32("boxcal/neg", NEG)
     vals = b.op("Where", ok, s, neg, name="boxcal/cand_key")                                         # [M, 1]

@@ -369,4 +369,5 @@ def boxes_first_candidates(b: GraphBuilder, raw: str | None, dense: Dense | None
     return key, cls, d, slots.most
 
 
-__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots", "flat_slot_index", "slot_key", "filled_only", "boxes_first_candidates"]
+__all__ = ["Slots", "box_margin", "compact_boxes", "compact_boxes_topk", "compact_boxes_cumsum", "gather_slots",
+           "flat_slot_index", "slot_key", "filled_only", "boxes_first_candidates"]
