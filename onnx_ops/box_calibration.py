@@ -5,13 +5,13 @@
                                                                           at most one low, corrected by one
                                                                           exact step; Mod, Gather, Where,
                                                                           Mul, Add, Div)
-    box_features.box_features_f32(boxes, size)      box_corners, box_feature_terms (Split, Sub,
-                                                    Clip, Mul, Div, Sqrt on x and y together), then its
+    box_features.box_log_terms_f32(boxes, size)     box_corners, box_feature_terms (Split, Sub,
+                                                    Clip, Mul, Div, ReduceSum, Sqrt on x and y together), then its
                                                     two logs
     box_map.logit_f32(p)                            odds_f32, then its log (the three logs: one log_f32
                                                     over their stack)
-    BoxPlattMap.standardised_features /             box_calibrated_logit_col (features and per-class
-    BoxPlattMap.calibrated_logit                    parameters stacked: one Sub, Div, Clip, Gather, Mul)
+    BoxPlattMap.calibrated_logit                    box_calibrated_logit_col (features and per-class
+    (folded_parameters)                             parameters stacked: one Max, Min, Gather, Mul, Split)
     BoxPlattMap.survives                            box_survives         (p > pre_c and s > L_c)
     box_pipeline.threshold_calibrate_box            threshold_calibrate_box (box_survivors_key_dense:
                                                     Greater, NonZero, GatherND, ..., ScatterND; or
@@ -70,9 +70,9 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log", bounded: bool = Fa
     own Log, floor(log2 x + 1/2 - 1/16), which is e or e - 1 for any Log kernel within 1/16 of log2 x;
     then m = x * 2^-e_est (Gather of an exact power of two, Mul: exact, in [sqrt(1/2), 2 sqrt(2)))
     and one exact step up where m >= sqrt(2). So the pair, and everything after it, is the same bits
-    on every runtime whatever its Log's last bits (27 nodes; the binary range reduction this
+    on every runtime whatever its Log's last bits (23 nodes; the binary range reduction this
     replaced took ~70). bounded: x is within the clamp [2^-60, 2^60] or NaN by construction (the
-    box features' and the odds' ranges), so the clamp, a no-op there, is left out (26 nodes)."""
+    box features' and the odds' ranges), so the clamp, a no-op there, is left out (22 nodes)."""
     m = x if bounded else b.op("Clip", x, b.f32(f"{tag}/lo", LOG_MIN), b.f32(f"{tag}/hi", LOG_MAX), name=f"{tag}/clamp")
     log2 = b.op("Mul", b.op("Log", m, name=f"{tag}/approx"), b.f32(f"{tag}/inv_ln2", 1.0 / np.log(2.0)),
                 name=f"{tag}/approx_log2")
@@ -103,22 +103,22 @@ def log_f32(b: GraphBuilder, x: str, tag: str = "boxcal/log", bounded: bool = Fa
 
 
 def box_feature_terms(b: GraphBuilder, xy1: str, xy2: str, input_size) -> tuple[str, str, str]:
-    """Corners xy1, xy2 [..., 2] (x, y last), input px -> (relative area, aspect w / h,
-    centre_distance), each [..., 1] float32: box_features_f32 before its two logs
-    (box_calibrated_logit takes those with the score's in one log_f32). x and y go through each step
-    together: the same IEEE operation on the same operands as the reference's, half the nodes."""
-    inv_area, scale_x, scale_y = feature_constants(input_size)
+    """Corners xy1, xy2 [..., 2] (x, y last), input px -> (area w h in px^2, aspect w / h,
+    centre_distance), each [..., 1] float32: box_log_terms_f32 before its two logs
+    (box_calibrated_logit_col takes those with the score's in one log_f32). x and y go through each
+    step together: the same IEEE operation on the same operands as the reference's, half the nodes."""
+    _, scale_x, scale_y = feature_constants(input_size)
     wh = b.op("Clip", b.op("Sub", xy2, xy1, name="boxcal/wh_raw"), b.f32("boxcal/min_side", MIN_SIDE),
               b.f32("boxcal/max_side", MAX_SIDE), name="boxcal/wh")
     bw, bh = b.split(wh, [1, 1], -1, name="boxcal/w_h")
-    area = b.op("Mul", b.op("Mul", bw, bh, name="boxcal/area"), b.f32("boxcal/inv_input_area", inv_area),
-                name="boxcal/rel_area")
+    area = b.op("Mul", bw, bh, name="boxcal/area")
     aspect = b.op("Div", bw, bh, name="boxcal/aspect")
     scale = b.f32("boxcal/centre_scale", np.array([scale_x, scale_y], np.float32))
     d = b.op("Sub", b.op("Mul", b.op("Add", xy1, xy2, name="boxcal/xy_sum"), scale, name="boxcal/xy_scaled"),
              b.f32("boxcal/centre_offset", SQRT_HALF), name="boxcal/dxy")
-    dx2, dy2 = b.split(b.op("Mul", d, d, name="boxcal/dxy2"), [1, 1], -1, name="boxcal/dx2_dy2")
-    dist = b.op("Sqrt", b.op("Add", dx2, dy2, name="boxcal/r2"), name="boxcal/centre_distance")
+    # a sum of two terms is one rounding, fl(dx^2 + dy^2), in any order a reduction takes: the reference's Add
+    r2 = b.reduce("ReduceSum", b.op("Mul", d, d, name="boxcal/dxy2"), [-1], keepdims=True, name="boxcal/r2")
+    dist = b.op("Sqrt", r2, name="boxcal/centre_distance")
     return area, aspect, dist
 
 
@@ -154,35 +154,41 @@ def box_calibrated_logit_col(b: GraphBuilder, p_col: str, cls: str, boxes: str, 
                              box_format: str = "xyxy", extra_rows=None, cls_col: bool = False) -> tuple[str, str | None]:
     """p_col [..., 1] raw scores, cls [...] int64 (the leading dims: [M], or [B, K]; cls_col: cls
     [..., 1]), boxes [..., 4] input px (xyxy, or cxcywh: calib.boxes.cxcywh_to_xyxy first)
-    -> (s [..., 1] float32, the `extra_rows` (k, C)
-    per-class constants gathered by cls with the map's own: [..., k], or None),
-    s = (a_c z + b_c) + ((w_c0 u_0 + w_c1 u_1) + w_c2 u_2) as BoxPlattMap.calibrated_logit.
+    -> (s [..., 1] float32, the `extra_rows` (k, C) per-class constants gathered by cls with the
+    map's own: [..., k], or None), s = (a_c z + b'_c) + ((w'_c0 v_0 + w'_c1 v_1) + w'_c2 v_2) as
+    BoxPlattMap.calibrated_logit.
 
-    Stacked along a new last axis so that each step is one node: the three logs (relative area,
-    aspect, the score's odds) in one log_f32 [..., 3]; the standardisation over phi [..., 3]; the
-    per-class parameters (w_c0, w_c1, w_c2, a_c, b_c) in one Gather [..., 5] and their products with
-    (u_0, u_1, u_2, z) in one Mul [..., 4]; then the reference's additions in its order."""
+    Stacked along the last axis so that each step is one node: the three logs (area, aspect, the
+    score's odds) in one log_f32 [..., 3]; with the centre distance and 1 + k columns pinned to 1,
+    t = (log area, log aspect, z, distance, 1, ...) [..., 5 + k], clipped to the folded bounds by one
+    Max and one Min (z's bounds are -+inf); the per-class parameters (w'_c0, w'_c1, a_c, w'_c2, b'_c,
+    extra) in one Gather [..., 5 + k] and their products with t in one Mul (b'_c * 1 and the extra
+    rows * 1 exactly themselves), one Split; then the reference's additions in its order."""
     xy1, xy2 = box_corners(b, boxes, box_format)
     area, aspect, dist = box_feature_terms(b, xy1, xy2, input_size)
     odds = odds_f32(b, p_col)
     # within [2^-60, 2^60] (MIN_SIDE / MAX_SIDE, EPS), so log_f32 needs no clamp
     logs = log_f32(b, b.op("Concat", area, aspect, odds, name="boxcal/log_args", axis=-1), "boxcal/logs", bounded=True)
-    log_feats, z = b.split(logs, [2, 1], -1, name="boxcal/log_feats_z")
-    phi = b.op("Concat", log_feats, dist, name="boxcal/phi", axis=-1)                                   # [..., 3]
-    centred = b.op("Sub", phi, b.f32("boxcal/mean", np.asarray(cmap.mean, np.float32)), name="boxcal/centred")
-    scaled = b.op("Div", centred, b.f32("boxcal/std", np.asarray(cmap.std, np.float32)), name="boxcal/scaled")
-    u = b.op("Clip", scaled, b.f32("boxcal/u_lo", -cmap.clip), b.f32("boxcal/u_hi", cmap.clip), name="boxcal/u")
-    rows = [np.asarray(cmap.w, np.float64).T, np.asarray(cmap.a)[None], np.asarray(cmap.b)[None]]
+    lo, hi, w_f, b_f = cmap.folded_parameters(input_size)
+    rows = [w_f.T[:2].astype(np.float64), np.asarray(cmap.a)[None], w_f.T[2:].astype(np.float64),
+            b_f.astype(np.float64)[None]]
     extra = [] if extra_rows is None else [np.asarray(extra_rows, np.float64).reshape(-1, cmap.num_classes)]
-    params = class_table(b, "params", np.vstack(rows + extra), cls, cls_col)                          # [..., 5 + k]
     k = extra[0].shape[0] if extra else 0
-    parts = b.split(params, [4, 1] + ([k] if k else []), -1, name="boxcal/coef_bias")
-    coef, bias = parts[0], parts[1]
-    prod = b.op("Mul", coef, b.op("Concat", u, z, name="boxcal/u_z", axis=-1), name="boxcal/products")      # [..., 4]
-    wu0, wu1, wu2, az = b.split(prod, [1, 1, 1, 1], -1, name="boxcal/terms")
-    box_term = b.op("Add", b.op("Add", wu0, wu1, name="boxcal/wu01"), wu2, name="boxcal/box_term")
+    # t = (log area, log aspect, z, distance, then 1 + k columns of p that the bounds pin to exactly 1: p is in
+    # [0, 1] or, outside the layouts' contract, any non-NaN value (a NaN p never passes the prefilter)), so that
+    # one Mul by the gathered (w'_0, w'_1, a, w'_2, b', extra) and one Split give the terms, b' and the extra rows
+    terms = b.op("Concat", logs, dist, *([p_col] * (1 + k)), name="boxcal/terms_in", axis=-1)       # [..., 5 + k]
+    inf, ones = np.float32(np.inf), [1.0] * (1 + k)
+    v = b.op("Min", b.op("Max", terms, b.f32("boxcal/lo", np.array([lo[0], lo[1], -inf, lo[2]] + ones, np.float32)),
+                         name="boxcal/above_lo"),
+             b.f32("boxcal/hi", np.array([hi[0], hi[1], inf, hi[2]] + ones, np.float32)), name="boxcal/clipped")
+    params = class_table(b, "params", np.vstack(rows + extra), cls, cls_col)                          # [..., 5 + k]
+    prod = b.op("Mul", params, v, name="boxcal/products")                                            # [..., 5 + k]
+    parts = b.split(prod, [1, 1, 1, 1, 1] + ([k] if k else []), -1, name="boxcal/terms")
+    wv0, wv1, az, wv2, bias = parts[:5]
+    box_term = b.op("Add", b.op("Add", wv0, wv1, name="boxcal/wv01"), wv2, name="boxcal/box_term")
     score_term = b.op("Add", az, bias, name="boxcal/az_b")
-    return b.op("Add", score_term, box_term, name="boxcal/logit_col"), (parts[2] if k else None)
+    return b.op("Add", score_term, box_term, name="boxcal/logit_col"), (parts[5] if k else None)
 
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from calib.box_calibrator import PlattBox
-from calib.artifact.box_features import box_features_f32, log_f32
+from calib.artifact.box_features import LOG_ERROR_BOUND, box_features_f32, log_f32
 from calib.artifact.box_map import BoxPlattMap, logit_f32
 from calib.calibrators import PerClassPlatt, log_loss
 from onnx_ops import box_calibration as bc
@@ -122,9 +122,37 @@ def test_log_f32_is_accurate_and_monotone():
     got = log_f32(x)
     want = np.log(x.astype(np.float64))
     assert got.dtype == F
-    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0)) < 5e-7
+    assert np.max(np.abs(got - want)) < LOG_ERROR_BOUND
     assert np.all(np.diff(got) >= 0)
     assert log_f32(F([1.0]))[0] == 0.0
+
+
+def test_log_f32_error_bound_is_tight():
+    """LOG_ERROR_BOUND is what the two-term series leaves at the edge of the mantissa range (m near
+    sqrt 2), not a loose number: the largest error over the clamp's range is within 10% of it."""
+    from calib.artifact.box_features import SQRT2
+    x = np.concatenate([F(SQRT2 * F(2.0 ** k)) * F([1 - 1e-7, 1.0]) for k in range(-60, 60)]).astype(F)
+    err = np.abs(log_f32(x) - np.log(x.astype(np.float64)))
+    assert 0.9 * LOG_ERROR_BOUND < err.max() < LOG_ERROR_BOUND
+
+
+def test_log_f32_nondecreasing_over_whole_octaves_and_every_boundary():
+    """Every float32 from sqrt(1/2) 2^k to 4 sqrt(1/2) 2^k (two whole octaves: both range-reduction
+    boundaries inside) for k = 0, 41 and -60 (the largest |log|, where the final additions round
+    coarsest), and 20,000 ulps either side of each of the 121 boundaries sqrt(1/2) 2^k in the clamp's
+    range: log_f32 never decreases. The four-term series it replaced fell by an ulp at 12 boundaries."""
+    from calib.artifact.box_features import SQRT_HALF
+
+    def run(lo_bits, hi_bits):
+        y = log_f32(np.arange(lo_bits, hi_bits, dtype=np.uint32).view(F))
+        assert np.all(np.diff(y) >= 0), (lo_bits, hi_bits)
+
+    for k in (0, 41, -60):
+        lo = F(SQRT_HALF * F(2.0 ** k)).view(np.uint32)
+        run(lo, F(F(SQRT_HALF * F(2.0 ** k)) * F(4)).view(np.uint32))
+    for k in range(-59, 61):
+        c = int(F(SQRT_HALF * F(2.0 ** k)).view(np.uint32))
+        run(c - 20_000, c + 20_000)
 
 
 def test_log_f32_graph_is_bit_exact():
@@ -211,10 +239,10 @@ def test_box_features_values():
                [0, 0, 480, 640],                              # the whole input
                [-10, -10, -10, -10]])                         # zero size, at a corner outside
     phi = box_features_f32(boxes, size)
-    np.testing.assert_allclose(phi[0], [np.log(48 * 64 / (640 * 480)), np.log(48 / 64), 0.0], atol=2e-6)
-    np.testing.assert_allclose(phi[1], [0.0, np.log(480 / 640), 0.0], atol=2e-6)
+    np.testing.assert_allclose(phi[0], [np.log(48 * 64 / (640 * 480)), np.log(48 / 64), 0.0], atol=LOG_ERROR_BOUND)
+    np.testing.assert_allclose(phi[1], [0.0, np.log(480 / 640), 0.0], atol=LOG_ERROR_BOUND)
     d = np.hypot((-10 - 240) / 240, (-10 - 320) / 320) / np.sqrt(2)
-    np.testing.assert_allclose(phi[2], [np.log(1e-4 / (640 * 480)), 0.0, d], rtol=1e-6)
+    np.testing.assert_allclose(phi[2], [np.log(1e-4 / (640 * 480)), 0.0, d], atol=LOG_ERROR_BOUND)
     with pytest.raises(ValueError, match="4"):
         box_features_f32(np.zeros((3, 5)), size)
     with pytest.raises(ValueError, match="input_size"):
@@ -234,6 +262,28 @@ def test_box_features_of_extreme_boxes_are_finite_and_the_graphs_bits():
     p, cls = F([0.5, 0.9, 0.3, 0.7, 0.99]), np.array([0, 1, 2, 0, 1])
     s = sess.run(None, {"p": p, "cls": cls, "boxes": boxes})[0]
     np.testing.assert_array_equal(s.view(np.uint32), cmap.calibrated_logit(p, cls, boxes, size).view(np.uint32))
+
+
+@SETTINGS
+@given(num_classes=st.sampled_from([1, 3, 80]), seed=st.integers(0, 3), clip=st.sampled_from([0.5, 1.0, 4.0]),
+       size=st.sampled_from([(640, 640), (320, 320), (384, 640)]), data_seed=st.integers(0, 2**32 - 1))
+def test_folded_logit_is_the_standardised_map(num_classes, seed, clip, size, data_seed):
+    """calibrated_logit works on psi with the standardisation folded into its constants; it is the
+    documented map a_c z + b_c + w_c . clip((phi - mean) / std, -+clip), evaluated in float64 from the
+    same phi and z, to float32 rounding (relative to the terms' size), inside and past the clip."""
+    cmap = random_map(num_classes, seed)
+    cmap.clip = clip
+    rng = np.random.default_rng(data_seed)
+    m = 500
+    p, cls, boxes = random_scores(rng, m), rng.integers(0, num_classes, m), random_boxes(rng, m, size)
+    z = logit_f32(p).astype(np.float64)
+    u = np.clip((box_features_f32(boxes, size).astype(np.float64) - cmap.mean) / cmap.std, -clip, clip)
+    want = cmap.a[cls] * z + cmap.b[cls] + np.sum(cmap.w[cls] * u, axis=1)
+    scale = np.abs(cmap.a[cls] * z) + np.abs(cmap.b[cls]) + np.sum(np.abs(cmap.w[cls] / cmap.std) * 30, axis=1)
+    got = cmap.calibrated_logit(p, cls, boxes, size).astype(np.float64)
+    # psi's area is in px^2, phi's relative: the two logs differ by up to 2 LOG_ERROR_BOUND
+    tol = 2e-6 * scale + 3 * LOG_ERROR_BOUND * np.sum(np.abs(cmap.w[cls] / cmap.std), axis=1)
+    assert np.all(np.abs(got - want) <= tol), float(np.max(np.abs(got - want) / tol))
 
 
 # ------------------------------------------------------------------------------------------ the graph twin

@@ -18,7 +18,11 @@ inputs, and a box-aware threshold is decided per candidate on a value computed f
 one-ulp difference would change which candidates survive. `log_f32` uses only operations that
 IEEE 754 rounds exactly (frexp and multiplication by powers of two, +, -, *, /, comparisons), in a
 fixed order, so numpy and every conforming ONNX runtime get the same bits: it *is* the definition
-of the map. It agrees with the true log to about 2e-7 relative (1 float32 ulp or two).
+of the map. It is the log to within 6.5e-5 (absolute; its two-term series: a calibration feature and
+a logit need no more, and each series term costs the graph two nodes), and it is nondecreasing over
+all of float32: across each range-reduction boundary the series' truncation makes it step up by
+about 1.2e-4, far more than the final additions' rounding can take back (with four terms the step
+was below an ulp and the function fell by one ulp at 12 of its 121 boundaries).
 `onnx_ops.box_calibration` builds the same values as graph nodes (its exponent by another, exact
 route: ONNX has no frexp).
 """
@@ -28,16 +32,17 @@ import numpy as np
 
 F = np.float32
 MIN_SIDE = F(1e-2)              # px: floor on box width and height before the logs
-MAX_SIDE = F(2.0 ** 20)         # px: their ceiling (area / input area and w / h stay within 2^+-60)
+MAX_SIDE = F(2.0 ** 20)         # px: their ceiling (the area in px^2, relative to the input, and w / h stay within 2^+-60)
 LOG_MIN = F(2.0 ** -60)         # log_f32 clamps its argument into [LOG_MIN, LOG_MAX]
 LOG_MAX = F(2.0 ** 60)
 LN2 = F(np.log(2.0))
 SQRT2 = F(np.sqrt(2.0))
 SQRT_HALF = F(np.sqrt(0.5))     # also 1 / sqrt(2), the centre distance's offset
-# 2 atanh(f) = f (2 + 2f^2/3 + 2f^4/5 + 2f^6/7), |f| <= 0.1716 on [sqrt(1/2), sqrt(2)): the next term is
-# below 8.4e-8 of the sum (under one float32 ulp). The 2 sits in the coefficients (2 * float32(1/k),
+# 2 atanh(f) = f (2 + 2f^2/3 + 2f^4/5 + ...), |f| <= 0.1716 on [sqrt(1/2), sqrt(2)): two terms, whose
+# remainder 2f^5/5 + ... is at most 6.0e-5 (LOG_ERROR_BOUND). The 2 sits in the coefficients (2 * float32(1/k),
 # exact), which spares a multiplication and gives the same bits as 2 * f * (Horner of the 1/k)
-ATANH_COEFFS = tuple(F(2) * F(1.0 / k) for k in (7, 5, 3, 1))
+ATANH_COEFFS = tuple(F(2) * F(1.0 / k) for k in (3, 1))
+LOG_ERROR_BOUND = 6.5e-5        # |log_f32(x) - log(x)| over the clamp's range, rounding included (tests check it)
 NUM_FEATURES = 3
 FEATURE_NAMES = ("log_area", "log_aspect", "centre_distance")
 
@@ -48,7 +53,8 @@ def log_f32(x: np.ndarray) -> np.ndarray:
     x is clamped into [2^-60, 2^60], then written x = m * 2^e with m in [sqrt(1/2), sqrt(2)) (exact:
     frexp's mantissa, doubled where it is below sqrt(1/2); the pair is unique, however it is found:
     the graph estimates e with the runtime's own Log and corrects it exactly), then
-    log m = 2 atanh((m - 1) / (m + 1)) = f * (Horner polynomial in f^2), log x = e ln2 + log m.
+    log m ~ 2 atanh((m - 1) / (m + 1)) = f * (2 + 2 f^2 / 3), log x = e ln2 + log m (within
+    LOG_ERROR_BOUND of the log; nondecreasing in x, see the module doc).
     """
     x = np.clip(np.asarray(x, dtype=F), LOG_MIN, LOG_MAX)
     frac, ex = np.frexp(x)                # x = frac 2^ex, frac in [1/2, 1)
@@ -80,6 +86,27 @@ def box_features_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.
     with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped as a standardised feature
         dist = np.sqrt(dx * dx + dy * dy)
     return np.stack([log_area, log_aspect, dist], axis=-1)
+
+
+def box_log_terms_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> psi (..., 3) float32 =
+    (log_f32(w h), log_f32(w / h), centre distance): phi with the area in px^2, not relative to the input
+    (psi_0 = phi_0 + log(W H) up to rounding). The calibrated logit works on psi, with the input area,
+    the features' mean and std folded into its constants (BoxPlattMap.folded_parameters): one
+    multiplication fewer per box than phi, and the graph its standardisation's nodes."""
+    boxes = np.asarray(boxes_xyxy, dtype=F)
+    if boxes.shape[-1:] != (4,):
+        raise ValueError(f"boxes must have shape (..., 4) xyxy, got {boxes.shape}")
+    _check_size(input_size)
+    _, scale_x, scale_y = feature_constants(input_size)
+    x1, y1, x2, y2 = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+    bw = np.clip(x2 - x1, MIN_SIDE, MAX_SIDE)
+    bh = np.clip(y2 - y1, MIN_SIDE, MAX_SIDE)
+    dx = (x1 + x2) * scale_x - SQRT_HALF
+    dy = (y1 + y2) * scale_y - SQRT_HALF
+    with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped like phi's
+        dist = np.sqrt(dx * dx + dy * dy)
+    return np.stack([log_f32(bw * bh), log_f32(bw / bh), dist], axis=-1)
 
 
 def feature_constants(input_size: tuple[int, int]) -> tuple[np.float32, np.float32, np.float32]:

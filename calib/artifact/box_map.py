@@ -13,9 +13,16 @@ The one float32 formula (what `calib` and the ONNX graph both compute, in this o
 operation exactly rounded, so both get the same bits, see calib.artifact.box_features):
 
     pc = clip(p, EPS, 1 - EPS);  z = log_f32(pc / (1 - pc))
-    u_j = clip((phi_j - mean_j) / std_j, -clip, clip)
-    s = (a_c * z + b_c) + ((w_c0 * u_0 + w_c1 * u_1) + w_c2 * u_2)
+    psi = (log_f32(w h), log_f32(w / h), centre distance)          box_features.box_log_terms_f32
+    v_j = clip(psi_j, lo_j, hi_j)
+    s = (a_c * z + b'_c) + ((w'_c0 * v_0 + w'_c1 * v_1) + w'_c2 * v_2)
     survives  <=>  p > pre_c  and  s > L_c
+
+with the standardisation folded into float32 constants (`folded_parameters`, from the float64
+parameters): centre_j = mean_j (+ log(W H) for the area, whose psi is in px^2),
+lo_j, hi_j = centre_j -+ clip * std_j, w'_cj = w_cj / std_j, b'_c = b_c - sum_j w'_cj centre_j. That
+is the map above exactly, up to float32 rounding (~1e-6 in s), and it spares the graph a
+Sub, Div and Clip of the features and the stacking around them.
 
 L_c = float32(logit(t_c)) for the calibrated threshold t_c (-inf for t_c <= 0, +inf for
 t_c >= 1). pre_c is a raw-score prefilter (`prefilter_thresholds`): below it no box can pass,
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .box_features import FEATURE_NAMES, NUM_FEATURES, box_features_f32, log_f32
+from .box_features import FEATURE_NAMES, NUM_FEATURES, box_features_f32, box_log_terms_f32, log_f32
 from .calibration_map import EPS, sigmoid
 
 F = np.float32
@@ -130,6 +137,15 @@ class BoxPlattMap:
         u = (phi - self.mean.astype(F)) / self.std.astype(F)
         return np.clip(u, F(-self.clip), F(self.clip))
 
+    def folded_parameters(self, input_size=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """input_size (H, W) -> (lo (3,), hi (3,), w' (C, 3), b' (C,)), float32: the standardisation
+        folded into the bounds, weights and bias of the calibrated logit on psi (module doc)."""
+        h, w = self._size(input_size)
+        centre = self.mean + np.array([np.log(float(w) * float(h)), 0.0, 0.0])
+        w_f = self.w / self.std
+        return ((centre - self.clip * self.std).astype(F), (centre + self.clip * self.std).astype(F),
+                w_f.astype(F), (self.b - w_f @ centre).astype(F))
+
     def calibrated_logit(self, scores: np.ndarray, classes: np.ndarray, boxes_xyxy: np.ndarray,
                          input_size=None) -> np.ndarray:
         """scores (M,) raw, classes (M,) int in [0, C), boxes (M, 4) xyxy input px, input_size
@@ -140,11 +156,13 @@ class BoxPlattMap:
         if boxes.shape != scores.shape + (4,) or classes.shape != scores.shape:
             raise ValueError(f"scores {scores.shape}, classes {classes.shape} and boxes {boxes.shape} "
                              "must be (M,), (M,) and (M, 4)")
+        size = self._size(input_size)
+        lo, hi, w_f, b_f = self.folded_parameters(size)
         z = logit_f32(scores)
-        u = self.standardised_features(boxes, input_size)
-        w = self.w.astype(F)[classes]                                     # (M, 3)
-        box_term = (w[..., 0] * u[..., 0] + w[..., 1] * u[..., 1]) + w[..., 2] * u[..., 2]
-        return (self.a.astype(F)[classes] * z + self.b.astype(F)[classes]) + box_term
+        v = np.minimum(np.maximum(box_log_terms_f32(boxes, size), lo), hi)
+        w = w_f[classes]                                                  # (M, 3)
+        box_term = (w[..., 0] * v[..., 0] + w[..., 1] * v[..., 1]) + w[..., 2] * v[..., 2]
+        return (self.a.astype(F)[classes] * z + b_f[classes]) + box_term
 
     def transform(self, scores: np.ndarray, classes: np.ndarray, boxes_xyxy: np.ndarray, input_size=None) -> np.ndarray:
         """scores (M,) raw, classes (M,), boxes (M, 4) xyxy input px, input_size (H, W) ->
