@@ -21,8 +21,10 @@ operation exactly rounded, so both get the same bits, see calib.artifact.box_fea
 with the standardisation folded into float32 constants (`folded_parameters`, from the float64
 parameters): centre_j = mean_j (+ log(W H) for the area, whose psi is in px^2),
 lo_j, hi_j = centre_j -+ clip * std_j, w'_cj = w_cj / std_j, b'_c = b_c - sum_j w'_cj centre_j. That
-is the map above exactly, up to float32 rounding (~1e-6 in s), and it spares the graph a
-Sub, Div and Clip of the features and the stacking around them.
+is the map above exactly, up to float32 rounding: a few ulps of |b'_c| + |a_c z| + sum_j |w'_cj v_j|,
+~1e-6 in s for maps like the fitted ones (more only where a feature's std is tiny next to its
+centre, which makes w' and b' large), and it spares the graph a Sub, Div and Clip of the features
+and the stacking around them.
 
 L_c = float32(logit(t_c)) for the calibrated threshold t_c (-inf for t_c <= 0, +inf for
 t_c >= 1). pre_c is a raw-score prefilter (`prefilter_thresholds`): below it no box can pass,
