@@ -69,31 +69,9 @@ def log_f32(x: np.ndarray) -> np.ndarray:
     return e * LN2 + f * s
 
 
-def box_features_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> phi (..., 3) float32 (see module doc)."""
-    boxes = np.asarray(boxes_xyxy, dtype=F)
-    if boxes.shape[-1:] != (4,):
-        raise ValueError(f"boxes must have shape (..., 4) xyxy, got {boxes.shape}")
-    h, w = _check_size(input_size)
-    inv_area, scale_x, scale_y = feature_constants(input_size)
-    x1, y1, x2, y2 = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
-    bw = np.clip(x2 - x1, MIN_SIDE, MAX_SIDE)
-    bh = np.clip(y2 - y1, MIN_SIDE, MAX_SIDE)
-    log_area = log_f32(bw * bh * inv_area)
-    log_aspect = log_f32(bw / bh)
-    dx = (x1 + x2) * scale_x - SQRT_HALF
-    dy = (y1 + y2) * scale_y - SQRT_HALF
-    with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped as a standardised feature
-        dist = np.sqrt(dx * dx + dy * dy)
-    return np.stack([log_area, log_aspect, dist], axis=-1)
-
-
-def box_log_terms_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> psi (..., 3) float32 =
-    (log_f32(w h), log_f32(w / h), centre distance): phi with the area in px^2, not relative to the input
-    (psi_0 = phi_0 + log(W H) up to rounding). The calibrated logit works on psi, with the input area,
-    the features' mean and std folded into its constants (BoxPlattMap.folded_parameters): one
-    multiplication fewer per box than phi, and the graph its standardisation's nodes."""
+def _sides_and_centre_distance(boxes_xyxy: np.ndarray, input_size: tuple[int, int]):
+    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> (w, h, centre distance), each (...)
+    float32: the sides clamped to [MIN_SIDE, MAX_SIDE] before any log, the distance as in the module doc."""
     boxes = np.asarray(boxes_xyxy, dtype=F)
     if boxes.shape[-1:] != (4,):
         raise ValueError(f"boxes must have shape (..., 4) xyxy, got {boxes.shape}")
@@ -104,8 +82,26 @@ def box_log_terms_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np
     bh = np.clip(y2 - y1, MIN_SIDE, MAX_SIDE)
     dx = (x1 + x2) * scale_x - SQRT_HALF
     dy = (y1 + y2) * scale_y - SQRT_HALF
-    with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped like phi's
+    with np.errstate(over="ignore"):            # a box centre past ~1e19 px: inf, clipped like every feature
         dist = np.sqrt(dx * dx + dy * dy)
+    return bw, bh, dist
+
+
+def box_features_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> phi (..., 3) float32 (see module doc):
+    the features the fit standardises (the area relative to the input's)."""
+    bw, bh, dist = _sides_and_centre_distance(boxes_xyxy, input_size)
+    inv_area = feature_constants(input_size)[0]
+    return np.stack([log_f32(bw * bh * inv_area), log_f32(bw / bh), dist], axis=-1)
+
+
+def box_log_terms_f32(boxes_xyxy: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """boxes (..., 4) xyxy model-input px, input_size (H, W) -> psi (..., 3) float32 =
+    (log_f32(w h), log_f32(w / h), centre distance): phi with the area in px^2, not relative to the input
+    (psi_0 = phi_0 + log(W H) up to rounding). The calibrated logit works on psi, with the input area,
+    the features' mean and std folded into its constants (BoxPlattMap.folded_parameters): one
+    multiplication fewer per box than phi, and the graph its standardisation's nodes."""
+    bw, bh, dist = _sides_and_centre_distance(boxes_xyxy, input_size)
     return np.stack([log_f32(bw * bh), log_f32(bw / bh), dist], axis=-1)
 
 
