@@ -16,13 +16,13 @@ from pathlib import Path
 from .errors import DetcalError
 
 
-def check_writable(path: str | os.PathLike, *, inputs: tuple = ()) -> Path:
-    """Validate an output path before any work: its folder exists (or can be made), it is not an input."""
+def check_writable(path: str | os.PathLike, *, inputs=()) -> Path:
+    """Validate an output path before any work: its folder exists (or can be made), it is none of
+    `inputs` (paths, None skipped: the model, the calibration, a data set's images and labels)."""
     out = Path(path)
+    target = out.resolve()
     for src in inputs:
-        if src is not None and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
-        if src is not None and out.resolve() == Path(src).resolve():
+        if src is not None and Path(src).resolve() == target:
             raise DetcalError(f"output path is the same as the input, refusing to overwrite: {out}")
     parent = out.parent if str(out.parent) else Path(".")
     try:

@@ -50,5 +50,7 @@ def threshold_calibrate_box(decoded: Decoded, b: int, cmap: BoxPlattMap, thresho
 
 
 def box_scores(logits: np.ndarray) -> np.ndarray:
-    """Calibrated logits (K,) of the kept detections -> calibrated scores (K,) float32."""
-    return sigmoid_f32(logits)
+    """Calibrated logits (K,) of the kept detections, descending -> calibrated scores (K,) float32,
+    descending: their sigmoids sorted, since a float32 sigmoid is not monotone in its last bit; each
+    detection keeps the score of its rank, within an ulp or so of its own."""
+    return -np.sort(-sigmoid_f32(logits))

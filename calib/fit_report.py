@@ -111,6 +111,8 @@ def format_summary(result: FitResult, dataset: Dataset, out: Path, report_dir: P
         f"({m.n_negative_images} negative), {int(m.n_gt_per_class.sum())} labelled objects, {m.n_detections} raw detections",
     ]
     rep = dataset.report
+    if rep.class_order:
+        lines.append(f"classes: {rep.class_order}")
     if rep.n_clipped_boxes or rep.n_dropped_zero_size or rep.n_unreadable_images or rep.n_missing_label_files:
         lines.append(f"labels: {rep.n_clipped_boxes} boxes clipped to the image, {rep.n_dropped_zero_size} zero-size dropped, "
                      f"{rep.n_missing_label_files} images without a label file (negative), {rep.n_unreadable_images} unreadable images skipped")

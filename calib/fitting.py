@@ -37,7 +37,7 @@ from .floor_selection import input_boxes_of
 from .jsonable import finite_or_none
 from .matching import MatchedDetections
 from .metrics import add_dece_noise_floor, summarize
-from .model_info import check_class_count, read_model_info
+from .model_info import check_class_count, read_model_info, reorder_to_model_names
 from .artifact import Preprocess
 from .runner import resolve_input_size
 from .bootstrap import intervals_to_dict, metric_intervals
@@ -95,7 +95,10 @@ def fit(
         check_writable(out, inputs=(model, data))
         check_report_dir(Path(out))
     dataset = load_dataset(data, split, names=names)
+    if out is not None:         # nor one of the data set's own files
+        check_writable(out, inputs=[p for s in dataset.samples for p in (s.image_path, s.label_path)])
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, input_layout=input_layout)
+    dataset = reorder_to_model_names(dataset, info)
     num_classes = check_class_count(info, dataset.names, str(data))
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")

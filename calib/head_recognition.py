@@ -78,7 +78,9 @@ class HeadRecognition:
 # graph facts
 # ------------------------------------------------------------------------------------------
 def _dims(vi) -> tuple:
-    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+    """A ValueInfo's dims: ints where fixed, the dim_param (or None) where dynamic; a dim_value of 0
+    or -1, which some exporters write for "unknown", counts as dynamic."""
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
                  for d in vi.type.tensor_type.shape.dim)
 
 
@@ -133,13 +135,16 @@ def _probe_hw(model: onnx.ModelProto, inp) -> tuple[int, int]:
 
 
 def _probe(model: onnx.ModelProto, inp) -> dict[str, np.ndarray]:
-    """Output name -> value for one run on a grey image (batch 1); {} when the model cannot run."""
+    """Output name -> value for one run on a grey image; {} when the model cannot run. An input with
+    a fixed batch B > 1 gets B copies of the image (onnxruntime refuses any other batch) and each
+    output whose first axis is B is cut to the first image's: the values are those of batch 1."""
     import onnxruntime as ort
 
     dims = list(_dims(inp))
     channels_last = dims[3] == 3 and dims[1] != 3
     hw = _probe_hw(model, inp)
-    shape = [1, hw[0], hw[1], 3] if channels_last else [1, 3, hw[0], hw[1]]
+    batch = dims[0] if isinstance(dims[0], int) else 1
+    shape = [batch, hw[0], hw[1], 3] if channels_last else [batch, 3, hw[0], hw[1]]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
     x = np.full(shape, 114 if np.issubdtype(dtype, np.integer) else 0.5, dtype=dtype)
     try:
@@ -149,7 +154,8 @@ def _probe(model: onnx.ModelProto, inp) -> dict[str, np.ndarray]:
         outs = sess.run(None, {inp.name: x})
     except Exception:
         return {}
-    return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
+    values = {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
+    return {k: v[:1] if batch > 1 and v.ndim and v.shape[0] == batch else v for k, v in values.items()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,7 +298,8 @@ def recognise_head(
     shapes = {}
     for o in graph.output:
         s = _dims(o)
-        if o.name in values and not all(isinstance(d, int) for d in s):
+        # dynamic dims, or no shape declared at all (some exporters and graph editors): the probe's
+        if o.name in values and (not s or not all(isinstance(d, int) for d in s)):
             s = tuple(values[o.name].shape)
         shapes[o.name] = s
     found = "; ".join(f"{n} {list(s)}" for n, s in shapes.items())
@@ -509,7 +516,8 @@ def _choose(f: _Facts, name: str, shape: tuple, cands: list[str]) -> tuple[str, 
     if "end2end" in cands and shape[2] == 6:
         if f.has_select:
             return "end2end", "the graph selects candidates itself (TopK/NonMaxSuppression present)"
-        if n in grids and "xywh_obj_cls" in cands:
+        # a one-class YOLOX grid is decoded or raw: the probe's spread decides below (yolox_raw)
+        if n in grids and "xywh_obj_cls" in cands and not ("yolox_raw" in cands and v is not None):
             return "xywh_obj_cls", (f"no TopK/NonMaxSuppression in the graph and N = {n} is the anchor count "
                                     f"of the input ({grids[n]}): a decoded one-class head, not end-to-end")
         if v is not None and _rows_look_xyxy(v):

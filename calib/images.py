@@ -11,6 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# Pillow refuses images over ~179 megapixels (and warns from 89) as possible decompression bombs;
+# a validation set's own images (aerial tiles, stitched panoramas) are trusted up to 1 gigapixel,
+# about 3 GB decoded, and never make Pillow print a warning of its own
+MAX_IMAGE_PIXELS = 1 << 30
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
 from .errors import DetcalError
 
 # Ultralytics' IMG_FORMATS (compared lower-case, without the dot).

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .artifact.interface import HEAD_LAYOUTS, is_patched_metadata
@@ -58,10 +59,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def value_info_dims(value_info) -> tuple:
-    """An ONNX ValueInfo's shape: ints where fixed, the dim_param string (or None) where dynamic."""
+    """An ONNX ValueInfo's shape: ints where fixed, the dim_param string (or None) where dynamic (a
+    dim_value of 0 or -1, which some exporters write for "unknown", too)."""
     dims = []
     for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None))
     return tuple(dims)
 
 
@@ -167,7 +169,10 @@ def read_model_info(
 def _dense_output_shape(declared: tuple, recognised: tuple, layout: str, *, dynamic_hw: bool) -> tuple:
     """A dense head's output shape as ModelInfo records it: the declared dims, with dynamic non-batch
     dims taken from the recognition's probe run (`recognised`); the batch axis stays as declared, and
-    so does the candidate axis N where the input's height/width are dynamic (N follows the size fed)."""
+    so does the candidate axis N where the input's height/width are dynamic (N follows the size fed).
+    An output declared without a shape counts as all dims dynamic."""
+    if not declared:
+        declared = (None,) * len(recognised)
     if all(isinstance(d, int) for d in declared[1:]) or len(recognised) != len(declared):
         return declared
     shape = (declared[0],) + tuple(recognised[1:])
@@ -187,6 +192,26 @@ def metadata_imgsz(metadata: dict) -> tuple[int, int] | None:
     except ValueError:
         return None
     return (vals[0], vals[-1]) if vals else None
+
+
+def reorder_to_model_names(dataset, info: ModelInfo):
+    """The data set with its class ids renumbered to the model's own order where the model's `names`
+    metadata holds the same names in another order (a COCO JSON whose category ids sort otherwise,
+    a classes.txt written in another order): the model's class k is the name it calls k. Else the
+    data set as it is. The renumbering is recorded in dataset.report.class_order."""
+    import dataclasses
+
+    model_names, names = info.class_names, list(dataset.names)
+    if not model_names or model_names == names or sorted(model_names) != sorted(names) \
+            or len(set(names)) != len(names):
+        return dataset
+    to_model = np.array([model_names.index(n) for n in names], np.int64)
+    samples = [dataclasses.replace(s, gt_classes=to_model[s.gt_classes], crowd_classes=to_model[s.crowd_classes])
+               for s in dataset.samples]
+    moved = [f"{n} {i}->{to_model[i]}" for i, n in enumerate(names) if to_model[i] != i]
+    report = dataclasses.replace(dataset.report, class_order=(
+        f"classes renumbered to the model's names order ({', '.join(moved[:6])}{', ...' if len(moved) > 6 else ''})"))
+    return dataclasses.replace(dataset, names=list(model_names), samples=samples, report=report)
 
 
 def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str) -> int:

@@ -17,7 +17,7 @@
                                                     Greater, NonZero, GatherND, ..., ScatterND; or
                                                     box_survivors_key_sparse for end2end heads; boxes
                                                     first's slots: box_select.slot_key)
-    box_pipeline.box_scores                         box_calibrated_score (Sigmoid, on the kept ones)
+    box_pipeline.box_scores                         box_calibrated_score (Sigmoid, on the kept ones, sorted)
 
 Every value but the final Sigmoid is the same IEEE float32 operation on the same operands as in
 the numpy twin (the one Log only estimates an exponent, which exact steps then fix), so the
@@ -216,7 +216,8 @@ def box_survives(b: GraphBuilder, p: str, cls: str, s: str, cmap: BoxPlattMap, t
 
 
 def box_calibrated_score(b: GraphBuilder, s: str) -> str:
-    """s [...] calibrated logit -> sigmoid(s) [...], the calibrated score."""
+    """s [...] calibrated logit -> sigmoid(s) [...], the calibrated score (the kept rows' scores:
+    steps.pack_fixed then sorts them, Kept.sort_scores)."""
     return b.op("Sigmoid", s, name="boxcal/score")
 
 

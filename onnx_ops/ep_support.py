@@ -17,7 +17,7 @@ from onnx import TensorProto, numpy_helper
 from calib.model_info import model_opset  # noqa: F401 (re-exported for inspect)
 
 from .ep_table import (DETCAL_FORBIDDEN, EP_NAMES, EPS, NO, PARTIAL, SOURCES, SUPPORT, TRT_NMS_TOPK_BOX_LIMIT,  # noqa: F401
-                       TRT_TOPK_MAX_K, YES, EPStatus, OpSupport)
+                       TRT_TOPK_MAX_K, TYPE_LIMITS, YES, EPStatus, OpSupport)
 
 # --------------------------------------------------------------------------------------
 # Node checks
@@ -249,6 +249,7 @@ def check_nodes(
     consts: Mapping[str, np.ndarray | None] | None = None,
     eps: Iterable[str] = EPS,
     forbid: Iterable[str] = (),
+    types: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     """Check nodes against the support table; return the findings, per node and per EP.
 
@@ -259,6 +260,8 @@ def check_nodes(
         so pass the initializers when checking part of a graph.
     forbid: op types to reject on every EP as a policy (``DETCAL_FORBIDDEN`` for detcal's own
         inserted nodes).
+    types: tensor name -> numpy dtype name (``tensor_types``), for the kernels registered for some
+        element types only (``TYPE_LIMITS``); a tensor not in it is not checked.
     Nodes of a non-default domain (custom ops) are errors on every EP. Subgraphs of Loop/If/Scan
     are checked too.
     """
@@ -302,12 +305,18 @@ def check_nodes(
             else:
                 for level, reason, source in _ort_constraints(node, ep, opset):
                     add(level, reason, source)
+            limit = TYPE_LIMITS.get((op, ep))
+            dtype = (types or {}).get(_input(node, 0))
+            if limit is not None and dtype is not None and dtype not in limit[0]:
+                add(WARNING if ep == "cuda" else ERROR, f"no kernel for {dtype} data (registered: "
+                    f"{', '.join(sorted(limit[0]))})" + ("; runs on CPU with device<->host copies" if ep == "cuda"
+                                                          else ""), limit[1])
         for a in node.attribute:  # subgraphs
             if a.type == onnx.AttributeProto.GRAPH:
-                findings += check_nodes(a.g.node, opset, consts=consts, eps=eps, forbid=forbid)
+                findings += check_nodes(a.g.node, opset, consts=consts, eps=eps, forbid=forbid, types=types)
             elif a.type == onnx.AttributeProto.GRAPHS:
                 for g in a.graphs:
-                    findings += check_nodes(g.node, opset, consts=consts, eps=eps, forbid=forbid)
+                    findings += check_nodes(g.node, opset, consts=consts, eps=eps, forbid=forbid, types=types)
     return findings
 
 
@@ -338,15 +347,42 @@ class EPReport:
         return [(op, reason, n) for (op, reason), n in c.most_common()]
 
 
+def tensor_types(model: onnx.ModelProto, *, inferred: bool = False) -> dict[str, str]:
+    """Tensor name -> numpy dtype name, for the graph's inputs, outputs, initializers and every
+    tensor shape inference types (run here unless `inferred`: the model is its result already); {}
+    for what a model inference cannot handle leaves out."""
+    if not inferred:
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:   # a model shape inference cannot handle: only what is declared
+            pass
+    g = model.graph
+    out = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        t = vi.type.tensor_type.elem_type
+        if vi.type.HasField("tensor_type") and t:
+            out[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(t).name
+    for init in g.initializer:
+        out[init.name] = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
+    return out
+
+
 def coverage(model: onnx.ModelProto, *, forbid: Iterable[str] = ()) -> dict[str, EPReport]:
-    """Check every node of a model; return an ``EPReport`` per EP in ``EPS``."""
+    """Check every node of a model; return an ``EPReport`` per EP in ``EPS``. Calls of the model's
+    own functions (FunctionProto, as onnxscript and torch's dynamo exporter write) are checked as
+    the nodes they stand for: onnxruntime inlines them."""
+    if model.functions:
+        import onnx.inliner
+
+        model = onnx.inliner.inline_local_functions(model)
     consts: dict[str, np.ndarray | None] = {}
     for init in model.graph.initializer:
         if init.data_location == TensorProto.EXTERNAL:
             consts[init.name] = None  # constant, value not loaded
         else:
             consts[init.name] = numpy_helper.to_array(init)
-    findings = check_nodes(model.graph.node, model_opset(model), consts=consts, forbid=forbid)
+    findings = check_nodes(model.graph.node, model_opset(model), consts=consts, forbid=forbid,
+                           types=tensor_types(model))
     reports = {ep: EPReport(ep, True) for ep in EPS}
     for f in findings:
         r = reports[f.ep]

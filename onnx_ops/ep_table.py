@@ -89,6 +89,13 @@ TRT_NMS_TOPK_BOX_LIMIT = 5000  # candidates considered per batch item by INMSLay
 #: Ops that detcal never inserts (issue 3: "Unique, loops and If nodes are out").
 DETCAL_FORBIDDEN: frozenset[str] = frozenset({"Unique", "Loop", "If", "Scan"})
 
+# (op, EP) -> (the element types, as numpy dtype names, its kernels take for the data input 0,
+# source): a node on another type has no kernel there (on CUDA: it runs on CPU, with copies).
+# ort-kernels, CUDAExecutionProvider: Pad registers T = bool, double, float, float16 only.
+TYPE_LIMITS: dict[tuple[str, str], tuple[frozenset[str], str]] = {
+    ("Pad", "cuda"): (frozenset({"bool", "float64", "float32", "float16"}), "ort-kernels"),
+}
+
 YES, PARTIAL, NO = "yes", "partial", "no"
 
 

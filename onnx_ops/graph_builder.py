@@ -61,10 +61,12 @@ class GraphBuilder:
 
     def op(self, op_type: str, *inputs: str, name: str | None = None, outputs: int = 1, out: str | None = None, **attrs):
         """Add a node; returns its output name (or a tuple of names when outputs > 1).
-        out: an exact output tensor name (the model's outputs), else the node's name."""
+        out: an exact output tensor name (the model's outputs) for the first output, else the node's name."""
         base = name or op_type
         node_name = self.name(base)
         outs = [out or node_name] if outputs == 1 else [self.name(f"{base}_out{i}") for i in range(outputs)]
+        if out and outputs > 1:
+            outs[0] = out
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=node_name, **attrs))
         return outs[0] if outputs == 1 else tuple(outs)
 
@@ -130,6 +132,19 @@ class GraphBuilder:
 
     def cast(self, x: str, to: int, name: str | None = None) -> str:
         return self.op("Cast", x, name=name, to=int(to))
+
+    def as_float(self, x: str, name: str) -> str:
+        """Integer class indices x as float32 (exact below 2^24): one Cast per tensor, made once; x
+        itself where it is float already (mark_float)."""
+        key = ("float", x)
+        if key not in self.memo:
+            self.memo[key] = self.mark_float(self.cast(x, FLOAT, name=name))
+        return self.memo[key]
+
+    def mark_float(self, x: str) -> str:
+        """Record that x is float32 (as_float(x) is then x itself); returns x."""
+        self.memo[("float", x)] = x
+        return x
 
     def dim(self, x: str, axis: int, name: str | None = None) -> str:
         """x.shape[axis] as an int64 tensor of shape [1]."""

@@ -61,3 +61,6 @@ class Kept:
     # rows at and after num are padding already final: class -1, boxes that to_original_pixels maps
     # to (0, 0, 0, 0) (steps.kept_by_score), so pack_fixed needs no Where for them
     padded: bool = False
+    # score is a function of the ranking key that a kernel may not keep monotone in its last bit (the
+    # box-aware Sigmoid of the calibrated logit), so pack_fixed sorts the output scores' values
+    sort_scores: bool = False

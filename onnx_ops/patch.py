@@ -108,6 +108,7 @@ raw threshold) uses the model's own probabilities in both, so the set of survivo
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
@@ -262,14 +263,17 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
             cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
         else:
             box_index = tk.index
-            cls_pad = steps.pad_last(b, cls, 2, tk.pad, np.int64(0), name="topk/pad_class")
-            cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
+            # as float32 (onnxruntime's CUDA Pad has no integer kernels): NMS's class offset and the
+            # output's Cast take it so
+            cls_pad = steps.pad_last(b, b.as_float(cls, name="topk/class_f"), 2, tk.pad, np.float32(0),
+                                     name="topk/pad_class")
+            cls_sel = b.mark_float(steps.gather_rows(b, cls_pad, tk.index, "topk/class"))
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det,
                                  in_box_order=in_box_order, batch=batch)
     if variant in BOX_AWARE_VARIANTS:       # ranked by the calibrated logit; the score is its Sigmoid
-        kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score))
+        kept = dataclasses.replace(kept, score=box_calibrated_score(b, kept.score), sort_scores=True)
     outs = steps.pack_fixed(b, kept, letterbox, cfg.max_det)
     if coeffs is not None:          # the kept boxes' mask coefficients, same indices as det_boxes
         src = decoded.coeffs if variant in BOXES_FIRST_VARIANTS else coeffs
@@ -366,6 +370,46 @@ def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     return up
 
 
+def _unknown_dims_symbolic(graph: onnx.GraphProto) -> None:
+    """Dims declared 0 or -1 (some exporters' "unknown", read as dynamic by calib.model_info) become
+    symbolic: `batch` on the first axis, unnamed elsewhere; shape inference would otherwise carry a
+    batch of 0 through the whole patched graph."""
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if not vi.type.tensor_type.HasField("shape"):
+            continue
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                if axis == 0:
+                    d.dim_param = "batch"
+                else:
+                    d.Clear()
+
+
+def _with_shapes(model: onnx.ModelProto, outputs: list, src: str) -> list:
+    """Graph outputs kept from the source, each with a shape (the patched model must pass the full
+    checker): a declared one as it is, else the one shape inference gives; an output neither has is
+    left out with a warning naming it."""
+    missing = {o.name for o in outputs if not o.type.tensor_type.HasField("shape")}
+    if not missing:
+        return outputs
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+        inferred = {vi.name: vi for vi in list(g.value_info) + list(g.output)}
+    except Exception:   # a model shape inference cannot handle: nothing inferred
+        inferred = {}
+    kept = []
+    for o in outputs:
+        if o.name in missing:
+            if o.name not in inferred or not inferred[o.name].type.tensor_type.HasField("shape"):
+                warnings.warn(f"{src}: output {o.name!r} declares no shape and shape inference gives none; "
+                              "it is left out of the patched model (declare its shape to keep it)")
+                continue
+            o = copy.deepcopy(o)
+            o.type.CopyFrom(inferred[o.name].type)
+        kept.append(o)
+    return kept
+
+
 def _prune(graph: onnx.GraphProto) -> None:
     """Drop nodes, initializers (with their graph-input entries) and value_info that no graph output depends on."""
     needed = {o.name for o in graph.output}
@@ -457,6 +501,7 @@ def build_patched_model(
         model = _upgrade_opset(model, src)
     else:
         model = onnx.ModelProto.FromString(model.SerializeToString())   # never mutate the caller's model
+    _unknown_dims_symbolic(model.graph)
     opset = model_opset(model)
     head = find_head(model, info, spec.num_classes, source=src)
     graph = model.graph
@@ -473,10 +518,13 @@ def build_patched_model(
     graph.input.append(helper.make_tensor_value_info(LETTERBOX_INPUT, FLOAT, [batch, 6]))
     graph.node.extend(b.nodes)
     graph.initializer.extend(b.initializers)
-    kept_outputs = [o for o in graph.output if head.seg is not None and o.name == head.seg.prototypes]
+    # every output but the head's stays, unchanged: a seg head's prototypes, an embedding or
+    # feature output (re-ID, tracking, multi-task exports), per-level raw maps
+    head_outputs = {info.output_name, *info.outputs, head.output, *head.outputs}
+    kept_outputs = _with_shapes(model, [o for o in graph.output if o.name not in head_outputs], src)
     del graph.output[:]
     graph.output.extend(_output_infos(batch, spec.config.max_det, head.seg.m if head.seg is not None else 0))
-    graph.output.extend(kept_outputs)      # a seg head's prototypes output, unchanged
+    graph.output.extend(kept_outputs)
     _prune(graph)
     embedded = _embed_preprocess(model, info, artifact, input_channel_order, frame_size, src) if embed_preprocess else None
 
@@ -567,13 +615,14 @@ def _validate(model: onnx.ModelProto, b: GraphBuilder, src: str) -> list:
     """checker (full) + shape inference on the result; the inserted nodes against ep_support."""
     try:
         onnx.checker.check_model(model, full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:  # a bug of ours, not the user's: keep the cause visible
         raise RuntimeError(f"detcal produced an invalid graph for {src}: {exc}") from exc
     from . import ep_support  # the gate is not optional: a broken table must fail loudly
 
     consts = dict(b.const_values)
-    findings = ep_support.check_nodes(b.nodes, model_opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN)
+    findings = ep_support.check_nodes(b.nodes, model_opset(model), consts=consts, forbid=ep_support.DETCAL_FORBIDDEN,
+                                      types=ep_support.tensor_types(inferred, inferred=True))
     return findings
 
 
@@ -602,11 +651,12 @@ def patch_model(
     NCHW/NHWC) other than the artifact's (even with force), opset too old to upgrade,
     output path equal to the input. Nothing is written unless everything succeeded (atomic).
     """
-    if not isinstance(artifact, Artifact):
-        artifact = load_artifact(artifact)
+    calibration_path = None if isinstance(artifact, Artifact) else Path(artifact)
+    if calibration_path is not None:
+        artifact = load_artifact(calibration_path)
     src = Path(model_path)
     out = Path(out_path) if out_path is not None else default_out_path(src)
-    check_writable(out, inputs=(src,))          # refuses out == src, before any work
+    check_writable(out, inputs=(src, calibration_path))    # refuses out == an input, before any work
     result = build_patched_model(src, artifact, iou=iou, max_det=max_det, conf=conf, force=force,
                                  static_shapes=static_shapes, embed_preprocess=embed_preprocess,
                                  input_channel_order=input_channel_order, frame_size=frame_size)

@@ -430,7 +430,7 @@ def class_offset_boxes_xyxy(b: GraphBuilder, boxes: str, classes: str, keep: str
     hi = b.reduce("ReduceMax", b.op("Where", keep4, boxes, b.f32("nms/minus_big", -BIG), name="nms/hi_in"), [1, 2],
                   name="nms/hi")
     span = b.op("Add", b.op("Sub", hi, lo, name="nms/range"), b.f32("nms/one", 1.0), name="nms/span")
-    off = b.op("Mul", b.unsqueeze(b.cast(classes, FLOAT, name="nms/class_f"), [2], name="nms/class3"), span, name="nms/offset")
+    off = b.op("Mul", b.unsqueeze(b.as_float(classes, name="nms/class_f"), [2], name="nms/class3"), span, name="nms/offset")
     return b.op("Add", shifted, off, name="nms/offset_boxes")
 
 
@@ -500,7 +500,8 @@ def kept_by_score(b: GraphBuilder, selected: str, scores: str, classes: str, box
     score, pick = b.op("TopK", order_key, b.i64("out/k", [kout]), name="out/compact", outputs=2, axis=1, largest=1,
                        sorted=1)                                                                     # [B, K']
     row_ok = b.op("Greater", score, b.f32("out/neg_half", NEG / 2), name="out/row_ok")
-    classes = pad_last(b, classes, 2, kout, np.int64(-1), name="out/pad_class")                    # [B, M + K']
+    # padded as float32 (onnxruntime's CUDA Pad has no integer kernels); pack_fixed's Cast makes them int32
+    classes = pad_last(b, b.as_float(classes, name="nms/class_f"), 2, kout, np.float32(-1), name="out/pad_class")
     boxes = b.op("Pad", boxes, b.i64("out/box_pads", [0, 0, 0, 0, kout, 0]), b.f32("out/box_pad_value", -BIG),
                  name="out/pad_boxes", mode="constant")                                             # [B, M + K', 4]
     return dataclasses.replace(_kept_rows(b, pick, row_ok, score, classes, boxes, kout), padded=True)
@@ -546,7 +547,8 @@ def pack_fixed(b: GraphBuilder, kept: Kept, letterbox: str, max_det: int) -> dic
     outputs, by name: num_dets [B,1] int32, det_boxes [B,K,4] original px (to_original_pixels),
     det_scores [B,K], det_classes [B,K] int32, K = max_det; rows at and after num_dets zero, class -1
     (Pad from K' to K where K' < max_det). kept.padded: boxes and classes are final there already
-    (kept_by_score's tail), so only the scores take a Where."""
+    (kept_by_score's tail), so only the scores take a Where. kept.sort_scores: the scores' values are
+    then sorted descending by one TopK (each row gets the score of its rank; box_pipeline.box_scores)."""
     num_dets = b.op("Cast", kept.num, name="out/num_dets", out=NUM_DETS, to=INT32)
     extra = max_det - kept.k
 
@@ -564,18 +566,30 @@ def pack_fixed(b: GraphBuilder, kept: Kept, letterbox: str, max_det: int) -> dic
 
     row_ok = kept.row_ok
     boxes = to_original_pixels(b, kept.boxes, letterbox, out=last(DET_BOXES, kept.padded))
-    classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=last(DET_CLASSES, kept.padded))
     if not kept.padded:
         row_ok3 = b.memo.get(("row_ok3", row_ok)) or b.unsqueeze(row_ok, [2], name="out/row_ok3")
         boxes = b.op("Where", row_ok3, boxes, b.f32("out/zero", 0.0), name="out/det_boxes", out=last(DET_BOXES))
-        classes = b.op("Where", row_ok, classes, b.const("out/minus_one", np.int32(-1)), name="out/det_classes",
-                       out=last(DET_CLASSES))
-    scores = b.op("Where", row_ok, kept.score, b.f32("out/zero_s", 0.0), name="out/det_scores", out=last(DET_SCORES))
+    if extra:       # K' < K: padded as float32 (onnxruntime's CUDA Pad has no integer kernels), then int32
+        classes = b.as_float(kept.classes, name="out/class_f")
+        if not kept.padded:
+            classes = b.op("Where", row_ok, classes, b.f32("out/minus_one", -1.0), name="out/det_classes")
+        classes = b.op("Cast", name_or_pad(classes, 2, np.float32(-1), "out/det_classes", None), name="out/class_i32",
+                       to=INT32, out=DET_CLASSES)
+    else:
+        classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=last(DET_CLASSES, kept.padded))
+        if not kept.padded:
+            classes = b.op("Where", row_ok, classes, b.const("out/minus_one", np.int32(-1)), name="out/det_classes",
+                           out=last(DET_CLASSES))
+    scores = b.op("Where", row_ok, kept.score, b.f32("out/zero_s", 0.0), name="out/det_scores",
+                  out=None if kept.sort_scores else last(DET_SCORES))
+    if kept.sort_scores:        # the values ranked (the tail's zeros stay last: every kept score is >= 0)
+        scores = b.op("TopK", scores, b.i64("out/score_k", [kept.k]), name="out/det_scores_sorted", outputs=2,
+                      axis=1, largest=1, sorted=1, out=last(DET_SCORES))[0]
     return {
         NUM_DETS: num_dets,
         DET_BOXES: name_or_pad(boxes, 3, np.float32(0), "out/det_boxes", DET_BOXES),
         DET_SCORES: name_or_pad(scores, 2, np.float32(0), "out/det_scores", DET_SCORES),
-        DET_CLASSES: name_or_pad(classes, 2, np.int32(-1), "out/det_classes", DET_CLASSES),
+        DET_CLASSES: classes,
     }
 
 

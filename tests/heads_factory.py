@@ -7,7 +7,7 @@
     nanodet_plus_model(size, C, R)  NanoDet-Plus `_forward_onnx`: per level Concat(Sigmoid(cls), bins) on
                                     channels, flattened, levels concatenated -> [1, N, C + 4 (R+1)]
     detr_model(Q, C, two_outputs)   [1, Q, 4+C] (Sigmoid boxes, raw logits) or boxes + logits outputs
-    yolov5_one_class_model(size)    decoded [1, 3 N_cells, 6] (pixels, obj, p), no TopK
+    yolov5_one_class_model(size)    decoded [1, 3 N_cells, 6] (pixels, obj, p), no TopK (anchors=1: [1, N_cells, 6])
     end2end_model(size, K)          [1, K, 6] x1,y1,x2,y2,score,class from TopK
 
 `dynamic=True` gives the image input symbolic height/width ([1, 3, "height", "width"]); the convolutions
@@ -66,8 +66,8 @@ class _Net:
         return m
 
 
-def _input_shape(size, dynamic):
-    return [1, 3, "height", "width"] if dynamic else [1, 3, *size]
+def _input_shape(size, dynamic, batch=1):
+    return [batch, 3, "height", "width"] if dynamic else [batch, 3, *size]
 
 
 def yolox_raw_model(size=(64, 96), num_classes=3, seed=0, dynamic=False, ceil=None) -> onnx.ModelProto:
@@ -126,13 +126,14 @@ def nanodet_plus_model(size=(192, 160), num_classes=3, reg_max=7, strides=(8, 16
 
 
 def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sigmoid_scores=False, seed=0,
-               metadata=None, dynamic=False):
+               metadata=None, dynamic=False, batch=1):
+    """batch: the input's and outputs' fixed batch size."""
     net = _Net(seed)
     pooled = net.op("Flatten", net.op("GlobalAveragePool", "images"))            # [1, 3]
     wq = net.const((net.rng.standard_normal((3, queries * (4 + num_classes))) * 2).astype(np.float32), "wq")
     bq = net.const((net.rng.standard_normal(queries * (4 + num_classes)) * 2).astype(np.float32), "bq")
     q = net.op("Reshape", net.op("Add", net.op("MatMul", pooled, wq), bq),
-               net.const(np.array([1, queries, 4 + num_classes], np.int64)))
+               net.const(np.array([batch, queries, 4 + num_classes], np.int64)))
     sl = lambda a, b: net.op("Slice", q, net.const(np.array([a], np.int64)), net.const(np.array([b], np.int64)),  # noqa: E731
                              net.const(np.array([2], np.int64)))
     boxes = net.op("Sigmoid", sl(0, 4))
@@ -142,37 +143,38 @@ def detr_model(size=(64, 64), queries=300, num_classes=3, two_outputs=False, sig
     if two_outputs:
         net.op("Identity", boxes, out="pred_boxes")
         net.op("Identity", logits, out="pred_logits")
-        return net.model(_input_shape(size, dynamic), [("pred_boxes", [1, queries, 4]),
-                                                       ("pred_logits", [1, queries, num_classes])], metadata)
+        return net.model(_input_shape(size, dynamic, batch), [("pred_boxes", [batch, queries, 4]),
+                                                              ("pred_logits", [batch, queries, num_classes])], metadata)
     net.op("Concat", boxes, logits, out="output", axis=2)
-    return net.model(_input_shape(size, dynamic), [("output", [1, queries, 4 + num_classes])], metadata)
+    return net.model(_input_shape(size, dynamic, batch), [("output", [batch, queries, 4 + num_classes])], metadata)
 
 
-def _dense_one_class(net: _Net, size, strides=(8, 16, 32)):
-    """Decoded one-class YOLOv5-style rows [1, 3 N_cells, 6] (cx, cy, w, h px, obj, p) and their count."""
+def _dense_one_class(net: _Net, size, strides=(8, 16, 32), anchors=3):
+    """Decoded one-class YOLOv5-style rows [1, anchors N_cells, 6] (cx, cy, w, h px, obj, p) and their
+    count (anchors 1: a decoded one-class YOLOX grid)."""
     h, w = size
     parts, centres, scales = [], [], []
     for s in strides:
-        f = net.op("Sigmoid", net.conv("images", 3, 18, s, scale=0.5))
-        r = net.op("Reshape", f, net.const(np.array([1, 3, 6, -1], np.int64)))
+        f = net.op("Sigmoid", net.conv("images", 3, 6 * anchors, s, scale=0.5))
+        r = net.op("Reshape", f, net.const(np.array([1, anchors, 6, -1], np.int64)))
         parts.append(net.op("Reshape", net.op("Transpose", r, perm=[0, 1, 3, 2]),
                             net.const(np.array([1, -1, 6], np.int64))))
         rows, cols = h // s, w // s
         yy, xx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         cell = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32) * s
-        c = np.zeros((3, rows * cols, 6), np.float32)
+        c = np.zeros((anchors, rows * cols, 6), np.float32)
         c[:, :, 0:2] = cell[None]
         centres.append(c.reshape(-1, 6))
-        scales.append(np.tile(np.array([2 * s, 2 * s, 4 * s, 4 * s, 1, 1], np.float32), (3 * rows * cols, 1)))
+        scales.append(np.tile(np.array([2 * s, 2 * s, 4 * s, 4 * s, 1, 1], np.float32), (anchors * rows * cols, 1)))
     dense = net.op("Concat", *parts, axis=1)
     dec = net.op("Add", net.op("Mul", dense, net.const(np.concatenate(scales)[None])),
                  net.const(np.concatenate(centres)[None]))
     return dec, sum(x.shape[0] for x in centres)
 
 
-def yolov5_one_class_model(size=(64, 64), seed=0) -> onnx.ModelProto:
+def yolov5_one_class_model(size=(64, 64), seed=0, anchors=3) -> onnx.ModelProto:
     net = _Net(seed)
-    dec, n = _dense_one_class(net, size)
+    dec, n = _dense_one_class(net, size, anchors=anchors)
     net.op("Identity", dec, out="output")
     return net.model([1, 3, *size], [("output", [1, n, 6])])
 

@@ -82,7 +82,7 @@ def step_session(num_classes: int, seed: int, global_w: bool, size: tuple, thr_s
     b = GraphBuilder(opset)
     s = bc.box_calibrated_logit(b, "p", "cls", "boxes", cmap, size)
     surv = bc.box_survives(b, "p", "cls", s, cmap, thr)
-    score = bc.box_calibrated_score(b, s)
+    score = b.op("Sigmoid", s, name="boxcal/score")        # per candidate: the map's probability
     outs = {"s": s, "survives": surv, "score": score}
     for name, t in outs.items():
         b.nodes.append(helper.make_node("Identity", [t], [name], name=b.name(f"out/{name}")))
@@ -692,3 +692,48 @@ def test_box_aware_takes_boxes_first_where_the_prefilter_is_tight(layout, static
         ref = _cut_case(layout, 80, seed, False, 300, 3000, True, True, n, raw, rows)
         assert ref["num_dets"].sum() > 0
     assert seen == {True, False}, "the seeds no longer cover both routes"
+
+
+def test_kept_scores_stay_sorted_though_the_sigmoid_kernel_is_not_monotone():
+    """The kept rows come ranked by the calibrated logit; their scores must come out descending too
+    (the EfficientNMS contract). onnxruntime's Sigmoid alone turns some descending logit pairs into
+    ascending scores; pack_fixed sorts the box-aware scores (Kept.sort_scores), which then are
+    box_pipeline.box_scores' within a few ulps (two exp kernels)."""
+    import dataclasses
+
+    from calib.box_pipeline import box_scores
+    from onnx_ops import steps
+    from onnx_ops.graph_types import Kept
+
+    rng = np.random.default_rng(7)
+    k, n_ok = 300, 290
+    # dense runs of nearly equal logits, where a kernel's last-bit wobble shows, from -20 to 20
+    logits = np.concatenate([np.float32(c) + np.float32(1e-5) * np.arange(30, dtype=np.float32)
+                             for c in rng.uniform(-20, 20, k // 30)])
+    logits = -np.sort(-logits.astype(np.float32))[None].repeat(2, 0)                     # [2, k] descending
+    logits[:, n_ok:] = 30.0       # rows past num_dets hold anything (suppressed slots' logits)
+    b = GraphBuilder(17)
+    plain = bc.box_calibrated_score(b, "s")
+    kept = Kept(plain, "cls", "boxes", "num", "row_ok", k, padded=True, sort_scores=True)
+    outs = steps.pack_fixed(b, kept, "rows", max_det=k)
+    b.nodes.append(helper.make_node("Identity", [plain], ["plain"], name=b.name("out/plain")))
+    f = TensorProto.FLOAT
+    sess = _session(_model(b, [helper.make_tensor_value_info("s", f, [2, k]),
+                               helper.make_tensor_value_info("cls", TensorProto.INT64, [2, k]),
+                               helper.make_tensor_value_info("boxes", f, [2, k, 4]),
+                               helper.make_tensor_value_info("num", f, [2, 1]),
+                               helper.make_tensor_value_info("row_ok", TensorProto.BOOL, [2, k]),
+                               helper.make_tensor_value_info("rows", f, [2, 6])],
+                           [helper.make_tensor_value_info("plain", f, [2, k]),
+                            helper.make_tensor_value_info(outs["det_scores"], f, [2, k])]))
+    row_ok = np.arange(k)[None].repeat(2, 0) < n_ok
+    feed = {"s": logits, "cls": np.zeros((2, k), np.int64), "boxes": np.zeros((2, k, 4), np.float32),
+            "num": np.full((2, 1), n_ok, np.float32), "row_ok": row_ok,
+            "rows": np.array([[0, 0, 1, 1, 64, 64]] * 2, np.float32)}
+    got_plain, got = sess.run(["plain", outs["det_scores"]], feed)
+    assert (np.diff(got_plain[:, :n_ok], axis=1) > 0).any(), "this Sigmoid is monotone here: the test shows nothing"
+    assert (np.diff(got, axis=1) <= 0).all() and not got[:, n_ok:].any()
+    np.testing.assert_array_equal(np.sort(got[:, :n_ok], axis=1), np.sort(got_plain[:, :n_ok], axis=1))
+    ref = box_scores(logits[0, :n_ok])
+    assert (np.diff(ref) <= 0).all()
+    assert_scores_close(got[0, :n_ok], ref)

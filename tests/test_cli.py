@@ -161,3 +161,15 @@ def test_a_broken_library_import_inside_a_command_is_not_swallowed(monkeypatch, 
     monkeypatch.setitem(sys.modules, "calib.fitting", None)
     with pytest.raises(ImportError):
         main(["fit", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.yaml")])
+
+
+def test_patch_cli_with_an_out_name_of_any_extension_and_a_calibration_with_a_bom(tmp_path, model_path, capsys):
+    """The patched model is read back as bytes (onnx.load would pick a JSON reader for a .json
+    name), and a calibration.json saved with a UTF-8 BOM (some Windows editors) loads."""
+    calibration = write_artifact(tmp_path, sha256_file(model_path))
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + calibration.read_bytes())
+    out = tmp_path / "model.detcal.json"
+    assert main(["patch", "--model", str(model_path), "--calibration", str(bom), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert out.read_bytes() == patch_model(model_path, calibration, tmp_path / "lib.onnx").read_bytes()

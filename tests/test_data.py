@@ -336,3 +336,49 @@ def test_sample_is_immutable_and_validated():
     assert empty.is_negative and empty.gt_boxes_xyxy_px(5, 5).shape == (0, 4)
     with pytest.raises(ValueError):
         Sample(Path("c.jpg"), np.zeros((2, 4)), np.zeros(1, dtype=np.int64))
+
+
+def test_folder_with_split_folders_refuses_a_split_it_lacks(tmp_path):
+    """images/ holding only split folders and no folder for the asked split: an error naming the
+    splits present, never every split's images mixed (the fitting images in an evaluation)."""
+    yolo_dataset(tmp_path, {"v": "0 0.5 0.5 0.1 0.1\n"}, split="val")
+    yolo_dataset(tmp_path, {"t1": "", "t2": ""}, split="train")
+    write_text(tmp_path / "classes.txt", "a\n")
+    for split in ("test", "tset"):
+        with pytest.raises(DetcalError, match=rf"no split '{split}' under images/ \(splits present: train, val\)"):
+            load_dataset(tmp_path, split)
+    assert len(load_dataset(tmp_path, "valid")) == 1               # an alias of val still finds it
+    flat = tmp_path / "flat"
+    yolo_dataset(flat, {"a": "0 0.5 0.5 0.1 0.1\n", "b": ""}, split="")
+    write_text(flat / "classes.txt", "a\n")
+    assert len(load_dataset(flat, "test")) == 2                    # no split folders: the folder is the set
+
+
+@pytest.mark.parametrize("line", ["0 64 40 20 18", "0 0.5 0.5 2.5 0.1", "1 10 20 30 20 30 60 10 60"])
+def test_labels_in_pixels_are_refused_naming_the_line(tmp_path, line):
+    """YOLO labels written in pixels would be clipped to nothing, the image then taken for a negative
+    scene: refused, naming the file and line. Slips just past the edge (x2 = 1.05) stay clipped."""
+    yolo_dataset(tmp_path / "ds", {"a": "0 0.5 0.5 0.2 0.2\n", "b": f"0 0.95 0.5 0.2 0.2\n{line}\n"})
+    with pytest.raises(DetcalError, match=r"b\.txt:2: coordinate .* look like pixels"):
+        load_dataset(tmp_path / "ds", names=["x", "y"])
+
+
+def test_coco_size_that_differs_from_the_image_skips_it_with_the_reason(tmp_path):
+    """COCO boxes are normalised by the JSON's width/height: an image of another size (a resized
+    copy, an EXIF rotation the JSON did not follow) would get misplaced boxes, so iter_images skips
+    it as unreadable, naming both sizes; the 5% rule then stops a run where many disagree."""
+    path = coco_json(tmp_path)
+    data = json.loads(path.read_text())
+    data["images"][0]["width"] = 200                  # p.jpg (with boxes) is 100x50
+    path.write_text(json.dumps(data))
+    d = load_dataset(path)
+    pos = next(s for s in d.samples if s.image_path.name == "p.jpg")
+    assert pos.labelled_size == (200, 50)
+    read = [s.image_path.name for s, _ in iter_images(d, max_unreadable_frac=0.5)]
+    assert read == ["n.jpg"] and d.report.n_unreadable_images == 1
+    assert any("labelled as 200x50 (COCO width/height) but the image is 100x50" in x for x in d.report.details)
+    with pytest.raises(DetcalError, match=r"labelled as 200x50"):
+        list(iter_images(load_dataset(path)))
+    data["images"][0]["width"] = 100                  # agreeing sizes: read as before
+    path.write_text(json.dumps(data))
+    assert len(list(iter_images(load_dataset(path)))) == 2

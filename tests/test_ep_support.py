@@ -264,3 +264,58 @@ def test_bad_input_raises_detcal_error(tmp_path):
     with pytest.raises(DetcalError, match="bad.onnx") as exc:
         inspect_model(str(bad))
     assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- kernels of some element types only
+@pytest.mark.parametrize("elem,warned", [(TensorProto.INT64, True), (TensorProto.INT32, True),
+                                         (TensorProto.FLOAT, False), (TensorProto.FLOAT16, False)])
+def test_cuda_pad_on_integers_is_warned_as_a_cpu_fallback(elem, warned):
+    """onnxruntime registers CUDA Pad for bool, double, float and float16 data only: integer data runs
+    on CPU with copies, which coverage (types from shape inference) reports on the CUDA EP only."""
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 3], np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad", mode="constant")
+    reports = coverage(_model([node], [_vi("x", elem, [2, 5])], [_vi("y", elem, [2, 8])], [pads]))
+    cuda = [f for f in reports["cuda"].warnings if f.op == "Pad"]
+    assert bool(cuda) == warned, cuda
+    if warned:
+        assert "no kernel for int" in cuda[0].reason and "runs on CPU" in cuda[0].reason
+    assert not [f for ep in ("cpu", "trt86", "trt10") for f in reports[ep].warnings + reports[ep].errors
+                if f.op == "Pad"]
+
+
+@pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls", "end2end"])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("n,max_det", [(500, 50), (30, 100)])        # K' = K, and K' < K (the output's Pad)
+def test_inserted_graphs_use_only_types_with_cuda_kernels(layout, static, multi_label, n, max_det):
+    """Every inserted graph's nodes have kernels for the element types they get on CUDA (no Pad of
+    int64 class indices or int32 output classes): nothing of it falls back to CPU for a type."""
+    from artifact_factory import make_calibration
+    from calib.artifact import PostprocessConfig
+    from onnx_ops.patch import build_postprocess_graph
+
+    for kind in ("identity", "temperature", "platt_box"):
+        cmap = make_calibration(kind, 4, np.random.default_rng(0))
+        cfg = PostprocessConfig(multi_label=multi_label and kind != "platt_box", max_det=max_det, pre_nms_top_k=200)
+        g = build_postprocess_graph(layout, 4, cmap, [0.2, 0.3, 0.25, 0.4], cfg, num_candidates=n,
+                                    static_shapes=static)
+        typed = [f for f in coverage(g)["cuda"].warnings if "no kernel for" in f.reason]
+        assert typed == [], (kind, typed)
+
+
+def test_calls_of_model_local_functions_are_checked_as_their_nodes():
+    """A model-local function (onnxscript, torch's dynamo exporter) is not a custom op: onnxruntime
+    inlines it, so coverage checks its body; an unsupported op inside is still found."""
+    def model_with(body_op):
+        fn = helper.make_function("local", "Head", ["a"], ["b"], [helper.make_node(body_op, ["a"], ["b"])],
+                                  [helper.make_opsetid("", 17)])
+        m = _model([helper.make_node("Head", ["x"], ["y"], domain="local")], [_vi("x", shape=[1, 4])],
+                   [_vi("y", shape=[1, 4])])
+        m.opset_import.append(helper.make_opsetid("local", 1))
+        m.functions.append(fn)
+        return m
+
+    ok = coverage(model_with("Sigmoid"))
+    assert all(r.covered for r in ok.values()), {ep: _errors(ok, ep) for ep in EPS}
+    bad = coverage(model_with("Unique"))
+    assert not bad["trt10"].covered and any(op == "Unique" for op, _ in _errors(bad, "trt10"))

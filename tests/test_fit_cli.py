@@ -280,3 +280,30 @@ def test_after_numbers_fit_each_fold_above_its_own_floor(blob_model, blob_data):
     auto = fit_model(blob_model, blob_data, options=FitOptions(folds=3, seed=4), progress=False)
     if auto.selection.get("n_folds"):
         assert auto.selection["n_folds"] == 3 and len(auto.selection["nested"]["chosen_per_fold"]) == 3
+
+
+def test_out_naming_one_of_the_data_sets_files_is_refused(tmp_path, capsys, blob_model):
+    """fit --out pointing at one of the data set's own images or label files is refused before the
+    model runs; the file stays as it was."""
+    from calib.data import load_dataset
+
+    data = write_blob_dataset(tmp_path / "d", n_pos=3, n_neg=2)
+    sample = next(s for s in load_dataset(data).samples if s.label_path is not None)
+    for target in (sample.image_path, sample.label_path):
+        before = sha256(target)
+        rc, _, err = fit(capsys, blob_model, data, target)
+        assert rc == 2 and "same as the input" in err and len(err.splitlines()) == 1, err
+        assert sha256(target) == before
+
+
+@pytest.mark.parametrize("extra,words", [(["--seed", "-1"], ["--seed", "must be >= 0"]),
+                                         (["--max-det", "0"], ["--max-det", "must be >= 1"]),
+                                         (["--pre-nms-top-k", "-3"], ["--pre-nms-top-k", "must be >= 1"])])
+def test_integer_options_are_checked_before_any_work(tmp_path, capsys, blob_model, blob_data, extra, words):
+    """Out-of-range integers are argparse's usage errors naming the option, before the model runs."""
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--model", str(blob_model), "--data", str(blob_data), "--out", str(tmp_path / "c.json"), *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "c.json").exists()

@@ -289,6 +289,16 @@ def test_yolox_raw_is_not_taken_for_a_decoded_head():
     assert "xywh_obj_cls" in rec.candidates
 
 
+def test_one_class_yolox_grid_raw_or_decoded_is_told_apart_by_the_probe():
+    """[1, N, 6] at the YOLOX grid's N fits yolox_raw, a decoded one-class head and end2end: the
+    probe's x/y spread tells grid-cell offsets (raw) from pixel centres (decoded)."""
+    size = (64, 96)
+    raw = recognise_head(hf.yolox_raw_model(size=size, num_classes=1), "yolox.onnx")
+    assert raw.layout == "yolox_raw" and "grid-cell offsets" in raw.reason, raw.reason
+    decoded = recognise_head(hf.yolov5_one_class_model(size=size, anchors=1), "decoded.onnx")
+    assert decoded.layout == "xywh_obj_cls" and "yolox_raw" in decoded.candidates, (decoded.layout, decoded.reason)
+
+
 def test_layout_override_wins_and_unknown_layout_is_refused():
     rec = recognise_head(hf.yolox_raw_model(), "yolox.onnx", layout="xywh_obj_cls")
     assert rec.layout == "xywh_obj_cls" and "--layout xywh_obj_cls" in rec.reason

@@ -41,3 +41,39 @@ def test_a_patched_model_is_refused_in_one_line(tmp_path, capsys):
                "--out", str(tmp_path / "c.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "already patched by detcal" in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4])
+@pytest.mark.parametrize("num_classes", [2, 80])
+def test_a_fixed_batch_is_probed_with_its_own_batch(tmp_path, batch, num_classes):
+    """The recognition probe feeds as many images as a fixed batch asks (onnxruntime refuses any
+    other count): a DETR head with raw logits reads as logits, and a 2-class one ([B, Q, 6], the
+    end2end shape too) as detr, at every batch size."""
+    from heads_factory import detr_model
+
+    path = tmp_path / f"detr_b{batch}.onnx"
+    onnx.save(detr_model(queries=50, num_classes=num_classes, batch=batch), str(path))
+    info = read_model_info(path, num_classes=num_classes)
+    assert info.layout == "detr" and info.head_params.get("scores_are_logits") is True, (info.layout, info.head_params)
+    assert info.input_shape[0] == batch and not info.dynamic_batch
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_a_batch_dim_of_zero_or_minus_one_counts_as_dynamic(tmp_path, dim):
+    """Some exporters write dim_value 0 or -1 for an unknown batch: it reads as dynamic, not as a size."""
+    m = synthetic_detector("xywh_cls", num_classes=3, size=32)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = dim
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    info = read_model_info(path)
+    assert info.layout == "xywh_cls" and info.dynamic_batch and info.input_shape[0] is None, info.input_shape
+    import numpy as np
+    import onnxruntime as ort
+    from onnx_ops.patch import patch_model
+
+    out = patch_model(path, make_artifact(3, sha256=sha256_file(path), input_size=(32, 32), max_det=20))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rows = np.array([[0, 0, 1, 1, 32, 32]] * 3, np.float32)
+    num = sess.run(["num_dets"], {"images": np.zeros((3, 3, 32, 32), np.float32), "letterbox": rows})[0]
+    assert num.shape == (3, 1)

@@ -124,3 +124,14 @@ def test_default_out_path_and_overwrite_of_previous_output(tmp_path, model_path)
     out2 = patch_model(model_path, art, conf=0.5)            # a previous output may be replaced
     assert out2 == out and sha256_file(out) != first
     assert np.all([p.suffix == ".onnx" for p in tmp_path.iterdir()])
+
+
+def test_out_path_equal_to_the_calibration(tmp_path, model_path):
+    """--out naming the calibration.json it reads is refused before any work; the file stays."""
+    cal = tmp_path / "calibration.json"
+    artifact_for(model_path).save(cal)
+    before = sha256_file(cal)
+    with pytest.raises(DetcalError) as e:
+        patch_model(model_path, cal, cal)
+    one_line_error(e, "same as the input", "calibration.json")
+    assert sha256_file(cal) == before

@@ -237,3 +237,45 @@ def test_opset_10_is_upgraded(tmp_path):
     x, rows = batch_inputs([(32, 32)], input_size=(32, 32))
     got, ref = run_both(path, result.model, art, x, rows, "xywh_cls")
     assert_same_detections(got, ref)
+
+
+def test_outputs_beside_the_head_are_kept_unchanged(tmp_path):
+    """A detector that also outputs something else (an embedding for re-ID or tracking, a per-level
+    map) keeps that output, with the same values, next to the four detection outputs."""
+    from onnx import TensorProto, helper
+
+    m = synthetic_detector("xywh_cls", num_classes=3, opset=17, size=64)
+    feat = m.graph.node[0].output[0]                       # the first node's output: a feature map
+    m.graph.node.append(helper.make_node("GlobalAveragePool", [feat], ["embed"], name="embed_pool"))
+    m.graph.output.append(helper.make_tensor_value_info("embed", TensorProto.FLOAT, None))
+    src = tmp_path / "det.onnx"
+    onnx.save(m, str(src))
+    art = make_artifact(3, calibrator="platt_per_class", thresholds=0.2, sha256=sha256_file(src), input_size=(64, 64),
+                        max_det=20)
+    out = patch_model(src, art, tmp_path / "det.detcal.onnx")
+    names = [o.name for o in onnx.load(str(out)).graph.output]
+    assert names == ["num_dets", "det_boxes", "det_scores", "det_classes", "embed"], names
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    want = session(src).run(["embed"], {"images": x})[0]
+    got = session(out).run(["embed"], {"images": x, "letterbox": np.array([[0, 0, 1, 1, 64, 64]] * 2, np.float32)})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls"])
+def test_a_head_output_declared_without_a_shape_is_read_from_the_probe(tmp_path, layout):
+    """Some exporters and graph editors leave an output's type without a shape: the head is then
+    recognised from the probe run's shape, and the patched model matches the reference."""
+    m = synthetic_detector(layout, num_classes=3, opset=17, size=64)
+    m.graph.output[0].type.tensor_type.ClearField("shape")
+    src = tmp_path / "det.onnx"
+    onnx.save(m, str(src))
+    art = make_artifact(3, calibrator="platt_per_class", thresholds=0.2, sha256=sha256_file(src), input_size=(64, 64),
+                        layout=layout, max_det=20)
+    out = patch_model(src, art, tmp_path / "det.detcal.onnx")
+    x = np.random.default_rng(1).uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    rows = np.array([[0, 0, 1, 1, 64, 64]] * 2, np.float32)
+    raw = session(src).run(None, {"images": x})[0]
+    s = session(out)
+    got = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x, "letterbox": rows})))
+    ref = pack_fixed(postprocess(raw, layout, rows, art.calibration, art.score_thresholds, art.nms), 20)
+    assert_same_detections(got, ref, ties_unordered=True)

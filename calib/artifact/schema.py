@@ -168,7 +168,7 @@ def load_artifact(path: str | Path) -> Artifact:
     if not text.strip():
         raise DetcalError(f"{p}: empty file, expected a calibration.json from `detcal fit`")
     try:
-        d = json.loads(text.decode("utf-8"))
+        d = json.loads(text.decode("utf-8-sig"))        # a BOM, as some editors save it, is no error
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:    # JSONDecodeError is a ValueError
         raise DetcalError(f"{p}: not valid JSON ({str(exc)[:200]})") from None
     return Artifact.from_dict(d, source=str(p))

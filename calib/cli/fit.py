@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import add_model_data_args, add_names_arg, add_preprocess_args, preprocess_from_args
+from .args import (add_model_data_args, add_names_arg, add_preprocess_args, non_negative_int, positive_int,
+                   preprocess_from_args)
 
 CALIBRATOR_CHOICES = ("auto", "identity", "temperature", "temperature_per_class", "platt_per_class", "isotonic_per_class",
                       "platt_box")
@@ -45,11 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--baseline-conf", type=float, default=0.25, help="the raw operating threshold users run today, for before/after (default: 0.25)")
     p.add_argument("--iou", type=float, default=None,
                    help="NMS IoU threshold (default: 0.7; detr heads need no NMS and get none unless --iou is given)")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default: 300)")
-    p.add_argument("--pre-nms-top-k", type=int, default=3000, help="candidates entering NMS (default: 3000, < 3840 for TensorRT)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="detections kept per image (default: 300)")
+    p.add_argument("--pre-nms-top-k", type=positive_int, default=3000, help="candidates entering NMS (default: 3000, < 3840 for TensorRT)")
     p.add_argument("--multi-label", action="store_true", help="keep every class of a box above its threshold, not only the best")
     p.add_argument("--folds", type=int, default=5, help="k for the k-fold (by image) cross-validation of 'after' numbers (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the fold split (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for the fold split (default: 0)")
     add_names_arg(p)
     p.set_defaults(run=run)
     return p

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .args import parse_size, positive_int, unit_float
 
@@ -56,7 +57,8 @@ def run(args) -> int:
                           conf=args.conf, force=args.force, embed_preprocess=args.embed_preprocess,
                           input_channel_order=args.input_channel_order, frame_size=args.frame_size,
                           static_shapes=True if getattr(args, "static_shapes", False) else None)
-    model = onnx.load(str(out), load_external_data=False)
+    # from bytes: onnx.load picks its reader by the file's extension (a .json name would be read as JSON)
+    model = onnx.load_model_from_string(Path(out).read_bytes())
     meta = {p.key: p.value for p in model.metadata_props}
     s = json.loads(meta["detcal"])
     thr, nms = s["thresholds"], s["nms"]

@@ -99,7 +99,9 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
             samples.append(Sample(img_path, np.zeros((0, 4)), np.zeros((0,), dtype=np.int64)))
             continue
         w, h = im.get("width"), im.get("height")
+        labelled = (w, h)
         if not (isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0):
+            labelled = None
             try:
                 w, h = image_size(img_path)
             except DetcalError:
@@ -114,7 +116,7 @@ def load_coco(path: Path, names: list[str] | None, images_dir: str | os.PathLike
         crowd_keep = (crowd_xyxy[:, 2] > crowd_xyxy[:, 0]) & (crowd_xyxy[:, 3] > crowd_xyxy[:, 1])
         crowd_classes = np.array([a[1] for a in crowd[iid]], dtype=np.int64).reshape(-1)
         samples.append(Sample(img_path, boxes, classes, crowd_boxes_xyxy_norm=crowd_xyxy[crowd_keep],
-                              crowd_classes=crowd_classes[crowd_keep]))
+                              crowd_classes=crowd_classes[crowd_keep], labelled_size=labelled))
     samples.sort(key=lambda s: str(s.image_path))
     if report.n_crowd_ignored:
         report.note("crowd", f"{path}: {report.n_crowd_ignored} iscrowd annotations are ignore regions: a detection "

@@ -44,6 +44,12 @@ def iter_images(
             rgb = read_image_rgb(s.image_path)
         except UnreadableImage as exc:
             return s, None, f"{exc.path}: {exc.reason}"
+        if s.labelled_size is not None and tuple(s.labelled_size) != (rgb.shape[1], rgb.shape[0]):
+            # its boxes were normalised by the labels' size: on this image they would be misplaced
+            lw, lh = s.labelled_size
+            return s, None, (f"{s.image_path}: labelled as {lw:g}x{lh:g} (COCO width/height) but the image is "
+                             f"{rgb.shape[1]}x{rgb.shape[0]}{' after its EXIF rotation' if (lw, lh) == (rgb.shape[0], rgb.shape[1]) else ''}; "
+                             "its boxes would be misplaced")
         return s, (transform(rgb) if transform is not None else rgb), None
 
     def record(s: Sample, reason: str, done: int) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import DetcalError
 from .coco import load_coco
-from .files import list_images, load_yaml_file, read_image_list, resolve_split_entry
+from .files import is_image_file, list_images, load_yaml_file, read_image_list, resolve_split_entry
 from .names import apply_names_override, names_from_yaml_value, names_near
 from .types import SPLIT_ALIASES, Dataset, LabelReport, finish_dataset
 from .yolo import samples_from_yolo
@@ -55,12 +55,28 @@ def _load_folder(folder: Path, split: str, names: list[str] | None) -> Dataset:
         if (folder / "images" / alias).is_dir():
             root = folder / "images" / alias
             break
+    splits = _split_folders(folder / "images")
+    if root == folder and splits:
+        # images/ holds split folders only: reading the whole tree would mix the splits (the fitting
+        # images in an evaluation, say)
+        raise DetcalError(f"{folder}: no split '{split}' under images/ (splits present: {', '.join(splits)}); "
+                          "pick one with --split")
     found = names_near(root)
     names = apply_names_override(found[0] if found else None, names, str(found[1]) if found else str(folder))
     report = LabelReport()
     samples = samples_from_yolo(list_images(root), names, report)
     origin = f", names from {found[1]}" if found and names == found[0] else ""
     return finish_dataset(names, samples, report, f"{root} (YOLO labels{origin})", root)
+
+
+def _split_folders(images: Path) -> list[str]:
+    """The subfolders of images/ when it holds folders and no image of its own, else []."""
+    if not images.is_dir():
+        return []
+    entries = [e for e in images.iterdir() if not e.name.startswith(".")]
+    if any(e.is_file() and is_image_file(e.name) for e in entries):
+        return []
+    return sorted(e.name for e in entries if e.is_dir())
 
 
 def _load_image_list_file(txt: Path, names: list[str] | None) -> Dataset:

@@ -53,6 +53,8 @@ class Sample:
         regions (a detection on one is neither TP nor FP), never objects to find. YOLO labels
         have none.
     crowd_classes: (R,) int64, the class of each crowd region.
+    labelled_size: (width, height) from the labels (COCO), checked against the decoded image by
+        ``iter_images``: boxes normalised by another size would be misplaced.
     """
 
     image_path: Path
@@ -61,6 +63,8 @@ class Sample:
     label_path: Path | None = None
     crowd_boxes_xyxy_norm: np.ndarray | None = None
     crowd_classes: np.ndarray | None = None
+    labelled_size: tuple[int, int] | None = None     # (width, height) the boxes were normalised by, where
+                                                     # the labels give it (COCO's width/height)
 
     def __post_init__(self):
         object.__setattr__(self, "image_path", Path(self.image_path))
@@ -107,6 +111,7 @@ class LabelReport:
     n_crowd_ignored: int = 0
     n_missing_label_files: int = 0
     n_unreadable_images: int = 0
+    class_order: str = ""       # set where the classes were renumbered to the model's names (reorder_to_model_names)
     details: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict, repr=False)  # image path -> reason
     _detail_counts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -130,6 +135,7 @@ class LabelReport:
             "n_crowd_ignored": self.n_crowd_ignored,
             "n_missing_label_files": self.n_missing_label_files,
             "n_unreadable_images": self.n_unreadable_images,
+            "class_order": self.class_order,
             "details": list(self.details),
         }
 
@@ -145,7 +151,7 @@ class LabelReport:
             (self.n_polygon_boxes, "polygons used as boxes"),
             (self.n_crowd_ignored, "crowd regions (ignore regions: neither TP nor FP)"),
             (self.n_unreadable_images, "unreadable images skipped"),
-        ) if n]
+        ) if n] + ([self.class_order] if self.class_order else [])
         return head + ("; " + ", ".join(extra) if extra else "")
 
 

@@ -13,6 +13,10 @@ from .files import read_text
 from .types import EDGE_TOL, LabelReport, Sample
 
 
+# a normalised coordinate, centre or size, this far beyond [0, 1] is no annotation slip: pixels
+PIXEL_LIKE = 2.0
+
+
 def label_path_for(image_path: Path) -> Path:
     """Ultralytics' rule: the last ``/images/`` in the path becomes ``/labels/``, suffix ``.txt``.
 
@@ -59,6 +63,9 @@ def _parse_yolo_label(path: Path, num_classes: int, report: LabelReport) -> tupl
         if cls_f != int(cls_f):
             raise DetcalError(f"{where}: class id {fields[0]} is not an integer")
         cls = int(cls_f)
+        if max(abs(v) for v in values[1:]) > PIXEL_LIKE:
+            raise DetcalError(f"{where}: coordinate {max(values[1:], key=abs):g} in {raw.strip()!r}: YOLO labels are "
+                              "normalised to [0, 1] of the image (x / width, y / height); these look like pixels")
         if not 0 <= cls < num_classes:
             raise DetcalError(
                 f"{where}: class id {cls} out of range, the dataset has {num_classes} classes (0..{num_classes - 1})")
