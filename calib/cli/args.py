@@ -36,26 +36,21 @@ def floats3(text: str) -> tuple[float, float, float]:
     return vals
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1; an argparse error otherwise (e.g. `--batch 0`)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int, kind: str):
+    """An argparse type: an integer >= low; an argparse error naming `kind` otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (a seed); an argparse error otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")            # --batch 0 is an error
+non_negative_int = _int_at_least(0, "a non-negative integer")    # a seed
 
 
 def unit_float(text: str) -> float:
