@@ -36,7 +36,18 @@ def check_writable(path: str | os.PathLike, *, inputs=()) -> Path:
     return out
 
 
-def _current_umask() -> int:
+def check_outside_image_folders(out_dir: str | os.PathLike, images, *, what: str) -> None:
+    """Refuse writing `what` (a report's plots) into, or below, a folder that holds one of `images`
+    (a data set's image paths): the next run over that data set would take the plots for images."""
+    folders = {Path(p).resolve().parent for p in images}
+    target = Path(out_dir).resolve()
+    for d in (target, *target.parents):
+        if d in folders:
+            raise DetcalError(f"{what} would go into {d}, a folder of the data set's images: its plots would "
+                              "become images of the data set; write it elsewhere")
+
+
+def current_umask() -> int:
     """The process umask (os.umask can only be read by setting it, so set it back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -53,7 +64,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise DetcalError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

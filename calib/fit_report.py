@@ -2,12 +2,15 @@
 report.json, summary.txt) and the plain-text metrics table (also used by `detcal eval`)."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text, current_umask
 from .bootstrap import format_interval_rows
 from .data import Dataset
 from .errors import DetcalError
@@ -33,15 +36,45 @@ def check_report_dir(out: Path) -> Path:
 
 
 def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOptions) -> None:
-    """calibration.json (atomic) and the report folder: PNGs, report.json, summary.txt."""
+    """The report folder (PNGs, report.json, summary.txt), then calibration.json. The report is
+    written into a staging folder beside it and swapped in whole, and calibration.json (atomic)
+    comes last: an interrupted fit leaves the previous report and calibration as they were, never
+    a mix of two runs' files."""
     report_dir = check_report_dir(out)
     try:
-        report_dir.mkdir(parents=True, exist_ok=True)
+        report_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", suffix=".tmp", dir=report_dir.parent))
+        os.chmod(staging, 0o777 & ~current_umask())
     except OSError as exc:
         raise DetcalError(f"cannot create the report folder {report_dir}: {exc.strerror or exc}") from None
+    try:
+        summary = _write_report(result, out, dataset, options, staging, report_dir)
+        _swap_in(staging, report_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result.artifact.save(out)
+    result.summary = summary
+
+
+def _swap_in(staging: Path, report_dir: Path) -> None:
+    """Replace report_dir by staging (two renames; the old folder, if any, removed after)."""
+    old = None
+    if report_dir.exists():
+        old = report_dir.with_name(f".{report_dir.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(report_dir, old)
+    os.replace(staging, report_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_report(result: FitResult, out: Path, dataset: Dataset, options: FitOptions, folder: Path,
+                  report_dir: Path) -> str:
+    """The report's files into `folder` (named in them as report_dir); returns the summary text."""
     m = result.matched
     raw_keep = survives(m.scores, m.classes, options.baseline_conf)
-    save_reliability_diagrams(report_dir / "reliability.png", [
+    save_reliability_diagrams(folder / "reliability.png", [
         (f"before: raw scores > {options.baseline_conf:g}", m.scores[raw_keep], m.is_tp[raw_keep]),
         ("after: calibrated, held-out", result.oof_scores[result.oof_survive], m.is_tp[result.oof_survive]),
     ])
@@ -53,7 +86,7 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
         "calibrated (held-out)": operating_curves(result.oof_scores, m.is_tp, m.image_index, neg_images, n_gt, grid),
     }
     thr = np.asarray(result.thresholds.score_)
-    save_operating_curves(report_dir / "thresholds.png", curves,
+    save_operating_curves(folder / "thresholds.png", curves,
                           markers={"baseline": options.baseline_conf, "fitted (median class)": float(np.median(thr))})
     report = {
         "artifact": str(out),
@@ -64,10 +97,9 @@ def write_outputs(result: FitResult, out: Path, dataset: Dataset, options: FitOp
         "intervals": result.intervals,
     }
     summary = format_summary(result, dataset, out, report_dir)
-    atomic_write_json(report_dir / "report.json", to_jsonable(report))
-    atomic_write_text(report_dir / "summary.txt", summary + "\n")
-    result.artifact.save(out)
-    result.summary = summary
+    atomic_write_json(folder / "report.json", to_jsonable(report))
+    atomic_write_text(folder / "summary.txt", summary + "\n")
+    return summary
 
 
 ROWS = [

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import Artifact
-from .atomic import check_writable
+from .atomic import check_outside_image_folders, check_writable
 from .collect import Collected, collect_detections
 from .data import load_dataset
 from .errors import DetcalError
@@ -95,8 +95,10 @@ def fit(
         check_writable(out, inputs=(model, data))
         check_report_dir(Path(out))
     dataset = load_dataset(data, split, names=names)
-    if out is not None:         # nor one of the data set's own files
+    if out is not None:         # nor one of the data set's own files, nor its report among the images
         check_writable(out, inputs=[p for s in dataset.samples for p in (s.image_path, s.label_path)])
+        check_outside_image_folders(report_dir_for(Path(out)), [s.image_path for s in dataset.samples],
+                                    what=f"the report of {out}")
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, input_layout=input_layout)
     dataset = reorder_to_model_names(dataset, info)
     num_classes = check_class_count(info, dataset.names, str(data))

@@ -307,3 +307,38 @@ def test_integer_options_are_checked_before_any_work(tmp_path, capsys, blob_mode
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_report_inside_the_data_sets_image_folder_is_refused(tmp_path, capsys, blob_model):
+    """fit's report folder (or eval's --out) inside a folder of the data set's images would add its
+    plots to the data set as images on the next run: refused before the model runs."""
+    from calib.data import load_dataset
+
+    data = write_blob_dataset(tmp_path / "d", n_pos=3, n_neg=2)
+    folder = load_dataset(data).samples[0].image_path.parent
+    rc, _, err = fit(capsys, blob_model, data, folder / "cal.json")
+    assert rc == 2 and "a folder of the data set's images" in err and len(err.splitlines()) == 1, err
+    assert not (folder / "cal.json").exists() and not (folder / "cal_report").exists()
+    rc, _, err = fit(capsys, blob_model, data, folder / "sub" / "cal.json")
+    assert rc == 2 and "a folder of the data set's images" in err, err
+
+
+def test_an_interrupt_while_writing_leaves_the_previous_outputs_whole(tmp_path, capsys, blob_model, monkeypatch):
+    """The report is staged and swapped in whole and calibration.json comes last: Ctrl-C while the
+    second fit writes its plots leaves the first fit's calibration and report, and no staging folder."""
+    import calib.fit_report as fit_report
+
+    data = write_blob_dataset(tmp_path / "d", n_pos=4, n_neg=3)
+    out = tmp_path / "o" / "cal.json"
+    assert fit(capsys, blob_model, data, out)[0] == 0
+    report = out.with_name("cal_report")
+    before = {p.name: sha256(p) for p in [out, *report.iterdir()]}
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_report, "save_operating_curves", interrupted)     # after reliability.png is written
+    rc = main(["fit", "--model", str(blob_model), "--data", str(data), "--out", str(out), "--quiet", "--seed", "3"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert {p.name: sha256(p) for p in [out, *report.iterdir()]} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cal.json", "cal_report"]

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, check_outside_image_folders
 from ..data import load_dataset
 from ..errors import DetcalError
 from ..jsonable import to_jsonable
@@ -73,6 +73,8 @@ def diagnose(
         except OSError as exc:
             raise DetcalError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
     dataset = load_dataset(data, split, names=names)
+    if out is not None:
+        check_outside_image_folders(out, [s.image_path for s in dataset.samples], what=f"the report {out}")
     proto = load_onnx(model)
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
     dataset = reorder_to_model_names(dataset, info)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Artifact, CalibrationMap, PostprocessConfig, Preprocess, is_patched_metadata, load_artifact
-from ..atomic import check_writable
+from ..atomic import check_outside_image_folders, check_writable
 from ..data import iter_images, load_dataset
 from ..errors import DetcalError
 from ..model_info import check_class_count, load_onnx, read_model_info, reorder_to_model_names
@@ -179,6 +179,7 @@ def evaluate(
     if out_dir is not None:   # before the long part, after the inputs are known to be good
         check_writable(out_dir / "eval.json", inputs=(model, patched, data,
                                                         calibration if not isinstance(calibration, Artifact) else None))
+        check_outside_image_folders(out_dir, [s.image_path for s in dataset.samples], what=f"the report {out_dir}")
     raw_runner = DetectorRunner(info, pre, size, batch_size=batch_size, threads=threads)
     batch = raw_runner.batch_size
     fixed_batch = not info.dynamic_batch
