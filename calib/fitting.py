@@ -79,6 +79,7 @@ def fit(
     batch_size: int = 8,
     threads: int | None = None,
     names: list[str] | None = None,
+    images_dir: str | Path | None = None,
     progress: bool = True,
     log=print,
     input_layout: str | None = None,
@@ -94,7 +95,7 @@ def fit(
     if out is not None:
         check_writable(out, inputs=(model, data))
         check_report_dir(Path(out))
-    dataset = load_dataset(data, split, names=names)
+    dataset = load_dataset(data, split, names=names, images_dir=images_dir)
     if out is not None:         # nor one of the data set's own files, nor its report among the images
         check_writable(out, inputs=[p for s in dataset.samples for p in (s.image_path, s.label_path)])
         check_outside_image_folders(report_dir_for(Path(out)), [s.image_path for s in dataset.samples],

@@ -342,3 +342,34 @@ def test_an_interrupt_while_writing_leaves_the_previous_outputs_whole(tmp_path, 
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert {p.name: sha256(p) for p in [out, *report.iterdir()]} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["cal.json", "cal_report"]
+
+
+def test_coco_images_elsewhere_are_found_with_the_images_option(tmp_path, capsys, blob_model):
+    """A COCO JSON whose images are not in a usual place: the error names --images, and fit (eval
+    and doctor take the same option) runs with it; --images with another kind of --data is refused."""
+    import json as _json
+
+    from PIL import Image
+
+    from calib.data import load_dataset
+
+    data = write_blob_dataset(tmp_path / "d", n_pos=4, n_neg=3)
+    ds = load_dataset(data)
+    images, anns = [], []
+    for i, s in enumerate(ds.samples):
+        w, h = Image.open(s.image_path).size
+        images.append({"id": i, "file_name": s.image_path.name, "width": w, "height": h})
+        for j, (b, c) in enumerate(zip(s.gt_boxes_xyxy_px(w, h), s.gt_classes)):
+            anns.append({"id": 100 * i + j, "image_id": i, "category_id": int(c) + 1,
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+    coco = tmp_path / "ann" / "val.json"
+    coco.parent.mkdir()
+    coco.write_text(_json.dumps({"images": images, "annotations": anns,
+                                 "categories": [{"id": k + 1, "name": n} for k, n in enumerate(ds.names)]}))
+    rc, _, err = fit(capsys, blob_model, coco, tmp_path / "a.json")
+    assert rc == 2 and "--images" in err, err
+    folder = ds.samples[0].image_path.parent
+    rc, _, err = fit(capsys, blob_model, coco, tmp_path / "b.json", "--images", str(folder))
+    assert rc == 0, err
+    rc, _, err = fit(capsys, blob_model, data, tmp_path / "c.json", "--images", str(folder))
+    assert rc == 2 and "goes with a COCO .json --data" in err, err

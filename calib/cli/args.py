@@ -76,11 +76,20 @@ def add_model_data_args(p: argparse.ArgumentParser, *, split_default: str) -> No
     """--model, --data, --split, --layout, --imgsz, --batch, --threads, --quiet."""
     p.add_argument("--model", required=True, help="the raw exported detector (.onnx)")
     p.add_argument("--data", required=True,
-                   help="deployment images with labels: an Ultralytics data YAML, an images/ + labels/ folder, or a COCO instances JSON")
-    p.add_argument("--split", default=split_default, help=f"dataset split to use from a YAML (default: {split_default})")
+                   help="deployment images with labels: an Ultralytics data YAML, an images/ + labels/ folder, a .txt "
+                        "list of image paths (YOLO labels), or a COCO instances JSON")
+    p.add_argument("--split", default=split_default,
+                   help=f"dataset split to use from a YAML or from a folder's images/<split> (default: {split_default})")
+    add_images_arg(p)
     p.add_argument("--imgsz", type=parse_size, help="serving size N or HxW (required for models with dynamic height/width)")
     add_run_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_images_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", metavar="DIR",
+                   help="COCO JSON only: the folder its file_names are relative to (default: images/ beside the "
+                        "JSON, the JSON's folder, or COCO's own annotations/ + <split>/ layout)")
 
 
 def add_names_arg(p: argparse.ArgumentParser) -> None:

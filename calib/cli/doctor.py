@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import add_preprocess_args, add_run_args, parse_size, preprocess_from_args, unit_float
+from .args import add_images_arg, add_preprocess_args, add_run_args, parse_size, preprocess_from_args, unit_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the raw exported detector (.onnx)")
     p.add_argument("--data", required=True, help="labelled images: an Ultralytics data YAML, an images/ + labels/ folder, or a COCO JSON")
     p.add_argument("--split", default="val", help="dataset split to use from a YAML (default: val)")
+    add_images_arg(p)
     p.add_argument("--serve-size", type=parse_size, help="the size the model is served at, N or HxW (default: the model's input)")
     p.add_argument("--native-size", type=parse_size, help="the size it was trained/exported at, for dynamic models without imgsz metadata")
     p.add_argument("--native-model", help="the same detector exported at its training size, when --model is a fixed-size "
@@ -57,7 +58,7 @@ def run(args) -> int:
                           native_size=args.native_size, native_model=args.native_model,
                           reference_model=args.reference_model, preprocess=pre,
                           options=options, layout=args.layout, out_dir=args.out, batch_size=args.batch,
-                          threads=args.threads, progress=not args.quiet)
+                          threads=args.threads, progress=not args.quiet, images_dir=args.images)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

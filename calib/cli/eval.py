@@ -47,7 +47,7 @@ def run(args) -> int:
     result = evaluate(
         args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
         conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,
-        batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), match_iou=args.match_iou,
+        batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), images_dir=args.images, match_iou=args.match_iou,
         ap_floor=args.ap_floor, progress=not args.quiet,
     )
     print(format_eval_summary(result))

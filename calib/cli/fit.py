@@ -83,7 +83,7 @@ def run(args) -> int:
     with removing_new_empty_dirs(out.parent, report_dir_for(out)):     # a failed fit leaves no empty folder
         result = fit(
             args.model, args.data, split=args.split, out=args.out, preprocess=pre, options=opts, layout=args.layout,
-            imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names),
+            imgsz=args.imgsz, batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), images_dir=args.images,
             progress=not args.quiet, input_layout=args.input_layout,
         )
     print(result.summary)

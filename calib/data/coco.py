@@ -143,4 +143,4 @@ def _coco_images_folder(path: Path, file_names: list[str], images_dir: str | os.
         if d.is_dir() and any((d / f).is_file() for f in probe):
             return d
     tried = ", ".join(str(c) for c in candidates)
-    raise DetcalError(f"{path}: none of the first images (e.g. {probe[0]}) found in {tried}; pass the images folder")
+    raise DetcalError(f"{path}: none of the first images (e.g. {probe[0]}) found in {tried}; pass the images folder with --images")

@@ -35,6 +35,8 @@ def load_dataset(
     p = Path(path)
     if not p.exists():
         raise DetcalError(f"dataset not found: {p}")
+    if images_dir is not None and p.suffix.lower() != ".json":
+        raise DetcalError(f"--images (the folder of a COCO JSON's file_names) goes with a COCO .json --data, not {p}")
     if p.is_dir():
         return _load_folder(p, split, names)
     suffix = p.suffix.lower()

@@ -42,6 +42,7 @@ def diagnose(
     batch_size: int = 8,
     threads: int | None = None,
     names: list[str] | None = None,
+    images_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> DoctorReport:
@@ -72,7 +73,7 @@ def diagnose(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DetcalError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    dataset = load_dataset(data, split, names=names)
+    dataset = load_dataset(data, split, names=names, images_dir=images_dir)
     if out is not None:
         check_outside_image_folders(out, [s.image_path for s in dataset.samples], what=f"the report {out}")
     proto = load_onnx(model)

@@ -73,7 +73,8 @@ def _resolve_preprocess(explicit: dict | None, patched: PatchedModelInfo | None,
     return base, source
 
 
-def _open_inputs(model, data, patched, calibration, split: str, names, layout: str | None, warnings: list[str]):
+def _open_inputs(model, data, patched, calibration, split: str, names, layout: str | None, warnings: list[str],
+                 images_dir=None):
     """Read and cross-check the inputs: the patched model and the artifact first (cheap checks),
     then the data set and the raw model -> (pinfo, artifact, dataset, info, num_classes)."""
     pinfo = read_patched_info(patched) if patched is not None else None
@@ -81,7 +82,7 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
                 load_artifact(calibration) if calibration is not None else None)
     if not Path(model).exists():
         raise DetcalError(f"model file not found: {model}")
-    dataset = load_dataset(data, split, names=names)
+    dataset = load_dataset(data, split, names=names, images_dir=images_dir)
     if len(dataset) == 0:
         raise DetcalError(f"{data} ({split}): no images")
     layout = layout or (artifact.model.get("layout") if artifact is not None else None) or (
@@ -138,6 +139,7 @@ def evaluate(
     batch_size: int = 8,
     threads: int | None = None,
     names: list[str] | None = None,
+    images_dir: str | Path | None = None,
     match_iou: float = 0.5,
     ap_floor: float = AP_FLOOR,
     progress: bool = True,
@@ -163,7 +165,7 @@ def evaluate(
         raise DetcalError(f"output path is a file, expected a folder: {out_dir}")
 
     pinfo, artifact, dataset, info, num_classes = _open_inputs(model, data, patched, calibration, split, names, layout,
-                                                               warnings)
+                                                               warnings, images_dir)
 
     if isinstance(preprocess, Preprocess):
         pre, pre_source = preprocess, "given"
