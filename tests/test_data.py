@@ -382,3 +382,25 @@ def test_coco_size_that_differs_from_the_image_skips_it_with_the_reason(tmp_path
     data["images"][0]["width"] = 100                  # agreeing sizes: read as before
     path.write_text(json.dumps(data))
     assert len(list(iter_images(load_dataset(path)))) == 2
+
+
+def test_classes_are_renumbered_to_the_models_names_when_the_same_names_come_in_another_order(tmp_path):
+    """A COCO JSON whose category ids sort otherwise than the model's classes (or a classes.txt in
+    another order): with the model's `names` metadata holding the same names, ids follow the model;
+    other names, or the same order, leave the data set as it is."""
+    from types import SimpleNamespace
+
+    from calib.model_info import reorder_to_model_names
+
+    d = load_dataset(coco_json(tmp_path))                   # names person, car, truck; p.jpg: car, truck
+    pos = next(s for s in d.samples if s.image_path.name == "p.jpg")
+    assert pos.gt_classes.tolist() == [1, 2]
+    r = reorder_to_model_names(d, SimpleNamespace(class_names=["truck", "person", "car"]))
+    assert r.names == ["truck", "person", "car"]
+    rpos = next(s for s in r.samples if s.image_path.name == "p.jpg")
+    assert rpos.gt_classes.tolist() == [2, 0] and [r.names[c] for c in rpos.gt_classes] == ["car", "truck"]
+    assert rpos.crowd_classes.tolist() == [1]               # the crowd region of class person
+    np.testing.assert_array_equal(rpos.gt_boxes_xyxy_norm, pos.gt_boxes_xyxy_norm)
+    assert "renumbered to the model's names order" in r.report.summary() and not d.report.class_order
+    for names in (["person", "car", "truck"], ["a", "b", "c"], None, ["person", "car"]):
+        assert reorder_to_model_names(d, SimpleNamespace(class_names=names)) is d
