@@ -206,3 +206,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, blob_dir, blob_model, blob_data,
         assert needle in lines[0], (name, lines[0])
         assert "Traceback" not in err
         assert not (out / "eval.json").exists()
+
+
+def test_an_interrupted_eval_leaves_no_new_empty_folder(tmp_path, blob_model, blob_data, capsys, monkeypatch):
+    """Ctrl-C during eval's model runs: the --out folders it made (empty) go, as a failed fit's do."""
+    import calib.evaluate.loop as loop
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.DetectorRunner, "run_tensor", interrupted)
+    out = tmp_path / "a" / "b"
+    rc = main(["eval", "--model", str(blob_model), "--data", str(blob_data), "--split", "val", "--out", str(out),
+               "--quiet"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

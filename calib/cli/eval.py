@@ -39,17 +39,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from calib.atomic import removing_new_empty_dirs
     from calib.data import read_names_file
     from calib.evaluate import evaluate, format_eval_summary
 
     explicit = {"resize": args.resize, "pad_value": args.pad_value, "channel_order": args.channel_order,
                 "mean": args.mean, "std": args.std, "placement": args.placement, "scale": args.scale}
-    result = evaluate(
-        args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
-        conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,
-        batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), images_dir=args.images, match_iou=args.match_iou,
-        ap_floor=args.ap_floor, progress=not args.quiet,
-    )
+    with removing_new_empty_dirs(args.out):          # a failed or interrupted eval leaves no empty folder
+        result = evaluate(
+            args.model, args.data, patched=args.patched, calibration=args.calibration, split=args.split,
+            conf=args.conf, out=args.out, preprocess=explicit, layout=args.layout, imgsz=args.imgsz,
+            batch_size=args.batch, threads=args.threads, names=read_names_file(args.names), images_dir=args.images,
+            match_iou=args.match_iou, ap_floor=args.ap_floor, progress=not args.quiet,
+        )
     print(format_eval_summary(result))
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
