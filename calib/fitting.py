@@ -37,7 +37,7 @@ from .floor_selection import input_boxes_of
 from .jsonable import finite_or_none
 from .matching import MatchedDetections
 from .metrics import add_dece_noise_floor, summarize
-from .model_info import check_class_count, read_model_info, reorder_to_model_names
+from .model_info import classes_for_model, read_model_info
 from .artifact import Preprocess
 from .runner import resolve_input_size
 from .bootstrap import intervals_to_dict, metric_intervals
@@ -101,8 +101,7 @@ def fit(
         check_outside_image_folders(report_dir_for(Path(out)), [s.image_path for s in dataset.samples],
                                     what=f"the report of {out}")
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, input_layout=input_layout)
-    dataset = reorder_to_model_names(dataset, info)
-    num_classes = check_class_count(info, dataset.names, str(data))
+    dataset, num_classes = classes_for_model(info, dataset, str(data))
     if all(s.is_negative for s in dataset.samples):
         raise DetcalError(f"{data} ({split}): no image has a labelled object; calibration needs positive images")
     size = resolve_input_size(info, imgsz)

@@ -41,6 +41,7 @@ from .head_decoders import (GFL_CELL_OFFSET, GFL_REG_MAX_CHOICES, HEAD_LAYOUTS, 
 from .artifact.interface import LAYOUTS
 from .layouts import decode
 from .mask_coeffs import MASK_COEFFS, PROTOTYPES, mask_count, strip_mask_coeffs
+from .model_info import parse_names, value_info_dims
 
 ALL_LAYOUTS = LAYOUTS
 SELECTING_OPS = {"TopK", "NonMaxSuppression"}
@@ -77,18 +78,11 @@ class HeadRecognition:
 # ------------------------------------------------------------------------------------------
 # graph facts
 # ------------------------------------------------------------------------------------------
-def _dims(vi) -> tuple:
-    """A ValueInfo's dims: ints where fixed, the dim_param (or None) where dynamic; a dim_value of 0
-    or -1, which some exporters write for "unknown", counts as dynamic."""
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                 for d in vi.type.tensor_type.shape.dim)
-
-
 def image_input(model: onnx.ModelProto, source: str):
     """The first 4-D graph input (not an initializer), or a DetcalError."""
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
-        if vi.name not in inits and len(_dims(vi)) == 4:
+        if vi.name not in inits and len(value_info_dims(vi)) == 4:
             return vi
     raise DetcalError(f"{source}: no 4-D image input [B, 3, H, W] found")
 
@@ -105,7 +99,7 @@ def _input_hw(dims: tuple, metadata: dict) -> tuple[int, int] | None:
 
 def _dynamic_hw(inp) -> bool:
     """The image input's height or width is symbolic (NCHW, or NHWC where the last axis is 3)."""
-    dims = _dims(inp)
+    dims = value_info_dims(inp)
     axes = (1, 2) if dims[3] == 3 and dims[1] != 3 else (2, 3)
     return not all(isinstance(dims[a], int) for a in axes)
 
@@ -131,7 +125,7 @@ PROBE_SIZE = (640, 640)       # the probe's size for a dynamic input without `im
 
 def _probe_hw(model: onnx.ModelProto, inp) -> tuple[int, int]:
     """(H, W) the probe feeds: the fixed size, the metadata's imgsz, else PROBE_SIZE."""
-    return _input_hw(tuple(_dims(inp)), {m.key: m.value for m in model.metadata_props}) or PROBE_SIZE
+    return _input_hw(tuple(value_info_dims(inp)), {m.key: m.value for m in model.metadata_props}) or PROBE_SIZE
 
 
 def _probe(model: onnx.ModelProto, inp) -> dict[str, np.ndarray]:
@@ -140,7 +134,7 @@ def _probe(model: onnx.ModelProto, inp) -> dict[str, np.ndarray]:
     output whose first axis is B is cut to the first image's: the values are those of batch 1."""
     import onnxruntime as ort
 
-    dims = list(_dims(inp))
+    dims = list(value_info_dims(inp))
     channels_last = dims[3] == 3 and dims[1] != 3
     hw = _probe_hw(model, inp)
     batch = dims[0] if isinstance(dims[0], int) else 1
@@ -285,10 +279,8 @@ def recognise_head(
     graph = model.graph
     inp = image_input(model, source)
     metadata = {m.key: m.value for m in model.metadata_props}
-    input_hw = _input_hw(_dims(inp), metadata)
+    input_hw = _input_hw(value_info_dims(inp), metadata)
     has_select = any(n.op_type in SELECTING_OPS for n in graph.node)
-    from .model_info import parse_names
-
     names = parse_names(metadata.get("names"))
     hint = num_classes if num_classes is not None else (len(names) if names else None)
     values = _probe(model, inp) if probe else {}
@@ -297,7 +289,7 @@ def recognise_head(
         input_hw = _probe_hw(model, inp)       # the output shapes below are those of this size
     shapes = {}
     for o in graph.output:
-        s = _dims(o)
+        s = value_info_dims(o)
         # dynamic dims, or no shape declared at all (some exporters and graph editors): the probe's
         if o.name in values and (not s or not all(isinstance(d, int) for d in s)):
             s = tuple(values[o.name].shape)
@@ -595,8 +587,6 @@ def applicable_layouts(shapes: Sequence[tuple], input_hw) -> list[str]:
 def metadata_hints(metadata: dict) -> dict:
     """Preprocessing and identity hints found in the model's metadata (Ultralytics: imgsz, stride,
     names, task, description; anything else is not guessed)."""
-    from .model_info import parse_names
-
     hints = {}
     if metadata.get("imgsz"):
         hints["imgsz"] = metadata["imgsz"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,8 +200,6 @@ def reorder_to_model_names(dataset, info: ModelInfo):
     metadata holds the same names in another order (a COCO JSON whose category ids sort otherwise,
     a classes.txt written in another order): the model's class k is the name it calls k. Else the
     data set as it is. The renumbering is recorded in dataset.report.class_order."""
-    import dataclasses
-
     model_names, names = info.class_names, list(dataset.names)
     if not model_names or model_names == names or sorted(model_names) != sorted(names) \
             or len(set(names)) != len(names):
@@ -212,6 +211,13 @@ def reorder_to_model_names(dataset, info: ModelInfo):
     report = dataclasses.replace(dataset.report, class_order=(
         f"classes renumbered to the model's names order ({', '.join(moved[:6])}{', ...' if len(moved) > 6 else ''})"))
     return dataclasses.replace(dataset, names=list(model_names), samples=samples, report=report)
+
+
+def classes_for_model(info: ModelInfo, dataset, data_path: str):
+    """-> (the data set in the model's class order (reorder_to_model_names), the class count both
+    agree on (check_class_count)): where a model meets its data set, in fit, eval and doctor."""
+    dataset = reorder_to_model_names(dataset, info)
+    return dataset, check_class_count(info, dataset.names, data_path)
 
 
 def check_class_count(info: ModelInfo, dataset_names: list[str], data_path: str) -> int:

@@ -359,9 +359,8 @@ def tensor_types(model: onnx.ModelProto, *, inferred: bool = False) -> dict[str,
     g = model.graph
     out = {}
     for vi in list(g.input) + list(g.output) + list(g.value_info):
-        t = vi.type.tensor_type.elem_type
-        if vi.type.HasField("tensor_type") and t:
-            out[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(t).name
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            out[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
     for init in g.initializer:
         out[init.name] = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
     return out

@@ -141,6 +141,10 @@ class GraphBuilder:
             self.memo[key] = self.mark_float(self.cast(x, FLOAT, name=name))
         return self.memo[key]
 
+    def is_float(self, x: str) -> bool:
+        """x was made by as_float or marked float32 (mark_float)."""
+        return self.memo.get(("float", x)) == x
+
     def mark_float(self, x: str) -> str:
         """Record that x is float32 (as_float(x) is then x itself); returns x."""
         self.memo[("float", x)] = x
@@ -173,7 +177,12 @@ def pad_last(b: "GraphBuilder", x: str, rank: int, n: int, value, name: str) -> 
     pads = [0] * (2 * rank)
     pads[2 * rank - 1] = n
     v = b.const(f"{name}_value", np.asarray(value))
-    return b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant")
+    return _keeps_float(b, x, b.op("Pad", x, b.i64(f"{name}_pads", pads), v, name=name, mode="constant"))
+
+
+def _keeps_float(b: "GraphBuilder", x: str, y: str) -> str:
+    """y, a copy of x's elements (Pad, Gather): float32 for GraphBuilder.as_float where x is."""
+    return b.mark_float(y) if b.is_float(x) else y
 
 
 def gather_rows(b: "GraphBuilder", data: str, index: str, name: str, width: int = 0) -> str:
@@ -186,8 +195,8 @@ def gather_rows(b: "GraphBuilder", data: str, index: str, name: str, width: int 
         key = ("rows_idx", index)
         if key not in b.memo:
             b.memo[key] = b.unsqueeze(index, [2], name=f"{name}_idx")
-        return b.op("GatherND", data, b.memo[key], name=name, batch_dims=1)
+        return _keeps_float(b, data, b.op("GatherND", data, b.memo[key], name=name, batch_dims=1))
     if not width:
-        return b.op("GatherElements", data, index, name=name, axis=1)
+        return _keeps_float(b, data, b.op("GatherElements", data, index, name=name, axis=1))
     idx = b.op("Expand", b.unsqueeze(index, [2], name=f"{name}_idx"), b.i64(f"{name}_shape", [1, 1, width]), name=f"{name}_idx_w")
-    return b.op("GatherElements", data, idx, name=name, axis=1)
+    return _keeps_float(b, data, b.op("GatherElements", data, idx, name=name, axis=1))

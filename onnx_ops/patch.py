@@ -260,14 +260,14 @@ def add_postprocess(b: GraphBuilder, head: Head, letterbox: str, spec: Postproce
         if multi:
             c_t = b.i64("topk/num_classes", C)
             box_index = b.op("Div", tk.index, c_t, name="topk/box")
-            cls_sel = b.op("Mod", tk.index, c_t, name="topk/class")
+            cls_sel = b.as_float(b.op("Mod", tk.index, c_t, name="topk/class"), name="topk/class_f")
         else:
             box_index = tk.index
             # as float32 (onnxruntime's CUDA Pad has no integer kernels): NMS's class offset and the
             # output's Cast take it so
             cls_pad = steps.pad_last(b, b.as_float(cls, name="topk/class_f"), 2, tk.pad, np.float32(0),
                                      name="topk/pad_class")
-            cls_sel = b.mark_float(steps.gather_rows(b, cls_pad, tk.index, "topk/class"))
+            cls_sel = steps.gather_rows(b, cls_pad, tk.index, "topk/class")
     boxes = steps.gather_boxes_xyxy(b, boxes_src, box_index, fmt, box_axis, tk.pad)
     keep = steps.mask_letterbox(b, boxes, letterbox, tk.valid) if cfg.mask_padding else tk.valid
     kept = steps.class_aware_nms(b, boxes, cls_sel, keep, tk, cfg.iou_threshold, cfg.class_aware, cfg.max_det,
@@ -520,8 +520,7 @@ def build_patched_model(
     graph.initializer.extend(b.initializers)
     # every output but the head's stays, unchanged: a seg head's prototypes, an embedding or
     # feature output (re-ID, tracking, multi-task exports), per-level raw maps
-    head_outputs = {info.output_name, *info.outputs, head.output, *head.outputs}
-    kept_outputs = _with_shapes(model, [o for o in graph.output if o.name not in head_outputs], src)
+    kept_outputs = _with_shapes(model, [o for o in graph.output if o.name not in info.outputs], src)
     del graph.output[:]
     graph.output.extend(_output_infos(batch, spec.config.max_det, head.seg.m if head.seg is not None else 0))
     graph.output.extend(kept_outputs)

@@ -569,17 +569,13 @@ def pack_fixed(b: GraphBuilder, kept: Kept, letterbox: str, max_det: int) -> dic
     if not kept.padded:
         row_ok3 = b.memo.get(("row_ok3", row_ok)) or b.unsqueeze(row_ok, [2], name="out/row_ok3")
         boxes = b.op("Where", row_ok3, boxes, b.f32("out/zero", 0.0), name="out/det_boxes", out=last(DET_BOXES))
-    if extra:       # K' < K: padded as float32 (onnxruntime's CUDA Pad has no integer kernels), then int32
-        classes = b.as_float(kept.classes, name="out/class_f")
-        if not kept.padded:
-            classes = b.op("Where", row_ok, classes, b.f32("out/minus_one", -1.0), name="out/det_classes")
-        classes = b.op("Cast", name_or_pad(classes, 2, np.float32(-1), "out/det_classes", None), name="out/class_i32",
-                       to=INT32, out=DET_CLASSES)
-    else:
-        classes = b.op("Cast", kept.classes, name="out/class_i32", to=INT32, out=last(DET_CLASSES, kept.padded))
-        if not kept.padded:
-            classes = b.op("Where", row_ok, classes, b.const("out/minus_one", np.int32(-1)), name="out/det_classes",
-                           out=last(DET_CLASSES))
+    # classes as float32 up to the last node (onnxruntime's CUDA Pad has no integer kernels; the float
+    # copy is NMS's class offset's own where it made one), then one Cast to int32
+    classes = b.as_float(kept.classes, name="out/class_f")
+    if not kept.padded:
+        classes = b.op("Where", row_ok, classes, b.f32("out/minus_one", -1.0), name="out/det_classes")
+    classes = b.op("Cast", name_or_pad(classes, 2, np.float32(-1), "out/det_classes", None), name="out/class_i32",
+                   to=INT32, out=DET_CLASSES)
     scores = b.op("Where", row_ok, kept.score, b.f32("out/zero_s", 0.0), name="out/det_scores",
                   out=None if kept.sort_scores else last(DET_SCORES))
     if kept.sort_scores:        # the values ranked (the tail's zeros stay last: every kept score is >= 0)

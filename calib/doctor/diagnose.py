@@ -12,7 +12,7 @@ from ..atomic import atomic_write_json, check_outside_image_folders
 from ..data import load_dataset
 from ..errors import DetcalError
 from ..jsonable import to_jsonable
-from ..model_info import check_class_count, load_onnx, metadata_imgsz, read_model_info, reorder_to_model_names
+from ..model_info import check_class_count, classes_for_model, load_onnx, metadata_imgsz, read_model_info
 from ..artifact import Preprocess
 from .box_shape import check_box_shape
 from .load_labels import check_labels, check_nms_load
@@ -78,8 +78,7 @@ def diagnose(
         check_outside_image_folders(out, [s.image_path for s in dataset.samples], what=f"the report {out}")
     proto = load_onnx(model)
     info = read_model_info(model, layout=layout, num_classes=dataset.num_classes, model=proto)
-    dataset = reorder_to_model_names(dataset, info)
-    num_classes = check_class_count(info, dataset.names, str(data))
+    dataset, num_classes = classes_for_model(info, dataset, str(data))
     if reference_model is not None:   # checked before the long runs
         ref_info = read_model_info(reference_model, layout=layout, num_classes=dataset.num_classes)
         if ref_info.layout != info.layout:

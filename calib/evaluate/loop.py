@@ -34,7 +34,7 @@ from ..artifact import Artifact, CalibrationMap, PostprocessConfig, Preprocess, 
 from ..atomic import check_outside_image_folders, check_writable
 from ..data import iter_images, load_dataset
 from ..errors import DetcalError
-from ..model_info import check_class_count, load_onnx, read_model_info, reorder_to_model_names
+from ..model_info import classes_for_model, load_onnx, read_model_info
 from ..pipeline import postprocess
 from ..preprocess import preprocess_image
 from ..progress import Progress
@@ -97,8 +97,7 @@ def _open_inputs(model, data, patched, calibration, split: str, names, layout: s
     if pinfo is not None and pinfo.embedded is None and pinfo.image_input == info.input_name:   # patch keeps the input
         pinfo = dataclasses.replace(pinfo, image_layout=info.input_layout)
     _check_same_source(info.sha256, model, artifact, calibration, pinfo, patched)
-    dataset = reorder_to_model_names(dataset, info)
-    num_classes = check_class_count(info, dataset.names, str(data))
+    dataset, num_classes = classes_for_model(info, dataset, str(data))
     if artifact is not None and artifact.num_classes != num_classes:
         raise DetcalError(f"class count mismatch: {calibration} was fitted for {artifact.num_classes} classes, "
                           f"{data} names {num_classes}")
