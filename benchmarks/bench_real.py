@@ -26,11 +26,13 @@ Two measurements per model and batch size, each `--reps` repetitions of `--runs`
           identity calibration, uniform threshold), detcal-fit (temperature calibration,
           per-class thresholds, as `detcal fit` writes them) and detcal-box (the box-aware platt_box
           map that fit's auto chose for the real YOLOv8n: a fitted-like one, seeded, at the 0.911
-          fit certified there), the inserted graph built by onnx_ops.patch.build_postprocess_graph as
+          fit certified there), detcal-fitted (real models: the artifact `detcal fit` itself writes for
+          the model on the real val split, auto calibrator, 1% of negative images; cached; --no-fitted
+          leaves it out), the inserted graph built by onnx_ops.patch.build_postprocess_graph as
           `detcal patch` builds it for the model (static batch 1 where the export fixes it, as
           both real YOLOv8n exports do; dynamic batch for every other batch size).
   whole   the whole models: raw, raw2 (a second session of the raw model: the noise floor),
-          patched-id, patched-fit, patched-box (detcal patch) and ortx-whole (the raw model + ortx's
+          patched-id, patched-fit, patched-box, patched-fitted (detcal patch) and ortx-whole (the raw model + ortx's
           steps, batch 1 only); with --whole-sessions S each of raw, raw2, patched-* is S sessions of its
           model, a run's time their mean (one session's memory placement moves a 70-100 ms model by
           up to +-1.5%). Also paired ratios (the median over runs of route / raw of the same run) and
@@ -53,6 +55,7 @@ T drawn in 0.6..2.0, seeded), IoU 0.7, max_det 300, pre-NMS top-k 3000.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -204,12 +207,42 @@ def fitted_like_box_map(c: int, size: int, rng: np.random.Generator):
                        [-4.0, -0.16, 0.36], [2.0, 0.7, 0.25], 4.0, (size, size))
 
 
-def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str, object]:
+FIT_CACHE = Path(tempfile.gettempdir()) / "detcal_bench_real_fit"
+FIT_ARGS = ("--split", "val", "--max-negative-rate", "0.01", "--quiet")
+
+
+def fitted_artifact(model_path: Path, data: Path | None = None, cache: Path | None = None):
+    """The artifact `detcal fit` writes for this model on the data set's val split (default: the real
+    COCO one; auto calibrator, certified at 1% of negative images): what a user of the model gets, not a
+    stand-in. Cached by the model's and the data YAML's sha256 under `cache` (default: the temporary
+    folder; a fit takes 0.5-2 min). None where the data set is absent."""
+    import subprocess
+
+    from calib.artifact import load_artifact
+
+    data = Path(data) if data is not None else REAL_IMAGES.parents[1] / "data.yaml"
+    if not data.exists():
+        return None
+    key = f"{model_path.stem}_{sha256_file(model_path)[:12]}_{sha256_file(data)[:8]}"
+    out = Path(cache if cache is not None else FIT_CACHE) / key / "calibration.json"
+    if not out.exists():
+        print(f"  detcal fit {model_path.name} on {data} {' '.join(FIT_ARGS)} (cached in {out.parent}) ...",
+              flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-c", "import sys; from calib.cli import main; sys.exit(main())", "fit",
+               "--model", str(model_path), "--data", str(data), "--out", str(out), *FIT_ARGS]
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return load_artifact(out)
+
+
+def make_variants(model_path: Path, layout: str, c: int, size: int, with_fitted: bool = False) -> dict[str, object]:
+    """{'id', 'fit', 'box'} (and 'fitted': `detcal fit`'s own artifact on the real data, where asked for and
+    present) -> Artifact, all with the same NMS settings."""
     sha = sha256_file(model_path)
     rng = np.random.default_rng(11)
     fit_thr = rng.uniform(0.2, 0.35, c)
     nms = dict(iou_threshold=IOU, max_det=MAX_DET)
-    return {
+    out = {
         "id": make_artifact(c, calibrator="identity", thresholds=CONF, layout=layout, sha256=sha,
                             input_size=(size, size), **nms),
         "fit": make_artifact(c, calibrator="temperature", thresholds=fit_thr, layout=layout, sha256=sha,
@@ -219,6 +252,12 @@ def make_variants(model_path: Path, layout: str, c: int, size: int) -> dict[str,
         "box": make_artifact(c, calibrator=fitted_like_box_map(c, size, rng), thresholds=np.full(c, 0.911),
                              layout=layout, sha256=sha, input_size=(size, size), **nms),
     }
+    fitted = fitted_artifact(model_path) if with_fitted else None
+    if fitted is not None:
+        # the same NMS settings as the other variants, so that only the calibration and thresholds differ
+        fitted.nms = dataclasses.replace(fitted.nms, **nms)
+        out["fitted"] = fitted
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,7 +323,7 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
     n_img = heads.shape[0]
     n_cand = heads.shape[2] if layout == "xywh_cls" else heads.shape[1]
     cfg = PostprocessConfig(iou_threshold=IOU, max_det=MAX_DET)
-    arts = make_variants(model_path, layout, c, size)
+    arts = make_variants(model_path, layout, c, size, with_fitted=name.startswith("real") and not args.no_fitted)
     variants = {}
     fixed_batch = raw_s.get_inputs()[0].shape[0]
     fixed_batch = fixed_batch if isinstance(fixed_batch, int) else None
@@ -329,6 +368,8 @@ def bench_model(name, model_path: Path, layout: str, c: int, size: int, inputs, 
             "detcal-fit": cut_run(variants["fit"]),
             "detcal-box": cut_run(variants["box"]),
         }
+        if "fitted" in variants:
+            post_units["detcal-fitted"] = cut_run(variants["fitted"])
         if cv2 is not None:
             post_units["opencv"] = lambda i: routes.route_opencv(cv2, hb[i % nb], layout, rb[i % nb], CONF, IOU, MAX_DET)
         if ortx_cut is not None:
@@ -357,7 +398,7 @@ def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args,
             got[r] = [d for i in range(nb) for d in post_units[r](i)]
     for r, g in got.items():
         agree[r] = routes.agreement(g, ref)
-    for key in ("fit", "box"):
+    for key in [k for k in variants if k != "id"]:
         v = variants[key]
         ref_v = [d for i in range(nb) for d in routes.route_numpy(hb[i], layout, rb[i], v.cmap, v.thresholds, cfg)]
         agree[f"detcal-{key} (vs numpy, same calibration)"] = routes.agreement(
@@ -366,14 +407,21 @@ def post_alone(name, batch, post_units, variants, hb, rb, nb, layout, cfg, args,
     for _ in range(args.warmup):
         for fn in post_units.values():
             fn(0)
-    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit", "detcal-box") if r in post_units]
+    post_names = [r for r in ("numpy", "opencv", "ortx", "detcal-id", "detcal-fit", "detcal-box", "detcal-fitted")
+                  if r in post_units]
     reps = time_interleaved(post_units, args.runs, args.reps, seed=batch)
     title = f"{name}  batch {batch}  post-processing alone on saved raw outputs ({args.runs} runs x {args.reps} reps, medians)"
     if batch > 1 and "ortx" in post_units:
         title += f"; ortx: {batch} calls of batch 1"
     print_reps(title, reps, post_names, "detcal-fit")
     print(f"  detcal-fit / detcal-id: " + ", ".join(f"{m['detcal-fit'] / m['detcal-id']:.3f}" for m in reps)
-          + "; detcal-box / detcal-id: " + ", ".join(f"{m['detcal-box'] / m['detcal-id']:.3f}" for m in reps))
+          + "; detcal-box / detcal-id: " + ", ".join(f"{m['detcal-box'] / m['detcal-id']:.3f}" for m in reps)
+          + ("; detcal-fitted / detcal-id: " + ", ".join(f"{m['detcal-fitted'] / m['detcal-id']:.3f}" for m in reps)
+             if "detcal-fitted" in post_units else ""))
+    if "fitted" in variants:
+        v = variants["fitted"]
+        print(f"  detcal-fitted: {type(v.cmap).__name__} ({v.artifact.selection.get('winner', '')}), thresholds "
+              f"{np.min(v.thresholds):.3f}..{np.max(v.thresholds):.3f}, as `detcal fit` wrote it")
     print("  agreement with numpy (share of numpy dets matched at IoU>=0.99 same class; extra; max |score diff|; dets):")
     for r, a in agree.items():
         print(f"    {r:<40} matched {a['matched']:.3f}  extra {a['extra']:.3f}  score diff max {a['score_diff_max']:.2e}  "
@@ -413,6 +461,9 @@ def whole_models(name, batch, raw_s, model_path, variants, ortx_whole, in_name, 
         "patched-fit": averaged(sessions(variants["fit"].patched_path, variants["fit"].patched), patched),
         "patched-box": averaged(sessions(variants["box"].patched_path, variants["box"].patched), patched),
     }
+    if "fitted" in variants:
+        whole_units["patched-fitted"] = averaged(sessions(variants["fitted"].patched_path, variants["fitted"].patched),
+                                                 patched)
     if ortx_whole is not None and batch == 1:
         whole_units["ortx-whole"] = lambda i: ortx_whole.run(None, {in_name: xb[i % nb]})
     whole_units.update(inserted_parts_units(model_path, variants, in_name, xb, rb, nb, args.threads))
@@ -585,6 +636,9 @@ def main(argv=None) -> int:
     whole.add_argument("--no-whole", action="store_true", help="post-processing alone only")
     whole.add_argument("--whole-only", action="store_true",
                        help="whole models only (raw vs patched; for a quiet machine), no post-processing-alone timing")
+    ap.add_argument("--no-fitted", action="store_true",
+                    help="real models: leave out detcal-fitted (the artifact `detcal fit` writes on the real val "
+                         "split, fitted once and cached in the temporary folder)")
     ap.add_argument("--spinning", action="store_true", help="leave onnxruntime's spin-waiting on")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args(argv)

@@ -249,6 +249,42 @@ def test_bench_real_on_the_project_detector(capsys):
     assert len(agree) == 3 and all("matched 1.000" in ln and "extra 0.000" in ln for ln in agree), out   # id, fit, box
 
 
+def test_bench_real_fitted_artifact_is_detcal_fits_own_and_cached(blob_model, blob_data, tmp_path, monkeypatch):
+    """detcal-fitted is the artifact `detcal fit` writes for the model (not a stand-in), fitted once: a
+    second call reads the cache; another data set is another fit."""
+    import subprocess
+
+    import bench_real
+    from calib.artifact import load_artifact
+
+    a = bench_real.fitted_artifact(blob_model, blob_data, cache=tmp_path)
+    written = list(tmp_path.glob("*/calibration.json"))
+    assert len(written) == 1 and a.to_dict()["calibrator"] == load_artifact(written[0]).to_dict()["calibrator"]
+    assert a.model["sha256"] == bench_real.sha256_file(blob_model)
+    assert a.selection["winner"] == a.to_dict()["calibrator"]["kind"]            # auto chose it
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again although cached")
+
+    monkeypatch.setattr(subprocess, "run", no_fit)
+    again = bench_real.fitted_artifact(blob_model, blob_data, cache=tmp_path)
+    assert again.to_dict()["calibrator"] == a.to_dict()["calibrator"]
+    assert bench_real.fitted_artifact(blob_model, tmp_path / "absent.yaml", cache=tmp_path) is None
+
+
+def test_part_cache_times_the_part_after_each_kind_of_work(capsys):
+    import bench_real
+    import part_cache
+
+    if not (bench_real.REAL_MODEL.exists() and bench_real.REAL_IMAGES.is_dir()):
+        pytest.skip(f"{bench_real.REAL_MODEL} or {bench_real.REAL_IMAGES} absent (../shared/real beside the repo)")
+    assert part_cache.main(["--runs", "2", "--no-fitted"]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[0] for ln in out.splitlines()[1:] if ln.startswith("  ")}
+    assert rows == {"nothing", "sleep", "busy", "raw", "64"}, out
+    assert "AffineLogitMap" in out, out                                 # the temperature stand-in
+
+
 def test_inserted_over_raw_pairs_nodes_with_their_run():
     import profile_graph
 
