@@ -87,6 +87,43 @@ def test_isotonic_raw_thresholds_consistent(m, data):
     assert_threshold_consistent(m, t)
 
 
+@SETTINGS
+@given(st.one_of(affine_maps(), isotonic_maps()), st.data())
+def test_raw_thresholds_memo_is_the_computation(m, data):
+    """The memoised raw thresholds (first call and again) are the computed ones, bit for bit; another
+    map with the same parameters shares them; changing a threshold recomputes."""
+    t = np.asarray([data.draw(thresholds_01) for _ in range(m.num_classes)])
+    if m.is_identity:
+        np.testing.assert_array_equal(m.raw_thresholds(t), t)
+        return
+    want = m._raw_thresholds(t)
+    np.testing.assert_array_equal(m.raw_thresholds(t), want)
+    np.testing.assert_array_equal(m.raw_thresholds(t), want)
+    twin = map_from_artifact(json.loads(json.dumps(m.to_artifact())))
+    np.testing.assert_array_equal(twin.raw_thresholds(t), want)
+    t2 = t.copy()
+    t2[0] = 0.5 if t[0] != 0.5 else 0.25
+    np.testing.assert_array_equal(m.raw_thresholds(t2), m._raw_thresholds(t2))
+
+
+def test_raw_thresholds_memo_follows_in_place_changes_and_hands_out_copies():
+    m = AffineLogitMap("platt_per_class", np.array([1.0, 2.0]), np.array([0.0, -1.0]))
+    t = np.array([0.6, 0.6])
+    first = m.raw_thresholds(t)
+    first[:] = 7.0                                   # the caller's copy, not the memo
+    np.testing.assert_array_equal(m.raw_thresholds(t), m._raw_thresholds(t))
+    m.a[0] = 4.0                                      # the map changed in place: a new key
+    after = m.raw_thresholds(t)
+    np.testing.assert_array_equal(after, m._raw_thresholds(t))
+    assert after[0] < 0.6 and after[0] != AffineLogitMap("platt_per_class", np.array([1.0, 2.0]),
+                                                          np.array([0.0, -1.0])).raw_thresholds(t)[0]
+    iso = IsotonicMap([[0.0, 0.5, 1.0]], [[0.0, 0.5, 1.0]])
+    before = iso.raw_thresholds(np.array([0.25]))
+    iso.y[0][1] = 0.25                                # a knot moved
+    assert iso.raw_thresholds(np.array([0.25]))[0] != before[0]
+    np.testing.assert_array_equal(iso.raw_thresholds(np.array([0.25])), iso._raw_thresholds(np.array([0.25])))
+
+
 def test_isotonic_plateau_threshold_example():
     m = IsotonicMap([[0.1, 0.4, 0.6, 0.9]], [[0.1, 0.3, 0.3, 0.8]])
     r = m.raw_thresholds(np.array([0.3]))
