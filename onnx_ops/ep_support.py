@@ -6,6 +6,7 @@ prints ``coverage``. The table's names (SUPPORT, SOURCES, EPS, ...) are re-expor
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -16,8 +17,8 @@ from onnx import TensorProto, numpy_helper
 
 from calib.model_info import model_opset  # noqa: F401 (re-exported for inspect)
 
-from .ep_table import (DETCAL_FORBIDDEN, EP_NAMES, EPS, NO, PARTIAL, SOURCES, SUPPORT, TRT_NMS_TOPK_BOX_LIMIT,  # noqa: F401
-                       TRT_TOPK_MAX_K, TYPE_LIMITS, YES, EPStatus, OpSupport)
+from .ep_table import (DETCAL_FORBIDDEN, EP_NAMES, EPS, NO, PARTIAL, SOURCES, SUPPORT, TRT86_MAX_OPSET,  # noqa: F401
+                       TRT_NMS_TOPK_BOX_LIMIT, TRT_TOPK_MAX_K, TYPE_LIMITS, YES, EPStatus, OpSupport)
 
 # --------------------------------------------------------------------------------------
 # Node checks
@@ -123,6 +124,10 @@ _CAST_OK = {
               TensorProto.INT64, TensorProto.UINT8, TensorProto.BOOL, TensorProto.DOUBLE},
 }
 
+# Element types the TensorRT parser converts before building (trt-onnx-8.5: INT64 and DOUBLE are cast down
+# to INT32 / FLOAT before 9.0; trt-onnx-10: DOUBLE to FLOAT): checked against TYPE_LIMITS as what they become.
+_TRT_CAST_DOWN = {"trt86": {"int64": "int32", "float64": "float32"}, "trt10": {"float64": "float32"}}
+
 # Inputs that TensorRT needs constant, per (op, ep): (input index, what, source, opset from which
 # the value is an input rather than an attribute).
 _TRT_CONST_INPUTS: dict[str, list[tuple[int, str, str, int]]] = {
@@ -136,10 +141,9 @@ _TRT_CONST_INPUTS: dict[str, list[tuple[int, str, str, int]]] = {
     "CumSum": [(1, "axis", "trt-onnx-10", 11)],
     "Conv": [(1, "weights W", "trt-onnx-8.5", 1)],
     "ConvTranspose": [(1, "weights W", "trt-onnx-8.5", 1)],
-    "NonMaxSuppression": [(2, "max_output_boxes_per_class", "trt-nms", 10),
-                          (3, "iou_threshold", "trt-nms", 10),
-                          (4, "score_threshold", "trt-nms", 10)],
 }
+# (NonMaxSuppression's max boxes / IoU / score inputs: both the 8.5 and the 10.x importers take run-time
+# tensors (trt-importer-8.5); only the 8.4 plugin-era matrix asked for initializers.)
 # Which of those apply to TRT 8.6 only (10.x accepts runtime tensors there).
 _TRT86_ONLY = {("Slice", "axes"), ("Conv", "weights W"), ("ConvTranspose", "weights W")}
 _RESIZE_COORD = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
@@ -177,12 +181,18 @@ def _trt_constraints(node: onnx.NodeProto, ep: str, opset: int, ctx: _Ctx) -> li
         if ep == "trt10" and _attr(node, "sorted", 1) != 1:
             out.append((ERROR, "sorted=0 is unsupported (must be 1)", "trt-onnx-10"))
     elif op == "NonMaxSuppression":
-        out.append((WARNING, "runs outside TensorRT under onnxruntime's TensorRT EP; a standalone "
-                    f"TensorRT engine considers at most {TRT_NMS_TOPK_BOX_LIMIT} candidates per image "
-                    "and orders tied scores arbitrarily", "trt-nms"))
+        out.append((WARNING, "runs outside TensorRT under onnxruntime's TensorRT EP up to 1.20 (later: where "
+                    "trt_op_types_to_exclude names it); a TensorRT engine considers at most "
+                    f"{TRT_NMS_TOPK_BOX_LIMIT} candidates per image and orders tied scores arbitrarily", "trt-nms"))
     elif op == "NonZero":
-        out.append((WARNING, "data-dependent shape; onnxruntime's TensorRT EP runs it outside TensorRT",
+        out.append((WARNING, "data-dependent shape; onnxruntime's TensorRT EP up to 1.20 runs it outside TensorRT "
+                    "(later: where trt_op_types_to_exclude names it, advised for TensorRT 10.0-10.7)",
                     "ort-trt-ep-nms"))
+    elif op == "Pad" and _input(node, 3):
+        if ep == "trt86":
+            out.append((ERROR, "an `axes` input (opset 18) is unsupported by the 8.5/8.6 importer", "trt-importer-8.5"))
+        elif not ctx.is_const(_input(node, 3)):
+            out.append((WARNING, "a run-time `axes` input needs TensorRT 10.4 or newer", "trt-changelog"))
     elif op in ("ScatterElements", "ScatterND"):
         red = _attr(node, "reduction")
         if red not in (None, "none"):
@@ -207,6 +217,8 @@ def _trt_constraints(node: onnx.NodeProto, ep: str, opset: int, ctx: _Ctx) -> li
         to = _attr(node, "to")
         if to is not None and to not in _CAST_OK[ep]:
             out.append((ERROR, f"Cast to {TensorProto.DataType.Name(to)} unsupported", SUPPORT["Cast"][ep].source))
+        elif to == TensorProto.UINT8 and ep == "trt10":
+            out.append((WARNING, "UINT8 only as a network input or output tensor", "trt-onnx-10"))
     elif op == "MaxPool" and len([o for o in node.output if o]) > 1:
         out.append((ERROR, "the Indices output is unsupported", SUPPORT["MaxPool"][ep].source))
     elif op == "Loop":
@@ -306,11 +318,15 @@ def check_nodes(
                 for level, reason, source in _ort_constraints(node, ep, opset):
                     add(level, reason, source)
             limit = TYPE_LIMITS.get((op, ep))
-            dtype = (types or {}).get(_input(node, 0))
+            dtype = (types or {}).get(_input(node, limit[2])) if limit is not None else None
+            dtype = _TRT_CAST_DOWN.get(ep, {}).get(dtype, dtype)
             if limit is not None and dtype is not None and dtype not in limit[0]:
                 add(WARNING if ep == "cuda" else ERROR, f"no kernel for {dtype} data (registered: "
                     f"{', '.join(sorted(limit[0]))})" + ("; runs on CPU with device<->host copies" if ep == "cuda"
                                                           else ""), limit[1])
+            if ep == "cpu" and types:
+                for level, reason, source in cpu_type_findings(node, opset, types):
+                    add(level, reason, source)
         for a in node.attribute:  # subgraphs
             if a.type == onnx.AttributeProto.GRAPH:
                 findings += check_nodes(a.g.node, opset, consts=consts, eps=eps, forbid=forbid, types=types)
@@ -320,9 +336,70 @@ def check_nodes(
     return findings
 
 
+# numpy dtype names (tensor_types) -> the type names of onnxruntime's kernel registry
+_ORT_TYPE = {"float32": "float", "float64": "double", "object": "string"}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel_types() -> dict[tuple[str, str], list[tuple[int, int, frozenset[str]]]]:
+    """(op, type constraint) -> [(first opset, last opset, element types)] of the installed
+    onnxruntime's CPU kernels (default domain); {} where the registry cannot be read."""
+    try:
+        from onnxruntime.capi import _pybind_state as C
+        defs = C.get_all_opkernel_def()
+    except Exception:                       # no onnxruntime, or a build without the registry call
+        return {}
+    out: dict[tuple[str, str], list[tuple[int, int, frozenset[str]]]] = {}
+    for k in defs:
+        if k.provider != "CPUExecutionProvider" or k.domain not in ("", "ai.onnx"):
+            continue
+        lo, hi = k.version_range
+        for constraint, ts in k.type_constraints.items():
+            out.setdefault((k.op_name, constraint), []).append(
+                (lo, hi, frozenset(t[len("tensor("):-1] for t in ts if t.startswith("tensor("))))
+    return out
+
+
+def cpu_type_findings(node: onnx.NodeProto, opset: int, types: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(level, reason, source) for inputs of `node` whose element type (from `types`) no CPU kernel of
+    the installed onnxruntime registers at `opset`. float16 is a warning (onnxruntime casts it to
+    float32 around such a node), any other type an error (the session does not load)."""
+    registry = _cpu_kernel_types()
+    if not registry or not _is_default_domain(node.domain):
+        return []
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except Exception:                       # an op onnx does not know at this opset: the table says so
+        return []
+    formals = list(schema.inputs)
+    out, seen = [], set()
+    for i, name in enumerate(node.input):
+        if not name or name not in types or not formals:
+            continue
+        formal = formals[min(i, len(formals) - 1)]          # the last formal input may be variadic
+        ranges = registry.get((node.op_type, formal.type_str))
+        if not ranges:
+            continue
+        allowed = frozenset().union(*[ts for lo, hi, ts in ranges if lo <= opset <= hi])
+        dtype = types[name]
+        if not allowed or _ORT_TYPE.get(dtype, dtype) in allowed or (formal.type_str, dtype) in seen:
+            continue
+        seen.add((formal.type_str, dtype))                 # one finding per type constraint (MatMul's A and B)
+        listed = ", ".join(sorted(allowed))
+        if dtype == "float16":
+            out.append((WARNING, f"no float16 CPU kernel for {formal.name} (registered: {listed}): onnxruntime "
+                        "runs it in float32 with Casts around it", "ort-cpu-registry"))
+        else:
+            out.append((ERROR, f"no CPU kernel for {dtype} {formal.name} (registered: {listed})", "ort-cpu-registry"))
+    return out
+
+
 def falls_back(f: Finding) -> bool:
-    """On a TensorRT EP: the finding's node would not run inside the engine (an error, or a node
-    onnxruntime's TensorRT EP leaves outside it: NonZero, NonMaxSuppression)."""
+    """On a TensorRT EP: the finding's node may not run inside the engine (an error, or a node
+    onnxruntime's TensorRT EP leaves outside it: NonZero and NonMaxSuppression up to onnxruntime 1.20,
+    and later where `trt_op_types_to_exclude` names them, as advised for TensorRT 10.0-10.7). Kept
+    conservative on purpose: it decides when `patch` takes the fixed-shape graph, which stays whole
+    inside an engine on every version."""
     return f.ep.startswith("trt") and (f.level == ERROR or "outside TensorRT" in f.reason or "filtered out" in f.reason)
 
 
@@ -380,8 +457,13 @@ def coverage(model: onnx.ModelProto, *, forbid: Iterable[str] = ()) -> dict[str,
             consts[init.name] = None  # constant, value not loaded
         else:
             consts[init.name] = numpy_helper.to_array(init)
-    findings = check_nodes(model.graph.node, model_opset(model), consts=consts, forbid=forbid,
-                           types=tensor_types(model))
+    opset = model_opset(model)
+    findings = check_nodes(model.graph.node, opset, consts=consts, forbid=forbid, types=tensor_types(model))
+    if opset > TRT86_MAX_OPSET:
+        findings.append(Finding("trt86", "(model)", "(opset)", WARNING,
+                                f"opset {opset}: the TensorRT 8.6 parser reads opsets up to {TRT86_MAX_OPSET} "
+                                "(it tries a newer model op by op; forms changed since, e.g. Pad's `axes` input, "
+                                "fail)", "trt-onnx-8.5"))
     reports = {ep: EPReport(ep, True) for ep in EPS}
     for f in findings:
         r = reports[f.ep]

@@ -33,9 +33,15 @@ Sources (keys of ``SOURCES``; entries cite them per op where the fact is specifi
 - ``trt-nms``: TensorRT INMSLayer / operator doc NMS: per batch item at most the "TopK box
   limit" candidates (default and maximum 5000, 2000 on SM 5.3/6.2) are considered; the
   order of tied scores is unspecified; MaxOutputBoxesPerClass is an int32 scalar.
-- ``ort-trt-ep-nms``: microsoft/onnxruntime#17434: inside onnxruntime's TensorRT EP the
-  onnx-tensorrt parser filters out NonMaxSuppression, NonZero and RoiAlign, so those nodes
-  are placed on the CUDA/CPU EP (a partition break).
+- ``ort-trt-ep-nms``: microsoft/onnxruntime#17434 and #22681 (1.20.1): onnxruntime's TensorRT
+  EP leaves NonMaxSuppression, NonZero and RoiAlign outside TensorRT (on the CUDA/CPU EP, a
+  partition break); #23705 (merged 2025-02) keeps them inside by default, with the provider
+  option ``trt_op_types_to_exclude`` to move them out again, advised for TensorRT 10.0-10.7
+  (slow data-dependent shapes). The table stays with "outside" for choosing the graph: the
+  fixed-shape variant runs whole inside the engine either way.
+- ``trt-importer-8.5``: onnx-tensorrt ``builtin_op_importers.cpp`` of the 8.5 era: runtime
+  NonMaxSuppression limits (max boxes, IoU, score) are accepted as tensors; Pad with an
+  ``axes`` input is refused ("TensorRT does not support dynamic axes for pad!").
 - ``trt-scatter``: NVIDIA/TensorRT#2396 (IScatterLayer only has reduction "none"),
   NVIDIA/TensorRT#3750 (TRT 8.6.1 ignores ScatterElements reduction="add": wrong results,
   no error), NVIDIA/TensorRT#3650 (TRT 10, reduction "not fully supported");
@@ -46,7 +52,8 @@ Sources (keys of ``SOURCES``; entries cite them per op where the fact is specifi
   for some integer types).
 
 The TensorRT 8.6 matrix itself was not in the stored material; where the 8.5 matrix and the
-8.6 changelog leave a question open, the 8.6 entry says so and is conservative.
+8.6 changelog leave a question open, the 8.6 entry says so and is conservative. The 8.5/8.6
+parser reads opsets up to 17: ``coverage`` says so for a newer model (``TRT86_MAX_OPSET``).
 """
 
 from __future__ import annotations
@@ -75,7 +82,9 @@ SOURCES: dict[str, str] = {
     "trt-topk": "https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/TopK.html",
     "trt-nms": "https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/NMS.html ; "
     "https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-861/api/c_api/classnvinfer1_1_1_i_n_m_s_layer.html",
-    "ort-trt-ep-nms": "https://github.com/microsoft/onnxruntime/issues/17434",
+    "ort-trt-ep-nms": "https://github.com/microsoft/onnxruntime/issues/17434 ; "
+    "https://github.com/microsoft/onnxruntime/pull/22681 ; https://github.com/microsoft/onnxruntime/pull/23705",
+    "trt-importer-8.5": "https://github.com/onnx/onnx-tensorrt/blob/release/8.5-GA/builtin_op_importers.cpp",
     "trt-scatter": "https://github.com/NVIDIA/TensorRT/issues/2396 ; https://github.com/NVIDIA/TensorRT/issues/3750 ; "
     "https://github.com/NVIDIA/TensorRT/issues/3650 ; https://github.com/onnx/onnx-tensorrt/issues/957 ; "
     "https://github.com/microsoft/onnxruntime/issues/23618",
@@ -85,15 +94,40 @@ SOURCES: dict[str, str] = {
 # TensorRT limits (see SOURCES["trt-topk"], SOURCES["trt-nms"]).
 TRT_TOPK_MAX_K = 3840          # layer doc: k <= 3840; onnx-tensorrt 10.x: "less than 3840"
 TRT_NMS_TOPK_BOX_LIMIT = 5000  # candidates considered per batch item by INMSLayer
+TRT86_MAX_OPSET = 17           # "TensorRT 8.5 supports operators up to Opset 17" (8.6: the same parser line)
 
 #: Ops that detcal never inserts (issue 3: "Unique, loops and If nodes are out").
 DETCAL_FORBIDDEN: frozenset[str] = frozenset({"Unique", "Loop", "If", "Scan"})
 
-# (op, EP) -> (the element types, as numpy dtype names, its kernels take for the data input 0,
-# source): a node on another type has no kernel there (on CUDA: it runs on CPU, with copies).
-# ort-kernels, CUDAExecutionProvider: Pad registers T = bool, double, float, float16 only.
-TYPE_LIMITS: dict[tuple[str, str], tuple[frozenset[str], str]] = {
-    ("Pad", "cuda"): (frozenset({"bool", "float64", "float32", "float16"}), "ort-kernels"),
+# (op, EP) -> (the element types, as numpy dtype names, its kernels take for the data input,
+# source, the input's index): a node on another type has no kernel there (on CUDA: it runs on CPU,
+# with copies). From ort-kernels' CUDAExecutionProvider section (docs/OperatorKernels.md at
+# 001d12d2, the type list of the newest opset range). The CPU EP is not listed here: its kernels'
+# types are read from the installed onnxruntime (ep_support.cpu_type_findings). Clip is left out:
+# its CUDA types change with the opset (float only up to 11, no int32 from 12).
+_FLOATS = frozenset({"float64", "float32", "float16"})
+TYPE_LIMITS: dict[tuple[str, str], tuple[frozenset[str], str, int]] = {
+    ("Pad", "cuda"): (frozenset({"bool", "float64", "float32", "float16"}), "ort-kernels", 0),
+    ("ArgMax", "cuda"): (_FLOATS, "ort-kernels", 0),
+    ("ArgMin", "cuda"): (_FLOATS, "ort-kernels", 0),
+    ("MatMul", "cuda"): (_FLOATS | {"bfloat16"}, "ort-kernels", 0),
+    ("GatherND", "cuda"): (_FLOATS | {"bfloat16", "bool", "int64"}, "ort-kernels", 0),
+    ("Where", "cuda"): (_FLOATS | {"bfloat16", "int32", "int64", "uint8"}, "ort-kernels", 1),
+    ("ReduceMax", "cuda"): (_FLOATS | {"int32", "int64"}, "ort-kernels", 0),
+    ("ReduceMin", "cuda"): (_FLOATS | {"int32", "int64", "int8", "uint8"}, "ort-kernels", 0),
+    ("NonZero", "cuda"): (frozenset({"bool", "float32", "float16", "int32", "int64", "uint8"}), "ort-kernels", 0),
+    ("Mod", "cuda"): (_FLOATS | {"bfloat16", "int32", "int64", "uint32", "uint64"}, "ort-kernels", 0),
+    # TensorRT matrices: no BOOL Pad (8.5: FP32, FP16, INT8, INT32; 10.x: FP32, FP16, BF16, INT32, INT64),
+    # no integer MatMul, Reduce* FP32/FP16 only in the 8.5 matrix (INT32 from the 10.x one)
+    ("Pad", "trt86"): (frozenset({"float32", "float16", "int8", "int32"}), "trt-onnx-8.5", 0),
+    ("Pad", "trt10"): (frozenset({"float32", "float16", "bfloat16", "int32", "int64"}), "trt-onnx-10", 0),
+    ("MatMul", "trt86"): (frozenset({"float32", "float16"}), "trt-onnx-8.5", 0),
+    ("MatMul", "trt10"): (frozenset({"float32", "float16", "bfloat16"}), "trt-onnx-10", 0),
+    ("ReduceMax", "trt86"): (frozenset({"float32", "float16"}), "trt-onnx-8.5", 0),
+    ("ReduceMin", "trt86"): (frozenset({"float32", "float16"}), "trt-onnx-8.5", 0),
+    ("ReduceSum", "trt86"): (frozenset({"float32", "float16"}), "trt-onnx-8.5", 0),
+    ("ScatterND", "trt86"): (frozenset({"float32", "float16", "int8", "int32"}), "trt-onnx-8.5", 0),
+    ("ScatterND", "trt10"): (frozenset({"float32", "float16", "bfloat16", "int32", "int64"}), "trt-onnx-10", 0),
 }
 
 YES, PARTIAL, NO = "yes", "partial", "no"
@@ -250,36 +284,40 @@ _NOTES: dict[tuple[str, str], tuple[str | None, str, str]] = {
     ("AveragePool", "trt10"): (None, "2D/3D only; dilations all 1", "trt-onnx-10"),
     ("Cast", "trt86"): (None, "FP32, FP16, INT32, INT8, BOOL; INT64 and DOUBLE are cast down to INT32/FLOAT "
                         "(clamped); UINT8 only as network I/O", "trt-onnx-8.5"),
-    ("Cast", "trt10"): (None, "FP32, FP16, BF16, INT32, INT64, UINT8, BOOL; DOUBLE cast down to FLOAT",
-                        "trt-onnx-10"),
+    ("Cast", "trt10"): (None, "FP32, FP16, BF16, INT32, INT64, UINT8, BOOL; DOUBLE cast down to FLOAT; UINT8 "
+                        "only as network I/O", "trt-onnx-10"),
+    ("Pad", "trt86"): (None, "FP32, FP16, INT8, INT32; no `axes` input (opset 18)", "trt-importer-8.5"),
+    ("Pad", "trt10"): (None, "FP32, FP16, BF16, INT32, INT64; a tensor `axes` input from 10.4 (a constant "
+                       "before)", "trt-changelog"),
     ("Range", "trt86"): (None, "floating-point Range needs start/limit/delta as initializers "
                          "(stated in the 8.4 matrix; kept as a precaution)", "trt-onnx-8.5"),
     ("ReduceMax", "trt10"): (None, "`axes` (an input from opset 18) must be an initializer", "trt-onnx-10"),
     ("ReduceMin", "trt10"): (None, "`axes` (an input from opset 18) must be an initializer", "trt-onnx-10"),
     ("ReduceSum", "trt10"): (None, "`axes` (an input from opset 13) must be an initializer", "trt-onnx-10"),
     ("ReduceMean", "trt10"): (None, "`axes` (an input from opset 18) must be an initializer", "trt-onnx-10"),
-    ("TopK", "trt86"): (None, f"K must be a constant <= {TRT_TOPK_MAX_K} (layer limit); dynamic K from 8.6 EA; "
-                        "FP32/FP16/INT32 input", "trt-topk"),
+    ("TopK", "trt86"): (None, f"K must be a constant <= {TRT_TOPK_MAX_K} (layer limit; the 8.6.0 EA operator "
+                        "doc still says 1024); dynamic K from 8.6 EA; FP32/FP16/INT32 input", "trt-topk"),
     ("TopK", "trt10"): (None, f"`sorted` must be 1; K < {TRT_TOPK_MAX_K}", "trt-topk"),
     ("NonMaxSuppression", "cuda"): (None, "registered for opset 10 and 11+; loops over (batch, class) on the "
                                     "host with a device->host copy each: use one call with a class "
                                     "offset, few classes", "ort-cuda-nms"),
-    ("NonMaxSuppression", "trt86"): (None, "native INMSLayer since 8.5; inside onnxruntime's TensorRT EP the node "
-                                     "is filtered out and runs on CUDA/CPU; at most 5000 candidates per "
-                                     "image are considered; tie order unspecified; keep "
-                                     "max_output_boxes_per_class/iou/score inputs constant",
-                                     "trt-nms"),
-    ("NonMaxSuppression", "trt10"): (None, "as 8.6: INMSLayer, top-5000 candidate limit, tie order "
-                                     "unspecified; filtered out by onnxruntime's TensorRT EP",
-                                     "trt-nms"),
-    ("NonZero", "trt86"): (None, "supported since 8.5 (data-dependent shape); onnxruntime's TensorRT EP "
-                           "filters it out (runs on CUDA/CPU)", "ort-trt-ep-nms"),
-    ("NonZero", "trt10"): (None, "data-dependent output shape; filtered out by onnxruntime's TensorRT EP",
+    ("NonMaxSuppression", "trt86"): (None, "native INMSLayer since 8.5; at most 5000 candidates per image are "
+                                     "considered; tie order unspecified; onnxruntime's TensorRT EP up to 1.20 "
+                                     "leaves the node outside TensorRT (CUDA/CPU); later ones keep it inside "
+                                     "unless trt_op_types_to_exclude names it", "trt-nms"),
+    ("NonMaxSuppression", "trt10"): (None, "as 8.6: INMSLayer, top-5000 candidate limit, tie order unspecified; "
+                                     "outside TensorRT under onnxruntime's TensorRT EP up to 1.20 (and where "
+                                     "trt_op_types_to_exclude names it, advised for TensorRT 10.0-10.7's slow "
+                                     "data-dependent shapes)", "trt-nms"),
+    ("NonZero", "trt86"): (None, "supported since 8.5 (data-dependent shape); onnxruntime's TensorRT EP up to "
+                           "1.20 leaves it outside TensorRT (CUDA/CPU)", "ort-trt-ep-nms"),
+    ("NonZero", "trt10"): (None, "data-dependent output shape; outside TensorRT under onnxruntime's TensorRT EP "
+                           "up to 1.20 or where trt_op_types_to_exclude names it (advised for 10.0-10.7)",
                            "ort-trt-ep-nms"),
     ("ScatterND", "trt86"): (None, "reduction other than none is ignored (wrong results, no error): "
                              "omit the `reduction` attribute", "trt-scatter"),
-    ("ScatterND", "trt10"): (None, "`reduction` other than none unsupported; older 10.x reject the attribute "
-                             "even when 'none': omit it", "trt-scatter"),
+    ("ScatterND", "trt10"): (None, "`reduction` other than none unsupported; 10.x up to 10.7 reject the attribute "
+                             "even when 'none' (the 10.15 matrix accepts it): omit it", "trt-scatter"),
     ("ScatterElements", "trt86"): (None, "reduction must be 'none' (8.6.1 silently ignores 'add')", "trt-scatter"),
     ("ScatterElements", "trt10"): (None, "reduction must be 'none' (IScatterLayer has no reduction; "
                                    "reductions 'not fully supported')", "trt-scatter"),

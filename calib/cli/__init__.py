@@ -31,8 +31,22 @@ Post-hoc calibration and false-positive filtering for exported ONNX object detec
 COMMANDS = (fit, patch, eval_command, inspect, doctor)
 
 
+class _Version(argparse.Action):
+    """--version: detcal's version and the calibration.json format it writes (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from calib.artifact.schema import FORMAT, FORMAT_VERSION
+        from calib.artifact.version import DETCAL_VERSION
+
+        parser.exit(message=f"detcal {DETCAL_VERSION} (writes {FORMAT} version {FORMAT_VERSION})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detcal", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print detcal's version and the artifact format it writes")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
