@@ -56,6 +56,17 @@ def test_top_level_help_lists_every_command(capsys):
         assert f"    {command}" in out
 
 
+def test_version_prints_the_version_and_the_artifact_format(capsys):
+    import calib
+    from calib.artifact.schema import FORMAT, FORMAT_VERSION
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out == f"detcal {calib.__version__} (writes {FORMAT} version {FORMAT_VERSION})\n"
+
+
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage: detcal" in capsys.readouterr().out
