@@ -41,7 +41,8 @@ class _Version(argparse.Action):
         from calib.artifact.schema import FORMAT, FORMAT_VERSION
         from calib.artifact.version import DETCAL_VERSION
 
-        parser.exit(message=f"detcal {DETCAL_VERSION} (writes {FORMAT} version {FORMAT_VERSION})\n")
+        print(f"detcal {DETCAL_VERSION} (writes {FORMAT} version {FORMAT_VERSION})")     # stdout, as argparse's own
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
