@@ -46,7 +46,7 @@ def collect_detections(
     num_classes: int,
     base_conf: float = 0.001,
     config: PostprocessConfig = PostprocessConfig(),
-    batch_size: int = 8,
+    batch_size: int | None = None,
     threads: int | None = None,
     progress: bool = True,
     desc: str = "running model",

@@ -76,7 +76,7 @@ def fit(
     options: FitOptions = FitOptions(),
     layout: str | None = None,
     imgsz=None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     threads: int | None = None,
     names: list[str] | None = None,
     images_dir: str | Path | None = None,

@@ -34,6 +34,7 @@ class ModelInfo:
     head_params: dict = field(default_factory=dict)    # decode parameters of HEAD_LAYOUTS (strides, reg_max, ...)
     recognition: str = ""                             # why this layout (calib.head_recognition), for inspect/reports
     input_layout: str = "NCHW"                        # 'NCHW' | 'NHWC' (calib.model_input)
+    batch_coupled: bool = False                       # an image's outputs depend on its batch (BATCH_COUPLED_OPS)
 
     @property
     def input_convention(self) -> InputConvention:
@@ -49,6 +50,12 @@ class ModelInfo:
     @property
     def dynamic_batch(self) -> bool:
         return not isinstance(self.input_shape[0], int)
+
+
+# ops that scale an activation by statistics of the whole tensor, batch included: an image's outputs then
+# depend on the other images run with it (onnxruntime's dynamic quantization, and the fused form its
+# optimizer makes of it)
+BATCH_COUPLED_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul"})
 
 
 def sha256_file(path: str | Path) -> str:
@@ -149,7 +156,8 @@ def read_model_info(
     names = parse_names(metadata.get("names"))
     common = dict(path=p, sha256=sha256_file(p), input_name=inp.name, input_shape=value_info_dims(inp),
                   input_dtype=value_info_dtype(inp), class_names=names, metadata=metadata, opset=model_opset(model),
-                  outputs=list(rec.outputs), recognition=rec.reason, input_layout=convention.layout)
+                  outputs=list(rec.outputs), recognition=rec.reason, input_layout=convention.layout,
+                  batch_coupled=any(n.op_type in BATCH_COUPLED_OPS for n in graph.node))
     if rec.layout in HEAD_LAYOUTS:
         return ModelInfo(**common, output_name=rec.outputs[0], output_shape=rec.output_shapes[0], layout=rec.layout,
                          num_classes=rec.num_classes, head_params=dict(rec.params))

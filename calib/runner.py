@@ -1,6 +1,8 @@
 """Running the raw exported detector with onnxruntime over images, batched where the model allows."""
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -73,16 +75,36 @@ def batch_inputs(items: Iterable[tuple[int, np.ndarray, np.ndarray]], batch_size
         yield InputBatch(idx, np.stack(xs), np.stack(rows))
 
 
+DEFAULT_BATCH = 8
+
+
+def resolve_batch_size(info: ModelInfo, requested: int | None) -> int:
+    """Images per model call: a fixed batch axis decides; else `requested`, by default DEFAULT_BATCH, or 1
+    for a model whose per-image outputs depend on the rest of its batch (info.batch_coupled: dynamic
+    quantization scales each activation over the whole batch), so that fit and eval see what one image
+    served alone gives. An explicit batch > 1 on such a model is kept, with a warning."""
+    if not info.dynamic_batch:
+        return int(info.input_shape[0] or 1)
+    if requested is None:
+        return 1 if info.batch_coupled else DEFAULT_BATCH
+    n = max(1, int(requested))
+    if n > 1 and info.batch_coupled:
+        warnings.warn(f"{info.path}: dynamically quantized (DynamicQuantizeLinear): each image's scores depend on "
+                      f"the other images of its batch; at batch {n} they are those of a batch of {n}, not of one "
+                      "image served alone (the default here is batch 1)", stacklevel=3)
+    return n
+
+
 class DetectorRunner:
     """Preprocess + run the raw model. `run(images)` yields RawBatch in input order."""
 
     def __init__(self, info: ModelInfo, preprocess: Preprocess, input_size: tuple[int, int], *,
-                 batch_size: int = 8, threads: int | None = None, session=None):
+                 batch_size: int | None = None, threads: int | None = None, session=None):
         self.info = info
         self.preprocess = preprocess
         self.input_size = tuple(input_size)
         self.session = session or make_session(info.path, threads=threads)
-        self.batch_size = max(1, int(batch_size)) if info.dynamic_batch else int(info.input_shape[0] or 1)
+        self.batch_size = resolve_batch_size(info, batch_size)
         self.convention = info.input_convention          # the model's dtype and layout (calib.model_input)
         self.convention.check_preprocess(preprocess, str(info.path))
 

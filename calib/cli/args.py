@@ -67,8 +67,9 @@ def unit_float(text: str) -> float:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """--layout, --batch, --threads: how the raw model is run."""
     p.add_argument("--layout", choices=LAYOUT_CHOICES, help="override the recognised head layout")
-    p.add_argument("--batch", type=positive_int, default=8,
-                   help="images per model call when the batch axis is dynamic (default: 8)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="images per model call when the batch axis is dynamic (default: 8; 1 for a dynamically "
+                        "quantized model, whose scores for an image depend on the rest of its batch)")
     p.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
 
 

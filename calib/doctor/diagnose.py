@@ -39,7 +39,7 @@ def diagnose(
     options: DoctorOptions | None = None,
     layout: str | None = None,
     out_dir: str | Path | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     threads: int | None = None,
     names: list[str] | None = None,
     images_dir: str | Path | None = None,

@@ -431,7 +431,7 @@ def compare_quantization(
     layout: str | None = None,
     options: QuantizationOptions | None = None,
     quantized_collected: Collected | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     threads: int | None = None,
     progress: bool = False,
 ) -> QuantizationResult:
@@ -552,7 +552,7 @@ def compare_quantization(
 # ----------------------------------------------------------------------- the doctor check
 
 def check_quantization(main: Run, reference_model: str | Path, dataset: Dataset, info, preprocess: Preprocess,
-                       opts: DoctorOptions, *, batch_size: int = 8, threads: int | None = None,
+                       opts: DoctorOptions, *, batch_size: int | None = None, threads: int | None = None,
                        progress: bool = False) -> Check:
     """Doctor check 8, quantization: `main` (the served, quantized model's run) against its float reference.
 

@@ -95,7 +95,7 @@ class Run:
     runner: DoctorRunner
 
 
-def run_model(dataset, info, pre, size, num_classes, opts, *, emulate_size=None, batch_size=8, threads=None,
+def run_model(dataset, info, pre, size, num_classes, opts, *, emulate_size=None, batch_size=None, threads=None,
          progress=True, desc="running model", session=None) -> Run:
     runner = DoctorRunner(info, pre, size, emulate_size=emulate_size, count_conf=opts.conf,
                            batch_size=batch_size, threads=threads, session=session)

@@ -135,7 +135,7 @@ def evaluate(
     preprocess: Preprocess | dict | None = None,
     layout: str | None = None,
     imgsz=None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     threads: int | None = None,
     names: list[str] | None = None,
     images_dir: str | Path | None = None,
