@@ -2,7 +2,9 @@
 eval and doctor run them one image per call unless asked otherwise (calib.runner.resolve_batch_size)."""
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +17,8 @@ from calib.model_info import read_model_info
 from calib.runner import DEFAULT_BATCH, resolve_batch_size
 from calib.session import make_session
 from synthetic import make_blob_detector
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))     # bench_real: the real files
 
 
 def dynamically_quantized(src, dst):
@@ -74,3 +78,46 @@ def test_fit_collects_one_image_per_call(quantized, blob_data):
     got = collect_detections(ds, info, Preprocess(), (128, 128), num_classes=2, progress=False)
     assert got.batch_sizes and set(got.batch_sizes) == {1}
     assert len(got.batch_sizes) == len(got.image_sizes)
+
+
+def _with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A batch-1 export with a dynamic batch axis: the declared dims, and a leading 1 in the shape of every
+    Reshape of a run-time tensor made 0 (copy the batch)."""
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    g.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    g.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    del g.value_info[:]
+    const = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    for n in g.node:
+        if n.input and all(i in const for i in n.input if i):
+            const.update(n.output)
+    shapes = {n.input[1] for n in g.node if n.op_type == "Reshape" and n.input[0] not in const}
+    for i, t in enumerate(g.initializer):
+        if t.name in shapes and numpy_helper.to_array(t)[0] == 1:
+            a = numpy_helper.to_array(t).copy()
+            a[0] = 0
+            g.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+    return m
+
+
+def test_real_int8_model_at_batch_8_is_not_the_model_at_batch_1(tmp_path):
+    """The real YOLOv8n int8 (dynamic quantization) with a dynamic batch axis: the same photos at batch 8
+    score differently than one by one (up to 0.76 on 16 photos), so fit defaults to one image per call."""
+    import bench_real
+
+    if not (bench_real.REAL_MODEL.exists() and bench_real.REAL_IMAGES.is_dir()):
+        pytest.skip(f"{bench_real.REAL_MODEL} or {bench_real.REAL_IMAGES} absent (../shared/real beside the repo)")
+    path = tmp_path / "yolov8n_int8_dynamic_batch.onnx"
+    onnx.save(_with_dynamic_batch(onnx.load(str(bench_real.REAL_MODEL))), str(path))
+    info = read_model_info(path)
+    assert info.dynamic_batch and info.batch_coupled and resolve_batch_size(info, None) == 1
+    sess = make_session(path, threads=2)
+    x, _ = bench_real.real_inputs(640, 8)
+    alone = np.concatenate([sess.run(None, {"images": x[i:i + 1]})[0] for i in range(8)])
+    np.testing.assert_array_equal(alone[:1], make_session(bench_real.REAL_MODEL, threads=2).run(None, {"images": x[:1]})[0])
+    batched = sess.run(None, {"images": x})[0]
+    assert np.abs(batched[:, 4:] - alone[:, 4:]).max() > 0.05
