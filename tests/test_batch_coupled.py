@@ -121,3 +121,31 @@ def test_real_int8_model_at_batch_8_is_not_the_model_at_batch_1(tmp_path):
     np.testing.assert_array_equal(alone[:1], make_session(bench_real.REAL_MODEL, threads=2).run(None, {"images": x[:1]})[0])
     batched = sess.run(None, {"images": x})[0]
     assert np.abs(batched[:, 4:] - alone[:, 4:]).max() > 0.05
+
+
+def test_doctor_measures_the_coupling_on_the_real_int8_model(tmp_path):
+    """doctor's batch_coupling check on the real int8 model with a dynamic batch: 8 real photos run together
+    move scores across 0.25 (a warning, with the numbers); a model without dynamic quantization has no such
+    check."""
+    import shutil
+
+    import bench_real
+    from calib.doctor import DoctorOptions, diagnose
+
+    if not (bench_real.REAL_MODEL.exists() and bench_real.REAL_IMAGES.is_dir()):
+        pytest.skip(f"{bench_real.REAL_MODEL} or {bench_real.REAL_IMAGES} absent (../shared/real beside the repo)")
+    root = bench_real.REAL_IMAGES.parents[1]
+    data = tmp_path / "ten"
+    (data / "images" / "val").mkdir(parents=True)
+    (data / "labels" / "val").mkdir(parents=True)
+    for p in bench_real.real_images(10):
+        shutil.copy(p, data / "images" / "val" / p.name)
+        shutil.copy(root / "labels" / "val" / (p.stem + ".txt"), data / "labels" / "val" / (p.stem + ".txt"))
+    (data / "data.yaml").write_text((root / "data.yaml").read_text())
+    model = tmp_path / "yolov8n_int8_dynamic_batch.onnx"
+    onnx.save(_with_dynamic_batch(onnx.load(str(bench_real.REAL_MODEL))), str(model))
+    r = diagnose(model, data / "data.yaml", options=DoctorOptions(timing_images=2, bootstrap=20), progress=False)
+    check = {c.name: c for c in r.checks}["batch_coupling"]
+    assert check.status == "warn" and check.evidence["n_crossing_conf"] > 0, check
+    assert check.evidence["n_images"] == 8 and check.evidence["run_batch_size"] == 1
+    assert "one image per call" in check.fix

@@ -65,11 +65,15 @@ Checks and their defaults (``DoctorOptions``):
                 the deployment images (min, max, 0.1/99.9th percentiles, the share of an 8-bit
                 min/max range spent on outliers) and, for QDQ models, the layers whose
                 calibrated range clips deployment activations.
+9. batch_coupling only for a dynamically quantized model (DynamicQuantizeLinear) that can run
+                several images per call: up to 8 images one by one and together; a score
+                crossing 0.25 warns (high from 1% of those above it), a move > 0.01 warns (low).
+                fit, eval and doctor run such a model one image per call by default.
 
 Modules: ``report`` (Check, DoctorReport, DoctorOptions), ``runs`` (running the model,
 serving emulated), ``anchors``, ``stats`` (the like-with-like statistics and their image bootstrap),
 one module per group of checks (``resolution``, ``box_shape``, ``scores``, ``load_labels``,
-``quantization``) and ``diagnose`` composing them. The command is ``calib.cli.doctor``.
+``quantization``, ``batch``) and ``diagnose`` composing them. The command is ``calib.cli.doctor``.
 """
 from .anchors import best_possible_recall, kmeans_anchors, read_anchors, wh_iou
 from .diagnose import CHECK_NAMES, diagnose

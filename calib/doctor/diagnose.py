@@ -153,6 +153,11 @@ def diagnose(
     checks.append(check_uniform_fp(main, dataset, opts, out, dataset.names))
     checks.append(check_nms_load(main, dataset, info, opts, progress))
     checks.append(check_labels(dataset, main, opts))
+    if info.batch_coupled and (info.dynamic_batch or int(info.input_shape[0] or 1) > 1):
+        from .batch import check_batch_coupling
+
+        log("doctor: running images one by one and together (the model is dynamically quantized)")
+        checks.append(check_batch_coupling(main, dataset, info, opts))
     if reference_model is not None:
         log(f"doctor: comparing with the float reference {Path(reference_model).name}")
         checks.append(check_quantization(main, reference_model, dataset, info, preprocess, opts, batch_size=batch_size,
