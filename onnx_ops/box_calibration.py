@@ -260,6 +260,48 @@ def box_survivors_key_dense(b: GraphBuilder, probs: str, box_rows: str, class_ax
     return b.op("ScatterND", fill, where3, vals, name="boxcal/key")
 
 
+def box_survivors_key_all_pairs(b: GraphBuilder, probs: str, box_rows: str, class_axis: int, cmap: BoxPlattMap,
+                                thresholds, input_size, box_format: str = "cxcywh") -> str:
+    """box_survivors_key_dense without data-dependent shapes (the fixed-shape graph, for TensorRT): the
+    calibrated logit of every (box, class) pair, masked by the prefilter and the logit threshold instead
+    of compacted (no NonZero, GatherND or ScatterND). -> key [B, N, C] whatever probs' orientation
+    (class_axis 1: probs transposed first).
+
+    s = (a_c z + b'_c) + ((w'_c0 v_0 + w'_c1 v_1) + w'_c2 v_2) as box_calibrated_logit_col computes it,
+    but with the box's clipped features v [B, N, 1] once per box and broadcast against the per-class
+    constants [1, 1, C] (the same IEEE products and sums, so the same bits where a candidate survives);
+    the score's log over [B, N, C]. On CPU this costs far more than the default graph (every pair's log):
+    it is for TensorRT, asked for with --static-shapes."""
+    C = cmap.num_classes
+    pre = cmap.prefilter_thresholds(thresholds)
+    lt = cmap.logit_thresholds(thresholds)
+    if class_axis == 1:
+        probs = b.op("Transpose", probs, name="boxcal/probs_bnc", perm=[0, 2, 1])                  # [B, N, C]
+    cand = b.op("Greater", probs, b.f32("boxcal/prefilter", pre.reshape(1, 1, C)), name="boxcal/prefiltered")
+    xy1, xy2 = box_corners(b, box_rows, box_format)                                                # [B, N, 2]
+    area, aspect, dist = box_feature_terms(b, xy1, xy2, input_size)                                # [B, N, 1]
+    box_logs = log_f32(b, b.op("Concat", area, aspect, name="boxcal/box_log_args", axis=-1), "boxcal/box_logs",
+                       bounded=True)                                                               # [B, N, 2]
+    z = log_f32(b, odds_f32(b, probs), "boxcal/logs", bounded=True)                                # [B, N, C]
+    lo, hi, w_f, b_f = cmap.folded_parameters(input_size)
+    feats = b.op("Concat", box_logs, dist, name="boxcal/features", axis=-1)                         # [B, N, 3]
+    v = b.op("Min", b.op("Max", feats, b.f32("boxcal/lo", np.asarray(lo, np.float32)), name="boxcal/above_lo"),
+             b.f32("boxcal/hi", np.asarray(hi, np.float32)), name="boxcal/clipped")
+    v0, v1, v2 = b.split(v, [1, 1, 1], -1, name="boxcal/feature")                                 # [B, N, 1] each
+
+    def per_class(tag, values):
+        return b.f32(f"boxcal/{tag}", np.asarray(values, np.float64).reshape(1, 1, C))
+
+    wv = [b.op("Mul", vi, per_class(f"w{i}", w_f[:, i]), name=f"boxcal/wv{i}") for i, vi in enumerate((v0, v1, v2))]
+    box_term = b.op("Add", b.op("Add", wv[0], wv[1], name="boxcal/wv01"), wv[2], name="boxcal/box_term")
+    score_term = b.op("Add", b.op("Mul", per_class("a", cmap.a), z, name="boxcal/az"), per_class("bias", b_f),
+                      name="boxcal/az_b")
+    s = b.op("Add", score_term, box_term, name="boxcal/logit")                                     # [B, N, C]
+    ok = b.op("And", cand, b.op("Greater", s, per_class("logit_threshold", lt), name="boxcal/above_threshold"),
+              name="boxcal/survives")
+    return b.op("Where", ok, s, b.f32("boxcal/neg", NEG), name="boxcal/key")
+
+
 def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: str, cmap: BoxPlattMap, thresholds,
                              input_size) -> tuple[str, str]:
     """end2end candidates: boxes [B, K, 4] xyxy, scores [B, K], classes [B, K] int64 -> (key [B, K]:
@@ -273,12 +315,13 @@ def box_survivors_key_sparse(b: GraphBuilder, boxes: str, scores: str, classes: 
     return b.op("Where", surv, s, b.f32("boxcal/neg", NEG), name="boxcal/key"), safe
 
 
-def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresholds, multi_label: bool
-                            ) -> tuple[str, str | None]:
+def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresholds, multi_label: bool,
+                            all_pairs: bool = False) -> tuple[str, str | None]:
     """The twin of calib.box_pipeline.threshold_calibrate_box, then select_best_class (or the
     multi-label flattening): decoded Dense or Sparse -> (key, class) as variants.candidate_key
     returns them, the key being the calibrated logit (NEG where the candidate does not survive).
-    The Dense head's logits are not used: the reference sees probabilities."""
+    The Dense head's logits are not used: the reference sees probabilities. all_pairs: a Dense head
+    without data-dependent shapes (box_survivors_key_all_pairs; Sparse heads have none anyway)."""
     from . import steps
 
     size = cmap.input_size
@@ -287,12 +330,20 @@ def threshold_calibrate_box(b: GraphBuilder, decoded, cmap: BoxPlattMap, thresho
     rows = decoded.boxes
     if decoded.class_axis == 1:             # [B, 4, N] -> [B, N, 4]
         rows = b.op("Transpose", rows, name="boxcal/boxes_bn4", perm=[0, 2, 1])
-    key = box_survivors_key_dense(b, decoded.probs, rows, decoded.class_axis, cmap, thresholds, size, decoded.box_format)
+    if all_pairs:
+        key = box_survivors_key_all_pairs(b, decoded.probs, rows, decoded.class_axis, cmap, thresholds, size,
+                                          decoded.box_format)
+        axis = 2                                                     # [B, N, C] whatever the head's orientation
+    else:
+        key = box_survivors_key_dense(b, decoded.probs, rows, decoded.class_axis, cmap, thresholds, size,
+                                      decoded.box_format)
+        axis = decoded.class_axis
     if multi_label:
-        return steps.multi_label_candidates(b, key, decoded.class_axis), None
-    return steps.select_best_class(b, key, decoded.class_axis)
+        return steps.multi_label_candidates(b, key, axis), None
+    return steps.select_best_class(b, key, axis)
 
 
 __all__ = ["log_f32", "box_feature_terms", "box_corners", "odds_f32", "class_table", "box_calibrated_logit_col",
            "box_calibrated_logit", "box_survives", "box_calibrated_score", "box_survivors_key_dense",
+           "box_survivors_key_all_pairs",
            "box_survivors_key_sparse", "threshold_calibrate_box"]

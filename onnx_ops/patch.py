@@ -586,16 +586,15 @@ def build_inserted(head: Head, spec: PostprocessSpec, opset: int, taken, static_
 
     static_shapes None: the default variant, unless the TensorRT table says some of its nodes would
     run outside a TensorRT engine (ep_support.leaves_tensorrt: e.g. NonZero where multi-label
-    isotonic calibrates survivors only); then the fixed-shape one."""
+    isotonic calibrates survivors only); then the fixed-shape one. Box-aware maps keep the default
+    (their prefilter's NonZero) unless static_shapes is True: their fixed-shape variant computes every
+    (box, class) pair."""
     def build(static: bool) -> GraphBuilder:
         b = GraphBuilder(opset)
         b.reserve(taken)
         _finish_outputs(b, add_postprocess(b, head, LETTERBOX_INPUT, spec, static))
         return b
 
-    if static_shapes and isinstance(spec.calibration, BoxPlattMap):
-        raise DetcalError("--static-shapes does not support the box-aware calibrator (platt_box) yet: its "
-                          "per-candidate prefilter compacts the candidates (NonZero); refit with another --calibrator")
     if static_shapes is not None:
         return build(bool(static_shapes)), bool(static_shapes)
     from . import ep_support
@@ -605,7 +604,9 @@ def build_inserted(head: Head, spec: PostprocessSpec, opset: int, taken, static_
                                                                  forbid=ep_support.DETCAL_FORBIDDEN))
 
     b = build(False)
-    if leaves(b) and not isinstance(spec.calibration, BoxPlattMap):   # box-aware: no fixed-shape variant yet
+    # box-aware maps: their fixed-shape variant calibrates every (box, class) pair (BOX_AWARE_ALL_PAIRS),
+    # many times the default's cost on CPU, so only on request (--static-shapes)
+    if leaves(b) and not isinstance(spec.calibration, BoxPlattMap):
         return build(True), True
     return b, False
 

@@ -60,6 +60,8 @@ class Variant(enum.Enum):
     BOX_AWARE         box-aware maps (platt_box), any head: the threshold is per candidate
                       (onnx_ops.box_calibration): raw prefilter (NonZero), the calibrated logit of
                       the M prefiltered candidates, bit-exact, as the key; Sigmoid after NMS.
+    BOX_AWARE_ALL_PAIRS  box-aware maps in the fixed-shape graph (TensorRT): BOX_AWARE's calibrated logit for
+                      every (box, class) pair, masked instead of compacted (no NonZero); Sigmoid after NMS.
     BOX_AWARE_BOXES_FIRST  box-aware maps on single-label dense heads whose lowest raw prefilter is at least
                       BOX_AWARE_MIN_PREFILTER (the default there): BOXES_FIRST's
                       margin (weighted by the raw prefilters) and compaction, then BOX_AWARE's
@@ -75,10 +77,12 @@ class Variant(enum.Enum):
     DENSE = "dense"
     BOX_AWARE = "box_aware"
     BOX_AWARE_BOXES_FIRST = "box_aware_boxes_first"
+    BOX_AWARE_ALL_PAIRS = "box_aware_all_pairs"
 
 
 BOXES_FIRST_VARIANTS = (Variant.BOXES_FIRST, Variant.BOX_AWARE_BOXES_FIRST)   # the candidates from box_select
-BOX_AWARE_VARIANTS = (Variant.BOX_AWARE, Variant.BOX_AWARE_BOXES_FIRST)      # key = calibrated logit, Sigmoid after NMS
+BOX_AWARE_VARIANTS = (Variant.BOX_AWARE, Variant.BOX_AWARE_BOXES_FIRST,     # key = calibrated logit, Sigmoid after NMS
+                      Variant.BOX_AWARE_ALL_PAIRS)
 
 
 def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: PostprocessConfig,
@@ -92,6 +96,8 @@ def choose_calibration_variant(head: Head, cmap: CalibrationMap, cfg: Postproces
     boxes_first = (not static_shapes and not multi and head.layout in BOXES_FIRST_LAYOUTS
                    and head.num_classes >= BOXES_FIRST_MIN_CLASSES)
     if isinstance(cmap, BoxPlattMap):   # per-candidate thresholds; its prefilter compacts (data-dependent shape)
+        if static_shapes:
+            return Variant.BOX_AWARE_ALL_PAIRS
         tight = bool(np.all(np.asarray(raw_thresholds) >= BOX_AWARE_MIN_PREFILTER))   # raw_thresholds: the prefilter
         return Variant.BOX_AWARE_BOXES_FIRST if boxes_first and tight else Variant.BOX_AWARE
     if head.layout == "end2end":
@@ -118,8 +124,9 @@ def candidate_key(b: GraphBuilder, variant: Variant, decoded, cmap: CalibrationM
     calibrated score of each candidate or about NEG where it does not survive; class [B, N] int64,
     None for multi_label (the class is then the flat index mod C). BOX_AWARE: the key is the
     calibrated logit, and it needs the calibrated `thresholds` (C,)."""
-    if variant is Variant.BOX_AWARE:
-        return box_calibration.threshold_calibrate_box(b, decoded, cmap, thresholds, multi_label)
+    if variant in (Variant.BOX_AWARE, Variant.BOX_AWARE_ALL_PAIRS):
+        return box_calibration.threshold_calibrate_box(b, decoded, cmap, thresholds, multi_label,
+                                                       all_pairs=variant is Variant.BOX_AWARE_ALL_PAIRS)
     rthr = raw_thresholds
     if variant is Variant.SPARSE:
         return steps.threshold_sparse(b, decoded, cmap, rthr)

@@ -444,8 +444,9 @@ def test_fit_rejects_bad_input():
 # ------------------------------------------------------------------------------------------ whole cut graph
 @functools.lru_cache(maxsize=32)
 def cut_session(layout: str, num_classes: int, seed: int, multi: bool, max_det: int, top_k: int, mask: bool,
-                aware: bool, static_n: int | None):
-    """onnx_ops.patch.build_postprocess_graph with a box-aware map (the BOX_AWARE variant)."""
+                aware: bool, static_n: int | None, fixed_shape: bool = False):
+    """onnx_ops.patch.build_postprocess_graph with a box-aware map (the BOX_AWARE variants; fixed_shape:
+    the TensorRT graph, BOX_AWARE_ALL_PAIRS, which must keep every node inside a TensorRT engine)."""
     from calib.artifact import PostprocessConfig
     from onnx_ops.patch import build_postprocess_graph
 
@@ -455,17 +456,25 @@ def cut_session(layout: str, num_classes: int, seed: int, multi: bool, max_det: 
     thr = np.random.default_rng(seed).uniform(0.2, 0.8, num_classes)
     cfg = PostprocessConfig(iou_threshold=0.5, max_det=max_det, pre_nms_top_k=top_k, multi_label=multi,
                             class_aware=aware, mask_padding=mask)
-    model = build_postprocess_graph(layout, num_classes, cmap, thr, cfg, num_candidates=static_n)
+    model = build_postprocess_graph(layout, num_classes, cmap, thr, cfg, num_candidates=static_n,
+                                    static_shapes=fixed_shape)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     assert all(n.name.startswith("detcal/") for n in model.graph.node)
+    if fixed_shape:
+        from onnx_ops import ep_support
+
+        consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        left = ep_support.leaves_tensorrt(ep_support.check_nodes(model.graph.node, 18, consts=consts))
+        assert not left and "NonZero" not in {n.op_type for n in model.graph.node}, left
     return _session(model), cmap, thr, cfg
 
 
-def _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n, raw, rows):
+def _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n, raw, rows, fixed_shape=False):
     from artifact_factory import assert_same_detections
     from calib.pipeline import pack_fixed, postprocess
 
-    sess, cmap, thr, cfg = cut_session(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n)
+    sess, cmap, thr, cfg = cut_session(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static_n,
+                                       fixed_shape)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"head": raw, "letterbox": rows})))
     ref = pack_fixed(postprocess(raw, layout, rows, cmap, thr, cfg), cfg.max_det)
     assert_same_detections(got, ref, score_tol=3e-7, context=f"{layout} C={num_classes} multi={multi}")
@@ -476,11 +485,13 @@ def _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, sta
 @given(layout=st.sampled_from(["xywh_cls", "xywh_obj_cls", "end2end"]), num_classes=st.sampled_from([1, 3, 80]),
        seed=st.integers(0, 3), multi=st.booleans(), max_det=st.sampled_from([1, 10, 300]),
        top_k=st.sampled_from([5, 3000]), mask=st.booleans(), aware=st.booleans(), static=st.booleans(),
-       batch=st.integers(1, 3), n=st.integers(0, 1500), data_seed=st.integers(0, 2**32 - 1), grid=st.booleans())
+       batch=st.integers(1, 3), n=st.integers(0, 1500), data_seed=st.integers(0, 2**32 - 1), grid=st.booleans(),
+       fixed_shape=st.booleans())
 def test_cut_graph_equals_pipeline_box_aware(layout, num_classes, seed, multi, max_det, top_k, mask, aware, static,
-                                          batch, n, data_seed, grid):
+                                          batch, n, data_seed, grid, fixed_shape):
     """decode -> box-aware threshold/calibrate -> best class -> top-k -> mask -> NMS -> outputs, the patch's
-    graph vs calib.pipeline: same detections in the same order (the ranking key is the bit-exact logit)."""
+    graph vs calib.pipeline: same detections in the same order (the ranking key is the bit-exact logit),
+    in the default graph and in the fixed-shape one for TensorRT (every (box, class) pair, masked)."""
     from artifact_factory import random_head
     from calib.letterbox import letterbox_row
 
@@ -490,20 +501,26 @@ def test_cut_graph_equals_pipeline_box_aware(layout, num_classes, seed, multi, m
     raw = random_head(layout, batch, n, num_classes, rng, grid=grid, dup_frac=0.1)
     rows = np.stack([letterbox_row(int(rng.integers(1, 3000)), int(rng.integers(1, 3000)), (640, 640))
                      for _ in range(batch)]).astype(F)
-    _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, n if static else None, raw, rows)
+    _cut_case(layout, num_classes, seed, multi, max_det, top_k, mask, aware, n if static else None, raw, rows,
+              fixed_shape)
 
 
 @pytest.mark.parametrize("layout", ["xywh_cls", "xywh_obj_cls", "end2end"])
-def test_cut_graph_dense_example(layout):
-    """A fixed busy example per layout: 80 classes, 8400 candidates (300 for end2end), two images."""
+@pytest.mark.parametrize("fixed_shape", [False, True], ids=["default", "fixed-shape"])
+def test_cut_graph_dense_example(layout, fixed_shape):
+    """A fixed busy example per layout: 80 classes, 8400 candidates (300 for end2end), two images; in the
+    default graph and in the fixed-shape one (every (box, class) pair calibrated, masked)."""
     from artifact_factory import random_head
     from calib.letterbox import letterbox_row
 
     rng = np.random.default_rng(7)
     raw = random_head(layout, 2, 8400 if layout != "end2end" else 300, 80, rng)
     rows = np.stack([letterbox_row(1280, 720, (640, 640)), letterbox_row(480, 1200, (640, 640))]).astype(F)
-    ref = _cut_case(layout, 80, 1, False, 300, 3000, True, True, None, raw, rows)
+    ref = _cut_case(layout, 80, 1, False, 300, 3000, True, True, None, raw, rows, fixed_shape)
     assert ref["num_dets"].min() > 5
+    if fixed_shape:     # multi-label too, and a static N
+        _cut_case(layout, 80, 2, layout != "end2end", 300, 3000, True, True, raw.shape[2 if layout == "xywh_cls" else 1],
+                  raw, rows, fixed_shape)
 
 
 # ------------------------------------------------------------------------------------------ selection above the floor
@@ -737,3 +754,26 @@ def test_kept_scores_stay_sorted_though_the_sigmoid_kernel_is_not_monotone():
     ref = box_scores(logits[0, :n_ok])
     assert (np.diff(ref) <= 0).all()
     assert_scores_close(got[0, :n_ok], ref)
+
+
+def test_patch_keeps_the_default_box_aware_graph_unless_static_shapes_is_asked(blob_model, tmp_path):
+    """A box-aware artifact: `patch` keeps its default graph (the prefilter's NonZero: TensorRT's table says
+    it may leave the engine, but the fixed-shape graph calibrates every (box, class) pair, ~20x the cost on
+    CPU); --static-shapes gives that graph, with no node outside a TensorRT engine, recorded in the metadata."""
+    from artifact_factory import make_artifact
+    from calib.model_info import sha256_file
+    from onnx_ops import ep_support
+    from onnx_ops.patch import build_patched_model
+
+    base = random_map(2, 1, global_w=True)
+    cmap = BoxPlattMap(base.a, base.b, base.w, base.mean, base.std, base.clip, (128, 128))
+    art = make_artifact(2, calibrator=cmap, thresholds=0.5, sha256=sha256_file(blob_model), input_size=(128, 128))
+    default = build_patched_model(blob_model, art)
+    fixed = build_patched_model(blob_model, art, static_shapes=True)
+    ops = lambda r: {n.op_type for n in r.model.graph.node if n.name.startswith("detcal/")}   # noqa: E731
+    assert "NonZero" in ops(default) and "NonZero" not in ops(fixed)
+    assert ep_support.leaves_tensorrt(default.findings) and not ep_support.leaves_tensorrt(fixed.findings)
+    from calib.artifact import PatchedMetadata
+
+    read = lambda r: PatchedMetadata.from_metadata_props({p.key: p.value for p in r.model.metadata_props}, "m")  # noqa: E731
+    assert read(fixed).static_shapes is True and read(default).static_shapes is False

@@ -404,18 +404,18 @@ def test_eval_runs_an_embedded_model(tmp_path, capsys):
     assert (tmp_path / "eval" / "eval.json").exists()
 
 
-def test_static_shapes_refuses_the_box_aware_map_in_one_line(tmp_path):
-    """The fixed-shape variant has no box-aware twin yet: a clear refusal, never a graph that calls
-    itself fixed-shape while it compacts with NonZero."""
+def test_static_shapes_with_the_box_aware_map_is_a_fixed_shape_graph(tmp_path):
+    """The fixed-shape variant has a box-aware twin (every box-class pair, masked): what calls itself
+    fixed-shape never compacts with NonZero; the default keeps the box-aware graph."""
     from artifact_factory import make_artifact
-    from calib.errors import DetcalError
     from calib.model_info import read_model_info
     from onnx_ops.patch import build_patched_model
 
     info = read_model_info(EXAMPLE_MODEL)
     art = make_artifact(info.num_classes, calibrator="platt_box", thresholds=0.3, input_size=info.input_size)
-    with pytest.raises(DetcalError, match="platt_box"):
-        build_patched_model(EXAMPLE_MODEL, art, force=True, static_shapes=True)
+    fixed = build_patched_model(EXAMPLE_MODEL, art, force=True, static_shapes=True)
+    assert "NonZero" not in {n.op_type for n in fixed.model.graph.node if n.name.startswith("detcal/")}
+    assert '"static_shapes": true' in {p.key: p.value for p in fixed.model.metadata_props}["detcal"]
     result = build_patched_model(EXAMPLE_MODEL, art, force=True)          # default: the box-aware graph
     meta = {p.key: p.value for p in result.model.metadata_props}["detcal"]
     assert '"static_shapes": false' in meta

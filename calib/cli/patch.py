@@ -28,7 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--static-shapes", action="store_true",
                    help="fixed-shape graph for TensorRT: no NonZero, no data-dependent Slice, TopK with constant K "
                         "(default: chosen automatically, fixed-shape only where TensorRT would leave nodes outside "
-                        "the engine)")
+                        "the engine; box-aware calibration (platt_box) only on request: its fixed-shape graph "
+                        "calibrates every box-class pair, ~20x the default's cost on CPU)")
     e = p.add_argument_group("embedded preprocessing (the model takes the decoded image, no glue code)")
     e.add_argument("--embed-preprocess", action="store_true",
                    help="the patched model takes `image` uint8 [H, W, 3] (any size) and letterboxes, scales "
