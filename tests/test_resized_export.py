@@ -138,3 +138,29 @@ def test_real_model_resized_patched_equals_reference(kind, size, tmp_path):
         assert_same_detections(got, ref, context=f"real yolov8n at {hw}, {kind}, image {i}")
         total += int(ref["num_dets"].sum())
     assert total > 0                                   # something to compare: real detections
+
+
+@needs_real
+@pytest.mark.parametrize("size", [320, 640])
+def test_real_model_fixed_shape_box_aware_graph_equals_reference(size, tmp_path):
+    """The fixed-shape graph (TensorRT) of a box-aware map, every (box, class) pair calibrated and masked,
+    on the real head at 320 and 640: the reference's detections, and no NonZero."""
+    model = resized(size)
+    path = tmp_path / f"yolov8n_coco_int8_at{size}.onnx"
+    onnx.save(model, str(path))
+    cal = dataclasses.replace(make_calibration("platt_box", 80, np.random.default_rng(4)), input_size=(size, size))
+    art = make_artifact(80, calibrator=cal, thresholds=0.3, input_size=(size, size))
+    result = build_patched_model(path, art, force=True, static_shapes=True)
+    assert "NonZero" not in {n.op_type for n in result.model.graph.node}
+    patched, raw = make_session(result.model, threads=2), make_session(model, threads=2)
+    x, rows = real_inputs(size, 3)
+    total = 0
+    for i in range(3):
+        out = raw.run(None, {"images": x[i:i + 1]})[0]
+        ref = pack_fixed(postprocess(out, "xywh_cls", rows[i:i + 1], art.calibration, art.score_thresholds, art.nms),
+                         art.nms.max_det)
+        got = dict(zip([o.name for o in patched.get_outputs()],
+                       patched.run(None, {"images": x[i:i + 1], "letterbox": rows[i:i + 1]})))
+        assert_same_detections(got, ref, context=f"real yolov8n at {size}, fixed-shape platt_box, image {i}")
+        total += int(ref["num_dets"].sum())
+    assert total > 0
