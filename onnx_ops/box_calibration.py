@@ -186,9 +186,14 @@ def box_calibrated_logit_col(b: GraphBuilder, p_col: str, cls: str, boxes: str, 
     prod = b.op("Mul", params, v, name="boxcal/products")                                            # [..., 5 + k]
     parts = b.split(prod, [1, 1, 1, 1, 1] + ([k] if k else []), -1, name="boxcal/terms")
     wv0, wv1, az, wv2, bias = parts[:5]
+    return logit_sum(b, wv0, wv1, wv2, az, bias, "boxcal/logit_col"), (parts[5] if k else None)
+
+
+def logit_sum(b: GraphBuilder, wv0: str, wv1: str, wv2: str, az: str, bias: str, name: str) -> str:
+    """The terms -> s = (a z + b') + ((w'_0 v_0 + w'_1 v_1) + w'_2 v_2), in BoxPlattMap.calibrated_logit's
+    order of additions (float32 addition does not associate: this order is the bit-exact contract)."""
     box_term = b.op("Add", b.op("Add", wv0, wv1, name="boxcal/wv01"), wv2, name="boxcal/box_term")
-    score_term = b.op("Add", az, bias, name="boxcal/az_b")
-    return b.op("Add", score_term, box_term, name="boxcal/logit_col"), (parts[5] if k else None)
+    return b.op("Add", b.op("Add", az, bias, name="boxcal/az_b"), box_term, name=name)
 
 
 def box_calibrated_logit(b: GraphBuilder, p: str, cls: str, boxes: str, cmap: BoxPlattMap, input_size,
@@ -293,10 +298,8 @@ def box_survivors_key_all_pairs(b: GraphBuilder, probs: str, box_rows: str, clas
         return b.f32(f"boxcal/{tag}", np.asarray(values, np.float64).reshape(1, 1, C))
 
     wv = [b.op("Mul", vi, per_class(f"w{i}", w_f[:, i]), name=f"boxcal/wv{i}") for i, vi in enumerate((v0, v1, v2))]
-    box_term = b.op("Add", b.op("Add", wv[0], wv[1], name="boxcal/wv01"), wv[2], name="boxcal/box_term")
-    score_term = b.op("Add", b.op("Mul", per_class("a", cmap.a), z, name="boxcal/az"), per_class("bias", b_f),
-                      name="boxcal/az_b")
-    s = b.op("Add", score_term, box_term, name="boxcal/logit")                                     # [B, N, C]
+    az = b.op("Mul", per_class("a", cmap.a), z, name="boxcal/az")
+    s = logit_sum(b, *wv, az, per_class("bias", b_f), "boxcal/logit")                             # [B, N, C]
     ok = b.op("And", cand, b.op("Greater", s, per_class("logit_threshold", lt), name="boxcal/above_threshold"),
               name="boxcal/survives")
     return b.op("Where", ok, s, b.f32("boxcal/neg", NEG), name="boxcal/key")

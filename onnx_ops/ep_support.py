@@ -400,7 +400,7 @@ def falls_back(f: Finding) -> bool:
     and later where `trt_op_types_to_exclude` names them, as advised for TensorRT 10.0-10.7). Kept
     conservative on purpose: it decides when `patch` takes the fixed-shape graph, which stays whole
     inside an engine on every version."""
-    return f.ep.startswith("trt") and (f.level == ERROR or "outside TensorRT" in f.reason or "filtered out" in f.reason)
+    return f.ep.startswith("trt") and (f.level == ERROR or "outside TensorRT" in f.reason)
 
 
 def leaves_tensorrt(findings: Iterable[Finding]) -> list[Finding]:

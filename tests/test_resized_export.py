@@ -77,6 +77,22 @@ def resized(size) -> onnx.ModelProto:
     return at_input_size(onnx.load(str(REAL_MODEL)), size)
 
 
+def _detections_equal_reference(raw, patched, art, size, context: str, n: int = 3) -> int:
+    """The patched session's outputs on the first n real photos are calib.pipeline's on the raw session's
+    head (assert_same_detections); -> how many detections were compared (0: nothing was)."""
+    x, rows = real_inputs(size, n)
+    total = 0
+    for i in range(n):
+        out = raw.run(None, {"images": x[i:i + 1]})[0]
+        ref = pack_fixed(postprocess(out, "xywh_cls", rows[i:i + 1], art.calibration, art.score_thresholds, art.nms),
+                         art.nms.max_det)
+        got = dict(zip([o.name for o in patched.get_outputs()],
+                       patched.run(None, {"images": x[i:i + 1], "letterbox": rows[i:i + 1]})))
+        assert_same_detections(got, ref, context=f"{context}, image {i}")
+        total += int(ref["num_dets"].sum())
+    return total
+
+
 @needs_real
 def test_same_size_is_the_same_model_and_320_gives_the_2100_anchor_head():
     x, _ = real_inputs(640, 1)
@@ -127,17 +143,7 @@ def test_real_model_resized_patched_equals_reference(kind, size, tmp_path):
     art = make_artifact(80, calibrator=cal, thresholds=0.3, input_size=hw)
     patched = make_session(build_patched_model(path, art, force=True).model, threads=2)
     raw = make_session(model, threads=2)
-    x, rows = real_inputs(size, 3)
-    total = 0
-    for i in range(3):
-        out = raw.run(None, {"images": x[i:i + 1]})[0]
-        ref = pack_fixed(postprocess(out, "xywh_cls", rows[i:i + 1], art.calibration, art.score_thresholds, art.nms),
-                         art.nms.max_det)
-        got = dict(zip([o.name for o in patched.get_outputs()],
-                       patched.run(None, {"images": x[i:i + 1], "letterbox": rows[i:i + 1]})))
-        assert_same_detections(got, ref, context=f"real yolov8n at {hw}, {kind}, image {i}")
-        total += int(ref["num_dets"].sum())
-    assert total > 0                                   # something to compare: real detections
+    assert _detections_equal_reference(raw, patched, art, size, f"real yolov8n at {hw}, {kind}") > 0
 
 
 @needs_real
@@ -153,14 +159,4 @@ def test_real_model_fixed_shape_box_aware_graph_equals_reference(size, tmp_path)
     result = build_patched_model(path, art, force=True, static_shapes=True)
     assert "NonZero" not in {n.op_type for n in result.model.graph.node}
     patched, raw = make_session(result.model, threads=2), make_session(model, threads=2)
-    x, rows = real_inputs(size, 3)
-    total = 0
-    for i in range(3):
-        out = raw.run(None, {"images": x[i:i + 1]})[0]
-        ref = pack_fixed(postprocess(out, "xywh_cls", rows[i:i + 1], art.calibration, art.score_thresholds, art.nms),
-                         art.nms.max_det)
-        got = dict(zip([o.name for o in patched.get_outputs()],
-                       patched.run(None, {"images": x[i:i + 1], "letterbox": rows[i:i + 1]})))
-        assert_same_detections(got, ref, context=f"real yolov8n at {size}, fixed-shape platt_box, image {i}")
-        total += int(ref["num_dets"].sum())
-    assert total > 0
+    assert _detections_equal_reference(raw, patched, art, size, f"real yolov8n at {size}, fixed-shape platt_box") > 0

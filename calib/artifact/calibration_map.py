@@ -273,8 +273,7 @@ class IsotonicMap:
     def raw_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
         """Per-class calibrated thresholds t (C,) -> raw thresholds r (C,): interp(p) > t <=> p > r."""
         t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-        params = (self.kind, *(np.asarray(v, dtype=np.float64) for v in (*self.x, *self.y)),
-                  np.asarray([len(v) for v in self.x], dtype=np.float64))
+        params = (self.kind, *self.x, *self.y)          # one array a class each: their bytes delimit the knots
         return _cached_raw_thresholds(params, t, lambda: self._raw_thresholds(t))
 
     def _raw_thresholds(self, t: np.ndarray) -> np.ndarray:
